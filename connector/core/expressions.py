@@ -1,0 +1,353 @@
+"""The safe formula language of `computed`, `set: "= ..."` and trigger conditions.
+
+A formula is parsed and checked once, when the rule files load (unknown names, unknown functions
+and anything beyond the small language are load errors), then evaluated many times by
+`simpleeval` over the names we allow. Python's `ast` gives the parse; our own walk refuses every
+node outside the language before simpleeval ever sees it, so `__import__('os')` or
+`amount.__class__` never reach an evaluator.
+
+Numbers are `Decimal` (literals too), so money never passes through float. A blank value
+propagates as blank through arithmetic and comparisons; the date helpers need a date and fail
+the record without one (wrap the argument in `coalesce(...)` to choose a default instead).
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import operator as op
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, DivisionByZero, InvalidOperation
+from typing import Any
+
+from simpleeval import SimpleEval
+
+from connector.core.findings import did_you_mean
+from connector.errors import RecordError
+
+RESERVED = frozenset({"rule", "won", "lost", "today"})
+
+
+class ExpressionError(ValueError):
+    """A formula that cannot be accepted; the message says why and what to write instead."""
+
+
+# --- blank-propagating operators -------------------------------------------------------------
+
+def _number(x: Any) -> Any:
+    return Decimal(x) if isinstance(x, int) and not isinstance(x, bool) else x
+
+
+def _blank_safe(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def apply(a: Any, b: Any) -> Any:
+        if a is None or b is None:
+            return None
+        return fn(a, b)
+    return apply
+
+
+def _div(a: Any, b: Any) -> Any:
+    return _number(a) / _number(b)
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, dt.date) and isinstance(b, (int, Decimal)):
+        return a + dt.timedelta(days=int(b))
+    return a + b
+
+
+def _sub(a: Any, b: Any) -> Any:
+    if isinstance(a, dt.date) and isinstance(b, (int, Decimal)):
+        return a - dt.timedelta(days=int(b))
+    if isinstance(a, dt.date) and isinstance(b, dt.date):
+        return (a - b).days
+    return a - b
+
+
+def _contains(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    return a in b
+
+
+def _not_contains(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    return a not in b
+
+
+def _not(a: Any) -> Any:
+    return None if a is None else not a
+
+
+def _neg(a: Any) -> Any:
+    return None if a is None else -a
+
+
+OPERATORS: dict[type, Callable[..., Any]] = {
+    ast.Add: _blank_safe(_add),
+    ast.Sub: _blank_safe(_sub),
+    ast.Mult: _blank_safe(op.mul),
+    ast.Div: _blank_safe(_div),
+    ast.Mod: _blank_safe(lambda a, b: _number(a) % _number(b)),
+    ast.Eq: op.eq,
+    ast.NotEq: op.ne,
+    ast.Lt: _blank_safe(op.lt),
+    ast.LtE: _blank_safe(op.le),
+    ast.Gt: _blank_safe(op.gt),
+    ast.GtE: _blank_safe(op.ge),
+    ast.In: _contains,
+    ast.NotIn: _not_contains,
+    ast.Not: _not,
+    ast.USub: _neg,
+    ast.UAdd: lambda a: a,
+}
+
+
+# --- functions --------------------------------------------------------------------------------
+
+def _need_date(value: Any, fname: str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if value is None:
+        raise RecordError(f"{fname}() needs a date and got an empty value")
+    raise RecordError(f"{fname}() needs a date and got {value!r}")
+
+
+def _round(x: Any, places: Any = 0) -> Any:
+    if x is None:
+        return None
+    places = int(places)
+    return Decimal(x).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def _min(*xs: Any) -> Any:
+    present = [x for x in xs if x is not None]
+    return min(present) if present else None
+
+
+def _max(*xs: Any) -> Any:
+    present = [x for x in xs if x is not None]
+    return max(present) if present else None
+
+
+def _abs(x: Any) -> Any:
+    return None if x is None else abs(x)
+
+
+def _coalesce(*xs: Any) -> Any:
+    for x in xs:
+        if x is not None and x != "":
+            return x
+    return None
+
+
+def _date(text: Any) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(text))
+    except ValueError:
+        raise RecordError(f"date({text!r}): expected 'YYYY-MM-DD'") from None
+
+
+def _days_between(a: Any, b: Any) -> int:
+    return (_need_date(b, "days_between") - _need_date(a, "days_between")).days
+
+
+def _month(d: Any) -> str:
+    return _need_date(d, "month").strftime("%Y-%m")
+
+
+def _business_days_between(a: Any, b: Any) -> int:
+    """Monday-to-Friday days from a to b (b excluded), negative when b is before a."""
+    start, end = _need_date(a, "business_days_between"), _need_date(b, "business_days_between")
+    sign = 1
+    if end < start:
+        start, end, sign = end, start, -1
+    days = (end - start).days
+    weeks, rest = divmod(days, 7)
+    count = weeks * 5
+    for i in range(rest):
+        if (start.weekday() + i) % 7 < 5:
+            count += 1
+    return sign * count
+
+
+@dataclass(frozen=True)
+class _Function:
+    fn: Callable[..., Any]
+    min_args: int
+    max_args: int | None  # None: any number
+
+
+FUNCTIONS: dict[str, _Function] = {
+    "round": _Function(_round, 1, 2),
+    "min": _Function(_min, 1, None),
+    "max": _Function(_max, 1, None),
+    "abs": _Function(_abs, 1, 1),
+    "coalesce": _Function(_coalesce, 1, None),
+    "date": _Function(_date, 1, 1),
+    "days_between": _Function(_days_between, 2, 2),
+    "business_days_between": _Function(_business_days_between, 2, 2),
+    "month": _Function(_month, 1, 1),
+}
+
+CONSTANTS: dict[str, Any] = {"true": True, "false": False, "True": True, "False": False,
+                             "none": None, "None": None, "null": None}
+
+
+# --- parse and check once -----------------------------------------------------------------------
+
+_ALLOWED = (
+    ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Name,
+    ast.Constant, ast.Call, ast.List, ast.Tuple, ast.Load,
+    *OPERATORS.keys(), ast.And, ast.Or,
+)
+
+_WHY_NOT = {
+    ast.Attribute: "attribute access ('.') is not allowed",
+    ast.Subscript: "subscripts ('[...]') are not allowed",
+    ast.Lambda: "lambda is not allowed",
+    ast.Pow: "'**' is not allowed; multiply instead",
+    ast.FloorDiv: "'//' is not allowed; use round(a / b)",
+    ast.Is: "'is' is not allowed; use '=='",
+    ast.IsNot: "'is not' is not allowed; use '!='",
+    ast.NamedExpr: "':=' is not allowed",
+}
+
+
+class _Evaluator(SimpleEval):  # type: ignore[misc]
+    """simpleeval with our operators and functions, and literal lists for `in [...]`."""
+
+    def __init__(self) -> None:
+        super().__init__(operators=OPERATORS,
+                         functions={n: f.fn for n, f in FUNCTIONS.items()}, names={})
+        self.nodes[ast.List] = self._eval_sequence
+        self.nodes[ast.Tuple] = self._eval_sequence
+
+    def _eval_sequence(self, node: ast.List | ast.Tuple) -> tuple[Any, ...]:
+        return tuple(self._eval(e) for e in node.elts)
+
+
+_local = threading.local()
+
+
+def _evaluator() -> _Evaluator:
+    ev = getattr(_local, "evaluator", None)
+    if ev is None:
+        ev = _local.evaluator = _Evaluator()
+    return ev
+
+
+@dataclass(frozen=True, eq=False)
+class Formula:
+    """A checked formula: evaluate it as often as you like."""
+
+    source: str
+    names: frozenset[str]
+    _tree: ast.AST
+
+    def evaluate(self, names: Mapping[str, Any]) -> Any:
+        ev = _evaluator()
+        ev.names = names
+        try:
+            return ev.eval(self.source, previously_parsed=self._tree)
+        except RecordError:
+            raise
+        except (ZeroDivisionError, DivisionByZero):
+            raise RecordError(f"division by zero in '{self.source}'") from None
+        except (TypeError, InvalidOperation, ValueError, ArithmeticError) as exc:
+            raise RecordError(f"cannot compute '{self.source}': {_plain(exc)}") from None
+
+    @property
+    def uses_today(self) -> bool:
+        return "today" in self.names
+
+
+def _plain(exc: Exception) -> str:
+    text = str(exc)
+    if "unsupported operand" in text or "not supported between" in text:
+        return "a value has the wrong type (text where a number or date is needed?)"
+    return text
+
+
+def parse_formula(source: str, known: Iterable[str]) -> Formula:
+    """Parse and check a formula; `known` are the names it may read. Raises ExpressionError."""
+    text = source.strip()
+    if text.startswith("="):
+        text = text[1:].strip()
+    if not text:
+        raise ExpressionError("the formula is empty")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        where = f" at column {exc.offset}" if exc.offset else ""
+        raise ExpressionError(f"formula '{text}' does not parse{where}: {exc.msg}") from None
+    known_set = set(known)
+    used: set[str] = set()
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    for node in ast.walk(tree):
+        _check_node(node, text, known_set, used, called)
+    body = _decimal_literals(tree.body)
+    return Formula(text, frozenset(used), body)
+
+
+def _check_node(node: ast.AST, text: str, known: set[str], used: set[str],
+                called: set[int]) -> None:
+    if not isinstance(node, _ALLOWED):
+        why = _WHY_NOT.get(type(node), f"'{type(node).__name__}' is not part of the formula "
+                                       "language")
+        raise ExpressionError(f"formula '{text}': {why}")
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+            name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+            hint = did_you_mean(name, FUNCTIONS)
+            raise ExpressionError(
+                f"formula '{text}': unknown function '{name}'{hint}; the functions are "
+                + ", ".join(sorted(FUNCTIONS)))
+        if node.keywords:
+            raise ExpressionError(f"formula '{text}': {node.func.id}() takes no named arguments")
+        spec = FUNCTIONS[node.func.id]
+        n = len(node.args)
+        if n < spec.min_args or (spec.max_args is not None and n > spec.max_args):
+            want = (str(spec.min_args) if spec.max_args == spec.min_args else
+                    f"{spec.min_args} or more" if spec.max_args is None else
+                    f"{spec.min_args} to {spec.max_args}")
+            raise ExpressionError(
+                f"formula '{text}': {node.func.id}() takes {want} arguments, got {n}")
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            raise ExpressionError(f"formula '{text}': '*' arguments are not allowed")
+    elif isinstance(node, ast.Name):
+        if id(node) in called:
+            return  # the Call branch has checked it
+        if node.id in CONSTANTS:
+            return
+        if node.id.startswith("_") or node.id not in known:
+            raise ExpressionError(
+                f"formula '{text}': unknown name '{node.id}'{did_you_mean(node.id, known)}")
+        used.add(node.id)
+    elif (isinstance(node, ast.Constant) and node.value is not None
+          and not isinstance(node.value, (str, int, float, bool))):
+        raise ExpressionError(f"formula '{text}': literal {node.value!r} is not allowed")
+
+
+def _decimal_literals(node: ast.expr) -> ast.expr:
+    """Turn float literals into Decimal (0.1 stays exactly 0.1) and constants into values."""
+
+    class Rewrite(ast.NodeTransformer):
+        def visit_Constant(self, n: ast.Constant) -> ast.AST:
+            if isinstance(n.value, float):
+                return ast.copy_location(ast.Constant(Decimal(repr(n.value))), n)  # type: ignore[arg-type]
+            if isinstance(n.value, int) and not isinstance(n.value, bool):
+                return ast.copy_location(ast.Constant(Decimal(n.value)), n)  # type: ignore[arg-type]
+            return n
+
+        def visit_Name(self, n: ast.Name) -> ast.AST:
+            if n.id in CONSTANTS:
+                return ast.copy_location(ast.Constant(CONSTANTS[n.id]), n)
+            return n
+
+    return Rewrite().visit(node)  # type: ignore[no-any-return]

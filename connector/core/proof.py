@@ -1,0 +1,192 @@
+"""The proof that exactly one workflow fires for every combination of factor values.
+
+It never walks the product of the factors' values (10 factors of 6 values are 60 million
+combinations). It works on cubes, one set of values per factor, kept as bit masks: two cubes
+overlap when every factor's masks intersect; the gaps are what is left of the whole space after
+splitting it along the workflows' cubes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from connector.core.findings import Finding
+from connector.core.ruleset import Cube, Factor, RuleSet
+
+MAX_REPORTED = 20  # per kind of problem; the message says how many more there are
+
+
+def prove(rules: RuleSet) -> list[Finding]:
+    """Overlaps, gaps and unreachable workflows (errors), monotonicity breaks (warnings)."""
+    if rules.weights is not None:
+        return _weights_monotonicity(rules)
+    findings: list[Finding] = []
+    findings += unreachable(rules)
+    findings += overlaps(rules)
+    findings += gaps(rules)
+    findings += monotonicity(rules)
+    return findings
+
+
+def _example(factors: Sequence[Factor], cube: Cube) -> dict[str, str]:
+    """The best combination inside a cube: the lowest set bit of each factor's mask."""
+    return {f.name: f.values[(m & -m).bit_length() - 1] for f, m in zip(factors, cube)}
+
+
+def _describe(factors: Sequence[Factor], cube: Cube) -> str:
+    parts = []
+    for f, m in zip(factors, cube):
+        if m == f.full:
+            continue
+        vals = [v for i, v in enumerate(f.values) if m >> i & 1]
+        parts.append(f"{f.name}={vals[0]}" if len(vals) == 1 else
+                     f"{f.name} in [{', '.join(vals)}]")
+    return ", ".join(parts) or "every combination"
+
+
+def _count(cube: Cube) -> int:
+    n = 1
+    for m in cube:
+        n *= m.bit_count()
+    return n
+
+
+def unreachable(rules: RuleSet) -> list[Finding]:
+    out: list[Finding] = []
+    for w in rules.workflows:
+        if not any(all(cube) for cube in w.cubes):
+            out.append(Finding.at(w.where, "error", "unreachable",
+                                  f"workflow '{w.name}' matches no combination of factor values "
+                                  "(an empty list of values, or 'any: []'?)", (w.name,)))
+    return out
+
+
+def _live_cubes(rules: RuleSet) -> list[tuple[int, Cube]]:
+    return [(k, c) for k, w in enumerate(rules.workflows) for c in w.cubes if all(c)]
+
+
+def overlaps(rules: RuleSet) -> list[Finding]:
+    """Every pair of workflows that share a combination, with an example of one."""
+    cubes = _live_cubes(rules)
+    seen: dict[tuple[int, int], Cube] = {}
+    for x in range(len(cubes)):
+        kx, cx = cubes[x]
+        for y in range(x + 1, len(cubes)):
+            ky, cy = cubes[y]
+            if kx == ky or (kx, ky) in seen:
+                continue
+            for a, b in zip(cx, cy):
+                if not a & b:
+                    break
+            else:
+                seen[(kx, ky)] = tuple(a & b for a, b in zip(cx, cy))
+    out: list[Finding] = []
+    for (kx, ky), common in seen.items():
+        if len(out) == MAX_REPORTED:
+            break
+        wx, wy = rules.workflows[kx], rules.workflows[ky]
+        out.append(Finding.at(
+            wy.where, "error", "overlap",
+            f"workflows '{wx.name}' (line {wx.where.line}) and '{wy.name}' both match "
+            f"{_describe(rules.factors, common)} ({_count(common)} combination"
+            f"{'s' if _count(common) != 1 else ''}): make their conditions exclusive",
+            (wx.name, wy.name), _example(rules.factors, common)))
+    if len(seen) > MAX_REPORTED:
+        out.append(Finding("error", "overlap",
+                           f"... and {len(seen) - MAX_REPORTED} more overlapping pairs"))
+    return out
+
+
+def uncovered(space: Cube, cubes: list[Cube]) -> Iterator[Cube]:
+    """The parts of `space` that no cube covers, as disjoint cubes (a lazy cube subtraction)."""
+    inside = [c for c in cubes if all(a & b for a, b in zip(c, space))]
+    if not inside:
+        yield space
+        return
+    for c in inside:
+        if all(s & ~m == 0 for s, m in zip(space, c)):
+            return  # one cube covers the whole space
+    # Split the space on the first factor where the most-restrictive cube cuts it.
+    cut = min(inside, key=lambda c: sum((s & m).bit_count() for s, m in zip(space, c)))
+    for d, (s, m) in enumerate(zip(space, cut)):
+        if s & ~m:
+            yield from uncovered(space[:d] + (s & m,) + space[d + 1:], inside)
+            yield from uncovered(space[:d] + (s & ~m,) + space[d + 1:], inside)
+            return
+
+
+def gaps(rules: RuleSet) -> list[Finding]:
+    everything = tuple(f.full for f in rules.factors)
+    cubes = [c for _, c in _live_cubes(rules)]
+    out: list[Finding] = []
+    more = 0
+    for gap in uncovered(everything, cubes):
+        if len(out) == MAX_REPORTED:
+            more += 1
+            if more > 10_000:
+                break
+            continue
+        n = _count(gap)
+        out.append(Finding("error", "gap",
+                           f"no workflow matches {_describe(rules.factors, gap)} ({n} "
+                           f"combination{'s' if n != 1 else ''}): add a workflow or widen one",
+                           example=_example(rules.factors, gap)))
+    if more:
+        out.append(Finding("error", "gap", f"... and {more}{'+' if more > 10_000 else ''} more "
+                           "uncovered regions"))
+    return out
+
+
+def monotonicity(rules: RuleSet) -> list[Finding]:
+    """A better value of one factor, all else equal, must not give a lower probability.
+
+    For workflows A (lower probability) and B (higher): a break needs A and B to meet on every
+    factor but one, f, where A holds a value just better than one B holds. Checking adjacent
+    values is enough: the order is transitive.
+    """
+    cubes = [(rules.workflows[k], c) for k, c in _live_cubes(rules)]
+    found: dict[tuple[str, str, str], Finding] = {}
+    for wa, ca in cubes:
+        pa = wa.probability
+        if pa is None:
+            continue
+        for wb, cb in cubes:
+            pb = wb.probability
+            if pb is None or pa >= pb:
+                continue
+            apart = [d for d, (a, b) in enumerate(zip(ca, cb)) if not a & b]
+            if len(apart) > 1:
+                continue
+            for d in apart or range(len(ca)):
+                better = ca[d] & (cb[d] >> 1)  # A has value i, B has value i+1
+                if not better:
+                    continue
+                i = (better & -better).bit_length() - 1
+                f = rules.factors[d]
+                key = (wa.name, wb.name, f.name)
+                if key in found:
+                    continue
+                point = [a & b for a, b in zip(ca, cb)]
+                point[d] = 1 << i
+                example = _example(rules.factors, tuple(point))
+                found[key] = Finding.at(
+                    wa.where, "warning", "monotonicity",
+                    f"{f.name}={f.values[i]} is better than {f.name}={f.values[i + 1]}, yet "
+                    f"gives {_pct(pa)} % ('{wa.name}') where the worse value gives {_pct(pb)} % "
+                    f"('{wb.name}'), all else equal", (wa.name, wb.name), example)
+    return list(found.values())[:MAX_REPORTED]
+
+
+def _pct(value: object) -> str:
+    return format(value, "f") if value is not None else "?"
+
+
+def _weights_monotonicity(rules: RuleSet) -> list[Finding]:
+    """A generated table is exclusive and complete by construction; only a negative weight can
+    make a better value score lower."""
+    assert rules.weights is not None
+    return [
+        Finding("warning", "monotonicity",
+                f"factor '{f.name}' has a negative weight: its better values lower the "
+                "probability")
+        for f, w in zip(rules.factors, rules.weights.weights) if w < 0]

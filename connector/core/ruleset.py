@@ -1,0 +1,637 @@
+"""The typed rule set, and `compile_rules`: from the files' shapes (schema) to a rule set whose
+every reference is resolved, or to the list of everything that is wrong with it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Literal
+
+from connector.core import schema
+from connector.core.expressions import RESERVED, ExpressionError, Formula, parse_formula
+from connector.core.findings import Finding, Kind, Where, did_you_mean
+from connector.core.mapping import ID, Mapping
+from connector.core.values import KINDS, FieldType, as_text
+from connector.errors import RecordError
+
+Path = tuple[str | int, ...]
+Locate = Callable[[Path], Where]
+Cube = tuple[int, ...]  # one bit mask per factor: bit i set = the factor's i-th value allowed
+
+CLOSED_WON = "closed-won"
+CLOSED_LOST = "closed-lost"
+PROBABILITY = "probability"
+
+
+def norm(value: object) -> str:
+    """How a factor value is compared: its text, trimmed, without regard to case."""
+    return as_text(value).strip().casefold()
+
+
+@dataclass(frozen=True, eq=False)
+class Factor:
+    name: str
+    field: str
+    values: tuple[str, ...]                              # best first
+    bands: tuple[tuple[str, Decimal], ...] | None = None  # best first, lower bound inclusive
+    empty: int | None = None                             # index used for a blank field
+    where: Where = Where()
+    _index: dict[str, int] = dc_field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index.update({norm(v): i for i, v in enumerate(self.values)})
+        if self.bands is not None:
+            by_bound = sorted(range(len(self.bands)), key=lambda i: self.bands[i][1],  # type: ignore[index]
+                              reverse=True)
+            object.__setattr__(self, "_by_bound",
+                               tuple((self.bands[i][1], i) for i in by_bound))  # type: ignore[index]
+
+    @property
+    def full(self) -> int:
+        return (1 << len(self.values)) - 1
+
+    def index_of(self, value: object) -> int:
+        """The index of a record's value; an unknown value fails the record."""
+        if value is None or value == "":
+            if self.empty is not None:
+                return self.empty
+            raise RecordError(f"'{self.field}' is empty and factor '{self.name}' needs it")
+        if self.bands is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+                raise RecordError(f"'{self.field}' is {value!r}, not a number, and factor "
+                                  f"'{self.name}' has numeric bands")
+            for bound, i in self._by_bound:  # type: ignore[attr-defined]
+                if value >= bound:
+                    return i  # type: ignore[no-any-return]
+            lowest = self._by_bound[-1][0]  # type: ignore[attr-defined]
+            raise RecordError(f"'{self.field}' = {as_text(value)} is below every band of factor "
+                              f"'{self.name}' (the lowest starts at {as_text(lowest)})")
+        try:
+            return self._index[norm(value)]
+        except KeyError:
+            raise RecordError(
+                f"unknown {self.name} {as_text(value)!r}{did_you_mean(as_text(value), self.values)}"
+                f": factor '{self.name}' knows " + ", ".join(self.values)) from None
+
+
+@dataclass(frozen=True)
+class Closed:
+    field: str
+    won: frozenset[str]   # normalised values
+    lost: frozenset[str]
+
+    def state(self, value: object) -> str | None:
+        key = norm(value)
+        if key in self.won:
+            return CLOSED_WON
+        if key in self.lost:
+            return CLOSED_LOST
+        return None
+
+
+Setting = Formula | object  # a formula, or a literal value
+
+
+@dataclass(frozen=True, eq=False)
+class Workflow:
+    name: str
+    cubes: tuple[Cube, ...]
+    sets: dict[str, Any]                    # field -> Formula or literal
+    actions: tuple[str, ...] = ()
+    where: Where = Where()
+    generated: bool = False
+
+    @property
+    def probability(self) -> Decimal | None:
+        p = self.sets.get(PROBABILITY)
+        return p if isinstance(p, Decimal) else None
+
+
+@dataclass(frozen=True)
+class Weights:
+    minimum: Fraction
+    maximum: Fraction
+    step: Fraction
+    weights: tuple[Fraction, ...]          # aligned with the rule set's factors
+
+    def probability(self, combo: tuple[int, ...], sizes: tuple[int, ...]) -> Fraction:
+        """The SPEC's formula, exactly: min + (max-min) * sum(w*score)/sum(w), rounded to the
+        nearest multiple of step (ties up) and clamped."""
+        total = sum(self.weights)
+        if total == 0:
+            raw = self.minimum
+        else:
+            acc = sum((w * score(i, n) for w, i, n in zip(self.weights, combo, sizes)), Fraction(0))
+            raw = self.minimum + (self.maximum - self.minimum) * acc / total
+        return clamp(round_up_half(raw, self.step), self.minimum, self.maximum)
+
+
+def score(i: int, n: int) -> Fraction:
+    """The i-th of n values (best first) scores (n-1-i)/(n-1); a lone value scores 1."""
+    return Fraction(1) if n == 1 else Fraction(n - 1 - i, n - 1)
+
+
+def round_up_half(x: Fraction, step: Fraction) -> Fraction:
+    q = x / step
+    return (q + Fraction(1, 2)).__floor__() * step
+
+
+def clamp(x: Fraction, lo: Fraction, hi: Fraction) -> Fraction:
+    return max(lo, min(hi, x))
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    kind: Literal["email", "http", "erp"]
+    spec: Any
+    where: Where = Where()
+
+
+@dataclass(frozen=True, eq=False)
+class Trigger:
+    name: str
+    condition: Formula
+    actions: tuple[str, ...]
+    where: Where = Where()
+
+
+@dataclass(frozen=True, eq=False)
+class RuleSet:
+    factors: tuple[Factor, ...]
+    closed: Closed | None
+    workflows: tuple[Workflow, ...]
+    weights: Weights | None
+    computed: dict[str, Formula]
+    actions: dict[str, Action]
+    triggers: tuple[Trigger, ...]
+    mapping: Mapping
+    version: str = ""
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(len(f.values) for f in self.factors)
+
+    @property
+    def time_dependent_triggers(self) -> tuple[Trigger, ...]:
+        """Triggers that may turn true with no edit in the CRM (they read `today`)."""
+        uses_today = self.names_using_today()
+        return tuple(t for t in self.triggers if t.condition.names & uses_today)
+
+    def names_using_today(self) -> set[str]:
+        names = {"today"}
+        changed = True
+        while changed:
+            changed = False
+            for name, formula in self.computed.items():
+                if name not in names and formula.names & names:
+                    names.add(name)
+                    changed = True
+        return names
+
+
+# --- compile -----------------------------------------------------------------------------------
+
+class _Collector:
+    def __init__(self, locate: Locate) -> None:
+        self.locate = locate
+        self.findings: list[Finding] = []
+
+    def error(self, path: Path, kind: Kind, message: str, rules: Iterable[str] = ()) -> None:
+        self.findings.append(Finding.at(self.locate(path), "error", kind, message, tuple(rules)))
+
+    def warning(self, path: Path, kind: Kind, message: str, rules: Iterable[str] = ()) -> None:
+        self.findings.append(Finding.at(self.locate(path), "warning", kind, message, tuple(rules)))
+
+    @property
+    def failed(self) -> bool:
+        return any(f.severity == "error" for f in self.findings)
+
+
+def compile_mapping(spec: schema.MappingSpec, locate: Locate, source: str | None = None
+                    ) -> tuple[Mapping, list[Finding]]:
+    c = _Collector(locate)
+    if ID in spec.fields:
+        c.error(("fields", ID), "reference",
+                f"'{ID}' is reserved for the record id; it comes from 'id: {spec.id}'")
+    for name in spec.writeback:
+        if name not in spec.fields:
+            c.error(("writeback",), "reference",
+                    f"writeback field '{name}' is not in 'fields'{did_you_mean(name, spec.fields)}")
+    for name in spec.types:
+        if name not in spec.fields:
+            c.error(("types", name), "reference",
+                    f"'types' names '{name}', which is not in 'fields'"
+                    f"{did_you_mean(name, spec.fields)}")
+    types = {n: FieldType(k) for n, k in spec.types.items() if k in KINDS}  # type: ignore[arg-type]
+    mapping = Mapping(spec.crm, spec.object, spec.id, spec.modified, dict(spec.fields),
+                      tuple(spec.writeback), types, source)
+    return mapping, c.findings
+
+
+def compile_rules(spec: schema.RulesSpec, mapping: Mapping, locate: Locate, version: str = ""
+                  ) -> tuple[RuleSet | None, list[Finding]]:
+    """Resolve every reference; return the rule set, or None and every error found."""
+    c = _Collector(locate)
+    fields = mapping.canonical_names
+    factors = _compile_factors(spec, fields | set(spec.computed), c)
+    factor_by_name = {f.name: f for f in factors}
+    closed = _compile_closed(spec, fields, factor_by_name, c)
+
+    set_fields = {k for w in (spec.workflows or []) for k in w.set}
+    known = set(fields) | set(spec.computed) | set(factor_by_name) | set_fields | RESERVED
+    computed = _compile_computed(spec, known, c)
+
+    workflows: tuple[Workflow, ...] = ()
+    weights: Weights | None = None
+    if spec.workflows is not None and spec.probability is not None:
+        c.error(("probability",), "schema",
+                "give either 'workflows' or 'probability' (weights), not both")
+    elif spec.workflows is not None:
+        workflows = _compile_workflows(spec, factors, closed, known, computed, mapping, c)
+    elif spec.probability is not None:
+        weights = _compile_weights(spec.probability, factors, c)
+        if weights is not None:
+            workflows = generate_workflows(factors, weights)
+    else:
+        c.error((), "schema", "the rules define no 'workflows' and no 'probability' weights: "
+                "add one of them")
+    actions = _compile_actions(spec, c)
+    for i, w in enumerate(spec.workflows or []):
+        for j, a in enumerate(w.actions):
+            if a not in actions:
+                c.error(("workflows", i, "actions", j), "reference",
+                        f"workflow '{w.name}': unknown action '{a}'{did_you_mean(a, actions)}",
+                        [w.name])
+    triggers = _compile_triggers(spec, known, actions, c)
+    _check_order(computed, workflows, factors, c)
+    if c.failed:
+        return None, c.findings
+    rs = RuleSet(tuple(factors), closed, workflows, weights, computed, actions, triggers, mapping,
+                 version)
+    return rs, c.findings
+
+
+def _compile_factors(spec: schema.RulesSpec, fields: Iterable[str], c: _Collector
+                     ) -> list[Factor]:
+    known_fields = set(fields)
+    out: list[Factor] = []
+    if not spec.factors:
+        c.error(("factors",), "schema", "no 'factors': name at least one factor")
+    for name, f in spec.factors.items():
+        path: Path = ("factors", name)
+        if name in RESERVED or name == ID:
+            c.error(path, "reference", f"factor '{name}': the name is reserved; choose another")
+        if f.field not in known_fields:
+            c.error(path + ("field",), "reference",
+                    f"factor '{name}': unknown field '{f.field}'"
+                    f"{did_you_mean(f.field, known_fields)}; fields come from the mapping's "
+                    "'fields' or from 'computed'")
+        bands: tuple[tuple[str, Decimal], ...] | None = None
+        if f.bands is not None:
+            bands = tuple(f.bands.items())
+            values = tuple(b for b, _ in bands)
+            bounds = [b for _, b in bands]
+            if len(set(bounds)) != len(bounds):
+                c.error(path + ("bands",), "schema",
+                        f"factor '{name}': two bands start at the same bound")
+        else:
+            values = tuple(as_text(v) for v in f.values or [])
+        seen: dict[str, int] = {}
+        for i, v in enumerate(values):
+            if norm(v) in seen:
+                c.error(path + ("values", i), "schema",
+                        f"factor '{name}': value '{v}' is listed twice")
+            seen[norm(v)] = i
+        empty = None
+        if f.empty is not None:
+            empty = seen.get(norm(f.empty))
+            if empty is None:
+                c.error(path + ("empty",), "reference",
+                        f"factor '{name}': 'empty' is '{as_text(f.empty)}', which is not one of "
+                        f"its values{did_you_mean(as_text(f.empty), values)}")
+        out.append(Factor(name, f.field, values, bands, empty, c.locate(path)))
+    return out
+
+
+def _compile_closed(spec: schema.RulesSpec, fields: frozenset[str],
+                    factors: dict[str, Factor], c: _Collector) -> Closed | None:
+    cl = spec.closed
+    if cl is None:
+        return None
+    if cl.field not in fields:
+        c.error(("closed", "field"), "reference",
+                f"closed: unknown field '{cl.field}'{did_you_mean(cl.field, fields)}")
+    won = frozenset(norm(v) for v in cl.won)
+    lost = frozenset(norm(v) for v in cl.lost)
+    if won & lost:
+        c.error(("closed",), "schema", "closed: a value is both won and lost: "
+                + ", ".join(sorted(won & lost)))
+    for f in factors.values():
+        if f.field == cl.field:
+            for i, v in enumerate(f.values):
+                if norm(v) in won | lost:
+                    c.error(("factors", f.name, "values", i), "reference",
+                            f"factor '{f.name}': '{v}' is a closed state; closed deals are "
+                            "outside the workflows, so remove it from the values")
+    return Closed(cl.field, won, lost)
+
+
+def _compile_computed(spec: schema.RulesSpec, known: set[str], c: _Collector
+                      ) -> dict[str, Formula]:
+    out: dict[str, Formula] = {}
+    for name, source in spec.computed.items():
+        if name in RESERVED or name == ID:
+            c.error(("computed", name), "reference",
+                    f"computed field '{name}': the name is reserved")
+            continue
+        try:
+            out[name] = parse_formula(str(source), known)
+        except ExpressionError as exc:
+            c.error(("computed", name), "expression", f"computed field '{name}': {exc}")
+    return out
+
+
+def _cube_masks(block: dict[str, Any], base_path: Path, wf: str, factors: list[Factor],
+                closed: Closed | None, c: _Collector) -> Cube | None:
+    index = {f.name: k for k, f in enumerate(factors)}
+    masks = [f.full for f in factors]
+    ok = True
+    for key, wanted in block.items():
+        path = base_path + (key,)
+        if key not in index:
+            c.error(path, "reference",
+                    f"workflow '{wf}': unknown factor '{key}'{did_you_mean(key, index)}", [wf])
+            ok = False
+            continue
+        f = factors[index[key]]
+        items = wanted if isinstance(wanted, list) else [wanted]
+        mask = 0
+        for j, item in enumerate(items):
+            ipath = path + (j,) if isinstance(wanted, list) else path
+            if isinstance(item, (dict, list)):
+                c.error(ipath, "schema", f"workflow '{wf}': factor '{key}' takes a value or a "
+                        "list of values", [wf])
+                ok = False
+                continue
+            try:
+                mask |= 1 << f._index[norm(item)]
+            except KeyError:
+                text = as_text(item)
+                if closed is not None and f.field == closed.field and closed.state(item):
+                    hint = (f": '{text}' is a closed state, handled outside the workflows "
+                            "(closed-won is 100, closed-lost 0)")
+                else:
+                    hint = (f"{did_you_mean(text, f.values)}; factor '{key}' knows "
+                            + ", ".join(f.values))
+                c.error(ipath, "reference",
+                        f"workflow '{wf}': unknown value '{text}' for factor '{key}'{hint}", [wf])
+                ok = False
+        masks[index[key]] = mask
+    return tuple(masks) if ok else None
+
+
+def _compile_workflows(spec: schema.RulesSpec, factors: list[Factor], closed: Closed | None,
+                       known: set[str], computed: dict[str, Formula], mapping: Mapping,
+                       c: _Collector) -> tuple[Workflow, ...]:
+    out: list[Workflow] = []
+    names: dict[str, int] = {}
+    for i, w in enumerate(spec.workflows or []):
+        path: Path = ("workflows", i)
+        if w.name in names:
+            c.error(path + ("name",), "schema", f"workflow '{w.name}' is defined twice", [w.name])
+        if w.name in (CLOSED_WON, CLOSED_LOST):
+            c.error(path + ("name",), "reference",
+                    f"workflow '{w.name}': the name is reserved for closed deals", [w.name])
+        names[w.name] = i
+        cubes: list[Cube] = []
+        when = dict(w.when)
+        blocks = when.pop("any", None)
+        base = _cube_masks(when, path + ("when",), w.name, factors, closed, c)
+        if blocks is not None and not isinstance(blocks, list):
+            c.error(path + ("when", "any"), "schema",
+                    f"workflow '{w.name}': 'any' takes a list of conditions", [w.name])
+            blocks = []
+        if base is not None:
+            if blocks is None:
+                cubes.append(base)
+            else:
+                for j, block in enumerate(blocks):
+                    bpath = path + ("when", "any", j)
+                    if not isinstance(block, dict):
+                        c.error(bpath, "schema", f"workflow '{w.name}': each 'any' entry is a "
+                                "set of factor: value pairs", [w.name])
+                        continue
+                    if "any" in block:
+                        c.error(bpath, "schema",
+                                f"workflow '{w.name}': 'any' cannot nest", [w.name])
+                        continue
+                    cube = _cube_masks(block, bpath, w.name, factors, closed, c)
+                    if cube is not None:
+                        cubes.append(tuple(a & b for a, b in zip(base, cube)))
+        sets = _compile_sets(w, path, known, computed, mapping, c)
+        out.append(Workflow(w.name, tuple(cubes), sets, tuple(w.actions),
+                            c.locate(path + ("name",))))
+    return tuple(out)
+
+
+def _compile_sets(w: schema.WorkflowSpec, path: Path, known: set[str],
+                  computed: dict[str, Formula], mapping: Mapping, c: _Collector
+                  ) -> dict[str, Any]:
+    sets: dict[str, Any] = {}
+    for key, value in w.set.items():
+        spath = path + ("set", key)
+        if key in computed:
+            c.error(spath, "reference", f"workflow '{w.name}': '{key}' is a computed field; a "
+                    "workflow cannot also set it", [w.name])
+            continue
+        if key in RESERVED or key == ID:
+            c.error(spath, "reference", f"workflow '{w.name}': '{key}' is reserved and cannot "
+                    "be set", [w.name])
+            continue
+        if key not in mapping.fields:
+            c.warning(spath, "reference", f"workflow '{w.name}' sets '{key}', which the mapping "
+                      "does not name: it is computed but never written", [w.name])
+        elif key not in mapping.writeback:
+            c.warning(spath, "reference", f"workflow '{w.name}' sets '{key}', which is not in "
+                      "the mapping's writeback list: it is never written", [w.name])
+        if isinstance(value, str) and value.lstrip().startswith("="):
+            try:
+                sets[key] = parse_formula(value, known)
+            except ExpressionError as exc:
+                c.error(spath, "expression", f"workflow '{w.name}': set '{key}': {exc}", [w.name])
+        elif isinstance(value, (dict, list)):
+            c.error(spath, "schema", f"workflow '{w.name}': set '{key}' takes a value or an "
+                    "'= formula'", [w.name])
+        elif isinstance(value, bool) or value is None:
+            sets[key] = value
+        elif isinstance(value, (int, float, Decimal)):
+            sets[key] = Decimal(str(value))
+        else:
+            sets[key] = value
+    p = sets.get(PROBABILITY)
+    if PROBABILITY not in w.set:
+        c.error(path + ("set",), "schema", f"workflow '{w.name}' sets no probability: add "
+                "'set: {probability: N}'", [w.name])
+    elif isinstance(p, Decimal) and not Decimal(0) <= p <= Decimal(100):
+        c.error(path + ("set", PROBABILITY), "schema",
+                f"workflow '{w.name}': probability {p} is outside 0..100", [w.name])
+    elif not isinstance(p, (Decimal, Formula)) and PROBABILITY in sets:
+        c.error(path + ("set", PROBABILITY), "schema",
+                f"workflow '{w.name}': probability must be a number or an '= formula'", [w.name])
+    return sets
+
+
+def _compile_weights(p: schema.ProbabilitySpec, factors: list[Factor], c: _Collector
+                     ) -> Weights | None:
+    names = {f.name for f in factors}
+    ok = True
+    for key in p.weights:
+        if key not in names:
+            c.error(("probability", "weights", key), "reference",
+                    f"weights: unknown factor '{key}'{did_you_mean(key, names)}")
+            ok = False
+    for f in factors:
+        if f.name not in p.weights:
+            c.error(("probability", "weights"), "reference",
+                    f"weights: factor '{f.name}' has no weight (give it 0 to ignore it)")
+            ok = False
+    if not ok:
+        return None
+    return Weights(Fraction(p.min), Fraction(p.max), Fraction(p.step),
+                   tuple(Fraction(p.weights[f.name]) for f in factors))
+
+
+def probability_name(value: Fraction) -> str:
+    d = Decimal(value.numerator) / Decimal(value.denominator)
+    return "p" + format(d.normalize(), "f")
+
+
+def reachable_values(factors: Iterable[Factor], weights: Weights) -> list[Fraction]:
+    """Every probability the weights can give, without walking the product: the set of
+    reachable weighted sums is built factor by factor."""
+    sums = {Fraction(0)}
+    for w, f in zip(weights.weights, factors):
+        n = len(f.values)
+        sums = {s + w * score(i, n) for s in sums for i in range(n)}
+    total = sum(weights.weights)
+    out = set()
+    for s in sums:
+        raw = weights.minimum if total == 0 else (
+            weights.minimum + (weights.maximum - weights.minimum) * s / total)
+        out.add(clamp(round_up_half(raw, weights.step), weights.minimum, weights.maximum))
+    return sorted(out, reverse=True)
+
+
+def generate_workflows(factors: Iterable[Factor], weights: Weights) -> tuple[Workflow, ...]:
+    """One workflow per reachable probability value, named p<value>. Their conditions are the
+    weights formula itself (see table.DecisionTable), so they carry no cubes."""
+    return tuple(
+        Workflow(probability_name(v), (), {PROBABILITY: Decimal(v.numerator) / v.denominator},
+                 generated=True)
+        for v in reachable_values(list(factors), weights))
+
+
+def _compile_actions(spec: schema.RulesSpec, c: _Collector) -> dict[str, Action]:
+    out: dict[str, Action] = {}
+    for name, a in spec.actions.items():
+        kind: Literal["email", "http", "erp"] = (
+            "email" if a.email else "http" if a.http else "erp")
+        out[name] = Action(name, kind, a.email or a.http or a.erp, c.locate(("actions", name)))
+    return out
+
+
+def _compile_triggers(spec: schema.RulesSpec, known: set[str], actions: dict[str, Action],
+                      c: _Collector) -> tuple[Trigger, ...]:
+    out: list[Trigger] = []
+    for i, t in enumerate(spec.triggers):
+        path: Path = ("triggers", i)
+        name = t.name or f"trigger-{i + 1}"
+        for j, a in enumerate(t.do):
+            if a not in actions:
+                c.error(path + ("do", j), "reference",
+                        f"trigger '{name}': unknown action '{a}'{did_you_mean(a, actions)}")
+        try:
+            formula = parse_formula(t.when, known)
+        except ExpressionError as exc:
+            c.error(path + ("when",), "expression", f"trigger '{name}': {exc}")
+            continue
+        out.append(Trigger(name, formula, tuple(t.do), c.locate(path)))
+    return tuple(out)
+
+
+def _check_order(computed: dict[str, Formula], workflows: tuple[Workflow, ...],
+                 factors: list[Factor], c: _Collector) -> None:
+    """Cycles among computed fields (and a workflow's own formulas), and factors that would
+    need a value only known after the workflow is chosen."""
+    graph = {n: set(f.names) & set(computed) for n, f in computed.items()}
+    for cycle in _cycles(graph):
+        c.error(("computed", cycle[0]), "cycle",
+                "computed fields depend on each other in a circle: " + " -> ".join(cycle))
+    after_match = {PROBABILITY, "rule"} | {k for w in workflows for k in w.sets}
+    late = after_match | set()
+    changed = True
+    while changed:
+        changed = False
+        for n, f in computed.items():
+            if n not in late and f.names & late:
+                late.add(n)
+                changed = True
+    for factor in factors:
+        if factor.field in late:
+            c.error(("factors", factor.name, "field"), "cycle",
+                    f"factor '{factor.name}' reads '{factor.field}', which is only known after a "
+                    "workflow is chosen")
+    for w in workflows:
+        wgraph = dict(graph)
+        for k, v in w.sets.items():
+            if isinstance(v, Formula):
+                wgraph[k] = set(v.names) & (set(computed) | set(w.sets))
+        for cycle in _cycles(wgraph):
+            if any(n in w.sets for n in cycle):
+                c.error(("workflows",), "cycle", f"workflow '{w.name}': its formulas depend on "
+                        "each other in a circle: " + " -> ".join(cycle), [w.name])
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                found.append(stack[stack.index(m):] + [m])
+            elif m not in state:
+                visit(m)
+        stack.pop()
+        state[n] = 2
+
+    for n in graph:
+        if n not in state:
+            visit(n)
+    return found
+
+
+def evaluation_order(formulas: dict[str, set[str]]) -> list[str]:
+    """Names in an order where each comes after the names it reads (the graph has no cycle)."""
+    order: list[str] = []
+    done: set[str] = set()
+
+    def visit(n: str) -> None:
+        if n in done:
+            return
+        done.add(n)
+        for m in sorted(formulas.get(n, ())):
+            if m in formulas:
+                visit(m)
+        order.append(n)
+
+    for n in formulas:
+        visit(n)
+    return order

@@ -1,0 +1,132 @@
+"""The shape of the files admins edit, as pydantic models (`extra="forbid"`: a misspelt key is an
+error, not a silently ignored setting). Meaning (which factor exists, which value is known) is
+checked later by `ruleset.compile_rules`; this module only knows shapes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+
+Scalar = StrictStr | StrictBool | StrictInt | Decimal
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FactorSpec(_Strict):
+    field: StrictStr
+    values: list[Scalar] | None = None
+    bands: dict[str, Decimal] | None = None
+    empty: Scalar | None = None  # the value to use when the field is blank
+
+    @model_validator(mode="after")
+    def _values_or_bands(self) -> FactorSpec:
+        if (self.values is None) == (self.bands is None):
+            raise ValueError("a factor has either 'values' (best first) or 'bands', not both "
+                             "and not neither")
+        if self.values is not None and not self.values:
+            raise ValueError("'values' is empty: list the values, best first")
+        if self.bands is not None and not self.bands:
+            raise ValueError("'bands' is empty: name the bands with their lower bounds")
+        return self
+
+
+class ClosedSpec(_Strict):
+    field: StrictStr
+    won: list[Scalar] = Field(default_factory=list)
+    lost: list[Scalar] = Field(default_factory=list)
+
+
+class WorkflowSpec(_Strict):
+    name: StrictStr
+    when: dict[str, Any] = Field(default_factory=dict)
+    set: dict[str, Any] = Field(default_factory=dict)
+    actions: list[StrictStr] = Field(default_factory=list)
+    description: StrictStr | None = None
+
+
+class ProbabilitySpec(_Strict):
+    min: Decimal = Decimal(10)
+    max: Decimal = Decimal(90)
+    step: Decimal = Decimal(10)
+    weights: dict[str, Decimal]
+
+    @model_validator(mode="after")
+    def _sane(self) -> ProbabilitySpec:
+        if not (Decimal(0) <= self.min <= self.max <= Decimal(100)):
+            raise ValueError("need 0 <= min <= max <= 100")
+        if self.step <= 0:
+            raise ValueError("'step' must be greater than 0")
+        if not self.weights:
+            raise ValueError("'weights' is empty: give each factor a weight")
+        return self
+
+
+class EmailSpec(_Strict):
+    to: list[StrictStr]
+    cc: list[StrictStr] = Field(default_factory=list)
+    subject: StrictStr
+    template: StrictStr | None = None  # a file under rules/
+    body: StrictStr | None = None      # or the text inline
+
+    @model_validator(mode="after")
+    def _one_body(self) -> EmailSpec:
+        if (self.template is None) == (self.body is None):
+            raise ValueError("an email has either 'template' (a file) or 'body' (inline text)")
+        return self
+
+
+class HttpSpec(_Strict):
+    method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = "POST"
+    url: StrictStr
+    json_body: Any = Field(default=None, alias="json")
+    headers: dict[str, StrictStr] = Field(default_factory=dict)
+
+
+class ActionSpec(_Strict):
+    email: EmailSpec | None = None
+    http: HttpSpec | None = None
+    erp: Literal["sales_order"] | None = None
+    description: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ActionSpec:
+        kinds = [k for k in ("email", "http", "erp") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("an action is exactly one of 'email', 'http' or 'erp'")
+        return self
+
+
+class TriggerSpec(_Strict):
+    name: StrictStr | None = None
+    when: StrictStr
+    do: list[StrictStr]
+
+
+class RulesSpec(_Strict):
+    """All of `rules/*.yaml` merged (a top-level key lives in one file only)."""
+
+    factors: dict[str, FactorSpec] = Field(default_factory=dict)
+    closed: ClosedSpec | None = None
+    workflows: list[WorkflowSpec] | None = None
+    probability: ProbabilitySpec | None = None
+    computed: dict[str, StrictStr | StrictInt | Decimal] = Field(default_factory=dict)
+    actions: dict[str, ActionSpec] = Field(default_factory=dict)
+    triggers: list[TriggerSpec] = Field(default_factory=list)
+
+
+FieldKind = Literal["text", "number", "money", "percent", "integer", "date", "datetime", "boolean"]
+
+
+class MappingSpec(_Strict):
+    crm: Literal["salesforce", "hubspot"]
+    object: StrictStr
+    id: StrictStr
+    modified: StrictStr
+    fields: dict[str, StrictStr]
+    writeback: list[StrictStr] = Field(default_factory=list)
+    # Types the CRM cannot tell us (an export has only text); Salesforce's describe wins.
+    types: dict[str, FieldKind] = Field(default_factory=dict)

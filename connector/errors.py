@@ -1,0 +1,48 @@
+"""The connector's errors, grouped by what the caller should do about them.
+
+    ConnectorError
+    ├── ConfigurationError   settings or rule files are wrong: stop, tell the admin (exit 2 / 1)
+    │   └── RuleFileError    one problem in a YAML file, with file, line and a hint
+    ├── RecordError          this record alone fails; the others go on
+    ├── RetriableError       may pass: back off and try again
+    └── FatalError           stop the run cleanly and keep the cursor where it is
+
+Messages say what to do, and never carry a secret.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """The root of every error the connector raises on purpose."""
+
+
+class ConfigurationError(ConnectorError):
+    """The settings or the files are wrong; nothing can run until an admin fixes them."""
+
+
+class RuleFileError(ConfigurationError):
+    """One problem in a rule or mapping file."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file and self.line else (
+            f"{self.file}: " if self.file else "")
+        return f"{where}{self.message}"
+
+
+class RecordError(ConnectorError):
+    """This record cannot be computed (unknown stage, bad amount, no workflow matches)."""
+
+
+class RetriableError(ConnectorError):
+    """A failure that may pass: a 5xx, a timeout, a locked row, a server that is down."""
+
+
+class FatalError(ConnectorError):
+    """The run must stop now (API allowance used up, credentials refused); the cursor is kept."""

@@ -8,9 +8,12 @@ in one line (set CRM_AUTOMATION_DEBUG=1 to see the traceback).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,8 +66,8 @@ def _print_findings(findings: list[Finding], console: Console) -> None:
                                                           for k, v in f.example.items())))
 
 
-def _load_or_exit(rules: Path, mappings: Path) -> Loaded:
-    loaded = load(rules, mappings)
+def _load_or_exit(rules: Path, mappings: Path, mapping: Path | None = None) -> Loaded:
+    loaded = load(rules, mappings, mapping_file=mapping)
     if not loaded.ok:
         _print_findings([f for f in loaded.findings if f.severity == "error"], _err())
         raise typer.Exit(1)
@@ -156,6 +159,158 @@ def table(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
         if rs.closed:
             console.print(f"closed deals, outside the table: {rs.closed.field} in "
                           f"won -> closed-won (100 %), lost -> closed-lost (0 %)")
+    raise typer.Exit(1 if failed else 0)
+
+
+MappingOpt = Annotated[Path | None, typer.Option(
+    "--mapping", help="The CRM mapping file to read the export with (default: the CRM's).")]
+TodayOpt = Annotated[str | None, typer.Option(
+    "--today", help="The date formulas see as today (YYYY-MM-DD); default: the real today.")]
+
+
+def _today(value: str | None) -> dt.date:
+    if value is None:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)",
+                                 param_hint="--today") from None
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on a terminal; none when the output is piped or in CI."""
+    if not sys.stderr.isatty() or os.environ.get("CI"):
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=_err(), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.command()
+def simulate(
+    input: Annotated[Path, typer.Argument(help="A CSV or JSON export with the CRM's field names.",
+                                          exists=True, dir_okay=False)],
+    mapping: MappingOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the rows with what would be written (.csv or .json).")] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Write a self-contained HTML report.")] = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+    today: TodayOpt = None,
+) -> None:
+    """Dry run over an export: which workflow each record gets, what would be written, which
+    actions would fire. Writes nothing to the CRM, sends nothing."""
+    from connector.simulate import simulate as run_simulation
+
+    when = _today(today)
+    loaded = _load_or_exit(rules, mappings, mapping)
+    assert loaded.rules is not None
+    for path, kinds in ((out, (".csv", ".json")), (report, (".html", ".htm"))):
+        if path is not None and path.suffix.casefold() not in kinds:
+            raise typer.BadParameter(f"{path}: use {' or '.join(kinds)}")
+    with _progress(f"simulating {input.name}") as progress:
+        summary = run_simulation(loaded.rules, input, out, when, progress)
+    console = _out()
+    console.print(f"{summary.read} records from {escape(str(input))} (rule set "
+                  f"{loaded.rules.version}, today {when.isoformat()})")
+    console.print("  " + ", ".join(f"{k} {v}" for k, v in sorted(summary.per_workflow.items())))
+    unchanged = summary.read - summary.changed - summary.failed
+    console.print(f"would change {summary.changed}, unchanged {unchanged}, failed "
+                  f"{summary.failed}")
+    if summary.actions:
+        console.print("actions that would fire: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(summary.actions.items())))
+    if summary.failures:
+        console.print("[red]failed[/red]:")
+        for f in summary.failures:
+            console.print(f"  line {f.line} ({escape(f.record_id or '?')}): {escape(f.reason)}")
+        if summary.failed > len(summary.failures):
+            console.print(f"  ... and {summary.failed - len(summary.failures)} more")
+    if out is not None:
+        console.print(f"wrote {escape(str(out))}")
+    if report is not None:
+        from connector.report import render
+
+        report.write_text(render(loaded.rules, summary, input, when), encoding="utf-8")
+        console.print(f"report: {escape(str(report))}")
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+class ForecastBy(str, Enum):
+    month = "month"
+    owner = "owner"
+    stage = "stage"
+
+
+@app.command()
+def forecast(
+    input: Annotated[Path, typer.Argument(help="A CSV or JSON export with the CRM's field names.",
+                                          exists=True, dir_okay=False)],
+    by: Annotated[ForecastBy, typer.Option("--by")] = ForecastBy.month,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.text,
+    chart: Annotated[Path | None, typer.Option(
+        "--chart", help="Write an SVG chart of amount and weighted amount per month.")] = None,
+    as_is: Annotated[bool, typer.Option(
+        "--as-is", help="Use the export's own probabilities, not the rules'.")] = False,
+    mapping: MappingOpt = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+    today: TodayOpt = None,
+) -> None:
+    """The weighted pipeline per expected close month (or owner, or stage)."""
+    from connector.core.forecast import money
+    from connector.simulate import forecast as run_forecast
+
+    when = _today(today)
+    if chart is not None and chart.suffix.casefold() != ".svg":
+        raise typer.BadParameter(f"{chart}: the chart is written as SVG; name it .svg",
+                                 param_hint="--chart")
+    loaded = _load_or_exit(rules, mappings, mapping)
+    assert loaded.rules is not None
+    with _progress(f"forecasting {input.name}") as progress:
+        result, failed = run_forecast(loaded.rules, input, when, by.value, as_is, progress)
+    rows = result.rows()
+    if format is TableFormat.json:
+        print(json.dumps([b.as_json(by.value) for b in rows], indent=2))
+    elif format is TableFormat.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow([by.value, "opportunities", "amount", "weighted_amount"])
+        for b in rows:
+            writer.writerow([b.key, b.opportunities, money(b.amount), money(b.weighted_amount)])
+    else:
+        basis = "the export's own probabilities" if as_is else "the rules' probabilities"
+        t = Table(by.value, "opportunities", "amount", "weighted amount",
+                  title=f"Forecast by {by.value}, on {basis}")
+        for b in rows:
+            t.add_row(escape(b.key), str(b.opportunities), money(b.amount),
+                      money(b.weighted_amount))
+        total = result.total()
+        t.add_section()
+        t.add_row("total", str(total.opportunities), money(total.amount),
+                  money(total.weighted_amount), style="bold")
+        _out().print(t)
+    notes = [f"{n} {why}" for why, n in result.left_out.items()]
+    if failed:
+        notes.append(f"{failed} failed (run 'simulate' to see why)")
+    if notes:
+        _err().print("left out: " + ", ".join(notes))
+    if chart is not None:
+        from connector.chart import forecast_svg
+
+        if by is not ForecastBy.month:
+            _err().print("the chart shows months; --by is ignored for it")
+            result, _ = run_forecast(loaded.rules, input, when, "month", as_is)
+        chart.write_text(forecast_svg(result.rows()), encoding="utf-8")
+        _err().print(f"chart: {escape(str(chart))}")
     raise typer.Exit(1 if failed else 0)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connector.core.compiled import Names, compile_formula
 from connector.core.expressions import Formula
 from connector.core.mapping import ID
 from connector.core.ruleset import (
@@ -69,7 +70,8 @@ class Evaluator:
             if n not in early:
                 early.add(n)
                 todo.extend(m for m in deps[n] if m in rules.computed)
-        self._early = [n for n in evaluation_order(deps) if n in early]
+        self._early = [(n, compile_formula(rules.computed[n]))
+                       for n in evaluation_order(deps) if n in early]
         self._plans: dict[str, list[tuple[str, Any]]] = {}
         for w in rules.workflows:
             self._plans[w.name] = self._plan(w.sets, early)
@@ -79,6 +81,13 @@ class Evaluator:
         self._action_sources = {
             w.name: tuple(ActionDue(a, f"workflow:{w.name}") for a in w.actions)
             for w in rules.workflows}
+        self._triggers = [(compile_formula(t.condition),
+                           tuple(ActionDue(a, f"trigger:{t.name}") for a in t.actions))
+                          for t in rules.triggers]
+        # Picklist values repeat from record to record: remember their index (or the error).
+        self._seen: list[dict[Any, int | RecordError] | None] = [
+            None if f.bands is not None else {} for f in rules.factors]
+        self._closed_seen: dict[Any, str | None] = {}
 
     def _plan(self, sets: Mapping[str, Any], early: set[str]) -> list[tuple[str, Any]]:
         """The order in which a workflow's `set` and the computed fields are evaluated."""
@@ -86,19 +95,47 @@ class Evaluator:
             n: set(f.names) for n, f in self.rules.computed.items() if n not in early}
         for k, v in sets.items():
             formulas[k] = set(v.names) if isinstance(v, Formula) else set()
-        steps = []
+        steps: list[tuple[str, Any]] = []
         for name in evaluation_order(formulas):
-            steps.append((name, sets[name] if name in sets else self.rules.computed[name]))
+            step = sets[name] if name in sets else self.rules.computed[name]
+            steps.append((name, compile_formula(step) if isinstance(step, Formula) else step))
         return steps
+
+    def _index(self, k: int, value: Any) -> int:
+        seen = self._seen[k]
+        factor = self.rules.factors[k]
+        if seen is None:
+            return factor.index_of(value)
+        hit = seen.get(value)
+        if hit is None:
+            try:
+                hit = factor.index_of(value)
+            except RecordError as exc:
+                hit = exc
+            if len(seen) < 10_000:
+                seen[value] = hit
+        if isinstance(hit, RecordError):
+            raise RecordError(str(hit))
+        return hit
+
+    def _state(self, value: Any) -> str | None:
+        closed = self.rules.closed
+        if closed is None:
+            return None
+        try:
+            return self._closed_seen[value]
+        except KeyError:
+            state = self._closed_seen[value] = closed.state(value)
+            return state
 
     def evaluate(self, record: Mapping[str, Any], today: dt.date) -> Outcome:
         """`record` holds canonical typed values (Mapping.read). Raises RecordError."""
         rules = self.rules
-        values: dict[str, Any] = dict(record)
+        values = Names(record)
         values["today"] = today
-        for name in self._early:
-            values[name] = rules.computed[name].evaluate(values)
-        state = rules.closed.state(values.get(rules.closed.field)) if rules.closed else None
+        for name, early in self._early:
+            values[name] = _step(name, early, values)
+        state = self._state(values.get(rules.closed.field)) if rules.closed else None
         factors: dict[str, str] = {}
         if state is not None:
             rule = state
@@ -106,7 +143,8 @@ class Evaluator:
             plan = self._closed_plan
             workflow: Workflow | None = None
         else:
-            combo = tuple(f.index_of(values.get(f.field)) for f in rules.factors)
+            combo = tuple(self._index(k, values.get(f.field))
+                          for k, f in enumerate(rules.factors))
             hits = self.table.match(combo)
             for f, i in zip(rules.factors, combo):
                 factors[f.name] = f.values[i]
@@ -125,16 +163,24 @@ class Evaluator:
         values["won"] = state == CLOSED_WON
         values["lost"] = state == CLOSED_LOST
         for name, step in plan:
-            values[name] = step.evaluate(values) if isinstance(step, Formula) else step
+            values[name] = _step(name, step, values) if callable(step) else step
         changes: dict[str, Any] = {}
         for name, ftype in self._writeback:
             if name in values:
                 new = for_write(values[name], ftype)
                 values[name] = new
-                if not same(record.get(name), new):
+                old = record.get(name)
+                if old != new and not same(old, new):
                     changes[name] = new
         due: list[ActionDue] = list(self._action_sources[rule]) if workflow else []
-        for t in rules.triggers:
-            if t.condition.evaluate(values):
-                due.extend(ActionDue(a, f"trigger:{t.name}") for a in t.actions)
+        for condition, actions in self._triggers:
+            if condition(values):
+                due.extend(actions)
         return Outcome(record.get(ID), values, rule, factors, changes, tuple(due))
+
+
+def _step(name: str, formula: Any, values: Names) -> Any:
+    try:
+        return formula(values)
+    except RecordError as exc:
+        raise RecordError(f"{name}: {exc}") from None

@@ -44,6 +44,11 @@ def _describe(factors: Sequence[Factor], cube: Cube) -> str:
     return ", ".join(parts) or "every combination"
 
 
+def describe_cubes(factors: Sequence[Factor], cubes: Sequence[Cube]) -> str:
+    """A workflow's condition in words: 'stage=Prospecting or stage in [A, B], size=large'."""
+    return " or ".join(_describe(factors, c) for c in cubes if all(c)) or "nothing"
+
+
 def _count(cube: Cube) -> int:
     n = 1
     for m in cube:

@@ -138,6 +138,8 @@ def guess_value(raw: object) -> Value:
     text = raw.strip()
     if not text:
         return None
+    if not (text[0].isdigit() or text[0] in "+-."):
+        return text  # the common case, names and picklists: no pattern to try
     if _DATE.match(text):
         try:
             return dt.date.fromisoformat(text)

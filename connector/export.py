@@ -1,0 +1,207 @@
+"""CRM exports (CSV from Data Loader or a report, JSON from the REST API) read as a stream of
+rows, and the dry run's output written back in the same format.
+
+Whatever the file's size, one row at a time is in memory. The quirks a real export has are read
+right: a byte-order mark, CRLF line ends, blank lines, quoted thousands separators ("12,500.00")
+in amounts (those are refused or read by the field's type, with the row's line number).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from connector.errors import ConfigurationError
+
+_CHUNK = 1 << 16
+
+
+@dataclass
+class Row:
+    number: int           # the line where the row starts (the header is line 1)
+    data: dict[str, Any]  # CRM field -> raw value, as the file has it
+
+
+class ByteCounter(io.RawIOBase):
+    """Counts the bytes read from a binary file, for a progress bar on long runs."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        return n
+
+
+def kind_of(path: Path) -> str:
+    suffix = path.suffix.casefold()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".json", ".jsonl", ".ndjson"):
+        return "json"
+    raise ConfigurationError(f"{path}: unknown export format '{path.suffix}'; use .csv or .json")
+
+
+class Export:
+    """An export file opened for streaming. `header` is known after the first row for JSON."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.kind = kind_of(path)
+        try:
+            self._binary = path.open("rb")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+        self.counter = ByteCounter(self._binary)
+        self.size = path.stat().st_size
+        self._text = io.TextIOWrapper(io.BufferedReader(self.counter), encoding="utf-8-sig",
+                                      newline="")
+        self.header: list[str] = []
+
+    def close(self) -> None:
+        self._text.close()
+        self._binary.close()
+
+    def __enter__(self) -> Export:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def rows(self) -> Iterator[Row]:
+        try:
+            if self.kind == "csv":
+                yield from self._csv_rows()
+            else:
+                yield from self._json_rows()
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"{self.path}: not UTF-8 text ({exc.reason}); export it "
+                                     "as UTF-8") from None
+
+    def _csv_rows(self) -> Iterator[Row]:
+        reader = csv.reader(self._text, strict=False)
+        for raw in reader:
+            if any(cell.strip() for cell in raw):
+                self.header = [h.strip() for h in raw]
+                break
+        else:
+            raise ConfigurationError(f"{self.path}: the file is empty (no header row)")
+        if len(set(self.header)) != len(self.header):
+            dupes = sorted({h for h in self.header if self.header.count(h) > 1})
+            raise ConfigurationError(f"{self.path}: the header repeats {', '.join(dupes)}")
+        width = len(self.header)
+        start = reader.line_num + 1
+        for raw in reader:
+            line, start = start, reader.line_num + 1
+            if not raw or not any(cell.strip() for cell in raw):
+                continue  # blank line
+            if len(raw) != width:
+                yield Row(line, {"__error__": f"has {len(raw)} columns where the header has "
+                                              f"{width}"})
+                continue
+            yield Row(line, dict(zip(self.header, raw)))
+
+    def _json_rows(self) -> Iterator[Row]:
+        decoder = json.JSONDecoder(parse_float=Decimal)  # money never passes through float
+        buffer = ""
+        position = 0
+        number = 0
+        eof = False
+        in_array = None
+
+        def fill() -> bool:
+            nonlocal buffer, position, eof
+            chunk = self._text.read(_CHUNK)
+            if not chunk:
+                eof = True
+                return False
+            buffer = buffer[position:] + chunk
+            position = 0
+            return True
+
+        while True:
+            while position < len(buffer) and buffer[position] in " \t\r\n,":
+                position += 1
+            if position >= len(buffer):
+                if eof or not fill():
+                    break
+                continue
+            char = buffer[position]
+            if in_array is None:
+                in_array = char == "["
+                if in_array:
+                    position += 1
+                    continue
+            if in_array and char == "]":
+                break
+            try:
+                value, end = decoder.raw_decode(buffer, position)
+            except json.JSONDecodeError as exc:
+                if not eof and fill():
+                    continue
+                raise ConfigurationError(f"{self.path}: not valid JSON near character "
+                                         f"{self.counter.count - len(buffer) + exc.pos}: "
+                                         f"{exc.msg}") from None
+            if end == len(buffer) and not eof and fill():
+                continue  # the value may go on in the next chunk (a number cut in two)
+            position = end
+            records = value.get("records") if isinstance(value, dict) else None
+            batch = records if isinstance(records, list) else [value]
+            for record in batch:
+                number += 1
+                if not isinstance(record, dict):
+                    yield Row(number, {"__error__": "is not a JSON object"})
+                    continue
+                record.pop("attributes", None)
+                if not self.header:
+                    self.header = list(record)
+                yield Row(number, record)
+
+
+class ExportWriter:
+    """Writes the dry run's rows as CSV or JSON, by the output file's extension."""
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self.kind = kind_of(path)
+        self.path = path
+        self._file = path.open("w", encoding="utf-8", newline="")
+        self._first = True
+        self.header = header
+        if self.kind == "csv":
+            self._csv = csv.writer(self._file, lineterminator="\n")
+            self._csv.writerow(header)
+        else:
+            self._file.write("[")
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.kind == "csv":
+            self._csv.writerow([_cell(row.get(h)) for h in self.header])
+        else:
+            self._file.write(("\n" if self._first else ",\n") + json.dumps(row, default=str))
+            self._first = False
+
+    def close(self) -> None:
+        if self.kind == "json":
+            self._file.write("\n]\n")
+        self._file.close()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -314,6 +314,136 @@ def forecast(
     raise typer.Exit(1 if failed else 0)
 
 
+def _app(rules: Path, mappings: Path) -> Any:
+    from connector.app import build_app
+
+    return build_app(rules, mappings)
+
+
+def _since(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not an ISO date or date-time",
+                                 param_hint="--since") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@app.command()
+def sync(
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Compute and report; write nothing, keep the cursor.")] = False,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Read changes since this ISO date-time instead of the cursor.")] = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """One poll cycle against the configured CRM, then the outbox is drained."""
+    application = _app(rules, mappings)
+    pipeline = application.pipeline
+    report = pipeline.poll(since=_since(since), dry_run=dry_run)
+    console = _out()
+    console.print(f"read {report.read}, already handled {report.skipped}, written "
+                  f"{report.written}, unchanged {report.unchanged}, parked {report.parked}, "
+                  f"failed {report.failed}, actions queued {report.actions}"
+                  + (" (dry run: nothing written)" if dry_run else ""))
+    console.print(f"API calls: {application.crm.calls} (+ {application.crm.auth_calls} login)")
+    for reason in report.reasons:
+        console.print(f"  {escape(reason)}")
+    drained = None
+    if not dry_run and report.stopped is None:
+        drained = pipeline.drain()
+        console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
+                      f"{drained.parked}")
+    if report.stopped:
+        _err().print(f"[red]stopped[/red]: {escape(report.stopped)} (cursor kept at "
+                     f"{report.cursor})")
+        raise typer.Exit(1)
+    bad = report.failed or report.parked or (drained is not None and drained.parked)
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """The webhook endpoints on a local HTTP server (the same code as the Lambda handlers)."""
+    import logging
+
+    from connector.handlers.webhook import route
+    from connector.web import Worker, make_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    application = _app(rules, mappings)
+    worker = Worker(lambda: application.pipeline.drain())
+
+    def store(key: str, ids: list[str]) -> bool:
+        stored = application.pipeline_store(key, ids)
+        worker.wake.set()
+        return stored
+
+    server = make_server(host, port, lambda event: route(
+        event, settings=application.settings, store=store, version=application.version))
+    worker.start()
+    _err().print(f"serving on http://{host}:{server.server_port} (rule set "
+                 f"{application.version}); Ctrl-C to stop")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.stop()
+        server.server_close()
+
+
+class OutboxCommand(str, Enum):
+    list = "list"
+    retry = "retry"
+    drop = "drop"
+
+
+@app.command()
+def outbox(
+    command: Annotated[OutboxCommand, typer.Argument(help="list, retry or drop")],
+    keys: Annotated[list[str] | None, typer.Argument(
+        help="Item keys (retry without keys: every parked item).")] = None,
+    all_items: Annotated[bool, typer.Option("--all", help="list: done items too.")] = False,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """The actions, ERP syncs and records that wait, and what to do with them."""
+    from connector.settings import load_settings
+    from connector.state import open_state
+
+    state = open_state(load_settings().state_url)
+    now = dt.datetime.now(dt.UTC)
+    console = _out()
+    if command is OutboxCommand.list:
+        items = [i for i in state.items() if all_items or i.status != "done"]
+        t = Table("key", "kind", "status", "tries", "next", "reason", title="Outbox")
+        for i in items:
+            t.add_row(escape(i.key), i.kind, i.status, str(i.attempts),
+                      i.next_at.isoformat(timespec="seconds") if i.next_at and
+                      i.status == "pending" else "", escape(i.reason))
+        console.print(t)
+        console.print(f"{len(items)} item{'s' if len(items) != 1 else ''}")
+        raise typer.Exit(0)
+    if command is OutboxCommand.drop:
+        if not keys:
+            raise typer.BadParameter("name the keys to drop (see 'outbox list')")
+        console.print(f"dropped {state.drop(keys)}")
+        raise typer.Exit(0)
+    released = state.release(keys or None, now)
+    console.print(f"{released} item{'s' if released != 1 else ''} back in the queue")
+    application = _app(rules, mappings)
+    drained = application.pipeline.drain()
+    console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
+                  f"{drained.parked}")
+    raise typer.Exit(1 if drained.parked else 0)
+
+
 def format_number(value: object) -> str:
     from decimal import Decimal
 

@@ -1,0 +1,170 @@
+"""Actions: what a workflow or trigger does besides setting fields. Each runs from the outbox
+with an idempotency key, so a retry or a rerun never repeats its effect; `preview` renders it
+without sending anything (the dry run shows these).
+
+Kinds: `email` (SMTP on one machine, SES in the cloud), `http` (a push to another platform),
+`erp` (a closed-won deal becomes a sales order).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from connector.core.ruleset import Action, RuleSet
+from connector.errors import ConfigurationError, RecordError
+
+# --- the record's values as the outbox keeps them (JSON, types kept) ------------------------
+
+
+def encode_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+            out[name] = value
+        elif isinstance(value, Decimal):
+            out[name] = {"$decimal": str(value)}
+        elif isinstance(value, dt.datetime):
+            out[name] = {"$datetime": value.isoformat()}
+        elif isinstance(value, dt.date):
+            out[name] = {"$date": value.isoformat()}
+        else:
+            out[name] = str(value)
+    return out
+
+
+def decode_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if isinstance(value, dict) and len(value) == 1:
+            (tag, text), = value.items()
+            if tag == "$decimal":
+                value = Decimal(text)
+            elif tag == "$datetime":
+                value = dt.datetime.fromisoformat(text)
+            elif tag == "$date":
+                value = dt.date.fromisoformat(text)
+        out[name] = value
+    return out
+
+
+def idempotency_key(record_id: str, action: str, source: str, episode: int) -> str:
+    """One key per rising edge: the record, the action, what made it due, and which time."""
+    return f"{record_id}:{action}:{source}:{episode}"
+
+
+def opaque(key: str) -> str:
+    """The key as sent to other systems (headers, Message-ID): fixed length, no record names."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Preview:
+    action: str
+    kind: str
+    rendered: dict[str, Any]
+
+
+class ActionRunner:
+    """Renders and runs the rule set's actions. Senders are built lazily, on first use, so a
+    dry run or a rule set without emails needs no SMTP settings."""
+
+    def __init__(self, rules: RuleSet, rules_dir: Path, mappings_dir: Path,
+                 senders: Mapping[str, Callable[..., Any]] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        import os
+
+        self.rules = rules
+        self.rules_dir = rules_dir
+        self.mappings_dir = mappings_dir
+        self.environ = os.environ if environ is None else environ
+        self._senders: dict[str, Callable[..., Any]] = dict(senders or {})
+        self._erp_mapping: Any = None
+
+    def action(self, name: str) -> Action:
+        try:
+            return self.rules.actions[name]
+        except KeyError:
+            raise RecordError(f"action '{name}' is no longer in the rules") from None
+
+    def render(self, name: str, values: Mapping[str, Any]) -> Preview:
+        """What the action would send, rendered; nothing is sent."""
+        action = self.action(name)
+        if action.kind == "email":
+            from connector.actions.email import render_email
+
+            return Preview(name, "email", render_email(action.spec, values, self.rules_dir))
+        if action.kind == "http":
+            from connector.actions.http import render_request
+
+            return Preview(name, "http", render_request(action.spec, values, self.environ,
+                                                        resolve_url=False))
+        order = self.erp_mapping().order_for(values)
+        return Preview(name, "erp", {"reference": order.reference,
+                                     "customer": order.customer.match,
+                                     "header": order.header, "lines": list(order.lines)})
+
+    def erp_mapping(self) -> Any:
+        if self._erp_mapping is None:
+            from connector.erp import load_erp_mapping
+
+            path = self.mappings_dir / "erp.yaml"
+            mapping, findings = load_erp_mapping(path, set(self.rules.mapping.canonical_names))
+            if mapping is None:
+                raise ConfigurationError("; ".join(str(f) for f in findings)
+                                         or f"{path}: cannot read the ERP mapping")
+            self._erp_mapping = mapping
+        return self._erp_mapping
+
+    def run(self, name: str, key: str, values: Mapping[str, Any]) -> str:
+        """Perform the action once for this idempotency key; returns what was done. Raises
+        RetriableError (try again later) or another ConnectorError (park it)."""
+        action = self.action(name)
+        sender = self._sender(action.kind)
+        if action.kind == "email":
+            from connector.actions.email import render_email
+
+            message = render_email(action.spec, values, self.rules_dir)
+            return str(sender(message, key))
+        if action.kind == "http":
+            from connector.actions.http import render_request
+
+            return str(sender(render_request(action.spec, values, self.environ), key))
+        order = self.erp_mapping().order_for(values)
+        return f"sales order {sender(order, key)}"
+
+    def _sender(self, kind: str) -> Callable[..., Any]:
+        if kind not in self._senders:
+            self._senders[kind] = _default_sender(kind, self)
+        return self._senders[kind]
+
+
+def _default_sender(kind: str, runner: ActionRunner) -> Callable[..., Any]:
+    from connector.settings import load_settings
+
+    settings = load_settings()
+    if kind == "email":
+        from connector.actions.email import SmtpSender
+
+        if not settings.smtp_url or not settings.email_from:
+            raise ConfigurationError("email actions need SMTP_URL (smtp://host:port) and "
+                                     "EMAIL_FROM")
+        return SmtpSender(settings.smtp_url, settings.email_from).send
+    if kind == "http":
+        from connector.actions.http import HttpSender
+
+        return HttpSender().send
+    from connector.erp import connect_erp
+
+    if not settings.erp_url:
+        raise ConfigurationError("ERP actions need ERP_URL (and ERP_DATABASE, ERP_USERNAME, "
+                                 "ERP_PASSWORD for Tryton)")
+    erp = connect_erp(runner.erp_mapping().erp, settings.erp_url, settings.erp_database,
+                      settings.erp_username,
+                      settings.erp_password.get_secret_value() if settings.erp_password else None)
+    return erp.push_order

@@ -1,0 +1,91 @@
+"""Wiring: settings, rule set, state store, CRM and actions, built once per process and shared
+by the command line, `serve` and the Lambda handlers (kept warm between invocations)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from connector.actions import ActionRunner
+from connector.crm import Crm
+from connector.errors import ConfigurationError
+from connector.files import Loaded, load
+from connector.pipeline import Pipeline, store_notice, utcnow
+from connector.settings import Settings, load_settings
+from connector.state import StateStore, open_state
+
+
+@dataclass
+class App:
+    settings: Settings
+    loaded: Loaded
+    rules_dir: Path
+    mappings_dir: Path
+    now: Callable[[], dt.datetime] = utcnow
+    _state: StateStore | None = None
+    _crm: Crm | None = None
+    _pipeline: Pipeline | None = None
+    _runner: ActionRunner | None = None
+
+    @property
+    def version(self) -> str:
+        return self.loaded.version
+
+    @property
+    def state(self) -> StateStore:
+        if self._state is None:
+            self._state = open_state(self.settings.state_url)
+        return self._state
+
+    @property
+    def crm(self) -> Crm:
+        if self._crm is None:
+            rules = self.loaded.rules
+            assert rules is not None
+            if rules.mapping.crm == "salesforce":
+                from connector.crm.salesforce import SalesforceCrm
+
+                self._crm = SalesforceCrm(self.settings, rules.mapping)
+            else:
+                raise ConfigurationError(f"no adapter for the CRM '{rules.mapping.crm}' yet")
+        return self._crm
+
+    @property
+    def runner(self) -> ActionRunner:
+        if self._runner is None:
+            assert self.loaded.rules is not None
+            self._runner = ActionRunner(self.loaded.rules, self.rules_dir, self.mappings_dir)
+        return self._runner
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            rules = self.loaded.rules
+            assert rules is not None
+            # The CRM's own types and scales (describe) win over the mapping file's.
+            types = self.crm.describe()
+            rules = dataclasses.replace(rules, mapping=rules.mapping.with_types(types))
+            self._runner = ActionRunner(rules, self.rules_dir, self.mappings_dir)
+            self._pipeline = Pipeline(rules, self.crm, self.state, self._runner, now=self.now)
+        return self._pipeline
+
+
+    def pipeline_store(self, key: str, ids: list[str]) -> bool:
+        """Store a webhook notice without touching the CRM (no describe, no login)."""
+        return store_notice(self.state, key, ids, self.now())
+
+
+def build_app(rules_dir: Path = Path("rules"), mappings_dir: Path = Path("mappings"),
+              settings: Settings | None = None, *, crm: Crm | None = None,
+              state: StateStore | None = None,
+              now: Callable[[], dt.datetime] = utcnow) -> App:
+    """Load and check everything; a broken rule set is a ConfigurationError listing it all."""
+    settings = settings or load_settings()
+    loaded = load(rules_dir, mappings_dir)
+    if not loaded.ok:
+        problems = "\n".join(str(f) for f in loaded.findings if f.severity == "error")
+        raise ConfigurationError(f"the rules do not pass 'check':\n{problems}")
+    return App(settings, loaded, rules_dir, mappings_dir, now, state, crm)

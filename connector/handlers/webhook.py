@@ -1,0 +1,102 @@
+"""The webhook routes: verify, store, acknowledge. Nothing else happens inside the request:
+the records named are read and processed afterwards, from the outbox (locally) or a queue.
+
+Every answer is a 2xx (stored), 401 (not from whom it claims), 400 (malformed), 404/405 (no
+such route), or 503 when the state store cannot take the notice (the sender retries later).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from connector.crm import events
+from connector.errors import ConnectorError
+
+log = logging.getLogger(__name__)
+
+Response = dict[str, Any]
+Store = Callable[[str, list[str]], bool]  # (dedupe key, record ids) -> stored (False: duplicate)
+
+
+def _response(status: int, body: Any, content_type: str = "application/json") -> Response:
+    text = body if isinstance(body, str) else (
+        body.decode() if isinstance(body, bytes) else json.dumps(body))
+    return {"statusCode": status, "headers": {"Content-Type": content_type}, "body": text}
+
+
+def _body(event: Mapping[str, Any]) -> bytes:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return base64.b64decode(body)
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
+def _headers(event: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+
+
+def route(event: Mapping[str, Any], *, settings: Any, store: Store, version: str,
+          now: Callable[[], float] = time.time) -> Response:
+    """Answer one API Gateway v2 request."""
+    http = (event.get("requestContext") or {}).get("http") or {}
+    method = str(http.get("method") or "GET").upper()
+    path = str(event.get("rawPath") or http.get("path") or "/")
+    try:
+        if path == "/health":
+            if method != "GET":
+                return _response(405, {"error": "use GET"})
+            return _response(200, {"status": "ok", "rules": version})
+        if path == "/webhooks/salesforce":
+            if method != "POST":
+                return _response(405, {"error": "use POST"})
+            return _salesforce(event, settings, store, now())
+        if path == "/webhooks/hubspot":
+            if method != "POST":
+                return _response(405, {"error": "use POST"})
+            return _hubspot(event, settings, store, now())
+        return _response(404, {"error": "no such route"})
+    except events.WebhookRejected as exc:
+        log.info("webhook refused on %s: %s %s", path, exc.status, exc.reason)
+        return _response(exc.status, {"error": exc.reason})
+    except ConnectorError as exc:
+        # The notice could not be stored: say so, and the sender will deliver it again.
+        log.error("webhook not stored on %s: %s", path, type(exc).__name__)
+        return _response(503, {"error": "cannot store the notification now; retry later"})
+
+
+def _salesforce(event: Mapping[str, Any], settings: Any, store: Store, now: float) -> Response:
+    body = _body(event)
+    headers = _headers(event)
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    if "xml" in headers.get("content-type", "") or body.lstrip()[:1] == b"<":
+        token = (event.get("queryStringParameters") or {}).get("token")
+        notices, ack = events.parse_outbound_message(
+            body, settings.salesforce_org_id or "", events.token_matches(secret, token))
+        for notice in notices:
+            store(notice.dedupe_key, list(notice.record_ids))
+        return _response(200, ack, "text/xml; charset=utf-8")
+    events.verify_signed_json(secret, headers, body, now)
+    stored = 0
+    for notice in events.parse_signed_json(body, timestamp=headers.get("x-connector-timestamp")):
+        stored += store(notice.dedupe_key, list(notice.record_ids))
+    return _response(202, {"stored": stored})
+
+
+def _hubspot(event: Mapping[str, Any], settings: Any, store: Store, now: float) -> Response:
+    body = _body(event)
+    headers = _headers(event)
+    secret = (settings.hubspot_client_secret.get_secret_value()
+              if settings.hubspot_client_secret else "")
+    host = headers.get("host", "")
+    query = event.get("rawQueryString") or ""
+    uri = f"https://{host}{event.get('rawPath', '')}" + (f"?{query}" if query else "")
+    events.verify_hubspot_v3(secret, "POST", uri, body, headers, now)
+    stored = 0
+    for notice in events.parse_hubspot_events(body, getattr(settings, "hubspot_app_id", None)):
+        stored += store(notice.dedupe_key, list(notice.record_ids))
+    return _response(204 if not stored else 202, {"stored": stored})

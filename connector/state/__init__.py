@@ -1,0 +1,99 @@
+"""The state port: what the connector must remember between runs so that nothing is lost and
+nothing happens twice. Adapters: `sqlite` (one machine, the default) and `dynamodb` (cloud).
+
+- the poll cursor, per CRM object;
+- the record versions already handled, `(id, modstamp)`, so a poll's overlap window and a
+  redelivered webhook are dropped;
+- the webhook notifications already stored, by the sender's id;
+- the ledger: per record, action and source, whether its condition held at the last look and
+  how many times it has risen (the episode), so an action fires on a rising edge only;
+- the outbox: the actions to run, each with an idempotency key, retried or parked with a reason.
+
+`commit` writes a record's handled version, its ledger and its new outbox items in one
+transaction: a crash leaves all of them or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from connector.core.edges import LedgerState
+
+Status = Literal["pending", "parked", "done"]
+
+
+@dataclass
+class OutboxItem:
+    key: str                      # the idempotency key: one effect per key, ever
+    record_id: str
+    action: str                   # the action's name in the rules, or 'writeback'
+    kind: str                     # email | http | erp | writeback | approval
+    payload: dict[str, Any]       # what the action needs (the record's values as of the edge)
+    status: Status = "pending"
+    attempts: int = 0
+    next_at: dt.datetime | None = None
+    reason: str = ""
+    created: dt.datetime | None = None
+
+
+@dataclass
+class Commit:
+    """Everything one handled record changes in the state, applied together."""
+
+    record_id: str
+    version: str | None                                        # the modstamp handled
+    ledger: dict[tuple[str, str], LedgerState] = field(default_factory=dict)  # (action, source)
+    outbox: list[OutboxItem] = field(default_factory=list)
+
+
+class StateStore(Protocol):
+    def get_cursor(self, name: str) -> str | None: ...
+    def set_cursor(self, name: str, value: str) -> None: ...
+
+    def handled(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (record id, modstamp) were handled already."""
+        ...
+
+    def remember_notification(self, key: str, now: dt.datetime) -> bool:
+        """Store a webhook notification's key; False if it was stored before (a duplicate)."""
+        ...
+
+    def ledger(self, record_id: str) -> dict[tuple[str, str], LedgerState]: ...
+    def commit(self, commits: Iterable[Commit], now: dt.datetime) -> None: ...
+
+    def due(self, now: dt.datetime, limit: int = 100) -> list[OutboxItem]:
+        """Pending items whose time has come, oldest first."""
+        ...
+
+    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta) -> bool:
+        """Take an item for running; False if another worker holds it."""
+        ...
+
+    def done(self, key: str, now: dt.datetime) -> None: ...
+    def retry_later(self, key: str, reason: str, at: dt.datetime) -> None: ...
+    def park(self, key: str, reason: str, now: dt.datetime) -> None: ...
+    def items(self, status: Status | None = None) -> list[OutboxItem]: ...
+    def release(self, keys: Iterable[str] | None, now: dt.datetime) -> int:
+        """Parked (or given) items back to pending, due now. Returns how many."""
+        ...
+
+    def drop(self, keys: Iterable[str]) -> int: ...
+    def close(self) -> None: ...
+
+
+def open_state(url: str) -> StateStore:
+    """`sqlite:///path/state.db` or `dynamodb://TABLE` (STATE_URL)."""
+    from connector.errors import ConfigurationError
+
+    if url.startswith("sqlite:///"):
+        from connector.state.sqlite import SqliteState
+
+        return SqliteState(url.removeprefix("sqlite:///") or ":memory:")
+    if url.startswith("dynamodb://"):
+        from connector.state.dynamodb import DynamoState  # type: ignore[import-not-found]
+
+        return DynamoState(url.removeprefix("dynamodb://"))  # type: ignore[no-any-return]
+    raise ConfigurationError(f"STATE_URL '{url}' is neither sqlite:///PATH nor dynamodb://TABLE")

@@ -1,0 +1,189 @@
+"""The state store in one SQLite file: the default for one machine and for trying rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from connector.state import Commit, LedgerState, OutboxItem, Status
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS handled (
+  record_id TEXT NOT NULL, version TEXT NOT NULL, at TEXT NOT NULL,
+  PRIMARY KEY (record_id, version));
+CREATE TABLE IF NOT EXISTS notification (key TEXT PRIMARY KEY, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (
+  record_id TEXT NOT NULL, action TEXT NOT NULL, source TEXT NOT NULL,
+  active INTEGER NOT NULL, episode INTEGER NOT NULL,
+  PRIMARY KEY (record_id, action, source));
+CREATE TABLE IF NOT EXISTS outbox (
+  key TEXT PRIMARY KEY, record_id TEXT NOT NULL, action TEXT NOT NULL, kind TEXT NOT NULL,
+  payload TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+  next_at TEXT, lease_until TEXT, reason TEXT NOT NULL DEFAULT '', created TEXT NOT NULL,
+  updated TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_at);
+"""
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+class SqliteState:
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the threads of `serve`, serialised by a lock: SQLite
+        # serialises writers anyway, and this keeps transactions whole.
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                   timeout=30)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # --- cursor -----------------------------------------------------------------------------
+    def get_cursor(self, name: str) -> str | None:
+        rows = self._query("SELECT value FROM cursor WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def set_cursor(self, name: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO cursor (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                       "DO UPDATE SET value = excluded.value", (name, value))
+
+    # --- versions and notifications -----------------------------------------------------------
+    def handled(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        wanted = list(versions)
+        found: set[tuple[str, str]] = set()
+        for i in range(0, len(wanted), 400):
+            chunk = wanted[i:i + 400]
+            sql = ("SELECT record_id, version FROM handled WHERE (record_id, version) IN ("
+                   + ",".join("(?, ?)" for _ in chunk) + ")")
+            found.update((r, v) for r, v in self._query(sql, [x for p in chunk for x in p]))
+        return found
+
+    def remember_notification(self, key: str, now: dt.datetime) -> bool:
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO notification (key, at) VALUES (?, ?)",
+                             (key, _iso(now)))
+            return cur.rowcount == 1
+
+    # --- ledger and commit --------------------------------------------------------------------
+    def ledger(self, record_id: str) -> dict[tuple[str, str], LedgerState]:
+        rows = self._query("SELECT action, source, active, episode FROM ledger WHERE "
+                           "record_id = ?", (record_id,))
+        return {(a, s): LedgerState(bool(on), ep) for a, s, on, ep in rows}
+
+    def commit(self, commits: Iterable[Commit], now: dt.datetime) -> None:
+        stamp = _iso(now)
+        with self._tx() as db:
+            for c in commits:
+                if c.version is not None:
+                    db.execute("INSERT OR IGNORE INTO handled (record_id, version, at) "
+                               "VALUES (?, ?, ?)", (c.record_id, c.version, stamp))
+                for (action, source), entry in c.ledger.items():
+                    db.execute("INSERT INTO ledger (record_id, action, source, active, episode) "
+                               "VALUES (?, ?, ?, ?, ?) ON CONFLICT (record_id, action, source) "
+                               "DO UPDATE SET active = excluded.active, "
+                               "episode = excluded.episode",
+                               (c.record_id, action, source, int(entry.active), entry.episode))
+                for item in c.outbox:
+                    # OR IGNORE: an item already there (same idempotency key) stays as it is.
+                    db.execute("INSERT OR IGNORE INTO outbox (key, record_id, action, kind, "
+                               "payload, status, attempts, next_at, reason, created, updated) "
+                               "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                               (item.key, item.record_id, item.action, item.kind,
+                                json.dumps(item.payload, default=str), item.status,
+                                _iso(item.next_at or now), item.reason, stamp, stamp))
+
+    # --- outbox -------------------------------------------------------------------------------
+    def _items(self, where: str, args: Iterable[Any]) -> list[OutboxItem]:
+        rows = self._query("SELECT key, record_id, action, kind, payload, status, attempts, "
+                           "next_at, reason, created FROM outbox " + where, args)
+        return [OutboxItem(k, r, a, kind, json.loads(p), s, n, _time(nx), why, _time(c))
+                for k, r, a, kind, p, s, n, nx, why, c in rows]
+
+    def due(self, now: dt.datetime, limit: int = 100) -> list[OutboxItem]:
+        return self._items("WHERE status = 'pending' AND next_at <= ? AND "
+                           "(lease_until IS NULL OR lease_until <= ?) ORDER BY next_at, key "
+                           "LIMIT ?", (_iso(now), _iso(now), limit))
+
+    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE outbox SET lease_until = ?, attempts = attempts + 1, "
+                             "updated = ? WHERE key = ? AND status = 'pending' AND "
+                             "(lease_until IS NULL OR lease_until <= ?)",
+                             (_iso(now + lease), _iso(now), key, _iso(now)))
+            return cur.rowcount == 1
+
+    def done(self, key: str, now: dt.datetime) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET status = 'done', lease_until = NULL, reason = '', "
+                       "updated = ? WHERE key = ?", (_iso(now), key))
+
+    def retry_later(self, key: str, reason: str, at: dt.datetime) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET next_at = ?, lease_until = NULL, reason = ?, "
+                       "updated = ? WHERE key = ? AND status = 'pending'",
+                       (_iso(at), reason, _iso(at), key))
+
+    def park(self, key: str, reason: str, now: dt.datetime) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET status = 'parked', lease_until = NULL, reason = ?, "
+                       "updated = ? WHERE key = ? AND status != 'done'",
+                       (reason, _iso(now), key))
+
+    def items(self, status: Status | None = None) -> list[OutboxItem]:
+        if status is None:
+            return self._items("ORDER BY created, key", ())
+        return self._items("WHERE status = ? ORDER BY created, key", (status,))
+
+    def release(self, keys: Iterable[str] | None, now: dt.datetime) -> int:
+        with self._tx() as db:
+            if keys is None:
+                cur = db.execute("UPDATE outbox SET status = 'pending', next_at = ?, "
+                                 "lease_until = NULL, updated = ? WHERE status = 'parked'",
+                                 (_iso(now), _iso(now)))
+                return cur.rowcount
+            count = 0
+            for key in keys:
+                count += db.execute("UPDATE outbox SET status = 'pending', next_at = ?, "
+                                    "lease_until = NULL, updated = ? WHERE key = ? AND "
+                                    "status != 'done'", (_iso(now), _iso(now), key)).rowcount
+            return count
+
+    def drop(self, keys: Iterable[str]) -> int:
+        with self._tx() as db:
+            return sum(db.execute("DELETE FROM outbox WHERE key = ? AND status != 'done'",
+                                  (k,)).rowcount for k in keys)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

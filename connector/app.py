@@ -57,7 +57,8 @@ class App:
     def runner(self) -> ActionRunner:
         if self._runner is None:
             assert self.loaded.rules is not None
-            self._runner = ActionRunner(self.loaded.rules, self.rules_dir, self.mappings_dir)
+            self._runner = ActionRunner(self.loaded.rules, self.rules_dir, self.mappings_dir,
+                                        self.settings)
         return self._runner
 
     @property
@@ -68,7 +69,7 @@ class App:
             # The CRM's own types and scales (describe) win over the mapping file's.
             types = self.crm.describe()
             rules = dataclasses.replace(rules, mapping=rules.mapping.with_types(types))
-            self._runner = ActionRunner(rules, self.rules_dir, self.mappings_dir)
+            self._runner = ActionRunner(rules, self.rules_dir, self.mappings_dir, self.settings)
             self._pipeline = Pipeline(rules, self.crm, self.state, self._runner, now=self.now)
         return self._pipeline
 

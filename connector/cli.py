@@ -80,9 +80,13 @@ def check(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
     """Validate every file, then prove the workflows exclusive and complete."""
     from connector.core.proof import prove
 
+    from connector.checks import check_erp, check_templates
+
     loaded = load(rules, mappings)
     findings = list(loaded.findings)
     if loaded.rules is not None and loaded.ok:
+        findings += check_templates(loaded.rules, rules)
+        findings += check_erp(loaded.rules, mappings)
         findings += prove(loaded.rules)
     ok = not any(f.severity == "error" for f in findings)
     if format is CheckFormat.json:

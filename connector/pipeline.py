@@ -146,9 +146,9 @@ class Pipeline:
             action = self.rules.actions.get(edge.action)
             if action is None:
                 continue
-            key = idempotency_key(rid, edge.action, edge.source, edge.episode)
+            key = idempotency_key(rid, edge.action, edge.episode)
             commit.outbox.append(OutboxItem(key, rid, edge.action, action.kind,
-                                            {"values": values, "source": edge.source}))
+                                            {"values": values, "sources": list(edge.sources)}))
             report.actions += 1
 
     def _version(self, raw: Record) -> str | None:

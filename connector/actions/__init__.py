@@ -53,9 +53,9 @@ def decode_values(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def idempotency_key(record_id: str, action: str, source: str, episode: int) -> str:
-    """One key per rising edge: the record, the action, what made it due, and which time."""
-    return f"{record_id}:{action}:{source}:{episode}"
+def idempotency_key(record_id: str, action: str, episode: int) -> str:
+    """One key per rising edge: the record, the action, and which time it rose."""
+    return f"{record_id}:{action}:{episode}"
 
 
 def opaque(key: str) -> str:
@@ -75,10 +75,11 @@ class ActionRunner:
     dry run or a rule set without emails needs no SMTP settings."""
 
     def __init__(self, rules: RuleSet, rules_dir: Path, mappings_dir: Path,
-                 senders: Mapping[str, Callable[..., Any]] | None = None,
+                 settings: Any = None, senders: Mapping[str, Callable[..., Any]] | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
         import os
 
+        self.settings = settings
         self.rules = rules
         self.rules_dir = rules_dir
         self.mappings_dir = mappings_dir
@@ -147,7 +148,7 @@ class ActionRunner:
 def _default_sender(kind: str, runner: ActionRunner) -> Callable[..., Any]:
     from connector.settings import load_settings
 
-    settings = load_settings()
+    settings = runner.settings or load_settings()
     if kind == "email":
         from connector.actions.email import SmtpSender
 

@@ -1,8 +1,10 @@
 """Rising edges: an action fires when its condition turns true, not while it stays true.
 
-The ledger keeps, per record, action and source (the workflow or trigger that names it),
-whether the condition held at the last look and how many times it has risen (its episode).
-A record seen for the first time has an empty ledger: its true conditions rise (backfill).
+An action's condition holds when any of its sources does (the workflow that names it, the
+triggers that `do` it), so a deal that enters p90 and turns large at once gets one email, not
+two. The ledger keeps, per record and action, whether it held at the last look and how many
+times it has risen (its episode). A record seen for the first time has an empty ledger: its true
+conditions rise (the first sync is a backfill).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from connector.core.evaluate import ActionDue
 @dataclass(frozen=True)
 class Edge:
     action: str
-    source: str
+    sources: tuple[str, ...]   # what made it due: 'workflow:p90', 'trigger:large-deal'
     episode: int
 
 
@@ -26,19 +28,21 @@ class LedgerState:
     episode: int
 
 
-def rising_edges(previous: Mapping[tuple[str, str], LedgerState], due: Iterable[ActionDue]
-                 ) -> tuple[dict[tuple[str, str], LedgerState], list[Edge]]:
-    """The ledger's new entries (only those that change) and the edges that fire now."""
-    now = {(d.action, d.source) for d in due}
-    changes: dict[tuple[str, str], LedgerState] = {}
+def rising_edges(previous: Mapping[str, LedgerState], due: Iterable[ActionDue]
+                 ) -> tuple[dict[str, LedgerState], list[Edge]]:
+    """The ledger's changed entries (by action) and the edges that fire now."""
+    sources: dict[str, list[str]] = {}
+    for d in due:
+        sources.setdefault(d.action, []).append(d.source)
+    changes: dict[str, LedgerState] = {}
     fired: list[Edge] = []
-    for key in sorted(now):
-        before = previous.get(key)
+    for action in sorted(sources):
+        before = previous.get(action)
         if before is None or not before.active:
             episode = (before.episode if before else 0) + 1
-            changes[key] = LedgerState(True, episode)
-            fired.append(Edge(key[0], key[1], episode))
-    for key, before in previous.items():
-        if before.active and key not in now:
-            changes[key] = LedgerState(False, before.episode)
+            changes[action] = LedgerState(True, episode)
+            fired.append(Edge(action, tuple(sorted(set(sources[action]))), episode))
+    for action, before in previous.items():
+        if before.active and action not in sources:
+            changes[action] = LedgerState(False, before.episode)
     return changes, fired

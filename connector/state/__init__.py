@@ -5,8 +5,8 @@ nothing happens twice. Adapters: `sqlite` (one machine, the default) and `dynamo
 - the record versions already handled, `(id, modstamp)`, so a poll's overlap window and a
   redelivered webhook are dropped;
 - the webhook notifications already stored, by the sender's id;
-- the ledger: per record, action and source, whether its condition held at the last look and
-  how many times it has risen (the episode), so an action fires on a rising edge only;
+- the ledger: per record and action, whether its condition held at the last look and how many
+  times it has risen (the episode), so an action fires on a rising edge only;
 - the outbox: the actions to run, each with an idempotency key, retried or parked with a reason.
 
 `commit` writes a record's handled version, its ledger and its new outbox items in one
@@ -45,7 +45,7 @@ class Commit:
 
     record_id: str
     version: str | None                                        # the modstamp handled
-    ledger: dict[tuple[str, str], LedgerState] = field(default_factory=dict)  # (action, source)
+    ledger: dict[str, LedgerState] = field(default_factory=dict)  # by action
     outbox: list[OutboxItem] = field(default_factory=list)
 
 
@@ -61,7 +61,7 @@ class StateStore(Protocol):
         """Store a webhook notification's key; False if it was stored before (a duplicate)."""
         ...
 
-    def ledger(self, record_id: str) -> dict[tuple[str, str], LedgerState]: ...
+    def ledger(self, record_id: str) -> dict[str, LedgerState]: ...
     def commit(self, commits: Iterable[Commit], now: dt.datetime) -> None: ...
 
     def due(self, now: dt.datetime, limit: int = 100) -> list[OutboxItem]:

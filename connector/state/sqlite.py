@@ -20,9 +20,9 @@ CREATE TABLE IF NOT EXISTS handled (
   PRIMARY KEY (record_id, version));
 CREATE TABLE IF NOT EXISTS notification (key TEXT PRIMARY KEY, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger (
-  record_id TEXT NOT NULL, action TEXT NOT NULL, source TEXT NOT NULL,
+  record_id TEXT NOT NULL, action TEXT NOT NULL,
   active INTEGER NOT NULL, episode INTEGER NOT NULL,
-  PRIMARY KEY (record_id, action, source));
+  PRIMARY KEY (record_id, action));
 CREATE TABLE IF NOT EXISTS outbox (
   key TEXT PRIMARY KEY, record_id TEXT NOT NULL, action TEXT NOT NULL, kind TEXT NOT NULL,
   payload TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
@@ -96,10 +96,10 @@ class SqliteState:
             return cur.rowcount == 1
 
     # --- ledger and commit --------------------------------------------------------------------
-    def ledger(self, record_id: str) -> dict[tuple[str, str], LedgerState]:
-        rows = self._query("SELECT action, source, active, episode FROM ledger WHERE "
-                           "record_id = ?", (record_id,))
-        return {(a, s): LedgerState(bool(on), ep) for a, s, on, ep in rows}
+    def ledger(self, record_id: str) -> dict[str, LedgerState]:
+        rows = self._query("SELECT action, active, episode FROM ledger WHERE record_id = ?",
+                           (record_id,))
+        return {a: LedgerState(bool(on), ep) for a, on, ep in rows}
 
     def commit(self, commits: Iterable[Commit], now: dt.datetime) -> None:
         stamp = _iso(now)
@@ -108,12 +108,12 @@ class SqliteState:
                 if c.version is not None:
                     db.execute("INSERT OR IGNORE INTO handled (record_id, version, at) "
                                "VALUES (?, ?, ?)", (c.record_id, c.version, stamp))
-                for (action, source), entry in c.ledger.items():
-                    db.execute("INSERT INTO ledger (record_id, action, source, active, episode) "
-                               "VALUES (?, ?, ?, ?, ?) ON CONFLICT (record_id, action, source) "
+                for action, entry in c.ledger.items():
+                    db.execute("INSERT INTO ledger (record_id, action, active, episode) "
+                               "VALUES (?, ?, ?, ?) ON CONFLICT (record_id, action) "
                                "DO UPDATE SET active = excluded.active, "
                                "episode = excluded.episode",
-                               (c.record_id, action, source, int(entry.active), entry.episode))
+                               (c.record_id, action, int(entry.active), entry.episode))
                 for item in c.outbox:
                     # OR IGNORE: an item already there (same idempotency key) stays as it is.
                     db.execute("INSERT OR IGNORE INTO outbox (key, record_id, action, kind, "

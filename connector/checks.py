@@ -1,0 +1,124 @@
+"""The checks `check` makes beyond the rule set itself, because they read more files: the
+action templates (every variable must be a field the rules know) and `mappings/erp.yaml`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+from jinja2 import meta, nodes
+
+from connector.core.expressions import RESERVED
+from connector.core.findings import Finding, did_you_mean
+from connector.core.ruleset import RuleSet
+from connector.files import display
+from connector.templates import make_environment
+
+
+def known_names(rules: RuleSet) -> set[str]:
+    """What a template may read: the mapping's fields, computed fields, factors, the fields
+    workflows set, and the reserved names."""
+    names = set(rules.mapping.canonical_names) | set(rules.computed) | RESERVED
+    names |= {f.name for f in rules.factors}
+    names |= {k for w in rules.workflows for k in w.sets}
+    return names
+
+
+def _unknown(source: str, known: set[str], env: jinja2.Environment
+             ) -> list[tuple[str, int]] | str:
+    """(name, line) of every variable the template reads that is not known, or the syntax
+    error as text."""
+    try:
+        tree = env.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        return f"line {exc.lineno}: {exc.message}"
+    free = meta.find_undeclared_variables(tree) - set(env.globals)
+    lines: dict[str, int] = {}
+    for node in tree.find_all(nodes.Name):
+        if node.name in free:
+            lines.setdefault(node.name, node.lineno)
+    return sorted((n, lines.get(n, 1)) for n in free - known)
+
+
+def check_templates(rules: RuleSet, rules_dir: Path) -> list[Finding]:
+    findings: list[Finding] = []
+    known = known_names(rules)
+    env = make_environment(rules_dir)
+    for action in rules.actions.values():
+        where = action.where
+        texts: list[tuple[str, str]] = []
+        if action.kind == "email":
+            spec = action.spec
+            texts += [("to", t) for t in spec.to] + [("cc", t) for t in spec.cc]
+            texts.append(("subject", spec.subject))
+            if spec.body is not None:
+                texts.append(("body", spec.body))
+            if spec.template:
+                path = rules_dir / spec.template
+                if not path.is_file():
+                    findings.append(Finding.at(where, "error", "template",
+                                               f"action '{action.name}': template "
+                                               f"{spec.template} not found in "
+                                               f"{display(rules_dir)}"))
+                else:
+                    findings += _file_findings(action.name, path, known, env)
+        elif action.kind == "http":
+            texts.append(("url", action.spec.url))
+            texts += [(f"headers.{k}", v) for k, v in action.spec.headers.items()]
+            texts += [("json", t) for t in _strings(action.spec.json_body)]
+        for part, text in texts:
+            problems = _unknown(text, known, env)
+            if isinstance(problems, str):
+                findings.append(Finding.at(where, "error", "template",
+                                           f"action '{action.name}' {part}: {problems}"))
+                continue
+            for name, _ in problems:
+                findings.append(Finding.at(
+                    where, "error", "template",
+                    f"action '{action.name}' {part}: unknown variable '{name}'"
+                    f"{did_you_mean(name, known)}"))
+    return findings
+
+
+def _file_findings(action: str, path: Path, known: set[str], env: jinja2.Environment
+                   ) -> list[Finding]:
+    shown = display(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Finding("error", "template", f"cannot read the template: {exc}", shown)]
+    problems = _unknown(source, known, env)
+    if isinstance(problems, str):
+        line = int(problems.split(":")[0].removeprefix("line ") or 1)
+        return [Finding("error", "template", f"action '{action}': {problems.split(': ', 1)[1]}",
+                        shown, line)]
+    return [Finding("error", "template", f"unknown variable '{name}'"
+                    f"{did_you_mean(name, known)} (used by action '{action}')", shown, line)
+            for name, line in problems]
+
+
+def _strings(obj: object) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
+def check_erp(rules: RuleSet, mappings_dir: Path) -> list[Finding]:
+    """mappings/erp.yaml, when the rules have an ERP action (or the file exists)."""
+    path = mappings_dir / "erp.yaml"
+    uses_erp = any(a.kind == "erp" for a in rules.actions.values())
+    if not path.is_file():
+        if uses_erp:
+            name = next(a for a in rules.actions.values() if a.kind == "erp")
+            return [Finding.at(name.where, "error", "reference",
+                               f"action '{name.name}' syncs to the ERP, but "
+                               f"{display(path)} does not exist")]
+        return []
+    from connector.erp import load_erp_mapping
+
+    _, findings = load_erp_mapping(path, known_names(rules))
+    return findings

@@ -78,9 +78,8 @@ def _load_or_exit(rules: Path, mappings: Path, mapping: Path | None = None) -> L
 def check(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
           format: Annotated[CheckFormat, typer.Option("--format")] = CheckFormat.text) -> None:
     """Validate every file, then prove the workflows exclusive and complete."""
-    from connector.core.proof import prove
-
     from connector.checks import check_erp, check_templates
+    from connector.core.proof import prove
 
     loaded = load(rules, mappings)
     findings = list(loaded.findings)

@@ -4,11 +4,14 @@ checked by the schema, meaning checked by the core, and every problem reported a
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hashlib
 import os
+import re
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,45 +51,103 @@ def display(path: Path) -> str:
         return str(path)
 
 
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans and integers. YAML 1.1 reads `Yes`, `No`, `on`, `off`
+    as booleans and `017` as octal 15, so a relationship level called `No` or a stage code `017`
+    would silently stop matching the CRM's text; here only true/false are booleans and only
+    plain decimals are integers."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"),
+                              list("-+0123456789"))
+
+
+# PyYAML says what it met, not what to do: the usual causes, by a phrase of its message.
+_YAML_HINTS = (
+    ("'\\t'", "YAML indents with spaces only: replace the tab with spaces"),
+    ("tab character", "YAML indents with spaces only: replace the tab with spaces"),
+    ("expected <block end>", "this line is not indented like the lines above it"),
+    ("mapping values are not allowed", "a value with ': ' in it needs quotes around it"),
+    ("end of stream", "a quote or a bracket opened here is never closed"),
+    ("another document", "a file holds one YAML document: remove the second '---'"),
+)
+
+
+def _yaml_problem(exc: yaml.YAMLError, name: str) -> Finding:
+    problem = getattr(exc, "problem", None) or str(exc)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    hint = next((h for phrase, h in _YAML_HINTS if phrase in problem),
+                "check the indentation and the quotes around values with ':' or '#'")
+    if "end of stream" in problem and getattr(exc, "context_mark", None):
+        mark = exc.context_mark  # type: ignore[attr-defined]  # where the quote opened
+    return Finding("error", "schema", f"not valid YAML: {problem}: {hint}", name,
+                   mark.line + 1 if mark else None)
+
+
 def read_yaml(path: Path) -> tuple[YamlFile | None, list[Finding]]:
+    """The file's data with the line of every key, or None when it cannot be read at all."""
     name = display(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [Finding("error", "schema", f"cannot read the file: {exc}", name)]
-    loader = yaml.SafeLoader(text)
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")
+    except OSError as exc:
+        return None, [Finding("error", "schema", f"cannot read the file: {exc.strerror or exc}",
+                              name)]
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        return None, [Finding("error", "schema", "the file is not UTF-8 text (byte "
+                              f"0x{raw[exc.start]:02x}): save it as UTF-8", name, line)]
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        return None, [Finding("error", "schema",
-                              f"not valid YAML: {problem} (check the indentation and the quotes "
-                              "around values with ':' or '#')", name,
-                              mark.line + 1 if mark else None)]
+        return None, [_yaml_problem(exc, name)]
+    except RecursionError:
+        return None, [Finding("error", "schema", "not valid YAML: nested too deeply", name)]
     finally:
         loader.dispose()
     out = YamlFile(name, None)
     findings: list[Finding] = []
+    refused: list[Finding] = []
     if node is None:
         return out, findings
 
     def walk(n: yaml.Node, at: DataPath) -> Any:
         out.lines.setdefault(at, n.start_mark.line + 1)
+        if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)) and n.tag not in (_MAP, _SEQ):
+            # Only a scalar's tag goes through the safe constructor; a collection's would be
+            # silently dropped by this walk, so refuse it rather than guess what it meant.
+            tag = n.tag.replace("tag:yaml.org,2002:", "!!")
+            refused.append(Finding("error", "schema", f"the YAML tag '{tag}' is not allowed "
+                                   "here: remove it", name, n.start_mark.line + 1))
+            return None
         if isinstance(n, yaml.MappingNode):
             loader.flatten_mapping(n)
             result: dict[Any, Any] = {}
             for k, v in n.value:
-                key = loader.construct_object(k, deep=True)
-                if isinstance(key, (dict, list)):
+                if not isinstance(k, yaml.ScalarNode):
                     findings.append(Finding("error", "schema", "a key must be a plain name",
                                             name, k.start_mark.line + 1))
                     continue
+                # Every key in these files is a name: `5:` or `null:` is the name '5' or
+                # 'null', never a number or None that later lookups by name cannot find.
+                key = k.value
                 if key in result:
                     findings.append(Finding(
                         "error", "schema", f"'{key}' appears twice here (first at line "
-                        f"{out.lines.get(at + (key,))}); YAML keeps only the last one", name,
-                        k.start_mark.line + 1))
+                        f"{out.lines.get(at + (key,))}): keep one of them (YAML would silently "
+                        "use only the last)", name, k.start_mark.line + 1))
                     continue
                 out.lines[at + (key,)] = k.start_mark.line + 1
                 result[key] = walk(v, at + (key,))
@@ -97,10 +158,12 @@ def read_yaml(path: Path) -> tuple[YamlFile | None, list[Finding]]:
 
     try:
         out.data = walk(node, ())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        findings.append(Finding("error", "schema", f"not valid YAML: {exc}", name,
-                                mark.line + 1 if mark else None))
+    except yaml.YAMLError as exc:  # a scalar with an unknown tag (`!!python/name:...`)
+        return None, [*findings, _yaml_problem(exc, name)]
+    except RecursionError:
+        return None, [Finding("error", "schema", "not valid YAML: nested too deeply", name)]
+    if refused:  # the file means something we will not read: none of it is used
+        return None, findings + refused
     return out, findings
 
 
@@ -157,23 +220,49 @@ def _data_path(data: Any, loc: Iterable[Any]) -> DataPath:
     return tuple(out)
 
 
+# What each pydantic type error expects, in an admin's words.
+_EXPECTED = {
+    "string_type": "text", "bool_type": "true/false", "int_type": "a number",
+    "decimal_type": "a number", "decimal_parsing": "a number", "dict_type": "a set of keys",
+    "list_type": "a list", "model_type": "a set of keys", "model_attributes_type": "a set of keys",
+}
+
+
 def validation_findings(exc: ValidationError, model: type[BaseModel], data: Any,
                         locate: Any) -> list[Finding]:
     findings = []
     seen: set[tuple[Where, str]] = set()
-    for err in exc.errors():
+    errors = exc.errors()
+    # A value that fits no member of a union (`Scalar`: text, true/false or a number) gets one
+    # error per member from pydantic; the admin gets one line saying what would fit.
+    fits: dict[DataPath, list[str]] = {}
+    for err in errors:
+        if err["type"] in _EXPECTED:
+            wanted = fits.setdefault(_data_path(data, err["loc"]), [])
+            if _EXPECTED[err["type"]] not in wanted:
+                wanted.append(_EXPECTED[err["type"]])
+    for err in errors:
         loc = tuple(err["loc"])
         at = _data_path(data, loc)
         where: Where = locate(at)
         kind = err["type"]
-        if kind == "extra_forbidden":
+        if kind in _EXPECTED:
+            wanted = fits[at]
+            words = ", ".join(wanted[:-1]) + " or " + wanted[-1] if len(wanted) > 1 else wanted[0]
+            message = f"{_dotted(at)}: expected {words} (got {err.get('input')!r})"
+            expected = _model_at(model, at)
+            if kind in ("model_type", "model_attributes_type") and expected:
+                # A scalar where a block was due is nearly always a line indented too little.
+                message = (f"{_dotted(at)}: expected a set of keys ("
+                           + ", ".join(_keys_of(expected)) + f"), got {err.get('input')!r}: "
+                           "check the indentation of this line and the ones below it")
+        elif kind == "extra_forbidden":
             parent = _model_at(model, at[:-1])
-            allowed = list(parent.model_fields) if parent else []
+            allowed = _keys_of(parent) if parent else []
             name = at[-1] if at else loc[-1]
             message = f"unknown key '{name}'{did_you_mean(str(name), allowed)}"
             if allowed:
-                message += "; allowed here: " + ", ".join(
-                    (parent.model_fields[a].alias or a) for a in allowed)  # type: ignore[union-attr]
+                message += "; allowed here: " + ", ".join(allowed)
         elif kind == "missing":
             message = f"'{loc[-1]}' is missing here"
             if at:
@@ -181,14 +270,21 @@ def validation_findings(exc: ValidationError, model: type[BaseModel], data: Any,
         else:
             msg = err["msg"].removeprefix("Value error, ")
             message = f"{_dotted(at)}: {msg}" if at else msg
-            if kind in ("string_type", "int_type", "decimal_type", "bool_type", "dict_type",
-                        "list_type", "literal_error", "decimal_parsing"):
+            if kind == "literal_error":
                 message += f" (got {err.get('input')!r})"
+                if isinstance(err.get("input"), str):
+                    expected_text = str((err.get("ctx") or {}).get("expected"))
+                    message += did_you_mean(err["input"], re.findall(r"'([^']*)'", expected_text))
         if (where, message) in seen:
             continue  # a union reports the same place once per member
         seen.add((where, message))
         findings.append(Finding.at(where, "error", "schema", message))
     return findings
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    """The keys a model takes, as the file spells them (`json`, not `json_body`)."""
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def _dotted(at: DataPath) -> str:
@@ -223,8 +319,17 @@ def load_mappings(folder: Path, findings: list[Finding]) -> dict[str, tuple[Mapp
         return out
     for path in yaml_files(folder):
         mapping = load_mapping_file(path, findings)
-        if mapping is not None:
-            out.setdefault(mapping.crm, (mapping, path))
+        if mapping is None:
+            continue
+        if mapping.crm in out:
+            # Two mappings for one CRM: which one runs would depend on the files' names.
+            doc, _ = read_yaml(path)
+            findings.append(Finding(
+                "error", "schema", f"a second mapping for crm '{mapping.crm}' (the first is "
+                f"{display(out[mapping.crm][1])}): keep one mapping file per CRM",
+                display(path), doc.lines.get(("crm",)) if doc else None))
+            continue
+        out[mapping.crm] = (mapping, path)
     return out
 
 
@@ -253,23 +358,45 @@ def load_mapping_file(path: Path, findings: list[Finding]) -> Mapping | None:
     return None if problems else mapping
 
 
+Locate = Callable[[DataPath], Where]
+
+
+@dataclass
+class _RulesRead:
+    spec: schema.RulesSpec | None
+    docs: list[YamlFile]
+    locate: Locate | None
+    # The rule set minus the parts whose shape is wrong: checked for everything else, never run.
+    partial: tuple[schema.RulesSpec, Locate] | None = None
+
+
 def load_rules_spec(folder: Path, findings: list[Finding]
                     ) -> tuple[schema.RulesSpec | None, list[YamlFile], Any]:
+    read = _read_rules(folder, findings)
+    return read.spec, read.docs, read.locate
+
+
+def _read_rules(folder: Path, findings: list[Finding]) -> _RulesRead:
     docs: list[YamlFile] = []
     if not folder.is_dir():
         findings.append(Finding("error", "schema", f"no rules folder at {display(folder)} "
                                 "(use --rules DIR)", display(folder)))
-        return None, docs, None
+        return _RulesRead(None, docs, None)
     paths = yaml_files(folder)
     if not paths:
         findings.append(Finding("error", "schema", f"no *.yaml files in {display(folder)}",
                                 display(folder)))
+        return _RulesRead(None, docs, None)
     merged: dict[str, Any] = {}
     owner: dict[str, YamlFile] = {}
+    unreadable = False
+    flawed = False  # read, but not as written: checked for everything else, never run
     for path in paths:
         doc, problems = read_yaml(path)
         findings += problems
+        flawed |= bool(problems)
         if doc is None:
+            unreadable = True
             continue
         docs.append(doc)
         if doc.data is None:
@@ -277,9 +404,11 @@ def load_rules_spec(folder: Path, findings: list[Finding]
         if not isinstance(doc.data, dict):
             findings.append(Finding("error", "schema", "a rule file is a set of top-level keys "
                                     "(factors:, workflows:, computed: ...)", doc.path, 1))
+            flawed = True
             continue
         for key, value in doc.data.items():
             if key in merged:
+                flawed = True
                 first = owner[key]
                 findings.append(Finding(
                     "error", "schema", f"'{key}' is already defined in {first.path}:"
@@ -299,8 +428,86 @@ def load_rules_spec(folder: Path, findings: list[Finding]
         spec = schema.RulesSpec.model_validate(merged)
     except ValidationError as exc:
         findings += validation_findings(exc, schema.RulesSpec, merged, locate)
-        return None, docs, locate
-    return spec, docs, locate
+        partial = None if unreadable else _salvage(merged, exc, locate)
+        return _RulesRead(None, docs, locate, partial)
+    if unreadable:
+        # The other files' shapes are checked above; their references are not: with a file
+        # missing, every factor or action it defines would be reported as unknown elsewhere.
+        return _RulesRead(None, docs, locate)
+    if flawed:
+        return _RulesRead(None, docs, locate, (spec, locate))
+    return _RulesRead(spec, docs, locate)
+
+
+def _salvage(merged: dict[str, Any], exc: ValidationError, locate: Locate
+             ) -> tuple[schema.RulesSpec, Locate] | None:
+    """The rule set without the parts whose shape is wrong, so that the references of the rest
+    are checked in the same run: every error at once, not the shapes first and the references
+    after a second run. A misspelt key is read as the key it is close to (`sets:` as `set:`),
+    other unknown keys are dropped, a broken workflow is left out, a broken trigger, action or
+    computed field is kept as a name only. None when the broken part is one the rest refers to
+    by its content (a factor, `closed`, the weights): checking without it would report every
+    reference to it as a false error."""
+    data = copy.deepcopy(merged)
+    # Which original workflow each one left is: lines and messages keep the files' numbering.
+    kept = list(range(len(data["workflows"]))) if isinstance(data.get("workflows"), list) else []
+    spelt: dict[DataPath, str] = {}  # a key read as another (files' numbering): its own name
+
+    def original(at: DataPath) -> DataPath:
+        if len(at) >= 2 and at[0] == "workflows" and isinstance(at[1], int):
+            return (at[0], kept[at[1]], *at[2:])
+        return at
+    errors = exc.errors()
+    for _ in range(4):  # a round removes what the last validation refused; few are ever needed
+        drop: set[int] = set()
+        for kind, at in [(e["type"], _data_path(data, e["loc"])) for e in errors]:
+            if kind == "extra_forbidden" and at:
+                parent: Any = data
+                for part in at[:-1]:
+                    parent = parent[part]
+                model = _model_at(schema.RulesSpec, at[:-1])
+                names = _keys_of(model) if model else []
+                close = difflib.get_close_matches(str(at[-1]), names, n=1, cutoff=0.6)
+                value = parent.pop(at[-1], None)
+                if close and close[0] not in parent:
+                    parent[close[0]] = value
+                    spelt[original((*at[:-1], close[0]))] = str(at[-1])
+                continue
+            if len(at) < 2:
+                return None
+            top, item = at[0], at[1]
+            if top == "workflows" and isinstance(item, int):
+                drop.add(item)
+            elif top == "triggers" and isinstance(item, int):
+                name = data["triggers"][item].get("name") if isinstance(
+                    data["triggers"][item], dict) else None
+                data["triggers"][item] = {"name": name if isinstance(name, str) else None,
+                                          "when": "false", "do": []}
+            elif top == "computed":
+                data["computed"][item] = "none"
+            elif top == "actions":
+                data["actions"][item] = {"erp": "sales_order"}
+            else:
+                return None
+        if drop:
+            data["workflows"] = [x for i, x in enumerate(data["workflows"]) if i not in drop]
+            kept = [k for i, k in enumerate(kept) if i not in drop]
+        try:
+            spec = schema.RulesSpec.model_validate(data)
+            break
+        except ValidationError as again:
+            errors = again.errors()
+    else:
+        return None
+
+    def where(at: DataPath) -> Where:
+        at = original(at)
+        for n in range(len(at), 0, -1):
+            if at[:n] in spelt:
+                at = (*at[:n - 1], spelt[at[:n]], *at[n:])
+                break
+        return locate(at)
+    return spec, where
 
 
 def version_of(paths: Iterable[Path]) -> str:
@@ -331,23 +538,25 @@ def load(rules_dir: Path, mappings_dir: Path, crm: str | None = None,
             findings.append(Finding("error", "schema", "no CRM mapping (a file with 'crm: "
                                     f"salesforce') in {display(mappings_dir)}",
                                     display(mappings_dir)))
-    spec, docs, locate = load_rules_spec(rules_dir, findings)
+    read = _read_rules(rules_dir, findings)
+    spec, docs = read.spec, read.docs
+    checked = (spec, read.locate) if spec is not None and read.locate else read.partial
     chosen = crm or ("salesforce" if "salesforce" in mappings else next(iter(mappings), None))
     version = version_of([*yaml_files(rules_dir)] + ([mappings[chosen][1]] if chosen in mappings
                                                       else []))
     rules: RuleSet | None = None
-    if spec is not None and mappings:
+    if checked is not None and mappings:
         if chosen not in mappings:
             findings.append(Finding("error", "schema", f"no mapping for CRM '{chosen}' in "
                                     f"{display(mappings_dir)}"))
         seen: set[Finding] = set(findings)
         # The same rules drive every CRM: check them against each mapping, report once.
         for name, (mapping, _) in sorted(mappings.items(), key=lambda kv: kv[0] != chosen):
-            compiled, problems = compile_rules(spec, mapping, locate, version)
+            compiled, problems = compile_rules(checked[0], mapping, checked[1], version)
             for p in problems:
                 if p not in seen:
                     seen.add(p)
                     findings.append(p)
-            if name == chosen:
+            if name == chosen and spec is not None:
                 rules = compiled
     return Loaded(rules, findings, {k: m for k, (m, _) in mappings.items()}, docs, version)

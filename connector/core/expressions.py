@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import math
 import operator as op
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -37,7 +38,25 @@ class ExpressionError(ValueError):
 # --- blank-propagating operators -------------------------------------------------------------
 
 def _number(x: Any) -> Any:
-    return Decimal(x) if isinstance(x, int) and not isinstance(x, bool) else x
+    """Python numbers as Decimal: a record read from JSON may carry an int or a float, and
+    neither may meet text (`'ab' * 10**9` would build a string of a billion characters) nor
+    bring float error into money."""
+    if isinstance(x, bool):
+        return x
+    if isinstance(x, int):
+        return Decimal(x)
+    if isinstance(x, float):
+        return Decimal(repr(x))
+    return x
+
+
+def _arithmetic(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """Blank in, blank out; numbers as Decimal."""
+    def apply(a: Any, b: Any) -> Any:
+        if a is None or b is None:
+            return None
+        return fn(_number(a), _number(b))
+    return apply
 
 
 def _blank_safe(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -49,7 +68,17 @@ def _blank_safe(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 
 def _div(a: Any, b: Any) -> Any:
-    return _number(a) / _number(b)
+    if isinstance(b, Decimal) and b == 0:
+        raise ZeroDivisionError  # Decimal says InvalidOperation for 0 / 0; it is the same error
+    return a / b
+
+
+def _mod(a: Any, b: Any) -> Any:
+    if isinstance(a, str):  # `'%999999999s' % x` would be printf formatting, not a remainder
+        raise TypeError("unsupported operand type(s) for %: text")
+    if isinstance(b, Decimal) and b == 0:
+        raise ZeroDivisionError
+    return a % b
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -83,15 +112,15 @@ def _not(a: Any) -> Any:
 
 
 def _neg(a: Any) -> Any:
-    return None if a is None else -a
+    return None if a is None else -_number(a)
 
 
 OPERATORS: dict[type, Callable[..., Any]] = {
-    ast.Add: _blank_safe(_add),
-    ast.Sub: _blank_safe(_sub),
-    ast.Mult: _blank_safe(op.mul),
-    ast.Div: _blank_safe(_div),
-    ast.Mod: _blank_safe(lambda a, b: _number(a) % _number(b)),
+    ast.Add: _arithmetic(_add),
+    ast.Sub: _arithmetic(_sub),
+    ast.Mult: _arithmetic(op.mul),
+    ast.Div: _arithmetic(_div),
+    ast.Mod: _arithmetic(_mod),
     ast.Eq: op.eq,
     ast.NotEq: op.ne,
     ast.Lt: _blank_safe(op.lt),
@@ -121,8 +150,15 @@ def _need_date(value: Any, fname: str) -> dt.date:
 def _round(x: Any, places: Any = 0) -> Any:
     if x is None:
         return None
-    places = int(places)
-    return Decimal(x).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    x, places = _number(x), _number(places)
+    if not isinstance(x, Decimal):
+        raise RecordError(f"round() needs a number and got {x!r}")
+    if not isinstance(places, Decimal) or places != places.to_integral_value():
+        raise RecordError(f"round(x, places): places must be a whole number, not {places!r}")
+    try:
+        return x.quantize(Decimal(1).scaleb(-int(places)), rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than Decimal keeps (28)
+        raise RecordError(f"round(): cannot keep {int(places)} decimal places of {x}") from None
 
 
 def _min(*xs: Any) -> Any:
@@ -136,7 +172,7 @@ def _max(*xs: Any) -> Any:
 
 
 def _abs(x: Any) -> Any:
-    return None if x is None else abs(x)
+    return None if x is None else abs(_number(x))
 
 
 def _coalesce(*xs: Any) -> Any:
@@ -232,6 +268,20 @@ class _Evaluator(SimpleEval):  # type: ignore[misc]
         return tuple(self._eval(e) for e in node.elts)
 
 
+class _OrBlank:
+    """A record's values where a name it lacks is blank. Every name was checked against the
+    rule set when the formula loaded, so a missing one is a field this record has no value for
+    (one that only another workflow sets), not a typo."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = values
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values.get(name)
+
+
 _local = threading.local()
 
 
@@ -252,7 +302,7 @@ class Formula:
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         ev = _evaluator()
-        ev.names = names
+        ev.names = _OrBlank(names)
         try:
             return ev.eval(self.source, previously_parsed=self._tree)
         except RecordError:
@@ -269,7 +319,8 @@ class Formula:
 
 def _plain(exc: Exception) -> str:
     text = str(exc)
-    if "unsupported operand" in text or "not supported between" in text:
+    if any(phrase in text for phrase in ("unsupported operand", "not supported between",
+                                         "can only concatenate", "can't multiply sequence")):
         return "a value has the wrong type (text where a number or date is needed?)"
     return text
 
@@ -302,6 +353,9 @@ def _check_node(node: ast.AST, text: str, known: set[str], used: set[str],
                                        "language")
         raise ExpressionError(f"formula '{text}': {why}")
     if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) and type(node.func) in _WHY_NOT:
+            # `__import__('os').system(...)`, `(lambda: 1)()`: say what is wrong with the callee
+            raise ExpressionError(f"formula '{text}': {_WHY_NOT[type(node.func)]}")
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
             hint = did_you_mean(name, FUNCTIONS)
@@ -332,6 +386,9 @@ def _check_node(node: ast.AST, text: str, known: set[str], used: set[str],
     elif (isinstance(node, ast.Constant) and node.value is not None
           and not isinstance(node.value, (str, int, float, bool))):
         raise ExpressionError(f"formula '{text}': literal {node.value!r} is not allowed")
+    elif isinstance(node, ast.Constant) and isinstance(node.value, float) and (
+            not math.isfinite(node.value)):
+        raise ExpressionError(f"formula '{text}': a number is too large to compute with")
 
 
 def _decimal_literals(node: ast.expr) -> ast.expr:

@@ -1,0 +1,56 @@
+"""The ERP port: what a closed-won deal becomes (a sales order for a customer) and what every
+ERP adapter must do with it (find it by reference, push it exactly once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from connector.errors import RetriableError
+
+
+@dataclass(frozen=True)
+class Customer:
+    """The ERP customer: found by `match`, else created with `create` (rendered values)."""
+
+    match: dict[str, Any]
+    create: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SalesOrder:
+    """One order, rendered from one opportunity. `reference` identifies it in the ERP (the
+    opportunity id); `header` holds the other order fields; each line's `quantity` and
+    `unit_price` are Decimal, never float."""
+
+    reference: str
+    customer: Customer
+    header: dict[str, Any] = field(default_factory=dict)
+    lines: tuple[dict[str, Any], ...] = ()
+
+
+class Erp(Protocol):
+    """An ERP that takes sales orders.
+
+    `push_order` looks the reference up first and returns the existing order's id when there
+    is one: a crash after the ERP created the order but before the caller recorded it, then a
+    retry, must never make a second order. Errors are connector.errors: RetriableError (the ERP
+    is down or busy), RecordError (the ERP refused this order), ConfigurationError (the
+    credentials or the URL are wrong)."""
+
+    def find_order(self, reference: str) -> str | None:
+        """The ERP's id of the order with this reference, or None."""
+        ...
+
+    def push_order(self, order: SalesOrder, idempotency_key: str) -> str:
+        """Create the order unless it exists; the ERP's order id either way."""
+        ...
+
+
+class ErpUnavailable(RetriableError):
+    """The ERP is down, overloaded or rate-limiting; `retry_after` is the delay it asked for,
+    in seconds, when it said one (HTTP Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

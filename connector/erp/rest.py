@@ -1,0 +1,178 @@
+"""A generic REST ERP adapter: sales orders as JSON, created once thanks to a lookup by
+reference and an `Idempotency-Key` header.
+
+The contract the ERP (or the middleware in front of it) implements:
+
+- `GET {base}/orders?reference=REF` answers 200 with a JSON list of orders (or one order
+  object), each with an `id`; an empty list or a 404 means there is none;
+- `POST {base}/orders` with `Idempotency-Key: KEY` and the body
+  `{"reference", <header fields>, "customer": {"match", "create"}, "lines": [...]}` answers
+  2xx with the order (`{"id": ...}`); 409 means an order with this reference exists already.
+
+Amounts travel as decimal strings ("1234.50"): a JSON number would pass through floats in
+most clients. Dates are ISO strings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import logging
+from decimal import Decimal
+from typing import Any
+
+import requests
+
+from connector.erp.port import ErpUnavailable, SalesOrder
+from connector.errors import ConfigurationError, RecordError
+
+log = logging.getLogger(__name__)
+
+# An ERP_URL that can never work: an admin's mistake, not a passing failure.
+BAD_URL = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+           requests.exceptions.InvalidSchema)
+
+__all__ = ["RestErp"]
+
+
+class RestErp:
+    """A JSON API at `base_url`. With a username the password goes as HTTP Basic auth;
+    with a password alone, as a Bearer token."""
+
+    def __init__(self, base_url: str, *, username: str | None = None,
+                 password: str | None = None, timeout: float = 30.0,
+                 session: requests.Session | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = session or requests.Session()
+        self._timeout = timeout
+        if username and password:
+            self._http.auth = (username, password)
+        elif password:
+            self._http.headers["Authorization"] = f"Bearer {password}"
+
+    def __repr__(self) -> str:  # never the credentials
+        return f"RestErp({self.base_url!r})"
+
+    def find_order(self, reference: str) -> str | None:
+        response = self._send("GET", "/orders", params={"reference": reference})
+        if response.status_code == 404:
+            return None
+        self._raise_for(response, f"looking up order {reference!r}")
+        return _order_id(_json(response), reference)
+
+    def push_order(self, order: SalesOrder, idempotency_key: str) -> str:
+        existing = self.find_order(order.reference)
+        if existing is not None:
+            return existing
+        body = {"reference": order.reference, **order.header,
+                "customer": {"match": order.customer.match, "create": order.customer.create},
+                "lines": list(order.lines)}
+        response = self._send("POST", "/orders", data=json.dumps(body, default=_encode),
+                              headers={"Content-Type": "application/json",
+                                       "Idempotency-Key": idempotency_key})
+        if response.status_code == 409:
+            # Someone (an earlier attempt whose answer was lost) created it: return that one.
+            found = self.find_order(order.reference)
+            if found is None:
+                raise RecordError(f"the ERP reports a conflict for order {order.reference!r} "
+                                  f"but has no order with that reference: {_excerpt(response)}")
+            return found
+        self._raise_for(response, f"creating order {order.reference!r}")
+        created = _order_id(_json(response), order.reference)
+        if created is None:
+            # Created, but the answer does not say its id: the lookup does.
+            created = self.find_order(order.reference)
+        if created is None:
+            raise RecordError(f"the ERP accepted order {order.reference!r} but cannot find it")
+        log.info("ERP order %s created for %s", created, order.reference)
+        return created
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._http.request(method, self.base_url + path, timeout=self._timeout,
+                                      **kwargs)
+        except requests.Timeout:
+            raise ErpUnavailable(f"the ERP at {self.base_url} did not answer {method} {path} "
+                                 f"within {self._timeout:g}s: retry later") from None
+        except requests.ConnectionError as exc:
+            raise ErpUnavailable(f"cannot reach the ERP at {self.base_url} "
+                                 f"({type(exc).__name__}): retry later, or check ERP_URL"
+                                 ) from None
+        except BAD_URL:
+            raise ConfigurationError(f"ERP_URL {self.base_url!r} is not an http(s) URL"
+                                     ) from None
+        except requests.RequestException as exc:  # a broken answer: the next try may pass
+            raise ErpUnavailable(f"the ERP's answer to {method} {path} broke off "
+                                 f"({type(exc).__name__}): retry later") from None
+
+    def _raise_for(self, response: requests.Response, doing: str) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        if status in (408, 429) or status >= 500:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            wait = f" (it asks to wait {retry_after:g}s)" if retry_after is not None else ""
+            raise ErpUnavailable(f"the ERP answered {status} {doing}{wait}: retry later",
+                                 retry_after)
+        if status in (401, 403):
+            # Every order would fail the same way: an admin must fix the credentials.
+            raise ConfigurationError(f"the ERP refused the credentials ({status}) {doing}: "
+                                     "check ERP_USERNAME and ERP_PASSWORD")
+        raise RecordError(f"the ERP refused {doing} ({status}): {_excerpt(response)}")
+
+
+def _json(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise RecordError(f"the ERP answered {response.status_code} with something that is "
+                          f"not JSON: {_excerpt(response)}") from None
+
+
+def _order_id(data: Any, reference: str) -> str | None:
+    """The order id in a lookup or create answer: a list of orders, or one order."""
+    if isinstance(data, dict) and "id" not in data:
+        data = next((data[k] for k in ("orders", "items", "data", "results")
+                     if isinstance(data.get(k), list)), data)
+    if isinstance(data, list):
+        if len(data) > 1:
+            log.warning("the ERP has %d orders with reference %s", len(data), reference)
+        data = data[0] if data else None
+    if isinstance(data, dict) and data.get("id") not in (None, ""):
+        return str(data["id"])
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: either delay-seconds or an HTTP date (RFC 9110, 10.2.3)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _excerpt(response: requests.Response, limit: int = 300) -> str:
+    text = response.text.strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, (dt.date, dt.datetime)):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"cannot send {type(obj).__name__} to the ERP as JSON")

@@ -1,0 +1,250 @@
+"""The Tryton ERP adapter: sales orders over Tryton's JSON-RPC (`party.party`, `sale.sale`).
+
+Tryton has no idempotency header, so the sale's `reference` (the opportunity id) is the key:
+it is searched before every create, and the sale is created with its lines in one call (one
+transaction), so a sale never exists half made. A crash after Tryton committed the sale but
+before the caller recorded it is therefore safe: the retry finds the sale and returns its id.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from connector.erp.port import Customer, ErpUnavailable, SalesOrder
+from connector.errors import ConfigurationError, RecordError
+
+log = logging.getLogger(__name__)
+
+# An ERP_URL that can never work: an admin's mistake, not a passing failure.
+BAD_URL = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+           requests.exceptions.InvalidSchema)
+
+__all__ = ["TrytonErp"]
+
+
+class _SessionRefused(Exception):
+    """HTTP 401 on a call: the session expired or was revoked (internal; never escapes)."""
+
+
+class TrytonErp:
+    """One Tryton database, reached as one user. Not thread-safe: one per worker."""
+
+    def __init__(self, url: str, database: str, username: str, password: str, *,
+                 timeout: float = 30.0, session: requests.Session | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.database = database
+        self.username = username
+        self._password = password
+        self._endpoint = f"{self.url}/{quote(database, safe='')}/rpc/"
+        self._timeout = timeout
+        self._http = session or requests.Session()
+        self._authorization: str | None = None
+        self._context: dict[str, Any] = {}
+
+    def __repr__(self) -> str:  # never the password
+        return f"TrytonErp({self.url!r}, database={self.database!r}, user={self.username!r})"
+
+    # --- the port ---------------------------------------------------------------------------
+
+    def find_order(self, reference: str) -> str | None:
+        ids = self._call("model.sale.sale.search", [["reference", "=", reference]], 0, None,
+                         [["id", "ASC"]])
+        return str(ids[0]) if ids else None
+
+    def push_order(self, order: SalesOrder, idempotency_key: str) -> str:
+        existing = self.find_order(order.reference)
+        if existing is not None:
+            log.info("Tryton sale %s already exists for %s", existing, order.reference)
+            return existing
+        party = self._party(order.customer)
+        values: dict[str, Any] = dict(order.header)
+        values.update(reference=order.reference, party=party)
+        values.setdefault("company", self._company())
+        address = self._first_address(party)
+        if address is not None:
+            # What the Tryton client's on_change_party would set: quoting needs them.
+            values.setdefault("invoice_address", address)
+            values.setdefault("shipment_address", address)
+        values["lines"] = [["create", [dict(line) for line in order.lines]]]
+        ids = self._call("model.sale.sale.create", [values])
+        log.info("Tryton sale %s created for %s (key %s)", ids[0], order.reference,
+                 idempotency_key)
+        return str(ids[0])
+
+    # --- customers --------------------------------------------------------------------------
+
+    def _party(self, customer: Customer) -> int:
+        domain = [[key, "=", value] for key, value in sorted(customer.match.items())]
+        ids = self._call("model.party.party.search", domain, 0, 2, [["id", "ASC"]])
+        if len(ids) > 1:
+            # Picking one would attach the order to a customer nobody chose.
+            raise RecordError(f"several Tryton parties match {customer.match!r}: match on a "
+                              "field that is unique (a code) in mappings/erp.yaml")
+        if ids:
+            return int(ids[0])
+        values = dict(customer.create)
+        # A party made over RPC has no address, and a sale without an invoice address
+        # cannot be quoted: give the new customer an (empty) one.
+        values.setdefault("addresses", [["create", [{}]]])
+        created = self._call("model.party.party.create", [values])
+        return int(created[0])
+
+    def _first_address(self, party: int) -> int | None:
+        ids = self._call("model.party.address.search", [["party", "=", party]], 0, 1,
+                         [["sequence", "ASC"], ["id", "ASC"]])
+        return int(ids[0]) if ids else None
+
+    def _company(self) -> int:
+        if self._authorization is None:
+            self._login()
+        company = self._context.get("company")
+        if not company:
+            raise ConfigurationError(f"the Tryton user {self.username!r} has no current "
+                                     "company: set one in the user's preferences")
+        return int(company)
+
+    # --- JSON-RPC -----------------------------------------------------------------------------
+
+    def _call(self, method: str, *params: Any) -> Any:
+        """A model call with the session and the user's context; an expired session is
+        renewed once (a 401 means Tryton did not run the call, so repeating it is safe)."""
+        if self._authorization is None:
+            self._login()
+        try:
+            return self._rpc(method, [*params, self._context])
+        except _SessionRefused:
+            log.info("Tryton session refused; logging in again")
+            self._login()
+        try:
+            return self._rpc(method, [*params, self._context])
+        except _SessionRefused:
+            raise ConfigurationError(f"Tryton refused {method} right after a fresh login as "
+                                     f"{self.username!r}: check the user's access") from None
+
+    def _login(self) -> None:
+        self._authorization = None
+        try:
+            result = self._rpc("common.db.login", [self.username, {"password": self._password}],
+                               authorize=False)
+        except _SessionRefused:
+            raise ConfigurationError(
+                f"Tryton refused the login of {self.username!r} on database "
+                f"{self.database!r}: check ERP_USERNAME and ERP_PASSWORD") from None
+        user_id, session = result[0], result[1]
+        token = base64.b64encode(f"{self.username}:{user_id}:{session}".encode()).decode()
+        self._authorization = f"Session {token}"
+        try:
+            self._context = self._rpc("model.res.user.get_preferences", [True, {}])
+        except _SessionRefused:
+            self._authorization = None
+            raise ConfigurationError(f"Tryton refused the session it just gave "
+                                     f"{self.username!r}: check the server's session "
+                                     "settings") from None
+
+    def _rpc(self, method: str, params: list[Any], authorize: bool = True) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if authorize and self._authorization:
+            headers["Authorization"] = self._authorization
+        body = json.dumps({"id": 1, "method": method, "params": params}, default=_encode)
+        try:
+            response = self._http.post(self._endpoint, data=body, headers=headers,
+                                       timeout=self._timeout)
+        except requests.Timeout:
+            raise ErpUnavailable(f"Tryton at {self.url} did not answer {method} within "
+                                 f"{self._timeout:g}s; it may have done it: retry (the order "
+                                 "is looked up first)") from None
+        except requests.ConnectionError as exc:
+            raise ErpUnavailable(f"cannot reach Tryton at {self.url} ({type(exc).__name__}): "
+                                 "retry later, or check ERP_URL") from None
+        except BAD_URL:
+            raise ConfigurationError(f"ERP_URL {self.url!r} is not an http(s) URL") from None
+        except requests.RequestException as exc:  # a broken answer: the next try may pass
+            raise ErpUnavailable(f"Tryton's answer to {method} broke off "
+                                 f"({type(exc).__name__}): retry later") from None
+        status = response.status_code
+        if status == 401:
+            raise _SessionRefused()
+        if status == 429 or status >= 500:
+            raise ErpUnavailable(f"Tryton answered {status} to {method}: retry later",
+                                 _retry_after(response))
+        if status == 404:
+            raise ConfigurationError(f"Tryton at {self.url} has no database "
+                                     f"{self.database!r}: check ERP_URL and ERP_DATABASE")
+        if status == 403:
+            raise ConfigurationError(f"Tryton forbids {method} to {self.username!r}: check "
+                                     "the user's access rights")
+        if status != 200:
+            raise RecordError(f"Tryton answered {status} to {method}: {response.text[:200]}")
+        try:
+            payload = json.loads(response.text, object_hook=_decode)
+        except ValueError:
+            raise ConfigurationError(f"{self._endpoint} did not answer JSON-RPC: check that "
+                                     "ERP_URL is the Tryton server") from None
+        if payload.get("error") is not None:
+            raise _translate(method, payload["error"])
+        return payload.get("result")
+
+
+def _translate(method: str, error: Any) -> Exception:
+    """A JSON-RPC error as one of ours. Tryton sends [kind, args] for its own exceptions,
+    [text, traceback] for anything else."""
+    kind = error[0] if isinstance(error, list) and error else str(error)
+    args = error[1] if isinstance(error, list) and len(error) > 1 else None
+    if kind in ("UserError", "UserWarning") and isinstance(args, list):
+        # UserError: (message, description, domain); UserWarning: (name, message, description)
+        texts = args[:2] if kind == "UserError" else args[1:3]
+        message = " ".join(str(t).strip() for t in texts if t)
+        return RecordError(f"Tryton refused {method}: {message}")
+    if kind == "ConcurrencyException":
+        return ErpUnavailable(f"Tryton reports a concurrent change during {method}: retry")
+    if kind == "LoginException":
+        return ConfigurationError(f"Tryton asks for more than a password ({args!r}) to log in: "
+                                  "use a user that logs in with a password only")
+    log.debug("Tryton %s failed: %s", method, args)  # the server's traceback, for a developer
+    return RecordError(f"Tryton could not run {method}: {kind} (the Tryton server log has the "
+                       "details)")
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _encode(obj: Any) -> Any:
+    """Tryton's JSON-RPC types: a Decimal travels as its exact text, dates as their parts."""
+    if isinstance(obj, Decimal):
+        return {"__class__": "Decimal", "decimal": str(obj)}
+    if isinstance(obj, dt.datetime):
+        if obj.tzinfo is not None:  # Tryton stores naive UTC
+            obj = obj.astimezone(dt.UTC).replace(tzinfo=None)
+        return {"__class__": "datetime", "year": obj.year, "month": obj.month, "day": obj.day,
+                "hour": obj.hour, "minute": obj.minute, "second": obj.second,
+                "microsecond": obj.microsecond}
+    if isinstance(obj, dt.date):
+        return {"__class__": "date", "year": obj.year, "month": obj.month, "day": obj.day}
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"cannot send {type(obj).__name__} to Tryton")
+
+
+def _decode(obj: dict[str, Any]) -> Any:
+    kind = obj.get("__class__")
+    if kind == "Decimal":
+        return Decimal(obj["decimal"])
+    if kind == "date":
+        return dt.date(obj["year"], obj["month"], obj["day"])
+    if kind == "datetime":
+        return dt.datetime(obj["year"], obj["month"], obj["day"], obj["hour"], obj["minute"],
+                           obj["second"], obj["microsecond"])
+    return obj

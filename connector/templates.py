@@ -1,0 +1,156 @@
+"""Jinja2 templates over an opportunity's canonical fields: one sandboxed environment, values
+rendered with their native types kept, and the variables a template uses (for `check`).
+
+Action emails, HTTP bodies and `mappings/erp.yaml` all render through here, so the sandbox and
+the strictness are decided once: an unknown variable is an error, never an empty string, and a
+template cannot reach Python internals (`{{ ''.__class__ }}`)."""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import StrictUndefined, Undefined, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
+
+from connector.errors import ConfigurationError, RecordError
+
+__all__ = [
+    "InvalidTemplate",
+    "TemplateRenderError",
+    "make_environment",
+    "render_structure",
+    "render_value",
+    "template_variables",
+]
+
+
+class InvalidTemplate(ConfigurationError):
+    """A template that does not parse: every record would fail, so an admin must fix it."""
+
+    def __init__(self, template: str, problem: str) -> None:
+        super().__init__(f"template {_short(template)}: {problem}")
+        self.template = template
+        self.problem = problem
+
+
+class TemplateRenderError(RecordError):
+    """A template that parses but fails for this record (a missing field, a bad value)."""
+
+    def __init__(self, template: str, problem: str) -> None:
+        super().__init__(f"template {_short(template)}: {problem}")
+        self.template = template
+        self.problem = problem
+
+
+def _blank_none(value: Any) -> Any:
+    # A blank CRM field is None; "Approval needed: None" helps nobody, an empty string does.
+    return "" if value is None else value
+
+
+def make_environment(search_path: Path | None = None) -> SandboxedEnvironment:
+    """The one environment every template renders in. `search_path` lets file templates
+    (`template: templates/approval.txt`) load; HTML files are autoescaped, text never is."""
+    # Immutable: a template must not change the record's lists and dicts that the next action
+    # (or the write-back) reads.
+    return ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(search_path)) if search_path else None,
+        undefined=StrictUndefined,
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "htm", "xml"), default_for_string=False, default=False),
+        finalize=_blank_none,
+        keep_trailing_newline=True,
+    )
+
+
+_ENV = make_environment()
+
+
+def _short(template: str, limit: int = 60) -> str:
+    text = template if len(template) <= limit else template[: limit - 3] + "..."
+    return repr(text)
+
+
+def _parse(source: str) -> nodes.Template:
+    try:
+        return _ENV.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InvalidTemplate(source, f"line {exc.lineno}: {exc.message}") from None
+
+
+def _single_expression(tree: nodes.Template) -> nodes.Expr | None:
+    """The expression of a template that is one `{{ ... }}` and nothing else (blank text
+    around it aside), else None."""
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts = [n for n in tree.body[0].nodes
+             if not (isinstance(n, nodes.TemplateData) and not n.data.strip())]
+    if len(parts) != 1 or isinstance(parts[0], nodes.TemplateData):
+        return None
+    return parts[0]
+
+
+@lru_cache(maxsize=1024)
+def _compile(source: str) -> Callable[[Mapping[str, Any]], Any]:
+    tree = _parse(source)
+    expr = _single_expression(tree)
+    if expr is None:
+        template = _ENV.from_string(tree)
+        return lambda values: template.render(values)
+    # The same trick as Environment.compile_expression: assign the expression to a variable
+    # and read it back, so "{{ amount }}" yields the Decimal, not its text. It is compiled by
+    # the sandboxed environment, so attribute access is checked exactly as in a rendering.
+    body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
+    native = _ENV.from_string(nodes.Template(body, lineno=1))
+
+    def evaluate(values: Mapping[str, Any]) -> Any:
+        context = native.new_context(dict(values))
+        for _ in native.root_render_func(context):
+            pass
+        result = context.vars["result"]
+        if isinstance(result, Undefined):
+            # StrictUndefined only raises when used; a bare assignment does not use it.
+            result._fail_with_undefined_error()
+        return result
+
+    return evaluate
+
+
+def render_value(template: str, values: Mapping[str, Any]) -> Any:
+    """Render one template string over canonical values. A template that is a single
+    expression keeps its native type ("{{ amount }}" -> Decimal, "{{ close_date }}" -> date);
+    anything else renders to text. Raises TemplateRenderError (this record) or
+    InvalidTemplate (the template itself), both naming the template."""
+    render = _compile(template)
+    try:
+        return render(values)
+    except jinja2.TemplateError as exc:  # undefined variables and sandbox refusals
+        raise TemplateRenderError(template, exc.message or type(exc).__name__) from None
+    except ZeroDivisionError:  # decimal.DivisionByZero too, whose own text is unreadable
+        raise TemplateRenderError(template, "division by zero") from None
+    except decimal.DecimalException as exc:
+        raise TemplateRenderError(template, f"not a valid number ({type(exc).__name__})") from None
+    except (ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        raise TemplateRenderError(template, f"{type(exc).__name__}: {exc}") from None
+
+
+def render_structure(obj: Any, values: Mapping[str, Any]) -> Any:
+    """Render every string in nested dicts and lists; keys and other scalars stay as they
+    are (a YAML `quantity: 1` stays the int 1)."""
+    if isinstance(obj, str):
+        return render_value(obj, values)
+    if isinstance(obj, Mapping):
+        return {key: render_structure(value, values) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [render_structure(item, values) for item in obj]
+    return obj
+
+
+def template_variables(source: str) -> set[str]:
+    """The variables a template reads from the record (Jinja's own globals such as `range`
+    left out). Raises InvalidTemplate when it does not parse."""
+    return set(meta.find_undeclared_variables(_parse(source))) - set(_ENV.globals)

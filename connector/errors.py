@@ -41,7 +41,12 @@ class RecordError(ConnectorError):
 
 
 class RetriableError(ConnectorError):
-    """A failure that may pass: a 5xx, a timeout, a locked row, a server that is down."""
+    """A failure that may pass: a 5xx, a timeout, a locked row, a server that is down.
+    `retry_after` is the delay the server asked for (HTTP Retry-After), in seconds, if any."""
+
+    def __init__(self, message: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class FatalError(ConnectorError):

@@ -210,7 +210,7 @@ class Pipeline:
                     report.parked += 1
                 else:
                     self.state.retry_later(item.key, str(exc), now + backoff(
-                        item.attempts + 1, getattr(exc, "retry_after", None)))
+                        item.attempts + 1, exc.retry_after))
                     report.retrying += 1
                 continue
             except ConnectorError as exc:

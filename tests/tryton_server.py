@@ -148,6 +148,16 @@ class TrytonServer:
                 self.process.kill()
                 self.process.wait()
 
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the server again on the same database and port (after `stop`)."""
+        conf = self.path.parent.parent / "trytond.conf"
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [_tool("trytond"), "-c", str(conf), "-d", self.database],
+                stdout=out, stderr=subprocess.STDOUT)
+        self._auth = None
+        _wait_until_listening(self, time.monotonic() + timeout)
+
     def rpc(self, method: str, *params: Any) -> Any:
         """A plain JSON-RPC call, independent of the adapter under test (the context is
         appended for model calls)."""

@@ -73,10 +73,8 @@ class HttpSender:
                 from None
         status = response.status_code
         if status == 429 or status >= 500:
-            error = RetriableError(f"HTTP {status} from the endpoint; will retry")
-            error.retry_after = retry_after_seconds(  # type: ignore[attr-defined]
-                response.headers.get("Retry-After"))
-            raise error
+            raise RetriableError(f"HTTP {status} from the endpoint; will retry",
+                                 retry_after_seconds(response.headers.get("Retry-After")))
         if status >= 400:
             raise RecordError(f"HTTP {status} from the endpoint: {response.text[:200]!r}")
         return f"HTTP {request['method']} {status}"

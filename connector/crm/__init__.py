@@ -1,0 +1,81 @@
+"""The CRM port: what the pipeline asks of a CRM (Salesforce now, HubSpot next).
+
+Records travel raw, as the CRM's API returns them (nested relationships kept, Salesforce's
+`attributes` dropped); `connector.core.mapping.Mapping.read` turns them into canonical values.
+Writes go by record id with CRM field names and JSON-ready values (`json_value`).
+
+Errors are connector.errors: ConfigurationError (the mapping or the credentials are wrong),
+RetriableError (the CRM is busy or down, after the retry policy gave up), FatalError (stop the
+run and keep the cursor: API allowance used up, session refused).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol, runtime_checkable
+
+from connector.core.values import FieldType
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What became of one record's write: `ok`, or the CRM's error `code` and `message`."""
+
+    id: str
+    ok: bool
+    code: str | None = None
+    message: str | None = None
+
+
+@runtime_checkable
+class Crm(Protocol):
+    """A CRM the connector reads opportunities from and writes computed fields back to."""
+
+    @property
+    def calls(self) -> int:
+        """API calls made so far (logins not included: see `auth_calls`)."""
+        ...
+
+    @property
+    def auth_calls(self) -> int:
+        """Logins made so far."""
+        ...
+
+    def describe(self) -> dict[str, FieldType]:
+        """Canonical name -> type from the CRM's metadata, after checking that every mapped
+        field exists and every writeback field can be written (ConfigurationError else)."""
+        ...
+
+    def changed(self, since: dt.datetime | None, until: dt.datetime) -> Iterator[list[Record]]:
+        """Pages of the records modified in [since, until] (everything up to `until` when
+        `since` is None), ordered by modification time, then id."""
+        ...
+
+    def fetch(self, ids: list[str]) -> list[Record]:
+        """The records with these ids (the ones a webhook named); unknown ids are left out."""
+        ...
+
+    def write(self, updates: list[tuple[str, dict[str, Any]]]) -> list[WriteResult]:
+        """Write each record's changed fields; one result per update, in order. A record the
+        CRM refuses fails alone."""
+        ...
+
+
+def json_value(value: object) -> object:
+    """A value as the CRM's JSON takes it: Decimal -> number, date and datetime -> ISO 8601."""
+    if isinstance(value, Decimal):
+        integral = value == value.to_integral_value()
+        return int(value) if integral else float(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+__all__ = ["Crm", "Record", "WriteResult", "json_value"]

@@ -1,0 +1,206 @@
+"""The connector's settings: every environment variable (and `.env` entry), secrets kept secret.
+
+`load_settings()` reads them and turns a bad value into a ConfigurationError that names the
+variable (never its value); `salesforce_auth()` and `salesforce_login()` tell which way of logging
+in to Salesforce the settings allow.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connector.errors import ConfigurationError
+
+AuthMethod = Literal["session", "jwt", "password", "client_credentials"]
+
+AUTH_LABELS: dict[AuthMethod, str] = {
+    "session": "existing session",
+    "jwt": "JWT bearer",
+    "password": "username-password",
+    "client_credentials": "client credentials",
+}
+
+# What to set for each way in; shown whenever none of them is complete.
+LOGIN_HELP = (
+    "SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN (username-password; "
+    "the token may be left out when the org trusts this network); SALESFORCE_CLIENT_ID, "
+    "SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY_FILE (JWT bearer); SALESFORCE_CLIENT_ID, "
+    "SALESFORCE_CLIENT_SECRET and SALESFORCE_DOMAIN=<your My Domain, e.g. acme.my> "
+    "(client credentials)")
+AUTH_HELP = ("set one of: SALESFORCE_INSTANCE_URL and SALESFORCE_ACCESS_TOKEN (an existing "
+             "session); " + LOGIN_HELP)
+
+_API_VERSION = re.compile(r"^\d{2,3}\.0$")
+
+
+class Settings(BaseSettings):
+    """Every variable of SPEC section 4, plus the Salesforce client's own knobs."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", case_sensitive=False)
+
+    # Salesforce: an existing session ...
+    salesforce_instance_url: str | None = None
+    salesforce_access_token: SecretStr | None = None
+    # ... or a login: username-password, JWT bearer, client credentials
+    salesforce_username: str | None = None
+    salesforce_password: SecretStr | None = None
+    salesforce_security_token: SecretStr | None = None
+    salesforce_domain: str = "login"      # 'login', 'test' (sandbox) or a My Domain ('acme.my')
+    salesforce_client_id: str | None = None
+    salesforce_private_key_file: Path | None = None
+    salesforce_client_secret: SecretStr | None = None
+    salesforce_api_version: str | None = None   # None: simple-salesforce's default
+    # How the connector behaves against the API
+    salesforce_client_name: str = "crm-automation"   # Sforce-Call-Options: client=<this>
+    salesforce_timeout: float = Field(120.0, gt=0)   # seconds for one HTTP request
+    salesforce_quota_run_percent: float = Field(25.0, gt=0, le=100)
+    salesforce_quota_total_percent: float = Field(80.0, gt=0, le=100)
+
+    # Webhooks
+    webhook_secret: SecretStr | None = None
+    salesforce_org_id: str | None = None
+    hubspot_client_secret: SecretStr | None = None
+
+    # State, ERP, email
+    state_url: str = "sqlite:///.crm-automation/state.db"
+    erp_url: str | None = None
+    erp_database: str | None = None
+    erp_username: str | None = None
+    erp_password: SecretStr | None = None
+    smtp_url: str | None = None
+    email_from: str | None = None
+
+    @field_validator("salesforce_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        # Admins paste 'https://acme.my.salesforce.com/'; simple-salesforce wants 'acme.my'.
+        text = re.sub(r"^https?://", "", value.strip()).rstrip("/")
+        text = re.sub(r"\.salesforce\.com$", "", text, flags=re.IGNORECASE)
+        if not text or "/" in text:
+            raise ValueError("use 'login', 'test' or your My Domain such as 'acme.my'")
+        return text
+
+    @field_validator("salesforce_instance_url")
+    @classmethod
+    def _instance_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        text = value.strip().rstrip("/")
+        if not text.startswith("https://"):
+            raise ValueError("use the full https:// address, e.g. https://acme.my.salesforce.com")
+        return text
+
+    @field_validator("salesforce_client_name")
+    @classmethod
+    def _client_name(cls, value: str) -> str:
+        # It travels in a header (Sforce-Call-Options: client=<name>) and comes back in change
+        # events' changeOrigin, where a comma or a space would break the parsing.
+        text = value.strip()
+        if not re.fullmatch(r"[A-Za-z0-9_.\-/]{1,80}", text):
+            raise ValueError("use letters, digits and _ . - / only (e.g. crm-automation)")
+        return text
+
+    @field_validator("salesforce_api_version")
+    @classmethod
+    def _api_version(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        text = value.strip().removeprefix("v")
+        if not _API_VERSION.match(text):
+            raise ValueError("use a version such as 62.0")
+        return text
+
+    @field_validator("salesforce_username", "salesforce_client_id", "salesforce_org_id",
+                     "erp_url", "erp_database", "erp_username", "smtp_url", "email_from")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return (value.strip() or None) if value is not None else None
+
+    def secrets(self) -> list[str]:
+        """Every secret value that is set, so messages can be checked or scrubbed for them."""
+        values = [self.salesforce_access_token, self.salesforce_password,
+                  self.salesforce_security_token, self.salesforce_client_secret,
+                  self.webhook_secret, self.hubspot_client_secret, self.erp_password]
+        return [s.get_secret_value() for s in values
+                if s is not None and s.get_secret_value()]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment and `.env`; a bad value is a ConfigurationError that
+    names every variable at fault (never the value: it may be a secret)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                    for err in exc.errors()]
+        raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
+
+
+def _set(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value())
+    return value is not None and value != ""
+
+
+def salesforce_login(settings: Settings) -> AuthMethod | None:
+    """The way the connector can log in anew (to start, or to renew an expired session), or
+    None when the settings hold no complete credentials. A username picks a user's flow (JWT
+    when a key is given, else username-password); client credentials run as the app's user."""
+    s = settings
+    if _set(s.salesforce_client_id) and _set(s.salesforce_username) and \
+            _set(s.salesforce_private_key_file):
+        return "jwt"
+    if _set(s.salesforce_username) and _set(s.salesforce_password):
+        return "password"
+    if _set(s.salesforce_client_id) and _set(s.salesforce_client_secret) and \
+            s.salesforce_domain not in ("login", "test"):
+        return "client_credentials"
+    return None
+
+
+def salesforce_auth(settings: Settings) -> AuthMethod:
+    """How the connector first authenticates: an existing session when one is given (a login,
+    if also possible, renews it when it expires), else a login. Raises ConfigurationError saying
+    what is missing when no way is complete."""
+    s = settings
+    if _set(s.salesforce_instance_url) and _set(s.salesforce_access_token):
+        return "session"
+    login = salesforce_login(s)
+    if login is not None:
+        return login
+    raise ConfigurationError(f"Salesforce credentials are incomplete{_missing(s)}; {AUTH_HELP}")
+
+
+def _missing(s: Settings) -> str:
+    """What each half-configured way lacks, so the admin sees the one variable to add."""
+    hints: list[str] = []
+    if _set(s.salesforce_instance_url) != _set(s.salesforce_access_token):
+        hints.append("an existing session needs both SALESFORCE_INSTANCE_URL and "
+                     "SALESFORCE_ACCESS_TOKEN")
+    if _set(s.salesforce_private_key_file) and not (_set(s.salesforce_client_id)
+                                                    and _set(s.salesforce_username)):
+        hints.append("JWT bearer needs SALESFORCE_CLIENT_ID and SALESFORCE_USERNAME besides "
+                     "SALESFORCE_PRIVATE_KEY_FILE")
+    if _set(s.salesforce_client_secret) and not _set(s.salesforce_client_id):
+        hints.append("client credentials need SALESFORCE_CLIENT_ID besides "
+                     "SALESFORCE_CLIENT_SECRET")
+    if _set(s.salesforce_client_id) and _set(s.salesforce_client_secret) and \
+            s.salesforce_domain in ("login", "test"):
+        # https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm
+        hints.append("client credentials need SALESFORCE_DOMAIN set to your My Domain (e.g. "
+                     f"acme.my), not '{s.salesforce_domain}': Salesforce issues these tokens "
+                     "on My Domain only")
+    if _set(s.salesforce_username) != _set(s.salesforce_password) and \
+            not _set(s.salesforce_private_key_file):
+        hints.append("username-password needs both SALESFORCE_USERNAME and SALESFORCE_PASSWORD")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+__all__ = ["AUTH_HELP", "AUTH_LABELS", "LOGIN_HELP", "AuthMethod", "Settings", "load_settings",
+           "salesforce_auth", "salesforce_login"]

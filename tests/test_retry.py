@@ -81,10 +81,10 @@ def test_retry_after_is_honoured_exactly():
 
 def test_any_retriable_error_with_retry_after_is_honoured():
     class ErpBusy(RetriableError):
-        retry_after = 12.5
+        pass
 
     time = FakeTime()
-    policy(time).call(failing(ErpBusy("ERP busy")))
+    policy(time).call(failing(ErpBusy("ERP busy", retry_after=12.5)))
     assert time.sleeps == [12.5]
 
 

@@ -167,10 +167,12 @@ class SqliteState:
 
     def release(self, keys: Iterable[str] | None, now: dt.datetime) -> int:
         with self._tx() as db:
-            if keys is None:
+            if keys is None:  # the parked, and the pending that wait for their next try
                 cur = db.execute("UPDATE outbox SET status = 'pending', next_at = ?, "
-                                 "lease_until = NULL, updated = ? WHERE status = 'parked'",
-                                 (_iso(now), _iso(now)))
+                                 "lease_until = NULL, updated = ? WHERE status = 'parked' OR "
+                                 "(status = 'pending' AND next_at > ? AND "
+                                 "(lease_until IS NULL OR lease_until <= ?))",
+                                 (_iso(now), _iso(now), _iso(now), _iso(now)))
                 return cur.rowcount
             count = 0
             for key in keys:

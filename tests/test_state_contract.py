@@ -1,0 +1,130 @@
+"""The state store's contract, run against every backend (SQLite here; DynamoDB joins with its
+adapter). What the pipeline relies on: atomic commits, idempotent outbox keys, duplicate
+notifications refused, claims exclusive until their lease ends, parked items kept with reasons."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from connector.core.edges import LedgerState
+from connector.state import Commit, OutboxItem
+from connector.state.sqlite import SqliteState
+
+T0 = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
+LEASE = dt.timedelta(minutes=10)
+
+
+def sqlite_store(tmp_path):
+    return SqliteState(tmp_path / "state.db")
+
+
+BACKENDS = {"sqlite": sqlite_store}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request, tmp_path):
+    s = BACKENDS[request.param](tmp_path)
+    yield s
+    s.close()
+
+
+def item(key, record="r1", kind="email", **kw):
+    return OutboxItem(key, record, "notify", kind, {"values": {"amount": {"$decimal": "1.50"}}},
+                      **kw)
+
+
+def test_the_cursor_starts_empty_and_keeps_the_last_value(store):
+    assert store.get_cursor("salesforce:Opportunity") is None
+    store.set_cursor("salesforce:Opportunity", "2026-11-26T09:00:00+00:00")
+    store.set_cursor("salesforce:Opportunity", "2026-11-26T09:05:00+00:00")
+    assert store.get_cursor("salesforce:Opportunity") == "2026-11-26T09:05:00+00:00"
+    assert store.get_cursor("hubspot:deals") is None
+
+
+def test_a_commit_records_versions_ledger_and_outbox_together(store):
+    store.commit([Commit("r1", "v1", {"notify": LedgerState(True, 1)}, [item("r1:notify:1")]),
+                  Commit("r2", "v7")], T0)
+    assert store.handled([("r1", "v1"), ("r1", "v2"), ("r2", "v7")]) == {("r1", "v1"),
+                                                                        ("r2", "v7")}
+    assert store.ledger("r1") == {"notify": LedgerState(True, 1)}
+    assert store.ledger("r2") == {}
+    [due] = store.due(T0)
+    assert due.key == "r1:notify:1" and due.payload["values"]["amount"] == {"$decimal": "1.50"}
+
+
+def test_a_failed_commit_leaves_nothing(store):
+    class Broken(OutboxItem):
+        @property
+        def payload(self):  # type: ignore[override]
+            raise RuntimeError("crash while writing")
+
+        @payload.setter
+        def payload(self, value):
+            pass
+
+    bad = Broken("r2:x:1", "r2", "x", "email", {})
+    with pytest.raises(RuntimeError):
+        store.commit([Commit("r1", "v1", {"notify": LedgerState(True, 1)}, [item("r1:n:1")]),
+                      Commit("r2", "v1", {}, [bad])], T0)
+    assert store.handled([("r1", "v1")]) == set()
+    assert store.ledger("r1") == {} and store.items() == []
+
+
+def test_an_outbox_key_is_taken_once(store):
+    store.commit([Commit("r1", "v1", outbox=[item("k")])], T0)
+    store.claim("k", T0, LEASE)
+    store.done("k", T0)
+    store.commit([Commit("r1", "v2", outbox=[item("k")])], T0)   # the same edge again
+    [only] = store.items()
+    assert only.status == "done"
+    assert store.due(T0 + dt.timedelta(hours=1)) == []
+
+
+def test_notifications_are_remembered(store):
+    assert store.remember_notification("sf:04l5g00002RsNbTAAV", T0) is True
+    assert store.remember_notification("sf:04l5g00002RsNbTAAV", T0) is False
+    assert store.remember_notification("sf:other", T0) is True
+
+
+def test_a_claim_is_exclusive_until_its_lease_ends(store):
+    store.commit([Commit("r1", "v1", outbox=[item("k")])], T0)
+    assert store.claim("k", T0, LEASE) is True
+    assert store.claim("k", T0 + dt.timedelta(minutes=1), LEASE) is False
+    assert store.due(T0 + dt.timedelta(minutes=1)) == []
+    later = T0 + LEASE + dt.timedelta(seconds=1)
+    assert [i.key for i in store.due(later)] == ["k"]        # the worker died: it lapses
+    assert store.claim("k", later, LEASE) is True
+    assert store.items()[0].attempts == 2
+
+
+def test_retry_later_park_release_and_drop(store):
+    store.commit([Commit("r1", "v1", outbox=[item("a"), item("b"), item("c")])], T0)
+    store.claim("a", T0, LEASE)
+    store.retry_later("a", "HTTP 503", T0 + dt.timedelta(minutes=5))
+    assert [i.key for i in store.due(T0 + dt.timedelta(minutes=1))] == ["b", "c"]
+    assert "a" in [i.key for i in store.due(T0 + dt.timedelta(minutes=5))]
+    store.claim("b", T0, LEASE)
+    store.park("b", "HTTP 422: bad stage", T0)
+    [parked] = store.items("parked")
+    assert parked.key == "b" and parked.reason == "HTTP 422: bad stage"
+    assert store.release(None, T0) == 2          # every item that waits: parked and retrying
+    assert {i.key for i in store.due(T0)} == {"a", "b", "c"}
+    assert store.drop(["c"]) == 1
+    assert {i.key for i in store.items()} == {"a", "b"}
+
+
+def test_done_items_are_never_released_or_dropped(store):
+    store.commit([Commit("r1", "v1", outbox=[item("a")])], T0)
+    store.claim("a", T0, LEASE)
+    store.done("a", T0)
+    assert store.release(["a"], T0) == 0 and store.drop(["a"]) == 0
+    assert store.items()[0].status == "done"
+
+
+def test_parked_items_can_be_committed_directly(store):
+    store.commit([Commit("r9", "v1", outbox=[item("record:r9:v1", kind="record",
+                                                    status="parked", reason="unknown stage")])],
+                 T0)
+    assert store.due(T0) == [] and store.items("parked")[0].reason == "unknown stage"

@@ -163,8 +163,6 @@ def test_a_negative_weight_that_breaks_monotonicity_is_warned(table, data) -> No
     assert {factor_name(e) for e in broken} <= warned
 
 
-@pytest.mark.xfail(strict=True, reason="a negative weight is warned even when it cannot lower "
-                   "any probability (a one-value factor, or min == max)")
 @pytest.mark.parametrize("sizes, lo, hi", [([1, 3], 10, 90), ([2, 3], 50, 50)])
 def test_no_monotonicity_warning_without_a_break(sizes, lo, hi) -> None:
     weights = [Decimal(-1), Decimal(5)]

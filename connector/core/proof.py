@@ -188,10 +188,14 @@ def _pct(value: object) -> str:
 
 def _weights_monotonicity(rules: RuleSet) -> list[Finding]:
     """A generated table is exclusive and complete by construction; only a negative weight can
-    make a better value score lower."""
-    assert rules.weights is not None
+    make a better value score lower, and only when the factor has values to choose between and
+    the probability has room to move."""
+    weights = rules.weights
+    assert weights is not None
+    if weights.maximum <= weights.minimum:
+        return []
     return [
         Finding("warning", "monotonicity",
                 f"factor '{f.name}' has a negative weight: its better values lower the "
                 "probability")
-        for f, w in zip(rules.factors, rules.weights.weights) if w < 0]
+        for f, w in zip(rules.factors, weights.weights) if w < 0 and len(f.values) > 1]

@@ -55,6 +55,7 @@ _BOOL = "tag:yaml.org,2002:bool"
 _INT = "tag:yaml.org,2002:int"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 class _Loader(yaml.SafeLoader):
@@ -133,9 +134,14 @@ def read_yaml(path: Path) -> tuple[YamlFile | None, list[Finding]]:
                                    "here: remove it", name, n.start_mark.line + 1))
             return None
         if isinstance(n, yaml.MappingNode):
+            written = sum(1 for k, _ in n.value if k.tag != _MERGE)
             loader.flatten_mapping(n)
+            # flatten_mapping puts the pairs a `<<: *anchor` brings first; a key written here
+            # overrides them, as YAML says. Only a key written twice here is a mistake.
+            merged_in = len(n.value) - written
             result: dict[Any, Any] = {}
-            for k, v in n.value:
+            own: set[str] = set()
+            for index, (k, v) in enumerate(n.value):
                 if not isinstance(k, yaml.ScalarNode):
                     findings.append(Finding("error", "schema", "a key must be a plain name",
                                             name, k.start_mark.line + 1))
@@ -143,12 +149,14 @@ def read_yaml(path: Path) -> tuple[YamlFile | None, list[Finding]]:
                 # Every key in these files is a name: `5:` or `null:` is the name '5' or
                 # 'null', never a number or None that later lookups by name cannot find.
                 key = k.value
-                if key in result:
+                if key in own:
                     findings.append(Finding(
                         "error", "schema", f"'{key}' appears twice here (first at line "
                         f"{out.lines.get(at + (key,))}): keep one of them (YAML would silently "
                         "use only the last)", name, k.start_mark.line + 1))
                     continue
+                if index >= merged_in:
+                    own.add(key)
                 out.lines[at + (key,)] = k.start_mark.line + 1
                 result[key] = walk(v, at + (key,))
             return result

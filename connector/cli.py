@@ -66,7 +66,15 @@ def _print_findings(findings: list[Finding], console: Console) -> None:
                                                           for k, v in f.example.items())))
 
 
+def _folders(rules: Path, mappings: Path) -> None:
+    """A folder that is not there is a usage error (exit 2), not a finding about the rules."""
+    for path, option in ((rules, "--rules"), (mappings, "--mappings")):
+        if not path.is_dir():
+            raise typer.BadParameter(f"no folder at {path}", param_hint=option)
+
+
 def _load_or_exit(rules: Path, mappings: Path, mapping: Path | None = None) -> Loaded:
+    _folders(rules, mappings)
     loaded = load(rules, mappings, mapping_file=mapping)
     if not loaded.ok:
         _print_findings([f for f in loaded.findings if f.severity == "error"], _err())
@@ -81,6 +89,7 @@ def check(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
     from connector.checks import check_erp, check_templates
     from connector.core.proof import prove
 
+    _folders(rules, mappings)
     loaded = load(rules, mappings)
     findings = list(loaded.findings)
     if loaded.rules is not None and loaded.ok:

@@ -161,7 +161,7 @@ def monotonicity(rules: RuleSet) -> list[Finding]:
                 continue
             apart = [d for d, (a, b) in enumerate(zip(ca, cb)) if not a & b]
             if len(apart) > 1:
-                continue
+                continue  # apart on two factors: never "all else equal"
             for d in apart or range(len(ca)):
                 better = ca[d] & (cb[d] >> 1)  # A has value i, B has value i+1
                 if not better:

@@ -402,11 +402,13 @@ def _compile_workflows(spec: schema.RulesSpec, factors: list[Factor], closed: Cl
     for i, w in enumerate(spec.workflows or []):
         path: Path = ("workflows", i)
         if w.name in names:
-            c.error(path + ("name",), "schema", f"workflow '{w.name}' is defined twice", [w.name])
+            first = c.locate(("workflows", names[w.name], "name"))
+            c.error(path + ("name",), "schema", f"workflow '{w.name}' is defined twice (first at "
+                    f"{first.file}:{first.line}): give each workflow its own name", [w.name])
         if w.name in (CLOSED_WON, CLOSED_LOST):
             c.error(path + ("name",), "reference",
                     f"workflow '{w.name}': the name is reserved for closed deals", [w.name])
-        names[w.name] = i
+        names.setdefault(w.name, i)
         cubes: list[Cube] = []
         when = dict(w.when)
         blocks = when.pop("any", None)

@@ -40,6 +40,9 @@ def _unknown(source: str, known: set[str], env: jinja2.Environment
     return sorted((n, lines.get(n, 1)) for n in free - known)
 
 
+APPROVAL_NAMES = {"approve_url", "reject_url", "expires_on"}  # what an approval email adds
+
+
 def check_templates(rules: RuleSet, rules_dir: Path) -> list[Finding]:
     findings: list[Finding] = []
     known = known_names(rules)
@@ -47,7 +50,7 @@ def check_templates(rules: RuleSet, rules_dir: Path) -> list[Finding]:
     for action in rules.actions.values():
         where = action.where
         texts: list[tuple[str, str]] = []
-        if action.kind == "email":
+        if action.kind in ("email", "approval"):
             spec = action.spec
             texts += [("to", t) for t in spec.to] + [("cc", t) for t in spec.cc]
             texts.append(("subject", spec.subject))
@@ -61,13 +64,15 @@ def check_templates(rules: RuleSet, rules_dir: Path) -> list[Finding]:
                                                f"{spec.template} not found in "
                                                f"{display(rules_dir)}"))
                 else:
-                    findings += _file_findings(action.name, path, known, env)
+                    extra = APPROVAL_NAMES if action.kind == "approval" else set()
+                    findings += _file_findings(action.name, path, known | extra, env)
         elif action.kind == "http":
             texts.append(("url", action.spec.url))
             texts += [(f"headers.{k}", v) for k, v in action.spec.headers.items()]
             texts += [("json", t) for t in _strings(action.spec.json_body)]
         for part, text in texts:
-            problems = _unknown(text, known, env)
+            problems = _unknown(text, known | (APPROVAL_NAMES if action.kind == "approval"
+                                               else set()), env)
             if isinstance(problems, str):
                 findings.append(Finding.at(where, "error", "template",
                                            f"action '{action.name}' {part}: {problems}"))

@@ -385,6 +385,7 @@ def serve(
     """The webhook endpoints on a local HTTP server (the same code as the Lambda handlers)."""
     import logging
 
+    from connector.handlers.approvals import approval_route
     from connector.handlers.webhook import route
     from connector.web import Worker, make_server
 
@@ -397,8 +398,20 @@ def serve(
         worker.wake.set()
         return stored
 
-    server = make_server(host, port, lambda event: route(
-        event, settings=application.settings, store=store, version=application.version))
+    def dispatch(event: dict[str, Any]) -> dict[str, Any]:
+        if str(event.get("rawPath", "")).startswith("/approvals/"):
+            secret = application.settings.approval_secret
+            return approval_route(event, secret=secret.get_secret_value() if secret else "",
+                                  decide=decide, now=application.now)
+        return route(event, settings=application.settings, store=store,
+                     version=application.version)
+
+    def decide(key: str, decision: str) -> str:
+        outcome = application.pipeline.decide(key, decision)
+        worker.wake.set()
+        return outcome
+
+    server = make_server(host, port, dispatch)
     worker.start()
     _err().print(f"serving on http://{host}:{server.server_port} (rule set "
                  f"{application.version}); Ctrl-C to stop")

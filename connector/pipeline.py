@@ -67,6 +67,10 @@ class DrainReport:
     results: list[str] = field(default_factory=list)
 
 
+class _Waiting(Exception):
+    """The item ran and now waits for a person."""
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -200,6 +204,10 @@ class Pipeline:
                 continue
             try:
                 result = self._run(item)
+            except _Waiting as waiting:
+                self.state.wait(item.key, str(waiting), now)
+                report.results.append(f"{item.key}: {waiting}")
+                continue
             except FatalError as exc:
                 self.state.retry_later(item.key, str(exc), now + dt.timedelta(minutes=15))
                 report.stopped = str(exc)
@@ -234,7 +242,61 @@ class Pipeline:
         if self.actions is None:
             raise RetriableError("no action runner is configured")
         values = decode_values(item.payload.get("values", {}))
+        if item.kind == "approval":
+            return self._request_approval(item, values)
+        if item.kind == "decision":
+            return self._record_decision(item)
         return self.actions.run(item.action, item.key, values)
+
+    # --- approvals --------------------------------------------------------------------------
+    def _approval_field(self, action: str) -> str:
+        return str(self.rules.actions[action].spec.field)
+
+    def _request_approval(self, item: OutboxItem, values: dict[str, Any]) -> str:
+        from connector.approvals import PENDING
+
+        assert self.actions is not None
+        to, expires = self.actions.request_approval(item.action, item.key, item.record_id,
+                                                    values, self.now())
+        self._write_field(item.record_id, self._approval_field(item.action), PENDING)
+        # Not done: it waits, visible in `outbox list`, until the approver decides.
+        raise _Waiting(f"awaiting the decision of {to} until {expires:%Y-%m-%d}")
+
+    def _write_field(self, record_id: str, field_name: str, value: str) -> None:
+        [result] = self.crm.write([(record_id, {self.mapping.crm_field(field_name): value})])
+        if not result.ok:
+            raise RecordError(f"{result.code}: {result.message}")
+
+    def decide(self, key: str, decision: str, now: dt.datetime | None = None) -> str:
+        """Record an approver's decision once: 'recorded', 'already decided' or 'not pending'.
+        The field is written and the follow-up actions run from the outbox."""
+        from connector.approvals import STATUS
+
+        now = now or self.now()
+        request = self.state.item(key)
+        if request is None or request.kind != "approval":
+            return "not pending"
+        if self.state.item(f"{key}:decision") is not None:
+            return "already decided"
+        if request.status == "done":
+            return "not pending"
+        # Two clicks at the same instant: only one gets past this.
+        if not self.state.remember_notification(f"approval:{key}", now):
+            return "already decided"
+        spec = self.rules.actions[request.action].spec
+        follow = spec.on_approve if decision == "approve" else spec.on_reject
+        items = [OutboxItem(f"{key}:decision", request.record_id, request.action, "decision",
+                            {"field": spec.field, "value": STATUS[decision]})]
+        items += [OutboxItem(f"{key}:{decision}:{name}", request.record_id, name,
+                             self.rules.actions[name].kind, dict(request.payload))
+                  for name in follow if name in self.rules.actions]
+        self.state.commit([Commit(request.record_id, None, outbox=items)], now)
+        self.state.done(key, now)
+        return "recorded"
+
+    def _record_decision(self, item: OutboxItem) -> str:
+        self._write_field(item.record_id, item.payload["field"], item.payload["value"])
+        return f"{item.payload['field']} = {item.payload['value']}"
 
 
 def store_notice(state: StateStore, key: str, ids: Iterable[str], now: dt.datetime) -> bool:

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     email_from: str | None = None
 
+    # Approvals: the key that signs one-click links, and the address they point to
+    approval_secret: SecretStr | None = None
+    public_url: str | None = None     # e.g. https://abc123.execute-api.eu-west-1.amazonaws.com
+
     @field_validator("salesforce_domain")
     @classmethod
     def _domain(cls, value: str) -> str:
@@ -126,7 +130,8 @@ class Settings(BaseSettings):
         """Every secret value that is set, so messages can be checked or scrubbed for them."""
         values = [self.salesforce_access_token, self.salesforce_password,
                   self.salesforce_security_token, self.salesforce_client_secret,
-                  self.webhook_secret, self.hubspot_client_secret, self.erp_password]
+                  self.webhook_secret, self.hubspot_client_secret, self.erp_password,
+                  self.approval_secret]
         return [s.get_secret_value() for s in values
                 if s is not None and s.get_secret_value()]
 

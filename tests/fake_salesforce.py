@@ -33,6 +33,7 @@ OPPORTUNITY_FIELDS = [
     ("CloseDate", "date", True, None), ("Proposal_Type__c", "picklist", True, None),
     ("Relationship_Level__c", "picklist", True, None), ("Probability", "percent", True, 0),
     ("Weighted_Amount__c", "currency", True, 2), ("Probability_Rule__c", "string", True, None),
+    ("Approval_Status__c", "picklist", True, None), ("LastStageChangeDate", "datetime", False, None),
     ("SystemModstamp", "datetime", False, None),
 ]
 RELATIONS = {"OwnerId": ("Owner", "User"), "AccountId": ("Account", "Account")}

@@ -96,10 +96,13 @@ class ActionRunner:
     def render(self, name: str, values: Mapping[str, Any]) -> Preview:
         """What the action would send, rendered; nothing is sent."""
         action = self.action(name)
-        if action.kind == "email":
+        if action.kind in ("email", "approval"):
             from connector.actions.email import render_email
 
-            return Preview(name, "email", render_email(action.spec, values, self.rules_dir))
+            links = {"approve_url": "(approve link)", "reject_url": "(reject link)",
+                     "expires_on": "(expiry)"} if action.kind == "approval" else {}
+            return Preview(name, action.kind, render_email(action.spec, {**values, **links},
+                                                           self.rules_dir))
         if action.kind == "http":
             from connector.actions.http import render_request
 
@@ -138,6 +141,28 @@ class ActionRunner:
             return str(sender(render_request(action.spec, values, self.environ), key))
         order = self.erp_mapping().order_for(values)
         return f"sales order {sender(order, key)}"
+
+    def request_approval(self, name: str, key: str, record_id: str,
+                         values: Mapping[str, Any], now: dt.datetime) -> tuple[str, dt.datetime]:
+        """Email the approver two signed one-click links; returns (to whom, expiry)."""
+        from connector.actions.email import render_email
+        from connector.approvals import Claim, make_token
+
+        action = self.action(name)
+        spec = action.spec
+        secret = self.settings.approval_secret if self.settings else None
+        base = (self.settings.public_url or "").rstrip("/") if self.settings else ""
+        if secret is None or not base:
+            raise ConfigurationError("approval actions need APPROVAL_SECRET (the key that signs "
+                                     "the links) and PUBLIC_URL (where the links point)")
+        expires = now + dt.timedelta(days=spec.expires_in_days)
+        links = {f"{decision}_url": f"{base}/approvals/" + make_token(
+            secret.get_secret_value(), Claim(key, record_id, name, decision, expires))
+            for decision in ("approve", "reject")}
+        message = render_email(spec, {**values, **links, "expires_on": expires.date()},
+                               self.rules_dir)
+        self._sender("email")(message, key)
+        return ", ".join(message["to"]), expires
 
     def _sender(self, kind: str) -> Callable[..., Any]:
         if kind not in self._senders:

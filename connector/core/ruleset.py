@@ -146,7 +146,7 @@ def clamp(x: Fraction, lo: Fraction, hi: Fraction) -> Fraction:
 @dataclass(frozen=True)
 class Action:
     name: str
-    kind: Literal["email", "http", "erp"]
+    kind: Literal["email", "http", "erp", "approval"]
     spec: Any
     where: Where = Where()
 
@@ -259,7 +259,7 @@ def compile_rules(spec: schema.RulesSpec, mapping: Mapping, locate: Locate, vers
     else:
         c.error((), "schema", "the rules define no 'workflows' and no 'probability' weights: "
                 "add one of them")
-    actions = _compile_actions(spec, c)
+    actions = _compile_actions(spec, mapping, c)
     for i, w in enumerate(spec.workflows or []):
         for j, a in enumerate(w.actions):
             if a not in actions:
@@ -537,12 +537,32 @@ def generate_workflows(factors: Iterable[Factor], weights: Weights) -> tuple[Wor
         for v in reachable_values(list(factors), weights))
 
 
-def _compile_actions(spec: schema.RulesSpec, c: _Collector) -> dict[str, Action]:
+def _compile_actions(spec: schema.RulesSpec, mapping: Mapping, c: _Collector
+                     ) -> dict[str, Action]:
     out: dict[str, Action] = {}
     for name, a in spec.actions.items():
-        kind: Literal["email", "http", "erp"] = (
-            "email" if a.email else "http" if a.http else "erp")
-        out[name] = Action(name, kind, a.email or a.http or a.erp, c.locate(("actions", name)))
+        kind: Literal["email", "http", "erp", "approval"] = (
+            "email" if a.email else "http" if a.http else "approval" if a.approval else "erp")
+        out[name] = Action(name, kind, a.email or a.http or a.approval or a.erp,
+                           c.locate(("actions", name)))
+    for name, a in spec.actions.items():
+        if a.approval is None:
+            continue
+        path: Path = ("actions", name, "approval")
+        field = a.approval.field
+        if field not in mapping.writeback:
+            c.error(path + ("field",), "reference",
+                    f"approval '{name}': field '{field}' must be a writeback field of the "
+                    "mapping (the decision is written there)"
+                    + did_you_mean(field, mapping.writeback))
+        for key in ("on_approve", "on_reject"):
+            for j, other in enumerate(getattr(a.approval, key)):
+                if other not in out:
+                    c.error(path + (key, j), "reference", f"approval '{name}': unknown action "
+                            f"'{other}'{did_you_mean(other, out)}")
+                elif out[other].kind == "approval":
+                    c.error(path + (key, j), "reference", f"approval '{name}': '{other}' is "
+                            "itself an approval; chain approvals through a trigger instead")
     return out
 
 

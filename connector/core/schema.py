@@ -86,17 +86,29 @@ class HttpSpec(_Strict):
     headers: dict[str, StrictStr] = Field(default_factory=dict)
 
 
+class ApprovalSpec(EmailSpec):
+    """An email to an approver with two one-click links (approve, reject). The decision is
+    written to `field` (a writeback field: Pending, then Approved or Rejected) and fires the
+    actions named for it."""
+
+    field: StrictStr
+    expires_in_days: StrictInt = Field(7, ge=1, le=90)
+    on_approve: list[StrictStr] = Field(default_factory=list)
+    on_reject: list[StrictStr] = Field(default_factory=list)
+
+
 class ActionSpec(_Strict):
     email: EmailSpec | None = None
     http: HttpSpec | None = None
     erp: Literal["sales_order"] | None = None
+    approval: ApprovalSpec | None = None
     description: StrictStr | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ActionSpec:
-        kinds = [k for k in ("email", "http", "erp") if getattr(self, k) is not None]
+        kinds = [k for k in ("email", "http", "erp", "approval") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("an action is exactly one of 'email', 'http' or 'erp'")
+            raise ValueError("an action is exactly one of 'email', 'http', 'erp' or 'approval'")
         return self
 
 

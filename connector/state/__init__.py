@@ -22,7 +22,9 @@ from typing import Any, Literal, Protocol
 
 from connector.core.edges import LedgerState
 
-Status = Literal["pending", "parked", "done"]
+# pending: to run; parked: failed for a reason that will not pass alone, waits for an admin;
+# waiting: ran, and waits for a person (an approver's decision); done: never runs again.
+Status = Literal["pending", "parked", "waiting", "done"]
 
 
 @dataclass
@@ -75,6 +77,11 @@ class StateStore(Protocol):
     def done(self, key: str, now: dt.datetime) -> None: ...
     def retry_later(self, key: str, reason: str, at: dt.datetime) -> None: ...
     def park(self, key: str, reason: str, now: dt.datetime) -> None: ...
+    def wait(self, key: str, reason: str, now: dt.datetime) -> None:
+        """The item ran and now waits for a person (an approval); only `done` ends it."""
+        ...
+
+    def item(self, key: str) -> OutboxItem | None: ...
     def items(self, status: Status | None = None) -> list[OutboxItem]: ...
     def release(self, keys: Iterable[str] | None, now: dt.datetime) -> int:
         """The given items, or every parked one and every one waiting for its next try, due

@@ -160,6 +160,16 @@ class SqliteState:
                        "updated = ? WHERE key = ? AND status != 'done'",
                        (reason, _iso(now), key))
 
+    def wait(self, key: str, reason: str, now: dt.datetime) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET status = 'waiting', lease_until = NULL, reason = ?, "
+                       "updated = ? WHERE key = ? AND status != 'done'",
+                       (reason, _iso(now), key))
+
+    def item(self, key: str) -> OutboxItem | None:
+        found = self._items("WHERE key = ?", (key,))
+        return found[0] if found else None
+
     def items(self, status: Status | None = None) -> list[OutboxItem]:
         if status is None:
             return self._items("ORDER BY created, key", ())

@@ -1,0 +1,51 @@
+"""`GET /approvals/<token>` shows the approver a confirmation page; `POST` records the decision.
+A replayed, expired or altered token gets a clear page and changes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from connector.approvals import STATUS, ExpiredToken, InvalidToken, page, read_token
+
+Decide = Callable[[str, str], str]  # (approval key, decision) -> recorded | already | not pending
+
+
+def _html(status: int, body: str) -> dict[str, Any]:
+    return {"statusCode": status, "body": body,
+            "headers": {"Content-Type": "text/html; charset=utf-8",
+                        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}}
+
+
+def approval_route(event: Mapping[str, Any], *, secret: str, decide: Decide,
+                   now: Callable[[], dt.datetime]) -> dict[str, Any]:
+    http = (event.get("requestContext") or {}).get("http") or {}
+    method = str(http.get("method") or "GET").upper()
+    token = str(event.get("rawPath") or "").removeprefix("/approvals/")
+    try:
+        claim = read_token(secret, token, now())
+    except ExpiredToken as exc:
+        return _html(410, page("This link has expired", f"{exc}. Nothing was changed; ask for "
+                                                        "a new approval request."))
+    except InvalidToken:
+        return _html(404, page("Not a valid approval link", "The link is incomplete or was "
+                                                             "altered. Nothing was changed."))
+    verb = "approve" if claim.decision == "approve" else "reject"
+    if method == "GET":
+        return _html(200, page(f"{verb.capitalize()} this request?",
+                               f"Opportunity {claim.record_id}, {claim.action}: press the button "
+                               f"to {verb} it. This link works once, until "
+                               f"{claim.expires:%Y-%m-%d}.", token, claim.decision))
+    if method != "POST":
+        return _html(405, page("Not allowed", "Open the link in a browser."))
+    outcome = decide(claim.key, claim.decision)
+    if outcome == "recorded":
+        return _html(200, page(f"{STATUS[claim.decision]}",
+                               f"Your decision on opportunity {claim.record_id} is recorded; the "
+                               "CRM will show it in a moment."))
+    if outcome == "already decided":
+        return _html(409, page("Already decided", "A decision on this request was recorded "
+                                                  "before. Nothing was changed."))
+    return _html(410, page("No longer pending", "This request is no longer waiting for a "
+                                                "decision. Nothing was changed."))

@@ -1,0 +1,147 @@
+"""Approvals: a budgetary proposal above a threshold needs a manager's yes or no. The approver
+gets two one-click links; the decision is written back to the CRM once and fires its actions;
+a second click, an expired link or an altered token change nothing."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import responses
+
+from connector.app import build_app
+from connector.handlers.approvals import approval_route
+from connector.settings import Settings
+from connector.web import to_event
+from tests.fake_salesforce import INSTANCE, Clock, FakeOrg
+from tests.smtp_server import smtp  # noqa: F401 - the fixture
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "approval-key-9f8e"
+PUBLIC = "https://connector.example.com"
+DEAL = "006B00000000000001"
+
+APPROVAL_RULES = """
+actions:
+  budget-approval:
+    approval:
+      to: [manager@example.com]
+      subject: "Approve the budgetary proposal for {{ name }}?"
+      body: "{{ name }} ({{ amount }}): approve {{ approve_url }} or reject {{ reject_url }}"
+      field: approval_status
+      expires_in_days: 7
+      on_approve: [tell-owner]
+      on_reject: [tell-owner]
+  tell-owner:
+    email:
+      to: ["{{ owner_email }}"]
+      subject: "Decision on {{ name }}"
+      body: "The manager has decided."
+triggers:
+  - name: big-budgetary
+    when: proposal_type == 'Budgetary' and amount >= 200000
+    do: [budget-approval]
+"""
+
+
+@pytest.fixture
+def world(tmp_path, smtp):  # noqa: F811
+    url, inbox = smtp
+    rules, mappings = tmp_path / "rules", tmp_path / "mappings"
+    shutil.copytree(ROOT / "rules", rules)
+    shutil.copytree(ROOT / "mappings", mappings)
+    (rules / "actions.yaml").write_text(APPROVAL_RULES)
+    workflows = (rules / "probability.yaml").read_text()
+    (rules / "probability.yaml").write_text(workflows.replace("actions: [notify-director]", ""))
+    mapping = (mappings / "salesforce.yaml").read_text()
+    mapping = mapping.replace("  rule: Probability_Rule__c",
+                              "  approval_status: Approval_Status__c\n  rule: Probability_Rule__c",
+                              1)
+    mapping = mapping.replace("writeback: [probability, weighted_amount, rule]",
+                              "writeback: [probability, weighted_amount, rule, approval_status]")
+    (mappings / "salesforce.yaml").write_text(mapping)
+    for other in mappings.glob("*.yaml"):
+        if other.name != "salesforce.yaml":
+            other.unlink()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_passthru("http://127.0.0.1")
+        org = FakeOrg(rsps, Clock())
+        org.add(DEAL, StageName="Proposal/Price Quote", Proposal_Type__c="Budgetary",
+                Relationship_Level__c="Known", Amount=250000, Name="Harbour cranes")
+        settings = Settings(_env_file=None, salesforce_instance_url=INSTANCE,
+                            salesforce_access_token="00Dxx!session", smtp_url=url,
+                            email_from="crm@example.com", approval_secret=SECRET,
+                            public_url=PUBLIC, state_url=f"sqlite:///{tmp_path / 'state.db'}")
+        app = build_app(rules, mappings, settings, now=org.clock)
+        yield app, org, inbox
+
+
+def request_approval(app, org, inbox):
+    org.clock.advance(seconds=1)
+    app.pipeline.poll()
+    app.pipeline.drain()
+    [message] = [m for m in inbox.messages if m["Subject"].startswith("Approve")]
+    text = message.get_body(("plain",)).get_content()
+    links = dict(re.findall(r"(approve|reject) (https://\S+)", text))
+    return links["approve"], links["reject"]
+
+
+def click(app, link, method="GET"):
+    path = urllib.parse.urlsplit(link).path
+    event = to_event(method, path, {}, b"token=x" if method == "POST" else b"")
+    return approval_route(event, secret=SECRET, decide=app.pipeline.decide, now=app.now)
+
+
+def test_an_approval_is_requested_decided_once_and_written_back(world):
+    app, org, inbox = world
+    approve, reject = request_approval(app, org, inbox)
+    assert org.records[DEAL]["Approval_Status__c"] == "Pending"
+    [waiting] = [i for i in app.state.items() if i.status == "waiting"]
+    assert waiting.kind == "approval" and "manager@example.com" in waiting.reason
+
+    opened = click(app, approve)                       # a mail scanner, or the approver
+    assert opened["statusCode"] == 200 and "<form method=\"post\"" in opened["body"]
+    assert org.records[DEAL]["Approval_Status__c"] == "Pending"   # GET changes nothing
+
+    assert click(app, approve, "POST")["statusCode"] == 200
+    app.pipeline.drain()
+    assert org.records[DEAL]["Approval_Status__c"] == "Approved"
+    told = [m for m in inbox.messages if m["Subject"] == "Decision on Harbour cranes"]
+    assert len(told) == 1
+
+    for link in (approve, reject):                    # a second click, the other link
+        assert click(app, link, "POST")["statusCode"] == 409
+    app.pipeline.drain()
+    assert org.records[DEAL]["Approval_Status__c"] == "Approved"
+    assert len([m for m in inbox.messages if m["Subject"] == "Decision on Harbour cranes"]) == 1
+    # The echo of our own write, and more polls, ask for no second approval.
+    for _ in range(2):
+        org.clock.advance(seconds=1)
+        app.pipeline.poll()
+        app.pipeline.drain()
+    assert len([m for m in inbox.messages if m["Subject"].startswith("Approve")]) == 1
+
+
+def test_a_rejection_is_recorded(world):
+    app, org, inbox = world
+    _, reject = request_approval(app, org, inbox)
+    assert click(app, reject, "POST")["statusCode"] == 200
+    app.pipeline.drain()
+    assert org.records[DEAL]["Approval_Status__c"] == "Rejected"
+
+
+def test_expired_and_altered_links_change_nothing(world):
+    app, org, inbox = world
+    approve, _ = request_approval(app, org, inbox)
+    body, signature = approve.rsplit("/", 1)[1].split(".")
+    forged = f"{PUBLIC}/approvals/{body}.{signature[:-2]}AA"
+    assert click(app, forged, "POST")["statusCode"] == 404
+    assert click(app, f"{PUBLIC}/approvals/not-a-token", "POST")["statusCode"] == 404
+    org.clock.advance(days=8)
+    expired = click(app, approve, "POST")
+    assert expired["statusCode"] == 410 and "expired" in expired["body"]
+    app.pipeline.drain()
+    assert org.records[DEAL]["Approval_Status__c"] == "Pending"

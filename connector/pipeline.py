@@ -189,6 +189,22 @@ class Pipeline:
             log.warning("poll stopped, cursor kept at %s: %s", report.cursor, exc)
         return report
 
+    # --- the daily sweep ----------------------------------------------------------------------
+    def sweep(self) -> RunReport:
+        """Re-evaluate every open record: conditions that read `today` (escalations, overdue
+        close dates) turn true with no edit in the CRM, so no poll or webhook would see them.
+        Rising edges go through the same ledger, so what turned true yesterday does not fire
+        again; only changed fields are written."""
+        report = RunReport()
+        closed = self.rules.closed
+        field = self.mapping.crm_field(closed.field) if closed else self.mapping.id_field
+        try:
+            for page in self.crm.open_records(field, list(closed.labels) if closed else []):
+                self.process(page, report, force=True)
+        except (FatalError, RetriableError) as exc:
+            report.stopped = str(exc)
+        return report
+
     # --- webhooks ---------------------------------------------------------------------------
     def fetch_and_process(self, ids: list[str], report: RunReport, force: bool = False) -> None:
         for i in range(0, len(ids), 2000):

@@ -33,7 +33,8 @@ OPPORTUNITY_FIELDS = [
     ("CloseDate", "date", True, None), ("Proposal_Type__c", "picklist", True, None),
     ("Relationship_Level__c", "picklist", True, None), ("Probability", "percent", True, 0),
     ("Weighted_Amount__c", "currency", True, 2), ("Probability_Rule__c", "string", True, None),
-    ("Approval_Status__c", "picklist", True, None), ("LastStageChangeDate", "datetime", False, None),
+    ("Approval_Status__c", "picklist", True, None),
+    ("LastStageChangeDate", "datetime", False, None),
     ("SystemModstamp", "datetime", False, None),
 ]
 RELATIONS = {"OwnerId": ("Owner", "User"), "AccountId": ("Account", "Account")}
@@ -139,12 +140,17 @@ class FakeOrg:
         return 200, self._headers(), json.dumps(self._run_soql(soql))
 
     def _run_soql(self, soql: str) -> dict[str, Any]:
-        match = re.match(r"SELECT (.+?) FROM (\w+) WHERE (.+?)(?: ORDER BY (.+))?$", soql,
+        match = re.match(r"SELECT (.+?) FROM (\w+)(?: WHERE (.+?))?(?: ORDER BY (.+))?$", soql,
                          re.S)
         assert match, f"unexpected SOQL: {soql}"
         fields = [f.strip() for f in match.group(1).split(",")]
-        where = match.group(3)
+        where = match.group(3) or ""
         rows = list(self.records.values())
+        excluded = re.search(r"(\w+) NOT IN \((.*?)\)", where)
+        if excluded:
+            closed = set(re.findall(r"'([^']*)'", excluded.group(2)))
+            rows = [r for r in rows if r.get(excluded.group(1)) not in closed]
+            where = where.replace(excluded.group(0), "")
         ids = re.search(r"Id IN \((.*)\)", where)
         if ids:
             wanted = set(re.findall(r"'([^']*)'", ids.group(1)))
@@ -154,7 +160,9 @@ class FakeOrg:
             rows = [r for r in rows if (_parse_stamp(r["SystemModstamp"]) >= bound
                                         if op == ">=" else
                                         _parse_stamp(r["SystemModstamp"]) <= bound)]
-        if match.group(4):
+        if match.group(4) == "Id":
+            rows.sort(key=lambda r: r["Id"])
+        elif match.group(4):
             rows.sort(key=lambda r: (r["SystemModstamp"], r["Id"]))
         shaped = [self._shape(r, fields) for r in rows]
         return self._page(shaped)

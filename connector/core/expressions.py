@@ -229,7 +229,12 @@ FUNCTIONS: dict[str, _Function] = {
     "days_between": _Function(_days_between, 2, 2),
     "business_days_between": _Function(_business_days_between, 2, 2),
     "month": _Function(_month, 1, 1),
+    # Shorthands for escalation rules, rewritten at parse time to read `today`:
+    # days_since(d) is days_between(d, today); business_days_since(d) likewise.
+    "days_since": _Function(_days_between, 1, 1),
+    "business_days_since": _Function(_business_days_between, 1, 1),
 }
+_SINCE = {"days_since": "days_between", "business_days_since": "business_days_between"}
 
 CONSTANTS: dict[str, Any] = {"true": True, "false": False, "True": True, "False": False,
                              "none": None, "None": None, "null": None}
@@ -342,6 +347,12 @@ def parse_formula(source: str, known: Iterable[str]) -> Formula:
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
         _check_node(node, text, known_set, used, called)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in _SINCE:
+            node.func.id = _SINCE[node.func.id]
+            node.args.append(ast.Name(id="today", ctx=ast.Load()))
+            used.add("today")
     body = _decimal_literals(tree.body)
     return Formula(text, frozenset(used), body)
 

@@ -82,6 +82,7 @@ class Closed:
     field: str
     won: frozenset[str]   # normalised values
     lost: frozenset[str]
+    labels: tuple[str, ...] = ()  # the values as the CRM writes them, won then lost
 
     def state(self, value: object) -> str | None:
         key = norm(value)
@@ -157,6 +158,8 @@ class Trigger:
     condition: Formula
     actions: tuple[str, ...]
     where: Where = Where()
+    since: Formula | None = None                        # escalation: days counted from here
+    steps: tuple[tuple[int, tuple[str, ...]], ...] = ()  # (after_days, actions), ascending
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,9 +180,10 @@ class RuleSet:
 
     @property
     def time_dependent_triggers(self) -> tuple[Trigger, ...]:
-        """Triggers that may turn true with no edit in the CRM (they read `today`)."""
+        """Triggers that may turn true with no edit in the CRM (they read `today`, or escalate
+        in steps): only the daily sweep sees them turn."""
         uses_today = self.names_using_today()
-        return tuple(t for t in self.triggers if t.condition.names & uses_today)
+        return tuple(t for t in self.triggers if t.steps or t.condition.names & uses_today)
 
     def names_using_today(self) -> set[str]:
         names = {"today"}
@@ -337,7 +341,7 @@ def _compile_closed(spec: schema.RulesSpec, fields: frozenset[str],
                     c.error(("factors", f.name, "values", i), "reference",
                             f"factor '{f.name}': '{v}' is a closed state; closed deals are "
                             "outside the workflows, so remove it from the values")
-    return Closed(cl.field, won, lost)
+    return Closed(cl.field, won, lost, tuple(as_text(v) for v in [*cl.won, *cl.lost]))
 
 
 def _compile_computed(spec: schema.RulesSpec, known: set[str], c: _Collector
@@ -569,19 +573,33 @@ def _compile_actions(spec: schema.RulesSpec, mapping: Mapping, c: _Collector
 def _compile_triggers(spec: schema.RulesSpec, known: set[str], actions: dict[str, Action],
                       c: _Collector) -> tuple[Trigger, ...]:
     out: list[Trigger] = []
+    names: set[str] = set()
     for i, t in enumerate(spec.triggers):
         path: Path = ("triggers", i)
         name = t.name or f"trigger-{i + 1}"
-        for j, a in enumerate(t.do):
+        if name in names:
+            c.error(path + ("name",), "schema", f"trigger '{name}' is defined twice")
+        names.add(name)
+        named = [(path + ("do", j), a) for j, a in enumerate(t.do)]
+        named += [(path + ("steps", k, "do", j), a)
+                  for k, step in enumerate(t.steps) for j, a in enumerate(step.do)]
+        for at, a in named:
             if a not in actions:
-                c.error(path + ("do", j), "reference",
+                c.error(at, "reference",
                         f"trigger '{name}': unknown action '{a}'{did_you_mean(a, actions)}")
+        days = [step.after_days for step in t.steps]
+        if len(set(days)) != len(days):
+            c.error(path + ("steps",), "schema", f"trigger '{name}': two steps have the same "
+                    "after_days")
         try:
             formula = parse_formula(t.when, known)
+            since = parse_formula(t.since, known) if t.since else None
         except ExpressionError as exc:
-            c.error(path + ("when",), "expression", f"trigger '{name}': {exc}")
+            c.error(path + ("since" if t.since and "since" in str(exc) else "when",),
+                    "expression", f"trigger '{name}': {exc}")
             continue
-        out.append(Trigger(name, formula, tuple(t.do), c.locate(path)))
+        steps = tuple(sorted((s.after_days, tuple(s.do)) for s in t.steps))
+        out.append(Trigger(name, formula, tuple(t.do), c.locate(path), since, steps))
     return tuple(out)
 
 

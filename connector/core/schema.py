@@ -112,10 +112,33 @@ class ActionSpec(_Strict):
         return self
 
 
+class StepSpec(_Strict):
+    after_days: StrictInt = Field(ge=0)
+    do: list[StrictStr] = Field(min_length=1)
+
+
 class TriggerSpec(_Strict):
+    """`when` turns true -> `do` fires once. With `steps`, the trigger escalates: each step
+    fires once per episode, `after_days` after the date `since` gives (a formula: the stage
+    change date, the close date...). An episode ends when `when` turns false."""
+
     name: StrictStr | None = None
     when: StrictStr
-    do: list[StrictStr]
+    do: list[StrictStr] = Field(default_factory=list)
+    since: StrictStr | None = None
+    steps: list[StepSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _do_or_steps(self) -> TriggerSpec:
+        if bool(self.do) == bool(self.steps):
+            raise ValueError("a trigger has either 'do' (actions) or 'steps' (escalation), "
+                             "not both and not neither")
+        if self.steps and not self.since:
+            raise ValueError("'steps' count days from 'since': give the date they start from, "
+                             "e.g. since: stage_changed")
+        if self.since and not self.steps:
+            raise ValueError("'since' is only for 'steps'")
+        return self
 
 
 class RulesSpec(_Strict):

@@ -56,6 +56,11 @@ class Crm(Protocol):
         `since` is None), ordered by modification time, then id."""
         ...
 
+    def open_records(self, field: str, closed: list[str]) -> Iterator[list[Record]]:
+        """Pages of every record whose `field` (a CRM field) holds none of the `closed` values:
+        what the daily sweep re-evaluates."""
+        ...
+
     def fetch(self, ids: list[str]) -> list[Record]:
         """The records with these ids (the ones a webhook named); unknown ids are left out."""
         ...

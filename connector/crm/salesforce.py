@@ -179,15 +179,26 @@ class SalesforceCrm:
         """Pages of up to 2,000 records modified in [since, until], by modification time then
         id. SOQL datetimes have whole seconds: both bounds are floored, so a record at the edge
         is read again next time rather than skipped."""
-        soql = self.changed_soql(since, until)
-        page = self._request("the poll query", partial(self._query, soql))
+        yield from self._pages("the poll query", self.changed_soql(since, until))
+
+    def open_records(self, field: str, closed: list[str]) -> Iterator[list[Record]]:
+        """Pages of 2,000 records whose `field` is none of the `closed` values, by id."""
+        m = self._mapping
+        where = " WHERE {field:literal} NOT IN {closed}" if closed else ""
+        soql = format_soql("SELECT {fields:literal} FROM {object:literal}" + where
+                           + " ORDER BY {id:literal}", fields=self._select(), object=m.object,
+                           field=field, closed=list(closed), id=m.id_field)
+        yield from self._pages("the sweep query", soql)
+
+    def _pages(self, what: str, soql: str) -> Iterator[list[Record]]:
+        page = self._request(what, partial(self._query, soql))
         while True:
             records = [_plain(r) for r in page.get("records", [])]
             if records:
                 yield records
             if page.get("done", True) or not page.get("nextRecordsUrl"):
                 return
-            page = self._request("the next page of the poll",
+            page = self._request(f"the next page of {what}",
                                  partial(self._query_more, page["nextRecordsUrl"]))
 
     def fetch(self, ids: list[str]) -> list[Record]:

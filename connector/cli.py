@@ -377,6 +377,25 @@ def sync(
 
 
 @app.command()
+def sweep(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings")) -> None:
+    """Re-evaluate every open opportunity for the conditions that age (run it daily), then
+    drain the outbox."""
+    application = _app(rules, mappings)
+    report = application.pipeline.sweep()
+    console = _out()
+    console.print(f"open records {report.read}, written {report.written}, unchanged "
+                  f"{report.unchanged}, failed {report.failed}, actions queued {report.actions}")
+    console.print(f"API calls: {application.crm.calls} (+ {application.crm.auth_calls} login)")
+    if report.stopped:
+        _err().print(f"[red]stopped[/red]: {escape(report.stopped)}")
+        raise typer.Exit(1)
+    drained = application.pipeline.drain()
+    console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
+                  f"{drained.parked}")
+    raise typer.Exit(1 if report.failed or report.parked or drained.parked else 0)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8080,

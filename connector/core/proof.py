@@ -102,6 +102,18 @@ def overlaps(rules: RuleSet) -> list[Finding]:
     return out
 
 
+def _classes(space_d: int, masks: list[int]) -> list[int]:
+    """The values of one factor grouped so that no cube's mask straddles two groups."""
+    groups: list[int] = []
+    for m in masks:
+        m &= space_d
+        for g in [g for g in groups if g & m]:
+            groups.remove(g)
+            m |= g
+        groups.append(m)
+    return groups
+
+
 def uncovered(space: Cube, cubes: list[Cube]) -> Iterator[Cube]:
     """The parts of `space` that no cube covers, as disjoint cubes (a lazy cube subtraction)."""
     inside = [c for c in cubes if all(a & b for a, b in zip(c, space))]
@@ -111,7 +123,25 @@ def uncovered(space: Cube, cubes: list[Cube]) -> Iterator[Cube]:
     for c in inside:
         if all(s & ~m == 0 for s, m in zip(space, c)):
             return  # one cube covers the whole space
-    # Split the space on the first factor where the most-restrictive cube cuts it.
+    # A clean cut first: a factor whose values fall in groups no cube straddles. The values no
+    # cube allows are a gap outright, and each group is solved on its own without splitting any
+    # cube (splitting along one cube's edge cuts the others into many pieces: a million calls
+    # for 500 workflows, where clean cuts need ten thousand).
+    for d, s in enumerate(space):
+        if s & (s - 1) == 0:
+            continue
+        groups = _classes(s, [c[d] for c in inside])
+        covered = 0
+        for g in groups:
+            covered |= g
+        if len(groups) > 1 or covered != s:
+            if s & ~covered:
+                yield space[:d] + (s & ~covered,) + space[d + 1:]
+            for g in groups:
+                yield from uncovered(space[:d] + (g,) + space[d + 1:],
+                                     [c for c in inside if c[d] & g])
+            return
+    # No clean cut: split where the most restrictive cube cuts the space.
     cut = min(inside, key=lambda c: sum((s & m).bit_count() for s, m in zip(space, c)))
     for d, (s, m) in enumerate(zip(space, cut)):
         if s & ~m:

@@ -21,6 +21,12 @@ class DecisionTable:
         self.rules = rules
         self.sizes = rules.sizes
         self._cubes = [(k, cube) for k, w in enumerate(rules.workflows) for cube in w.cubes]
+        # For each factor and value, the set of cubes that allow it, as the bits of an int: a
+        # combination's cubes are the AND of one such set per factor (microseconds, where
+        # scanning 600 cubes took most of a millisecond).
+        self._allow = [[sum(1 << j for j, (_, cube) in enumerate(self._cubes)
+                            if cube[d] >> i & 1) for i in range(n)]
+                       for d, n in enumerate(self.sizes)]
         self._by_name = {w.name: k for k, w in enumerate(rules.workflows)}
         self._memo: dict[tuple[int, ...], tuple[int, ...]] = {}
 
@@ -32,11 +38,16 @@ class DecisionTable:
             p = self.rules.weights.probability(combo, self.sizes)
             hit = (self._by_name[probability_name(p)],)
         else:
-            bits = [1 << i for i in combo]
+            bits = -1
+            for allowed, i in zip(self._allow, combo):
+                bits &= allowed[i]
             found: list[int] = []
-            for k, cube in self._cubes:
-                if (not found or found[-1] != k) and all(m & b for m, b in zip(cube, bits)):
+            while bits:  # cubes are in workflow order: the workflows come out in order
+                low = bits & -bits
+                k = self._cubes[low.bit_length() - 1][0]
+                if not found or found[-1] != k:
                     found.append(k)
+                bits ^= low
             hit = tuple(found)
         if len(self._memo) < 1_000_000:
             self._memo[combo] = hit

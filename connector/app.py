@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from connector.actions import ActionRunner
+from connector.core.values import FieldType
 from connector.crm import Crm
 from connector.errors import ConfigurationError
 from connector.files import Loaded, load
@@ -67,12 +69,34 @@ class App:
             rules = self.loaded.rules
             assert rules is not None
             # The CRM's own types and scales (describe) win over the mapping file's.
-            types = self.crm.describe()
+            types = self._described()
             rules = dataclasses.replace(rules, mapping=rules.mapping.with_types(types))
             self._runner = ActionRunner(rules, self.rules_dir, self.mappings_dir, self.settings)
             self._pipeline = Pipeline(rules, self.crm, self.state, self._runner, now=self.now)
         return self._pipeline
 
+
+    def _described(self) -> dict[str, FieldType]:
+        """`describe`, cached per rule-set version beside a SQLite state (a Lambda keeps it in
+        memory while warm): the fields only change when an admin changes the mapping, and the
+        check costs a call per object the mapping reaches."""
+        cache = None
+        if self.settings.state_url.startswith("sqlite:///"):
+            folder = Path(self.settings.state_url.removeprefix("sqlite:///")).parent
+            cache = folder / f"describe-{self.loaded.version}.json"
+            try:
+                data = json.loads(cache.read_text())
+                return {name: FieldType(kind, scale) for name, (kind, scale) in data.items()}
+            except (OSError, ValueError, TypeError):
+                pass
+        types = self.crm.describe()
+        if cache is not None:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps({n: [t.kind, t.scale] for n, t in types.items()}))
+            except OSError:
+                pass  # a cache only
+        return types
 
     def pipeline_store(self, key: str, ids: list[str]) -> bool:
         """Store a webhook notice without touching the CRM (no describe, no login)."""

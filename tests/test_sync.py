@@ -227,3 +227,11 @@ def test_a_transaction_that_commits_late_is_still_read(tmp_path, org):
     org.clock.advance(seconds=1)
     pipeline.poll()
     assert org.records["006LATE00000000001"]["Probability"] == 90
+
+
+def test_describe_is_cached_per_rule_set_version(tmp_path, org):
+    fill(org, 5)
+    make_app(tmp_path, org).pipeline
+    assert org.calls["describe"] == 3          # Opportunity, and User and Account for paths
+    make_app(tmp_path, org).pipeline           # the next run, same rules
+    assert org.calls["describe"] == 3

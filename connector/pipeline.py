@@ -23,7 +23,6 @@ from typing import Any
 from connector.actions import ActionRunner, decode_values, encode_values, idempotency_key
 from connector.core.edges import rising_edges
 from connector.core.evaluate import Evaluator, Outcome
-from connector.core.mapping import ID
 from connector.core.ruleset import RuleSet
 from connector.core.values import parse_datetime
 from connector.crm import Crm, Record, json_value
@@ -86,7 +85,8 @@ class Pipeline:
         self.state = state
         self.actions = actions
         self.now = now
-        self.today = today or (lambda: dt.date.today())
+        # Today is the date of `now` in UTC: one clock for the cursor, the ledger and the rules.
+        self.today = today or (lambda: self.now().astimezone(dt.UTC).date())
         self.evaluator = Evaluator(rules)
         self.cursor_name = f"{self.mapping.crm}:{self.mapping.object}"
 
@@ -332,7 +332,3 @@ def backoff(attempt: int, retry_after: float | None = None) -> dt.timedelta:
         return dt.timedelta(seconds=retry_after)
     ceiling = min(6 * 3600, 30 * 2 ** min(attempt, 10))
     return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))
-
-
-def record_id(values: dict[str, Any]) -> str:
-    return str(values.get(ID) or "")

@@ -93,9 +93,6 @@ class Closed:
         return None
 
 
-Setting = Formula | object  # a formula, or a literal value
-
-
 @dataclass(frozen=True, eq=False)
 class Workflow:
     name: str

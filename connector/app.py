@@ -9,15 +9,17 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from connector.actions import ActionRunner
 from connector.core.values import FieldType
 from connector.crm import Crm
 from connector.errors import ConfigurationError
 from connector.files import Loaded, load
-from connector.pipeline import Pipeline, store_notice, utcnow
+from connector.pipeline import Pipeline, utcnow
 from connector.settings import Settings, load_settings
 from connector.state import StateStore, open_state
+from connector.state.notices import store_notice
 
 
 @dataclass
@@ -27,6 +29,7 @@ class App:
     rules_dir: Path
     mappings_dir: Path
     now: Callable[[], dt.datetime] = utcnow
+    senders: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     _state: StateStore | None = None
     _crm: Crm | None = None
     _pipeline: Pipeline | None = None
@@ -60,7 +63,7 @@ class App:
         if self._runner is None:
             assert self.loaded.rules is not None
             self._runner = ActionRunner(self.loaded.rules, self.rules_dir, self.mappings_dir,
-                                        self.settings)
+                                        self.settings, self.senders)
         return self._runner
 
     @property
@@ -71,7 +74,8 @@ class App:
             # The CRM's own types and scales (describe) win over the mapping file's.
             types = self._described()
             rules = dataclasses.replace(rules, mapping=rules.mapping.with_types(types))
-            self._runner = ActionRunner(rules, self.rules_dir, self.mappings_dir, self.settings)
+            self._runner = ActionRunner(rules, self.rules_dir, self.mappings_dir, self.settings,
+                                        self.senders)
             self._pipeline = Pipeline(rules, self.crm, self.state, self._runner, now=self.now)
         return self._pipeline
 
@@ -106,11 +110,12 @@ class App:
 def build_app(rules_dir: Path = Path("rules"), mappings_dir: Path = Path("mappings"),
               settings: Settings | None = None, *, crm: Crm | None = None,
               state: StateStore | None = None,
-              now: Callable[[], dt.datetime] = utcnow) -> App:
+              now: Callable[[], dt.datetime] = utcnow,
+              senders: dict[str, Callable[..., Any]] | None = None) -> App:
     """Load and check everything; a broken rule set is a ConfigurationError listing it all."""
     settings = settings or load_settings()
     loaded = load(rules_dir, mappings_dir)
     if not loaded.ok:
         problems = "\n".join(str(f) for f in loaded.findings if f.severity == "error")
         raise ConfigurationError(f"the rules do not pass 'check':\n{problems}")
-    return App(settings, loaded, rules_dir, mappings_dir, now, state, crm)
+    return App(settings, loaded, rules_dir, mappings_dir, now, dict(senders or {}), state, crm)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,9 @@ from connector.core.values import parse_datetime
 from connector.crm import Crm, Record, json_value
 from connector.errors import ConnectorError, FatalError, RecordError, RetriableError
 from connector.state import Commit, OutboxItem, StateStore
+from connector.state.notices import store_notice
+
+__all__ = ["LEASE", "OVERLAP", "DrainReport", "Pipeline", "RunReport", "store_notice"]
 
 log = logging.getLogger(__name__)
 
@@ -313,17 +316,6 @@ class Pipeline:
     def _record_decision(self, item: OutboxItem) -> str:
         self._write_field(item.record_id, item.payload["field"], item.payload["value"])
         return f"{item.payload['field']} = {item.payload['value']}"
-
-
-def store_notice(state: StateStore, key: str, ids: Iterable[str], now: dt.datetime) -> bool:
-    """Store a webhook's record ids, to be read and processed by the outbox worker; False for a
-    duplicate (the same notification delivered again). Needs no CRM call."""
-    wanted = sorted(set(ids))
-    if not state.remember_notification(key, now):
-        return False
-    state.commit([Commit(f"notice:{key}", None, outbox=[OutboxItem(
-        f"notice:{key}", ",".join(wanted)[:200], "fetch", "notice", {"ids": wanted})])], now)
-    return True
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> dt.timedelta:

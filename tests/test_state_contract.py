@@ -20,7 +20,13 @@ def sqlite_store(tmp_path):
     return SqliteState(tmp_path / "state.db")
 
 
-BACKENDS = {"sqlite": sqlite_store}
+def dynamodb_store(tmp_path):
+    from tests.test_lambda_harness import moto_state  # a moto table, as serverless.yml has it
+
+    return moto_state()
+
+
+BACKENDS = {"sqlite": sqlite_store, "dynamodb": dynamodb_store}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -3,6 +3,11 @@ the records named are read and processed afterwards, from the outbox (locally) o
 
 Every answer is a 2xx (stored), 401 (not from whom it claims), 400 (malformed), 404/405 (no
 such route), or 503 when the state store cannot take the notice (the sender retries later).
+
+`lambda_handler` is the webhook function behind API Gateway's HTTP API: the notice goes into the
+DynamoDB state and a message to the work queue, and the worker function does the CRM and ERP
+work. Importing this module stays light (no boto3, no CRM code, no Powertools: `serve` uses
+`route` without them); the function builds those on its first request.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any
 
 from connector.crm import events
@@ -40,9 +46,9 @@ def _headers(event: Mapping[str, Any]) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
 
 
-def route(event: Mapping[str, Any], *, settings: Any, store: Store, version: str,
-          now: Callable[[], float] = time.time) -> Response:
-    """Answer one API Gateway v2 request."""
+def route(event: Mapping[str, Any], *, settings: Any, store: Store,
+          version: str | Callable[[], str], now: Callable[[], float] = time.time) -> Response:
+    """Answer one API Gateway v2 request. `version` may be a function: /health alone asks."""
     http = (event.get("requestContext") or {}).get("http") or {}
     method = str(http.get("method") or "GET").upper()
     path = str(event.get("rawPath") or http.get("path") or "/")
@@ -50,7 +56,8 @@ def route(event: Mapping[str, Any], *, settings: Any, store: Store, version: str
         if path == "/health":
             if method != "GET":
                 return _response(405, {"error": "use GET"})
-            return _response(200, {"status": "ok", "rules": version})
+            return _response(200, {"status": "ok",
+                                   "rules": version() if callable(version) else version})
         if path == "/webhooks/salesforce":
             if method != "POST":
                 return _response(405, {"error": "use POST"})
@@ -100,3 +107,52 @@ def _hubspot(event: Mapping[str, Any], settings: Any, store: Store, now: float) 
     for notice in events.parse_hubspot_events(body, getattr(settings, "hubspot_app_id", None)):
         stored += store(notice.dedupe_key, list(notice.record_ids))
     return _response(204 if not stored else 202, {"stored": stored})
+
+
+# --- the Lambda function ------------------------------------------------------------------------
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> Response:
+    """API Gateway HTTP API (payload 2.0) -> verify, store, queue, acknowledge."""
+    return _lambda()(event, context)
+
+
+@cache
+def _lambda() -> Callable[[dict[str, Any], Any], Response]:
+    from aws_lambda_powertools.logging import correlation_paths
+
+    from connector.handlers import runtime
+
+    logger = runtime.logger()
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP,
+                                  clear_state=True)
+    def handle(event: dict[str, Any], context: Any) -> Response:
+        rt = runtime.current()
+        http = (event.get("requestContext") or {}).get("http") or {}
+        if "/health" in (event.get("rawPath"), http.get("path")):
+            # Neither the secrets nor the state: the rule set's version only.
+            return route(event, settings=None, store=_no_store, version=lambda: rt.version)
+        try:
+            settings = rt.settings
+            store = rt.webhook_store()
+        except ConnectorError as exc:
+            logger.error("cannot load the settings", extra={"error": type(exc).__name__})
+            return _response(503, {"error": "not configured; retry later"})
+        answer = route(event, settings=settings, store=store, version=lambda: rt.version)
+        if 200 <= answer["statusCode"] < 300 and store.pending:
+            try:
+                sent = store.flush()
+            except ConnectorError as exc:
+                # Stored but not queued: the sender delivers again, and then it is queued.
+                logger.error("notice stored, not queued", extra={"error": str(exc)})
+                return _response(503, {"error": "cannot queue the notification now; retry "
+                                                "later"})
+            logger.info("notices queued", extra={"queued": sent})
+        return answer
+
+    return handle
+
+
+def _no_store(key: str, ids: list[str]) -> bool:
+    raise ConnectorError("a /health request stores nothing")

@@ -101,7 +101,7 @@ def open_state(url: str) -> StateStore:
 
         return SqliteState(url.removeprefix("sqlite:///") or ":memory:")
     if url.startswith("dynamodb://"):
-        from connector.state.dynamodb import DynamoState  # type: ignore[import-not-found]
+        from connector.state.dynamodb import DynamoState
 
-        return DynamoState(url.removeprefix("dynamodb://"))  # type: ignore[no-any-return]
+        return DynamoState(url.removeprefix("dynamodb://"))
     raise ConfigurationError(f"STATE_URL '{url}' is neither sqlite:///PATH nor dynamodb://TABLE")

@@ -1,0 +1,371 @@
+"""What the Lambda functions share, built once per container and kept while it is warm: the
+Powertools logger, the secrets (read from SSM Parameter Store at run time, never written in
+serverless.yml), the settings, the app on the DynamoDB state, the work queue and the SES sender.
+
+The environment serverless.yml gives each function:
+
+    STATE_URL           dynamodb://TABLE
+    WORK_QUEUE_URL      the SQS queue the worker reads
+    IDEMPOTENCY_TABLE   Powertools' idempotency records (the worker only)
+    SECRETS_PATH        an SSM path, e.g. /crm-automation/prod/sync/; each SecureString under
+                        it becomes the variable of its last segment (.../sync/ERP_PASSWORD), read
+                        once per cold start (a variable set in the environment wins)
+    EMAIL_TRANSPORT     ses | smtp (default: smtp when SMTP_URL is set, else ses in Lambda)
+    SES_CONFIGURATION_SET   optional
+    RULES_DIR, MAPPINGS_DIR default: rules/ and mappings/ beside the code
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
+from functools import cache, cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from connector.errors import ConfigurationError, RetriableError
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
+
+    from connector.app import App
+    from connector.core.edges import LedgerState
+    from connector.pipeline import DrainReport, RunReport
+    from connector.settings import Settings
+    from connector.state import Commit, OutboxItem, StateStore, Status
+
+SERVICE = "crm-automation"
+IDEMPOTENCY_TTL = dt.timedelta(hours=72)   # SQS keeps a message 4 days; CDC replays 72 h
+SQS_BATCH = 10                             # SendMessageBatch's limit
+
+
+@cache
+def logger() -> Logger:
+    """The Powertools logger (structured JSON, with the correlation id of each invocation).
+    The connector's own `logging` loggers write through it too."""
+    import logging
+
+    from aws_lambda_powertools import Logger
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+    log = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE)
+    logging.getLogger("connector")
+    copy_config_to_registered_loggers(source_logger=log, include={"connector"})
+    return log
+
+
+def outbox_message(key: str, attempts: int = 0) -> dict[str, Any]:
+    """The queue message that asks the worker to run one outbox item. `attempts` tells the
+    tries of one item apart (the worker's idempotency key is the message body)."""
+    return {"kind": "outbox", "key": key, "attempts": attempts}
+
+
+def load_secrets(environ: MutableMapping[str, str], ssm: Any, path: str) -> list[str]:
+    """Every parameter under `path` into `environ` (without overwriting); returns the names,
+    never the values."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    loaded: list[str] = []
+    try:
+        for page in ssm.get_paginator("get_parameters_by_path").paginate(
+                Path=path.rstrip("/") or "/", WithDecryption=True, Recursive=False):
+            for parameter in page.get("Parameters", []):
+                name = str(parameter["Name"]).rstrip("/").rpartition("/")[2].upper()
+                if name and name not in environ:
+                    environ[name] = str(parameter["Value"])
+                    loaded.append(name)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise ConfigurationError(f"cannot read the secrets under SSM path {path} ({code}): "
+                                 "check SECRETS_PATH and the function's role") from None
+    except BotoCoreError as exc:
+        raise RetriableError(f"cannot reach SSM Parameter Store ({type(exc).__name__})") from None
+    return loaded
+
+
+class WorkQueue:
+    """The SQS queue of outbox work. A message that cannot be sent is a RetriableError: the
+    webhook then answers 503 and the sender delivers again."""
+
+    def __init__(self, url: str, client: Any) -> None:
+        self.url = url
+        self._sqs = client
+
+    def send(self, messages: Iterable[dict[str, Any]]) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bodies = [json.dumps(m, sort_keys=True, separators=(",", ":")) for m in messages]
+        for i in range(0, len(bodies), SQS_BATCH):
+            entries = [{"Id": str(n), "MessageBody": b}
+                       for n, b in enumerate(bodies[i:i + SQS_BATCH])]
+            for _ in range(3):
+                try:
+                    answer = self._sqs.send_message_batch(QueueUrl=self.url, Entries=entries)
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code", "")
+                    raise RetriableError(f"the work queue refused the messages ({code})") \
+                        from None
+                except BotoCoreError as exc:
+                    raise RetriableError(f"cannot reach SQS ({type(exc).__name__})") from None
+                failed = {f["Id"] for f in answer.get("Failed", [])}
+                entries = [e for e in entries if e["Id"] in failed]
+                if not entries:
+                    break
+            else:
+                raise RetriableError(f"the work queue refused {len(entries)} messages")
+        return len(bodies)
+
+
+class WorkState:
+    """The state store as the Lambdas use it: notes the pending outbox items each commit adds
+    (so that each goes to the queue as a message of its own), and can narrow `due` to the items
+    a message names, so that a worker runs those and no others."""
+
+    def __init__(self, inner: StateStore) -> None:
+        self.inner = inner
+        self.added: list[str] = []
+        self.only: set[str] | None = None
+
+    @contextmanager
+    def narrowed(self, keys: Iterable[str]) -> Iterator[None]:
+        self.only = set(keys)
+        try:
+            yield
+        finally:
+            self.only = None
+
+    def take_added(self) -> list[str]:
+        added, self.added = list(dict.fromkeys(self.added)), []
+        return added
+
+    def commit(self, commits: Iterable[Commit], now: dt.datetime) -> None:
+        commits = list(commits)
+        self.inner.commit(commits, now)
+        self.added.extend(i.key for c in commits for i in c.outbox if i.status == "pending")
+
+    def due(self, now: dt.datetime, limit: int = 100) -> list[OutboxItem]:
+        if self.only is None:
+            return self.inner.due(now, limit)
+        found = [self.inner.item(k) for k in sorted(self.only)]
+        return [i for i in found if i is not None and i.status == "pending"
+                and (i.next_at is None or i.next_at <= now)][:limit]
+
+    # --- the rest is the store's own -----------------------------------------------------------
+    def get_cursor(self, name: str) -> str | None:
+        return self.inner.get_cursor(name)
+
+    def set_cursor(self, name: str, value: str) -> None:
+        self.inner.set_cursor(name, value)
+
+    def handled(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        return self.inner.handled(versions)
+
+    def remember_notification(self, key: str, now: dt.datetime) -> bool:
+        return self.inner.remember_notification(key, now)
+
+    def ledger(self, record_id: str) -> dict[str, LedgerState]:
+        return self.inner.ledger(record_id)
+
+    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta) -> bool:
+        return self.inner.claim(key, now, lease)
+
+    def done(self, key: str, now: dt.datetime) -> None:
+        self.inner.done(key, now)
+
+    def retry_later(self, key: str, reason: str, at: dt.datetime) -> None:
+        self.inner.retry_later(key, reason, at)
+
+    def park(self, key: str, reason: str, now: dt.datetime) -> None:
+        self.inner.park(key, reason, now)
+
+    def wait(self, key: str, reason: str, now: dt.datetime) -> None:
+        self.inner.wait(key, reason, now)
+
+    def item(self, key: str) -> OutboxItem | None:
+        return self.inner.item(key)
+
+    def items(self, status: Status | None = None) -> list[OutboxItem]:
+        return self.inner.items(status)
+
+    def release(self, keys: Iterable[str] | None, now: dt.datetime) -> int:
+        return self.inner.release(keys, now)
+
+    def drop(self, keys: Iterable[str]) -> int:
+        return self.inner.drop(keys)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class QueueingStore:
+    """The webhook function's `store`: the notice goes into the state (deduplicated there),
+    and a message for the worker is queued; `flush` sends them once the route has answered."""
+
+    def __init__(self, state: StateStore, queue: WorkQueue,
+                 now: Callable[[], dt.datetime]) -> None:
+        self.state = state
+        self.queue = queue
+        self.now = now
+        self.pending: list[dict[str, Any]] = []
+
+    def __call__(self, key: str, ids: list[str]) -> bool:
+        from connector.state.notices import store_notice
+
+        stored = store_notice(self.state, key, ids, self.now())
+        # A duplicate is queued again too: its first message may be the one that got lost
+        # (the sender redelivers when we answered 503). The worker runs a done item never.
+        self.pending.append(outbox_message(f"notice:{key}"))
+        return stored
+
+    def flush(self) -> int:
+        sent = self.queue.send(self.pending)
+        self.pending = []
+        return sent
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Runtime:
+    """Everything a function needs, each part built on first use."""
+
+    def __init__(self, environ: MutableMapping[str, str] | None = None,
+                 now: Callable[[], dt.datetime] = _utcnow) -> None:
+        self.environ = os.environ if environ is None else environ
+        self.now = now
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            import boto3
+            from botocore.config import Config
+
+            self._clients[service] = boto3.client(service, config=Config(
+                retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5,
+                read_timeout=30))
+        return self._clients[service]
+
+    def _folder(self, variable: str, default: str) -> Path:
+        given = self.environ.get(variable)
+        if given:
+            return Path(given)
+        root = self.environ.get("LAMBDA_TASK_ROOT")
+        return Path(root) / default if root else Path(default)
+
+    @property
+    def rules_dir(self) -> Path:
+        return self._folder("RULES_DIR", "rules")
+
+    @property
+    def mappings_dir(self) -> Path:
+        return self._folder("MAPPINGS_DIR", "mappings")
+
+    @cached_property
+    def settings(self) -> Settings:
+        from connector.settings import load_settings
+
+        path = self.environ.get("SECRETS_PATH")
+        if path:
+            names = load_secrets(self.environ, self.client("ssm"), path)
+            logger().info("secrets loaded", extra={"secrets": sorted(names)})
+        return load_settings()
+
+    @cached_property
+    def state(self) -> WorkState:
+        url = self.settings.state_url
+        if url.startswith("dynamodb://"):
+            from connector.state.dynamodb import DynamoState
+
+            return WorkState(DynamoState(url.removeprefix("dynamodb://"),
+                                         client=self.client("dynamodb")))
+        from connector.state import open_state
+
+        return WorkState(open_state(url))
+
+    @cached_property
+    def queue(self) -> WorkQueue:
+        url = self.environ.get("WORK_QUEUE_URL")
+        if not url:
+            raise ConfigurationError("WORK_QUEUE_URL is not set: serverless.yml gives it to "
+                                     "every function")
+        return WorkQueue(url, self.client("sqs"))
+
+    @cached_property
+    def app(self) -> App:
+        from connector.app import build_app
+
+        return build_app(self.rules_dir, self.mappings_dir, self.settings, state=self.state,
+                         now=self.now, senders=self.senders())
+
+    @cached_property
+    def version(self) -> str:
+        """The rule set's version, for /health, without building the app when not built."""
+        if "app" in self.__dict__:
+            return self.app.version
+        from connector.files import load
+
+        return load(self.rules_dir, self.mappings_dir).version
+
+    def senders(self) -> dict[str, Callable[..., Any]]:
+        """The action senders that differ in the cloud: email through SES."""
+        transport = (self.environ.get("EMAIL_TRANSPORT") or "").strip().lower()
+        if not transport:
+            in_lambda = bool(self.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+            transport = "ses" if in_lambda and not self.settings.smtp_url else "smtp"
+        if transport == "smtp":
+            return {}
+        if transport != "ses":
+            raise ConfigurationError("EMAIL_TRANSPORT must be 'ses' or 'smtp'")
+
+        def send(rendered: Any, key: str) -> str:
+            return str(self.ses.send(rendered, key))
+
+        return {"email": send}
+
+    @cached_property
+    def ses(self) -> Any:
+        from connector.actions.ses import SesSender
+
+        return SesSender(self.settings.email_from, client=self.client("sesv2"),
+                         configuration_set=self.environ.get("SES_CONFIGURATION_SET") or None)
+
+    def webhook_store(self) -> QueueingStore:
+        # The store itself: the webhook queues its notices, it needs no note of them.
+        return QueueingStore(self.state.inner, self.queue, self.now)
+
+    def nudge(self, reason: str) -> None:
+        """Ask the worker to look for due outbox items (retries whose time came)."""
+        self.queue.send([{"kind": "drain", "id": reason}])
+
+    def enqueue_added(self, exclude: Iterable[str] = ()) -> int:
+        """Queue a message for each outbox item the last commits added."""
+        skip = set(exclude)
+        return self.queue.send(outbox_message(k) for k in self.state.take_added()
+                               if k not in skip)
+
+
+def summary(report: RunReport | DrainReport) -> dict[str, Any]:
+    """A report as JSON-ready numbers and short texts (logs, the functions' answers)."""
+    data = dataclasses.asdict(report)
+    return {k: v for k, v in data.items() if v not in (None, [], "")}
+
+
+_current: Runtime | None = None
+
+
+def current() -> Runtime:
+    global _current
+    if _current is None:
+        _current = Runtime()
+    return _current
+
+
+def reset(runtime: Runtime | None = None) -> None:
+    """Start again with fresh clients and settings (tests), or with the given runtime."""
+    global _current
+    _current = runtime

@@ -231,7 +231,7 @@ def test_a_transaction_that_commits_late_is_still_read(tmp_path, org):
 
 def test_describe_is_cached_per_rule_set_version(tmp_path, org):
     fill(org, 5)
-    make_app(tmp_path, org).pipeline
+    assert make_app(tmp_path, org).pipeline is not None
     assert org.calls["describe"] == 3          # Opportunity, and User and Account for paths
-    make_app(tmp_path, org).pipeline           # the next run, same rules
+    assert make_app(tmp_path, org).pipeline is not None  # the next run, same rules
     assert org.calls["describe"] == 3

@@ -54,6 +54,11 @@ class App:
                 from connector.crm.salesforce import SalesforceCrm
 
                 self._crm = SalesforceCrm(self.settings, rules.mapping)
+            elif rules.mapping.crm == "hubspot":
+                from connector.crm.hubspot import HubSpotCrm
+
+                self._crm = HubSpotCrm.from_settings(self.settings, rules.mapping,
+                                                     closed=rules.closed)
             else:
                 raise ConfigurationError(f"no adapter for the CRM '{rules.mapping.crm}' yet")
         return self._crm
@@ -114,7 +119,7 @@ def build_app(rules_dir: Path = Path("rules"), mappings_dir: Path = Path("mappin
               senders: dict[str, Callable[..., Any]] | None = None) -> App:
     """Load and check everything; a broken rule set is a ConfigurationError listing it all."""
     settings = settings or load_settings()
-    loaded = load(rules_dir, mappings_dir)
+    loaded = load(rules_dir, mappings_dir, crm=settings.crm)
     if not loaded.ok:
         problems = "\n".join(str(f) for f in loaded.findings if f.severity == "error")
         raise ConfigurationError(f"the rules do not pass 'check':\n{problems}")

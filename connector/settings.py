@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     salesforce_org_id: str | None = None
     hubspot_client_secret: SecretStr | None = None
+    hubspot_access_token: SecretStr | None = None   # private app token, or an OAuth access token
+    hubspot_app_id: str | None = None               # this app's own writes' webhooks: dropped
+    hubspot_quota_total_percent: float = Field(80.0, gt=0, le=100)
+    crm: Literal["salesforce", "hubspot"] | None = None   # CRM=hubspot picks mappings/hubspot.yaml
 
     # State, ERP, email
     state_url: str = "sqlite:///.crm-automation/state.db"
@@ -121,7 +125,8 @@ class Settings(BaseSettings):
         return text
 
     @field_validator("salesforce_username", "salesforce_client_id", "salesforce_org_id",
-                     "erp_url", "erp_database", "erp_username", "smtp_url", "email_from")
+                     "erp_url", "erp_database", "erp_username", "smtp_url", "email_from",
+                     "hubspot_app_id")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return (value.strip() or None) if value is not None else None
@@ -131,7 +136,7 @@ class Settings(BaseSettings):
         values = [self.salesforce_access_token, self.salesforce_password,
                   self.salesforce_security_token, self.salesforce_client_secret,
                   self.webhook_secret, self.hubspot_client_secret, self.erp_password,
-                  self.approval_secret]
+                  self.approval_secret, self.hubspot_access_token]
         return [s.get_secret_value() for s in values
                 if s is not None and s.get_secret_value()]
 

@@ -309,7 +309,7 @@ class Runtime:
             return self.app.version
         from connector.files import load
 
-        return load(self.rules_dir, self.mappings_dir).version
+        return load(self.rules_dir, self.mappings_dir, crm=self.environ.get("CRM") or None).version
 
     def senders(self) -> dict[str, Callable[..., Any]]:
         """The action senders that differ in the cloud: email through SES."""

@@ -105,7 +105,8 @@ def _hubspot(event: Mapping[str, Any], settings: Any, store: Store, now: float) 
     events.verify_hubspot_v3(secret, "POST", uri, body, headers, now)
     stored = 0
     for notice in events.parse_hubspot_events(body, getattr(settings, "hubspot_app_id", None)):
-        stored += store(notice.dedupe_key, list(notice.record_ids))
+        if notice.object_type == "deal":  # contacts and companies are not opportunities
+            stored += store(notice.dedupe_key, list(notice.record_ids))
     return _response(204 if not stored else 202, {"stored": stored})
 
 

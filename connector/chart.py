@@ -36,11 +36,16 @@ def _short(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
-def forecast_svg(buckets: list[Bucket], title: str = "Forecast per expected close month") -> str:
+def forecast_svg(buckets: list[Bucket], title: str = "Forecast per expected close month",
+                 standalone: bool = True) -> str:
+    """The chart as an SVG document (`standalone`, for a .svg file) or as markup to put inside
+    an HTML page, where the SVG namespace is implied and an `http://` URL, even one that is only
+    a namespace name, has no place in a page that must show it refers to nothing outside."""
+    namespace = 'xmlns="http://www.w3.org/2000/svg" ' if standalone else ""
     width = max(WIDTH, LEFT + RIGHT + 64 * len(buckets))  # room for every month's label
     plot_w, plot_h = width - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     top = _nice_ceiling(max((b.amount for b in buckets), default=Decimal(0)))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {HEIGHT}" '
+    parts = [f'<svg {namespace}viewBox="0 0 {width} {HEIGHT}" '
              f'width="{width}" height="{HEIGHT}" role="img" aria-label="{escape(title)}" '
              'font-family="sans-serif" font-size="12">',
              f'<title>{escape(title)}</title>',

@@ -9,15 +9,18 @@ in amounts (those are refused or read by the field's type, with the row's line n
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, RecordError
+
+T = TypeVar("T")
 
 _CHUNK = 1 << 16
 
@@ -70,6 +73,7 @@ class Export:
         self._text = io.TextIOWrapper(io.BufferedReader(self.counter), encoding="utf-8-sig",
                                       newline="")
         self.header: list[str] = []
+        self._reader: Any = None  # CSV: the csv.reader, once the header is read
 
     def close(self) -> None:
         self._text.close()
@@ -82,37 +86,79 @@ class Export:
         self.close()
 
     def rows(self) -> Iterator[Row]:
+        """Each row as a dict by the header (CSV) or as the JSON object it is."""
         try:
             if self.kind == "csv":
-                yield from self._csv_rows()
+                header = self.read_header()
+                for line, cells, data, _ in self.records(lambda c: dict(zip(header, c))):
+                    # making the dict cannot fail: no data means the row's width is wrong
+                    yield Row(line, data if data is not None else
+                              {"__error__": self.width_error(cells)})
             else:
                 yield from self._json_rows()
         except UnicodeDecodeError as exc:
-            raise ConfigurationError(f"{self.path}: not UTF-8 text ({exc.reason}); export it "
-                                     "as UTF-8") from None
+            raise self._not_utf8(exc) from None
 
-    def _csv_rows(self) -> Iterator[Row]:
-        reader = csv.reader(self._text, strict=False)
-        for raw in reader:
-            if any(cell.strip() for cell in raw):
-                self.header = [h.strip() for h in raw]
-                break
-        else:
-            raise ConfigurationError(f"{self.path}: the file is empty (no header row)")
+    def _not_utf8(self, exc: UnicodeDecodeError) -> ConfigurationError:
+        return ConfigurationError(f"{self.path}: not UTF-8 text ({exc.reason}); export it as "
+                                  "UTF-8")
+
+    def read_header(self) -> list[str]:
+        """A CSV export's header: its first line that is not blank, names trimmed."""
+        if self._reader is not None:
+            return self.header
+        self._reader = csv.reader(self._text, strict=False)
+        try:
+            for raw in self._reader:
+                if any(cell.strip() for cell in raw):
+                    self.header = [h.strip() for h in raw]
+                    break
+            else:
+                raise ConfigurationError(f"{self.path}: the file is empty (no header row)")
+        except UnicodeDecodeError as exc:
+            raise self._not_utf8(exc) from None
         if len(set(self.header)) != len(self.header):
             dupes = sorted({h for h in self.header if self.header.count(h) > 1})
             raise ConfigurationError(f"{self.path}: the header repeats {', '.join(dupes)}")
+        return self.header
+
+    def records(self, read: Callable[[list[str]], T]
+                ) -> Iterator[tuple[int, list[str], T | None, str | None]]:
+        """A CSV export's rows after the header, as (line, cells, values, reason): the line
+        where the row starts (a quoted cell may span lines), the list of cell texts csv.reader
+        gives (the cheapest form: no dict per row), `read(cells)`, or None and the reason the
+        row cannot be read (`read` raised RecordError, or the row has more or fewer cells than
+        the header). Blank lines are skipped. Reading is done here, in the one loop over the
+        file, because a generator per layer costs a dry run more than some of its rules."""
+        self.read_header()
+        reader = self._reader
+        assert reader is not None
         width = len(self.header)
         start = reader.line_num + 1
-        for raw in reader:
-            line, start = start, reader.line_num + 1
-            if not raw or not any(cell.strip() for cell in raw):
-                continue  # blank line
-            if len(raw) != width:
-                yield Row(line, {"__error__": f"has {len(raw)} columns where the header has "
-                                              f"{width}"})
-                continue
-            yield Row(line, dict(zip(self.header, raw)))
+        try:
+            for raw in reader:
+                line, start = start, reader.line_num + 1
+                first = raw[0] if raw else ""
+                # Most rows start with an id: only a row whose first cell is blank can be a
+                # blank line ('', or ',,,' from a spreadsheet), so only those are searched.
+                if (not first or first.isspace()) and not any(c.strip() for c in raw):
+                    continue
+                if len(raw) != width:
+                    yield line, raw, None, f"the row {self.width_error(raw)}"
+                    continue
+                try:
+                    values = read(raw)
+                except RecordError as exc:
+                    yield line, raw, None, str(exc)
+                    continue
+                yield line, raw, values, None
+        except UnicodeDecodeError as exc:
+            raise self._not_utf8(exc) from None
+
+    def width_error(self, cells: list[str]) -> str | None:
+        if len(cells) == len(self.header):
+            return None
+        return f"has {len(cells)} columns where the header has {len(self.header)}"
 
     def _json_rows(self) -> Iterator[Row]:
         decoder = json.JSONDecoder(parse_float=Decimal)  # money never passes through float
@@ -190,13 +236,28 @@ class ExportWriter:
         if self.kind == "csv":
             self._csv.writerow([_cell(row.get(h)) for h in self.header])
         else:
-            self._file.write(("\n" if self._first else ",\n") + json.dumps(row, default=str))
+            self._file.write(("\n" if self._first else ",\n")
+                             + json.dumps(row, default=_json_default))
             self._first = False
+
+    def write_rows(self, rows: list[list[str]]) -> None:
+        """CSV rows given as their cells, in the header's order (the fast way)."""
+        self._csv.writerows(rows)
 
     def close(self) -> None:
         if self.kind == "json":
             self._file.write("\n]\n")
         self._file.close()
+
+
+def _json_default(value: Any) -> Any:
+    """What json cannot write itself. A number read as Decimal is written as a JSON number
+    again (an amount must not come back as a string); dates as ISO text."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return str(value)
 
 
 def _cell(value: Any) -> str:

@@ -94,7 +94,7 @@ def _actions(rules: RuleSet, summary: Summary) -> list[str]:
 def _forecast(fc: Forecast, as_is: Forecast) -> list[str]:
     rows = fc.rows()
     before = {b.key: b for b in as_is.rows()}
-    out = ["<h2>Forecast</h2>", forecast_svg(rows),
+    out = ["<h2>Forecast</h2>", forecast_svg(rows, standalone=False),
            '<table id="forecast"><tr><th>month</th><th>opportunities</th><th>amount</th>'
            "<th>weighted amount</th><th>weighted, as the export has it</th></tr>"]
     for b in rows:

@@ -12,8 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from connector.core.evaluate import Evaluator, Outcome
-from connector.core.forecast import Forecast
+from connector.core.evaluate import Decision, Evaluator
+from connector.core.forecast import Forecast, as_decimal
 from connector.core.mapping import ID
 from connector.core.ruleset import RuleSet
 from connector.core.values import as_text
@@ -25,42 +25,40 @@ SHOWN = 500  # changes and failures kept for the report; the counts cover every 
 Progress = Callable[[int, int], None]  # (bytes read, file size)
 
 
-@dataclass
-class Replayed:
-    line: int
-    raw: dict[str, Any]
-    values: dict[str, Any] | None = None  # canonical values as read (None: unreadable row)
-    outcome: Outcome | None = None
-    error: str | None = None
+Record = tuple[int, Any, dict[str, Any] | None, str | None]
 
 
-def replay(rules: RuleSet, export: Export, today: dt.date, apply_rules: bool = True,
-           progress: Progress | None = None) -> Iterator[Replayed]:
-    """Each row of the export with its outcome, or the reason it failed. One row in memory."""
-    evaluator = Evaluator(rules)
-    read: Callable[[Mapping[str, Any]], dict[str, Any]] = rules.mapping.read
-    flat = export.kind == "csv"
-    n = 0
+def records(rules: RuleSet, export: Export, progress: Progress | None = None
+            ) -> Iterator[Record]:
+    """Each row of the export as (line, raw, values, error): `raw` is the row as the file has it
+    (a CSV row's list of cells, or a JSON object), `values` its canonical typed values, or None
+    with the reason it cannot be read. One row in memory at a time."""
+    rows: Iterator[Record]
+    if export.kind == "csv":
+        rows = export.records(rules.mapping.row_reader(export.read_header()))
+    else:
+        rows = _json_records(rules, export)
+    return rows if progress is None else _reporting(rows, export, progress)
+
+
+def _json_records(rules: RuleSet, export: Export) -> Iterator[Record]:
     for row in export.rows():
-        if n == 0 and flat:
-            read = rules.mapping.reader(export.header)
-        n += 1
-        if progress is not None and n % 2000 == 0:
-            progress(export.counter.count, export.size)
-        item = Replayed(row.number, row.data)
         if "__error__" in row.data:
-            item.error = f"the row {row.data.pop('__error__')}"
-            yield item
+            yield row.number, {}, None, f"the row {row.data['__error__']}"
             continue
         try:
-            item.values = read(row.data)
-            if apply_rules:
-                item.outcome = evaluator.evaluate(item.values, today)
+            yield row.number, row.data, rules.mapping.read(row.data), None
         except RecordError as exc:
-            item.error = str(exc)
-        yield item
-    if progress is not None:
-        progress(export.size, export.size)
+            yield row.number, row.data, None, str(exc)
+
+
+def _reporting(rows: Iterator[Record], export: Export, progress: Progress) -> Iterator[Record]:
+    """The rows, telling `progress` how far into the file they are every 2,000 rows."""
+    for n, row in enumerate(rows, 1):
+        if n % 2000 == 0:
+            progress(export.counter.count, export.size)
+        yield row
+    progress(export.size, export.size)
 
 
 @dataclass
@@ -100,50 +98,62 @@ class Summary:
 
 def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
              progress: Progress | None = None) -> Summary:
+    """Replays `source` through the rules: the summary (counts, the first SHOWN changes and
+    failures, the forecast on the rules' and on the export's own probabilities) and, with
+    `out`, every row with what would be written. The loop runs once per row of exports of a
+    million rows, so what it calls is bound to locals first."""
     summary = Summary()
-    mapping = rules.mapping
+    decide = Evaluator(rules).decider()
+    add_to_forecast = summary.forecast.month_adder()
+    add_as_is = summary.forecast_as_is.month_adder()
+    per_workflow, actions, reasons = summary.per_workflow, summary.actions, summary.reasons
+    changes_shown, failures_shown = summary.changes, summary.failures
+    read = changed = failed = 0
     with Export(source) as export:
-        writer: ExportWriter | None = None
-        columns: dict[str, str] = {}
-        for item in replay(rules, export, today, progress=progress):
-            summary.read += 1
-            if out is not None and writer is None:
-                header, columns = _output_header(export.header, rules)
-                writer = ExportWriter(out, header)
-            record_id = as_text(item.raw.get(mapping.id_field) or
-                                (item.values or {}).get(ID) or "")
-            outcome = item.outcome
-            if item.values is not None:
-                _add_to_forecast(summary.forecast_as_is, item.values, item.values)
-            if outcome is None:
-                summary.failed += 1
-                reason = item.error or "unknown error"
-                summary.reasons[_reason_kind(reason)] += 1
-                if len(summary.failures) < SHOWN:
-                    summary.failures.append(Failure(item.line, record_id, reason))
-                if writer is not None:
-                    writer.write(_output_row(item.raw, {}, "", [], reason, columns, writer.kind))
+        output: _Output | None = None
+        if out is not None and export.kind == "csv":
+            output = _Output(out, export.read_header(), rules, export.kind)
+        for line, raw, values, error in records(rules, export, progress):
+            read += 1
+            if output is None and out is not None:  # JSON: the header is the first record's
+                output = _Output(out, export.header, rules, export.kind)
+            decision: Decision | None = None
+            if values is not None:
+                add_as_is(values)
+                try:
+                    decision = decide(values, today)
+                except RecordError as exc:
+                    error = str(exc)
+            if decision is None:
+                failed += 1
+                reason = error or "unknown error"
+                reasons[_reason_kind(reason)] += 1
+                if len(failures_shown) < SHOWN:
+                    failures_shown.append(Failure(line, _record_id(rules, export, raw, values),
+                                                  reason))
+                if output is not None:
+                    output.write(raw, _NO_CHANGES, "", reason)
                 continue
-            summary.per_workflow[outcome.rule] += 1
-            _add_to_forecast(summary.forecast, outcome.values, item.values or {})
-            for due in outcome.due:
-                summary.actions[due.action] += 1
-            if outcome.changes:
-                summary.changed += 1
-                if len(summary.changes) < SHOWN:
-                    before = {k: as_text((item.values or {}).get(k)) for k in outcome.changes}
-                    after = {k: as_text(v) for k, v in outcome.changes.items()}
-                    summary.changes.append(Change(item.line, record_id,
-                                                  as_text(outcome.values.get("name")),
-                                                  outcome.rule, before, after))
-            if writer is not None:
-                writer.write(_output_row(item.raw, outcome.changes, outcome.rule,
-                                         list(outcome.changes), "", columns, writer.kind))
-        if out is not None and writer is None:  # an export with a header and no rows
-            header, columns = _output_header(export.header, rules)
-            writer = ExportWriter(out, header)
-        if writer is not None:
-            writer.close()
+            after, route, changes, due = decision
+            rule = route.rule
+            per_workflow[rule] += 1
+            add_to_forecast(after)
+            for action in due:
+                actions[action.action] += 1
+            if changes:
+                changed += 1
+                if len(changes_shown) < SHOWN:
+                    before = {k: as_text(values.get(k)) for k in changes}  # type: ignore[union-attr]
+                    changes_shown.append(Change(
+                        line, _record_id(rules, export, raw, values), as_text(after.get("name")),
+                        rule, before, {k: as_text(v) for k, v in changes.items()}))
+            if output is not None:
+                output.write(raw, changes, rule, "")
+        if out is not None and output is None:  # a JSON export with no records
+            output = _Output(out, export.header, rules, export.kind)
+        if output is not None:
+            output.close()
+    summary.read, summary.changed, summary.failed = read, changed, failed
     return summary
 
 
@@ -151,38 +161,54 @@ def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
              as_is: bool = False, progress: Progress | None = None) -> tuple[Forecast, int]:
     """The forecast and the number of records that failed (left out, with their reason)."""
     result = Forecast(by)
+    add = _adder(result)
+    decide = Evaluator(rules).decider()
     failed = 0
     with Export(source) as export:
-        for item in replay(rules, export, today, apply_rules=not as_is, progress=progress):
-            if item.values is None or (not as_is and item.outcome is None):
+        for _line, _raw, values, _error in records(rules, export, progress):
+            if values is None:
                 failed += 1
-                continue
-            values = item.values if as_is else item.outcome.values  # type: ignore[union-attr]
-            _add_to_forecast(result, values, item.values)
+            elif as_is:
+                add(values, values)
+            else:
+                try:
+                    add(decide(values, today)[0], values)
+                except RecordError:
+                    failed += 1
     return result, failed
 
 
 GROUP_FIELDS = {"owner": ("owner_name", "owner", "owner_email"), "stage": ("stage",)}
 
 
-def _add_to_forecast(fc: Forecast, values: dict[str, Any], read: dict[str, Any]) -> None:
-    key = None
-    if fc.by != "month":
-        key = next((as_text(read.get(n)) for n in GROUP_FIELDS[fc.by] if read.get(n)), None)
-    fc.add(_decimal(values.get("amount")), _decimal(values.get("probability")),
-           _date(values.get("close_date")), key)
+def _adder(fc: Forecast) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
+    """Adds one record to a forecast: `values` give the amount, probability and close date
+    (after the rules, or as read for the as-is forecast), `read` the owner or stage."""
+    if fc.by == "month":
+        add_values = fc.month_adder()
+        return lambda values, _read: add_values(values)
+    add = fc.add
+    names = GROUP_FIELDS[fc.by]
 
-
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, Decimal)):
-        return Decimal(value)
-    return None
+    def by_key(values: Mapping[str, Any], read: Mapping[str, Any]) -> None:
+        key = next((as_text(read.get(n)) for n in names if read.get(n)), None)
+        add(as_decimal(values.get("amount")), as_decimal(values.get("probability")),
+            _date(values.get("close_date")), key)
+    return by_key
 
 
 def _date(value: Any) -> dt.date | None:
     return value if isinstance(value, dt.date) else None
+
+
+def _record_id(rules: RuleSet, export: Export, raw: Any, values: dict[str, Any] | None) -> str:
+    """The record's id as the file has it, for the failures and changes the report lists."""
+    if isinstance(raw, list):  # a CSV row: the id column, found without regard to case
+        index = rules.mapping.columns(export.header)[ID]
+        if index is not None and index < len(raw):
+            return raw[index]
+        return as_text((values or {}).get(ID) or "")
+    return as_text(raw.get(rules.mapping.id_field) or (values or {}).get(ID) or "")
 
 
 def _reason_kind(reason: str) -> str:
@@ -191,31 +217,73 @@ def _reason_kind(reason: str) -> str:
     return head[:80] or reason[:80]
 
 
+_NO_CHANGES: dict[str, Any] = {}
+
+
+class _Output:
+    """The output file: each input row, the writeback columns set to what would be written,
+    and `_rule`, `_changed`, `_error`."""
+
+    BATCH = 512  # CSV rows handed to csv.writer at a time (writerows: one call, not 512)
+
+    def __init__(self, path: Path, header: list[str], rules: RuleSet, kind: str) -> None:
+        out_header, self.columns = _output_header(header, rules)
+        self.writer = ExportWriter(path, out_header)
+        self.header = header
+        self.json = self.writer.kind == "json"
+        self.width = len(header)
+        self.added = [""] * (len(out_header) - 3 - len(header))  # writeback columns it lacked
+        self.index = {name: out_header.index(column) for name, column in self.columns.items()}
+        self.batch: list[list[str]] = []
+        # CSV in and CSV out: the row's own list of cells is patched and written, no dict.
+        self.write = self._write_cells if kind == "csv" and not self.json else self._write_record
+
+    def _write_cells(self, raw: list[str], changes: dict[str, Any], rule: str,
+                     error: str) -> None:
+        row = raw
+        if len(row) != self.width:  # a row with too few or too many cells: fit the header
+            row = (row + [""] * self.width)[:self.width]
+        if self.added:
+            row.extend(self.added)
+        for name, value in changes.items():
+            row[self.index[name]] = as_text(value)
+        row.extend((rule, ";".join(changes), error))
+        batch = self.batch
+        batch.append(row)
+        if len(batch) >= self.BATCH:
+            self.writer.write_rows(batch)
+            batch.clear()
+
+    def _write_record(self, raw: Any, changes: dict[str, Any], rule: str, error: str) -> None:
+        record = dict(zip(self.header, raw)) if isinstance(raw, list) else dict(raw)
+        for name, value in changes.items():
+            record[self.columns[name]] = _json_value(value) if self.json else as_text(value)
+        record["_rule"] = rule
+        record["_changed"] = ";".join(changes)
+        record["_error"] = error
+        self.writer.write(record)
+
+    def close(self) -> None:
+        if self.batch:
+            self.writer.write_rows(self.batch)
+        self.writer.close()
+
+
 def _output_header(header: list[str], rules: RuleSet) -> tuple[list[str], dict[str, str]]:
     """The input's columns (writeback columns added when missing) and _rule, _changed, _error;
     plus canonical writeback name -> the column it is written to."""
     out = list(header)
-    folded = {h.casefold(): h for h in header}
+    found = rules.mapping.columns(header)
     columns: dict[str, str] = {}
     for name in rules.mapping.writeback:
-        crm_field = rules.mapping.crm_field(name)
-        column = folded.get(crm_field.casefold())
-        if column is None:
-            column = crm_field
+        index = found.get(name)
+        if index is None:
+            column = rules.mapping.crm_field(name)
             out.append(column)
+        else:
+            column = header[index]
         columns[name] = column
     return out + ["_rule", "_changed", "_error"], columns
-
-
-def _output_row(raw: dict[str, Any], changes: dict[str, Any], rule: str, changed: list[str],
-                error: str, columns: dict[str, str], kind: str) -> dict[str, Any]:
-    row = dict(raw)
-    for name, value in changes.items():
-        row[columns[name]] = _json_value(value) if kind == "json" else as_text(value)
-    row["_rule"] = rule
-    row["_changed"] = ";".join(changed)
-    row["_error"] = error
-    return row
 
 
 def _json_value(value: Any) -> Any:

@@ -4,9 +4,10 @@ close month, owner or stage. Sums are exact; money is rounded to cents only when
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 CENT = Decimal("0.01")
 
@@ -21,6 +22,31 @@ class Bucket:
     def as_json(self, by: str) -> dict[str, object]:
         return {by: self.key, "opportunities": self.opportunities,
                 "amount": money(self.amount), "weighted_amount": money(self.weighted_amount)}
+
+
+_MONTHS: dict[dt.date, str] = {}
+
+
+def month_of(day: dt.date) -> str:
+    """'YYYY-MM' of a date. Remembered by date (a pipeline has a few hundred distinct close
+    dates): strftime per record was a tenth of a dry run's time."""
+    key = _MONTHS.get(day)
+    if key is None:
+        key = f"{day.year:04d}-{day.month:02d}"
+        if len(_MONTHS) < 100_000:
+            _MONTHS[day] = key
+    return key
+
+
+def as_decimal(value: Any) -> Decimal | None:
+    """A number as Decimal (int too, never bool); None for anything else."""
+    if type(value) is Decimal:
+        return value
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, Decimal)):
+        return Decimal(value)
+    return None
 
 
 def money(value: Decimal) -> str:
@@ -45,7 +71,7 @@ class Forecast:
             if close_date is None:
                 self.no_close_date += 1
                 return
-            key = close_date.strftime("%Y-%m")
+            key = month_of(close_date)
         elif not key:
             self.no_key += 1
             return
@@ -61,6 +87,41 @@ class Forecast:
         bucket.opportunities += 1
         bucket.amount += amount
         bucket.weighted_amount += amount * Decimal(probability) / 100
+
+    def month_adder(self) -> Callable[[Mapping[str, Any]], None]:
+        """`add` by month, for a record's canonical values (`amount`, `probability`,
+        `close_date`), in one call: a dry run adds every record to two forecasts, and the
+        calls to pick the values apart cost more than the sums themselves."""
+        assert self.by == "month"
+        buckets = self.buckets
+
+        def add(values: Mapping[str, Any]) -> None:
+            close_date = values.get("close_date")
+            if not isinstance(close_date, dt.date):
+                self.no_close_date += 1
+                return
+            amount = values.get("amount")
+            if type(amount) is not Decimal:
+                amount = as_decimal(amount)
+                if amount is None:
+                    self.no_amount += 1
+                    return
+            probability = values.get("probability")
+            if type(probability) is not Decimal and type(probability) is not int:
+                # (an int as it is: Decimal x int is Decimal x Decimal(int), exactly)
+                probability = as_decimal(probability)
+                if probability is None:
+                    self.no_probability += 1
+                    return
+            key = _MONTHS.get(close_date) or month_of(close_date)
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = Bucket(key)
+            bucket.opportunities += 1
+            bucket.amount += amount
+            bucket.weighted_amount += amount * probability / 100
+
+        return add
 
     def rows(self) -> list[Bucket]:
         return [self.buckets[k] for k in sorted(self.buckets)]

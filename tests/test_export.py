@@ -1,0 +1,320 @@
+"""Reading CRM exports as they really come (connector/export.py), and the dry run's output file.
+
+CSV from Data Loader or a report: byte-order mark, CRLF, blank lines, quoted thousands
+separators, upper-case headers, short rows. JSON from the REST API: an array, JSON Lines, or
+query responses (`{"totalSize": .., "records": [...]}`), numbers read as Decimal, never float.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import reference_dry_run as ref
+
+from connector.cli import main
+from connector.errors import ConfigurationError
+from connector.export import Export, ExportWriter
+from connector.files import load
+from connector.simulate import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+TODAY = dt.date(2026, 11, 26)
+CONFIG = ["--rules", str(ROOT / "rules"), "--mappings", str(ROOT / "mappings"),
+          "--today", TODAY.isoformat()]
+HEADER = ",".join(ref.HEADER)
+
+
+def rules():  # type: ignore[no-untyped-def]
+    loaded = load(ROOT / "rules", ROOT / "mappings")
+    assert loaded.rules is not None
+    return loaded.rules
+
+
+def row(record_id: str, stage: str = "Qualification", amount: str = "5000",
+        close: str = "2027-01-31", **other: str) -> dict[str, str]:
+    data = dict.fromkeys(ref.HEADER, "")
+    data.update({"Id": record_id, "Name": f"Deal {record_id}", "StageName": stage,
+                 "Amount": amount, "CloseDate": close, "Owner.Name": "Chen Wei"})
+    data.update(other)
+    return data
+
+
+def csv_line(data: dict[str, str], header: list[str] = ref.HEADER) -> str:
+    out: list[str] = []
+    writer = csv.writer(_Collect(out), lineterminator="")
+    writer.writerow([data.get(h, "") for h in header])
+    return out[0]
+
+
+class _Collect:
+    def __init__(self, out: list[str]) -> None:
+        self.out = out
+
+    def write(self, text: str) -> None:
+        self.out.append(text)
+
+
+def rows_of(path: Path) -> list[tuple[int, dict]]:
+    with Export(path) as export:
+        return [(r.number, r.data) for r in export.rows()]
+
+
+def outputs(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --- CSV ----------------------------------------------------------------------------------------
+
+def test_bom_crlf_and_blank_lines_keep_the_line_numbers(tmp_path):
+    source = tmp_path / "export.csv"
+    lines = [HEADER, csv_line(row("A1")), "", "   ", csv_line(row("A2")), ",,,,,,,,,,,,",
+             csv_line(row("A3", Name='Two\r\nlines, "quoted"')), csv_line(row("A4")), ""]
+    source.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode("utf-8"))
+    got = rows_of(source)
+    assert [(n, d["Id"]) for n, d in got] == [(2, "A1"), (5, "A2"), (7, "A3"), (9, "A4")]
+    assert list(got[0][1]) == ref.HEADER  # no byte-order mark glued to the first name
+    assert got[2][1]["Name"] == 'Two\r\nlines, "quoted"'
+
+
+def test_a_header_after_blank_lines_and_spaces_around_names(tmp_path):
+    source = tmp_path / "export.csv"
+    source.write_text("\n\n" + ", ".join(ref.HEADER) + "\n" + csv_line(row("B1")) + "\n",
+                      encoding="utf-8")
+    with Export(source) as export:
+        got = list(export.rows())
+        assert export.header == ref.HEADER
+    assert [(r.number, r.data["Id"]) for r in got] == [(4, "B1")]
+
+
+def test_quoted_thousands_separators_are_read_as_numbers(tmp_path):
+    source, out = tmp_path / "export.csv", tmp_path / "out.csv"
+    source.write_text("\n".join([HEADER, csv_line(row("C1", "Negotiation/Review",
+                                                       "1,234,567.50",
+                                                       Proposal_Type__c="Firm",
+                                                       Relationship_Level__c="Known"))]) + "\n",
+                      encoding="utf-8")
+    assert '"1,234,567.50"' in source.read_text(encoding="utf-8")
+    summary = simulate(rules(), source, out, TODAY)
+    assert summary.failed == 0
+    [got] = outputs(out)
+    assert got["Amount"] == "1,234,567.50"  # the input cell is written back as it was
+    assert (got["Probability"], got["Weighted_Amount__c"]) == ("80", "987654.00")
+    assert summary.forecast.total().amount == Decimal("1234567.50")
+
+
+def test_a_european_amount_is_refused_with_its_line_number(tmp_path, capsys):
+    source, out = tmp_path / "export.csv", tmp_path / "out.csv"
+    source.write_text("\n".join([HEADER, csv_line(row("D1")), "",
+                                 csv_line(row("D2", amount="12.500,00")),
+                                 csv_line(row("D3"))]) + "\n", encoding="utf-8")
+    assert main(["simulate", str(source), "--out", str(out), *CONFIG]) == 1
+    printed = capsys.readouterr().out
+    assert "line 4 (D2): amount: '12.500,00' is not a number" in printed
+    got = outputs(out)
+    assert [r["_error"] != "" for r in got] == [False, True, False]
+    assert "12.500,00" in got[1]["_error"] and got[1]["Amount"] == "12.500,00"
+
+
+def test_a_short_row_fails_alone_with_its_line_and_the_column_counts(tmp_path, capsys):
+    source, out = tmp_path / "export.csv", tmp_path / "out.csv"
+    source.write_text("\n".join([HEADER, csv_line(row("E1")), "E2,Short row,Qualification",
+                                 csv_line(row("E3")) + ",extra"]) + "\n", encoding="utf-8")
+    summary = simulate(rules(), source, out, TODAY)
+    assert (summary.read, summary.failed) == (3, 2)
+    assert [(f.line, f.reason) for f in summary.failures] == [
+        (3, "the row has 3 columns where the header has 13"),
+        (4, "the row has 14 columns where the header has 13")]
+    got = outputs(out)
+    assert [r["_rule"] for r in got] == ["p20", "", ""]
+    assert got[1]["_error"] == "the row has 3 columns where the header has 13"
+    # the output stays one column per header name: the short row's cells are kept, padded
+    assert (got[1]["Id"], got[1]["Name"], got[1]["StageName"], got[1]["Amount"]) == (
+        "E2", "Short row", "Qualification", "")
+    assert got[2]["Id"] == "E3" and None not in got[2]  # no cell past the header's
+    assert main(["simulate", str(source), *CONFIG]) == 1
+    assert "line 3" in capsys.readouterr().out
+
+
+def test_data_loader_upper_case_headers_read_like_the_api_names(tmp_path):
+    example = ROOT / "examples" / "opportunities.csv"
+    text = example.read_text(encoding="utf-8")
+    header, rest = text.split("\n", 1)
+    upper = tmp_path / "upper.csv"
+    upper.write_text(header.upper() + "\n" + rest, encoding="utf-8")
+    a = simulate(rules(), example, tmp_path / "a.csv", TODAY)
+    b = simulate(rules(), upper, tmp_path / "b.csv", TODAY)
+    for attr in ("read", "changed", "failed", "per_workflow", "actions"):
+        assert getattr(a, attr) == getattr(b, attr), attr
+    assert [(f.line, f.record_id, f.reason) for f in a.failures] == [
+        (f.line, f.record_id, f.reason) for f in b.failures]
+    assert all(f.record_id for f in b.failures)  # the id is found whatever its case
+    rows_a, rows_b = outputs(tmp_path / "a.csv"), outputs(tmp_path / "b.csv")
+    assert [list(r.values()) for r in rows_a] == [list(r.values()) for r in rows_b]
+    assert list(rows_b[0])[:13] == header.upper().split(",")
+
+
+def test_a_missing_writeback_column_is_added_to_the_output(tmp_path):
+    header = [h for h in ref.HEADER if h not in ("Weighted_Amount__c", "Probability_Rule__c")]
+    source, out = tmp_path / "export.csv", tmp_path / "out.csv"
+    source.write_text("\n".join([",".join(header),
+                                 csv_line(row("F1", "Prospecting", "20000"), header),
+                                 csv_line(row("F2", "Closed Won", ""), header)]) + "\n",
+                      encoding="utf-8")
+    simulate(rules(), source, out, TODAY)
+    with out.open(encoding="utf-8", newline="") as f:
+        lines = list(csv.reader(f))
+    assert lines[0] == [*header, "Weighted_Amount__c", "Probability_Rule__c", "_rule",
+                        "_changed", "_error"]
+    got = outputs(out)
+    assert (got[0]["Weighted_Amount__c"], got[0]["Probability_Rule__c"]) == ("2000.00", "p10")
+    assert got[0]["_changed"] == "probability;weighted_amount;rule"
+    # no amount: nothing to weigh, so the added column stays blank and is not 'changed'
+    assert (got[1]["Weighted_Amount__c"], got[1]["_changed"]) == ("", "probability;rule")
+
+
+def test_an_export_with_only_a_header_gives_an_output_with_only_a_header(tmp_path):
+    source, out = tmp_path / "export.csv", tmp_path / "out.csv"
+    source.write_text(HEADER + "\r\n", encoding="utf-8")
+    summary = simulate(rules(), source, out, TODAY)
+    assert summary.read == 0
+    assert out.read_text(encoding="utf-8").splitlines() == [
+        HEADER + ",_rule,_changed,_error"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty"), (b"\n\n  \n", "empty"),
+    (b"Id,Name,Id\n1,a,2\n", "the header repeats Id"),
+    (HEADER.encode() + b"\nA1,Caf\xe9\n", "not UTF-8"),
+])
+def test_unreadable_csv_files_are_configuration_errors(tmp_path, content, message):
+    source = tmp_path / "export.csv"
+    source.write_bytes(content)
+    with pytest.raises(ConfigurationError, match=message):
+        simulate(rules(), source, None, TODAY)
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+RECORDS = [
+    {"attributes": {"type": "Opportunity", "url": "/x/1"}, "Id": "J1", "Name": "One",
+     "StageName": "Negotiation/Review", "Amount": 12500.5, "CloseDate": "2027-01-31",
+     "Proposal_Type__c": "Firm", "Relationship_Level__c": "Trusted",
+     "Owner": {"attributes": {"type": "User"}, "Name": "Chen Wei", "Email": "c@example.com"},
+     "Account": {"Name": "Acme"}, "Probability": 90, "Weighted_Amount__c": 0.1,
+     "Probability_Rule__c": None},
+    {"attributes": {"type": "Opportunity"}, "Id": "J2", "Name": "Two", "StageName": "Prospecting",
+     "Amount": 1e3, "CloseDate": "2027-02-28", "Proposal_Type__c": None,
+     "Relationship_Level__c": None, "Owner": {"Name": "Maria", "Email": "m@example.com"},
+     "Account": {"Name": "Zenith"}, "Probability": 10, "Weighted_Amount__c": None,
+     "Probability_Rule__c": "p10"},
+]
+
+
+def shapes() -> dict[str, str]:
+    array = json.dumps(RECORDS, indent=2)
+    lines = "\n".join(json.dumps(r) for r in RECORDS) + "\n"
+    response = json.dumps({"totalSize": 2, "done": True, "records": RECORDS})
+    pages = "\n".join(json.dumps({"totalSize": 2, "done": i == 1, "records": [r]})
+                      for i, r in enumerate(RECORDS))
+    return {"array.json": array, "lines.jsonl": lines, "response.json": response,
+            "pages.ndjson": pages, "crlf.jsonl": lines.replace("\n", "\r\n"),
+            "bom.json": "\ufeff" + array}
+
+
+@pytest.mark.parametrize("name", list(shapes()))
+def test_every_json_shape_gives_the_same_records(tmp_path, name):
+    source = tmp_path / name
+    source.write_text(shapes()[name], encoding="utf-8")
+    got = rows_of(source)
+    assert [n for n, _ in got] == [1, 2]  # the record's position in the file
+    assert [d["Id"] for _, d in got] == ["J1", "J2"]
+    assert all("attributes" not in d for _, d in got)
+    assert got[0][1]["Owner"]["Name"] == "Chen Wei"
+    summary = simulate(rules(), source, None, TODAY)
+    assert (summary.read, summary.failed, dict(summary.per_workflow)) == (2, 0,
+                                                                          {"p90": 1, "p10": 1})
+
+
+def test_json_numbers_are_decimal_never_float(tmp_path):
+    source = tmp_path / "export.json"
+    source.write_text(json.dumps(RECORDS), encoding="utf-8")
+    [(_, first), (_, second)] = rows_of(source)
+
+    def floats(value: object) -> list[object]:
+        if isinstance(value, dict):
+            return [x for v in value.values() for x in floats(v)]
+        return [value] if isinstance(value, float) else []
+
+    assert floats(first) == floats(second) == []
+    assert first["Amount"] == Decimal("12500.5") and isinstance(first["Amount"], Decimal)
+    assert str(first["Weighted_Amount__c"]) == "0.1"  # exactly, not 0.1000000000000000055...
+    assert second["Amount"] == Decimal("1E+3") and first["Probability"] == 90
+    summary = simulate(rules(), source, None, TODAY)
+    assert summary.forecast.total().weighted_amount == Decimal("12500.5") * 90 / 100 + 100
+
+
+def test_a_large_json_array_is_read_across_chunk_boundaries(tmp_path):
+    """More than 64 KiB, so values (numbers too) are cut between two reads of the file."""
+    records = [{"Id": f"K{i}", "Amount": f"{i}.{i % 100:02d}", "N": Decimal(f"{i}.{i % 7}"),
+                "StageName": "Prospecting", "CloseDate": "2027-01-01"} for i in range(3000)]
+    text = json.dumps(records, default=str).replace('"N": "', '"N": ').replace('", "StageName',
+                                                                                ', "StageName')
+    source = tmp_path / "big.json"
+    source.write_text(text, encoding="utf-8")
+    assert source.stat().st_size > 3 * (1 << 16)
+    got = rows_of(source)
+    assert len(got) == 3000
+    assert all(d["N"] == Decimal(f"{i}.{i % 7}") for i, (_, d) in enumerate(got))
+    assert [d["Id"] for _, d in got] == [f"K{i}" for i in range(3000)]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('[{"Id": "1"}, {"Id": ', "not valid JSON"),
+    ('{"Id": "1"}\n{"Id": "2"', "not valid JSON"),
+    ("[1, 2]", None),
+])
+def test_broken_json(tmp_path, content, message):
+    source = tmp_path / "export.json"
+    source.write_text(content, encoding="utf-8")
+    if message is None:  # valid JSON, but not objects: each such row fails alone
+        summary = simulate(rules(), source, None, TODAY)
+        assert [(f.line, f.reason) for f in summary.failures] == [
+            (1, "the row is not a JSON object"), (2, "the row is not a JSON object")]
+        return
+    with pytest.raises(ConfigurationError, match=message):
+        simulate(rules(), source, None, TODAY)
+
+
+def test_the_json_output_keeps_numbers_as_numbers(tmp_path):
+    source, out = tmp_path / "export.json", tmp_path / "out.json"
+    source.write_text(json.dumps(RECORDS), encoding="utf-8")
+    simulate(rules(), source, out, TODAY)
+    got = json.loads(out.read_text(encoding="utf-8"))
+    assert got[0]["Amount"] == 12500.5 and got[1]["Amount"] == 1000
+    assert got[0]["Weighted_Amount__c"] == 11250.45  # 12500.5 x 90 %, to the cent
+    assert got[0]["Owner"] == {"Name": "Chen Wei", "Email": "c@example.com",
+                               "attributes": {"type": "User"}}
+    assert [(r["_rule"], r["_changed"], r["_error"]) for r in got] == [
+        ("p90", "weighted_amount;rule", ""), ("p10", "weighted_amount", "")]
+    assert got[1]["Weighted_Amount__c"] == 100  # 1e3 x 10 %
+    assert got[1]["Probability_Rule__c"] == "p10"
+
+
+def test_the_csv_output_of_a_json_export(tmp_path):
+    source, out = tmp_path / "export.json", tmp_path / "out.csv"
+    source.write_text(json.dumps(RECORDS), encoding="utf-8")
+    simulate(rules(), source, out, TODAY)
+    got = outputs(out)
+    assert got[0]["Amount"] == "12500.5" and got[0]["Weighted_Amount__c"] == "11250.45"
+    assert got[0]["Probability_Rule__c"] == "p90" and got[1]["Probability_Rule__c"] == "p10"
+
+
+def test_the_writer_refuses_an_unknown_suffix(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"use \.csv or \.json"):
+        ExportWriter(tmp_path / "out.parquet", ["a"])

@@ -1,0 +1,244 @@
+"""`forecast`: the weighted pipeline per expected close month (or owner, or stage).
+
+The sums are checked against the independent model in tests/reference_dry_run.py, and a
+Hypothesis property checks that whatever the data, the forecast's totals are the sums over the
+records, and every record is either in a bucket or reported as left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+import tempfile
+from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
+from pathlib import Path
+
+import pytest
+import reference_dry_run as ref
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector.cli import main
+from connector.files import load
+from connector.simulate import forecast
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "opportunities.csv"
+TODAY = dt.date(2026, 11, 26)
+CONFIG = ["--rules", str(ROOT / "rules"), "--mappings", str(ROOT / "mappings"),
+          "--today", TODAY.isoformat()]
+MONEY = re.compile(r"^-?\d+\.\d{2}$")
+
+
+@cache
+def rules():  # type: ignore[no-untyped-def]
+    loaded = load(ROOT / "rules", ROOT / "mappings")
+    assert loaded.rules is not None
+    return loaded.rules
+
+
+def cents(value: Decimal) -> str:
+    return str(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def example_model() -> list[ref.Expected]:
+    rows = ref.read_csv_with_lines(EXAMPLE.read_text(encoding="utf-8"))
+    return [ref.expect(line, row, TODAY) for line, row in rows]
+
+
+def run_json(capsys, *args: str) -> tuple[int, list[dict], str]:  # type: ignore[no-untyped-def]
+    code = main(["forecast", str(EXAMPLE), "--format", "json", *args, *CONFIG])
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.out + printed.err
+    return code, json.loads(printed.out), printed.err
+
+
+def test_json_has_the_spec_shape_and_the_models_sums(capsys):
+    code, months, err = run_json(capsys)
+    assert code == 1  # the six bad rows are left out, and said so
+    assert "6 failed" in err
+    assert isinstance(months, list) and months
+    for m in months:
+        assert list(m) == ["month", "opportunities", "amount", "weighted_amount"]
+        assert re.fullmatch(r"\d{4}-\d{2}", m["month"])
+        assert type(m["opportunities"]) is int and m["opportunities"] > 0
+        assert MONEY.match(m["amount"]) and MONEY.match(m["weighted_amount"])
+    keys = [m["month"] for m in months]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    buckets, left = ref.forecast(example_model())
+    assert {m["month"]: (m["opportunities"], m["amount"], m["weighted_amount"])
+            for m in months} == {k: (t.opportunities, cents(t.amount), cents(t.weighted))
+                                 for k, t in buckets.items()}
+    assert left == {"failed": 6}
+    # open deals close 2026-12 .. 2027-08, closed ones 2026-06 .. 2026-11 (examples/README.md)
+    assert keys[0] == "2026-06" and keys[-1] == "2027-08"
+
+
+def test_as_is_uses_the_exports_own_probabilities(capsys):
+    code, months, err = run_json(capsys, "--as-is")
+    buckets, left = ref.forecast(example_model(), as_is=True)
+    assert {m["month"]: (m["opportunities"], m["amount"], m["weighted_amount"])
+            for m in months} == {k: (t.opportunities, cents(t.amount), cents(t.weighted))
+                                 for k, t in buckets.items()}
+    # two amounts cannot be read at all; the deal without a close date is left out, not lost
+    assert left == {"failed": 2, "without a close date": 1}
+    assert "1 without a close date" in err and "2 failed" in err
+    assert code == 1
+    _, by_rules, _ = run_json(capsys)
+    assert [m["weighted_amount"] for m in months] != [m["weighted_amount"] for m in by_rules]
+
+
+@pytest.mark.parametrize("by", ["owner", "stage"])
+def test_by_owner_and_by_stage(capsys, by):
+    code, rows, _ = run_json(capsys, "--by", by)
+    assert code == 1
+    for r in rows:
+        assert list(r) == [by, "opportunities", "amount", "weighted_amount"]
+    keys = [r[by] for r in rows]
+    assert keys == sorted(keys)
+    buckets, _ = ref.forecast(example_model(), by=by)
+    assert {r[by]: (r["opportunities"], r["amount"], r["weighted_amount"]) for r in rows} == {
+        k: (t.opportunities, cents(t.amount), cents(t.weighted)) for k, t in buckets.items()}
+    if by == "stage":  # closed deals are in: won at 100 %, lost at 0 %
+        won = next(r for r in rows if r["stage"] == "Closed Won")
+        assert won["amount"] == won["weighted_amount"]
+        assert next(r for r in rows if r["stage"] == "Closed Lost")["weighted_amount"] == "0.00"
+
+
+def test_csv_and_text_formats_show_the_same_numbers(capsys):
+    _, months, _ = run_json(capsys)
+    assert main(["forecast", str(EXAMPLE), "--format", "csv", *CONFIG]) == 1
+    lines = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert lines[0] == ["month", "opportunities", "amount", "weighted_amount"]
+    assert lines[1:] == [[m["month"], str(m["opportunities"]), m["amount"],
+                          m["weighted_amount"]] for m in months]
+    assert main(["forecast", str(EXAMPLE), "--format", "text", *CONFIG]) == 1
+    text = capsys.readouterr().out
+    for m in months:
+        assert re.search(rf"{m['month']}\s.*\s{re.escape(m['weighted_amount'])}", text)
+    total = sum(Decimal(m["weighted_amount"]) for m in months)
+    buckets, _ = ref.forecast(example_model())
+    exact = cents(sum((t.weighted for t in buckets.values()), Decimal(0)))
+    assert abs(Decimal(exact) - total) <= Decimal("0.01") * len(months)  # each month rounded
+    assert re.search(rf"total\s.*\s{re.escape(exact)}", text)
+
+
+def test_records_without_a_close_date_or_an_amount_are_reported(tmp_path, capsys):
+    source = tmp_path / "export.csv"
+    rows = [
+        ["N1", "No amount, won", "Closed Won", "", "2026-11-20"],
+        ["N2", "No amount, open", "Prospecting", "", "2027-01-10"],
+        ["N3", "Fine", "Prospecting", "1000", "2027-01-10"],
+        ["N4", "No close date", "Prospecting", "1000", ""],
+    ]
+    with source.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Id", "Name", "StageName", "Amount", "CloseDate", "Probability"])
+        writer.writerows([*r, "10"] for r in rows)
+    assert main(["forecast", str(source), "--format", "json", *CONFIG]) == 1
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == [{"month": "2027-01", "opportunities": 1,
+                                        "amount": "1000.00", "weighted_amount": "100.00"}]
+    # the rules need a close date (days_to_close): that record fails; the others are counted
+    assert "2 without an amount" in printed.err and "1 failed" in printed.err
+    assert main(["forecast", str(source), "--format", "json", "--as-is", *CONFIG]) == 0
+    printed = capsys.readouterr()
+    assert "1 without a close date" in printed.err and "2 without an amount" in printed.err
+
+
+def test_the_chart_is_written_as_svg(tmp_path, capsys):
+    chart = tmp_path / "forecast.svg"
+    main(["forecast", str(EXAMPLE), "--chart", str(chart), "--by", "owner", *CONFIG])
+    err = capsys.readouterr().err
+    assert "--by is ignored" in err
+    svg = chart.read_text(encoding="utf-8")
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert 'xmlns="http://www.w3.org/2000/svg"' in svg  # a file on its own needs the namespace
+    for month in ("2026-06", "2027-08"):
+        assert f">{month}</text>" in svg
+    assert main(["forecast", str(EXAMPLE), "--chart", str(tmp_path / "x.png"), *CONFIG]) == 2
+
+
+# --- the property -----------------------------------------------------------------------------
+
+AMOUNTS = st.one_of(st.just(""), st.just("abc"),
+                    st.decimals(min_value=0, max_value=10**9, places=2).map(str),
+                    st.integers(0, 10**7).map(lambda n: f"{n:,}"),
+                    st.decimals(min_value=-10**5, max_value=0, places=3).map(str))
+DATES = st.one_of(st.just(""), st.just("2026-02-30"),
+                  st.dates(dt.date(2024, 1, 1), dt.date(2029, 12, 31)).map(dt.date.isoformat))
+STAGE_TEXTS = st.sampled_from([*ref.STAGES, *ref.WON, *ref.LOST, "", "Lost?"])
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, str]:
+    return {
+        "Id": "", "Name": "x", "StageName": draw(STAGE_TEXTS), "Amount": draw(AMOUNTS),
+        "CloseDate": draw(DATES),
+        "Proposal_Type__c": draw(st.sampled_from(["", "Firm", "Budgetary"])),
+        "Relationship_Level__c": draw(st.sampled_from(["", *ref.RELATIONSHIPS])),
+        "Owner.Name": draw(st.sampled_from(["", "Ana", "Bo"])), "Owner.Email": "",
+        "Account.Name": "", "Probability": draw(st.sampled_from(["", "0", "35", "99.5", "120"])),
+        "Weighted_Amount__c": "", "Probability_Rule__c": "",
+    }
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records(), max_size=40), st.sampled_from(["month", "owner", "stage"]),
+       st.booleans())
+def test_whatever_the_data_the_totals_are_the_sums_over_the_records(data, by, as_is):
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "export.csv"
+        with source.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(ref.HEADER)
+            for n, r in enumerate(data):
+                r["Id"] = f"H{n}"
+                writer.writerow([r[h] for h in ref.HEADER])
+        result, failed = forecast(rules(), source, TODAY, by, as_is)
+    expected = [ref.expect(n + 2, r, TODAY) for n, r in enumerate(data)]
+    buckets, left = ref.forecast(expected, by, as_is)
+    rows = result.rows()
+    # each bucket, and so the totals, are the sums over the records placed in it
+    assert {b.key: (b.opportunities, b.amount, b.weighted_amount) for b in rows} == {
+        k: (t.opportunities, t.amount, t.weighted) for k, t in buckets.items()}
+    total = result.total()
+    assert total.opportunities == sum(t.opportunities for t in buckets.values())
+    assert total.amount == sum((t.amount for t in buckets.values()), Decimal(0))
+    assert total.weighted_amount == sum((e.amount * (e.old_probability if as_is else
+                                                     e.probability) / 100
+                                         for e in expected if _placed(e, by, as_is)),
+                                        Decimal(0))
+    # nothing is dropped silently: placed + left out (by reason) + failed = every record
+    assert failed == left.pop("failed", 0)
+    assert result.left_out == dict(left)
+    assert total.opportunities + sum(result.left_out.values()) + failed == len(data)
+    assert [b.key for b in rows] == sorted(b.key for b in rows)
+
+
+def _placed(e: ref.Expected, by: str, as_is: bool) -> bool:
+    if not e.read_ok or (not as_is and e.error is not None):
+        return False
+    key = e.close_date if by == "month" else (e.owner if by == "owner" else e.stage)
+    p = e.old_probability if as_is else e.probability
+    return bool(key) and e.amount is not None and p is not None
+
+
+def test_the_cli_json_total_is_the_rounded_exact_sum(tmp_path, capsys):
+    """Amounts with cents at 33 %: the weighted sum is rounded once, at the end, not per deal."""
+    source = tmp_path / "export.csv"
+    amounts = ["0.05", "0.05", "0.05", "10.01"]
+    with source.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Id", "StageName", "Amount", "CloseDate", "Probability"])
+        writer.writerows([f"R{i}", "Qualification", a, "2027-03-15", "33"]
+                         for i, a in enumerate(amounts))
+    assert main(["forecast", str(source), "--format", "json", "--as-is", *CONFIG]) == 0
+    [month] = json.loads(capsys.readouterr().out)
+    exact = sum(Decimal(a) * 33 / 100 for a in amounts)
+    assert month == {"month": "2027-03", "opportunities": 4, "amount": "10.16",
+                     "weighted_amount": cents(exact)}
+    assert cents(exact) == "3.35"  # per-deal rounding would say 0.02 * 3 + 3.30 = 3.36

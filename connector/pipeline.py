@@ -153,7 +153,7 @@ class Pipeline:
             action = self.rules.actions.get(edge.action)
             if action is None:
                 continue
-            key = idempotency_key(rid, edge.action, edge.episode)
+            key = idempotency_key(rid, edge.key, edge.episode)
             commit.outbox.append(OutboxItem(key, rid, edge.action, action.kind,
                                             {"values": values, "sources": list(edge.sources)}))
             report.actions += 1

@@ -138,8 +138,10 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             rule = route.rule
             per_workflow[rule] += 1
             add_to_forecast(after)
-            for action in due:
-                actions[action.action] += 1
+            # One edge per action (or escalation step) and record, as the ledger would fire
+            # on a first sync: a workflow and a trigger naming the same action send one email.
+            for action in {d.key: d.action for d in due}.values():
+                actions[action] += 1
             if changes:
                 changed += 1
                 if len(changes_shown) < SHOWN:

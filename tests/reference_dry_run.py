@@ -212,7 +212,9 @@ def expect(line: int, row: dict[str, str], today: dt.date) -> Expected:
             triggers.append("push-marketing")
         if rule == "closed-won" and values["close_date"] >= ERP_FROM:  # type: ignore[operator]
             triggers.append("erp-order")
-        out.actions = workflow_actions + triggers
+        # An action fires once per record however many conditions name it (the ledger keys
+        # its rising edges by action).
+        out.actions = list(dict.fromkeys(workflow_actions + triggers))
     except Refused as exc:
         out.error = exc
         out.rule = ""

@@ -20,6 +20,11 @@ class Edge:
     action: str
     sources: tuple[str, ...]   # what made it due: 'workflow:p90', 'trigger:large-deal'
     episode: int
+    key: str = ""              # the ledger's key: the action, or an escalation step
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.action)
 
 
 @dataclass(frozen=True)
@@ -30,19 +35,22 @@ class LedgerState:
 
 def rising_edges(previous: Mapping[str, LedgerState], due: Iterable[ActionDue]
                  ) -> tuple[dict[str, LedgerState], list[Edge]]:
-    """The ledger's changed entries (by action) and the edges that fire now."""
+    """The ledger's changed entries (by action, or escalation step) and the edges that fire
+    now."""
     sources: dict[str, list[str]] = {}
+    actions: dict[str, str] = {}
     for d in due:
-        sources.setdefault(d.action, []).append(d.source)
+        sources.setdefault(d.key, []).append(d.source)
+        actions[d.key] = d.action
     changes: dict[str, LedgerState] = {}
     fired: list[Edge] = []
-    for action in sorted(sources):
-        before = previous.get(action)
+    for key in sorted(sources):
+        before = previous.get(key)
         if before is None or not before.active:
             episode = (before.episode if before else 0) + 1
-            changes[action] = LedgerState(True, episode)
-            fired.append(Edge(action, tuple(sorted(set(sources[action]))), episode))
-    for action, before in previous.items():
-        if before.active and action not in sources:
-            changes[action] = LedgerState(False, before.episode)
+            changes[key] = LedgerState(True, episode)
+            fired.append(Edge(actions[key], tuple(sorted(set(sources[key]))), episode, key))
+    for key, before in previous.items():
+        if before.active and key not in sources:
+            changes[key] = LedgerState(False, before.episode)
     return changes, fired

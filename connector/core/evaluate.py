@@ -33,11 +33,18 @@ _CLOSED_PROBABILITY = {CLOSED_WON: Decimal(100), CLOSED_LOST: Decimal(0)}
 
 @dataclass(frozen=True)
 class ActionDue:
-    """An action whose condition holds now; `source` says which: 'workflow:p90' or
-    'trigger:<name>'. The ledger turns these into rising edges."""
+    """An action whose condition holds now; `source` says which: 'workflow:p90',
+    'trigger:<name>' or, for an escalation step, 'trigger:<name>:day<n>'. The ledger turns these
+    into rising edges, one per `key`: the action, or the step (each step fires once per episode
+    even when two steps share an action)."""
 
     action: str
     source: str
+    step: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.action}@{self.source}" if self.step else self.action
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,13 @@ class Evaluator:
             for w in rules.workflows}
         self._triggers = [(compile_formula(t.condition),
                            tuple(ActionDue(a, f"trigger:{t.name}") for a in t.actions))
-                          for t in rules.triggers]
+                          for t in rules.triggers if not t.steps]
+        # Escalations: while the condition holds, each step whose day has come is due.
+        self._escalations = [
+            (compile_formula(t.condition), compile_formula(t.since),
+             tuple((after, tuple(ActionDue(a, f"trigger:{t.name}:day{after}", True)
+                                 for a in actions)) for after, actions in t.steps))
+            for t in rules.triggers if t.steps and t.since is not None]
         # Picklist texts repeat from record to record: remember their index (or the error).
         self._factors: list[tuple[str, dict[str, int | RecordError] | None, Factor]] = [
             (f.field, None if f.bands is not None else {}, f) for f in rules.factors]
@@ -291,6 +304,7 @@ class Evaluator:
         routed = self._routed
         route_of = self._route_of
         writeback = self._writeback_names
+        escalations = self._escalations
 
         def decide(record: Mapping[str, Any], today: dt.date) -> Decision:
             values = Names(record)
@@ -346,12 +360,30 @@ class Evaluator:
             for condition, actions in route.triggers:
                 if condition is None or condition(values):
                     due += actions
+            for condition, since, steps in escalations:
+                if condition(values):
+                    due += _steps_due(since(values), today, steps)
             return values, route, changes, due
 
         return decide
 
 
 Decision = tuple[Names, _Route, dict[str, Any], tuple[ActionDue, ...]]
+
+
+def _steps_due(start: Any, today: dt.date,
+               steps: tuple[tuple[int, tuple[ActionDue, ...]], ...]) -> tuple[ActionDue, ...]:
+    """The steps whose day has come, counting from `start` (a blank start counts nothing)."""
+    if isinstance(start, dt.datetime):
+        start = start.date()
+    if not isinstance(start, dt.date):
+        return ()
+    days = (today - start).days
+    due: tuple[ActionDue, ...] = ()
+    for after, actions in steps:
+        if days >= after:
+            due += actions
+    return due
 
 
 class _NotFixed(Exception):

@@ -230,8 +230,11 @@ def simulate(
     for path, kinds in ((out, (".csv", ".json")), (report, (".html", ".htm"))):
         if path is not None and path.suffix.casefold() not in kinds:
             raise typer.BadParameter(f"{path}: use {' or '.join(kinds)}")
+    from connector.actions import ActionRunner
+
+    runner = ActionRunner(loaded.rules, rules, mappings)
     with _progress(f"simulating {input.name}") as progress:
-        summary = run_simulation(loaded.rules, input, out, when, progress)
+        summary = run_simulation(loaded.rules, input, out, when, progress, runner.render)
     console = _out()
     console.print(f"{summary.read} records from {escape(str(input))} (rule set "
                   f"{loaded.rules.version}, today {when.isoformat()})")

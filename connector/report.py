@@ -4,6 +4,7 @@ admin opens in a browser, offline."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from html import escape
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def render(rules: RuleSet, summary: Summary, source: Path, today: dt.date) -> st
     ]
     parts += _workflows(rules, summary)
     parts += _actions(rules, summary)
+    parts += _previews(summary)
     parts += _forecast(summary.forecast, summary.forecast_as_is)
     parts += _changes(summary)
     parts += _failures(summary)
@@ -87,6 +89,27 @@ def _actions(rules: RuleSet, summary: Summary) -> list[str]:
     for name, count in sorted(summary.actions.items()):
         kind = rules.actions[name].kind if name in rules.actions else "?"
         out.append(f"<tr>{_cell(name)}{_cell(kind)}{_cell(count, True)}</tr>")
+    out.append("</table>")
+    return out
+
+
+def _previews(summary: Summary) -> list[str]:
+    if not summary.previews:
+        return []
+    out = [f"<h2>What they would send (the first {len(summary.previews)}; nothing was sent)</h2>",
+           '<table id="previews"><tr><th>line</th><th>id</th><th>action</th><th>rendered</th>'
+           "</tr>"]
+    for p in summary.previews:
+        if p.rendered is None:
+            body = f'<span class="bad">{escape(p.error)}</span>'
+        elif p.kind in ("email", "approval"):
+            r = p.rendered
+            body = (f"<b>To</b>: {escape(', '.join(r['to']))}<br><b>Subject</b>: "
+                    f"{escape(r['subject'])}<pre>{escape(r['text'])}</pre>")
+        else:
+            body = f"<pre>{escape(json.dumps(p.rendered, indent=2, default=str))}</pre>"
+        out.append(f"<tr>{_cell(p.line, True)}{_cell(p.record_id)}{_cell(p.action)}"
+                   f"<td>{body}</td></tr>")
     out.append("</table>")
     return out
 

@@ -17,10 +17,11 @@ from connector.core.forecast import Forecast, as_decimal
 from connector.core.mapping import ID
 from connector.core.ruleset import RuleSet
 from connector.core.values import as_text
-from connector.errors import RecordError
+from connector.errors import ConnectorError, RecordError
 from connector.export import Export, ExportWriter
 
 SHOWN = 500  # changes and failures kept for the report; the counts cover every record
+PREVIEWS = 50  # actions rendered for the report (rendering costs more than evaluating)
 
 Progress = Callable[[int, int], None]  # (bytes read, file size)
 
@@ -79,6 +80,19 @@ class Failure:
 
 
 @dataclass
+@dataclass
+class Shown:
+    """One action as it would be sent: rendered, never sent (or why it cannot be rendered)."""
+
+    line: int
+    record_id: str
+    action: str
+    kind: str
+    rendered: dict[str, Any] | None
+    error: str = ""
+
+
+@dataclass
 class Summary:
     read: int = 0
     changed: int = 0
@@ -90,6 +104,7 @@ class Summary:
     failures: list[Failure] = field(default_factory=list)
     forecast: Forecast = field(default_factory=Forecast)
     forecast_as_is: Forecast = field(default_factory=Forecast)
+    previews: list[Shown] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -97,7 +112,8 @@ class Summary:
 
 
 def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
-             progress: Progress | None = None) -> Summary:
+             progress: Progress | None = None,
+             preview: Callable[[str, Mapping[str, Any]], Any] | None = None) -> Summary:
     """Replays `source` through the rules: the summary (counts, the first SHOWN changes and
     failures, the forecast on the rules' and on the export's own probabilities) and, with
     `out`, every row with what would be written. The loop runs once per row of exports of a
@@ -142,6 +158,9 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             # on a first sync: a workflow and a trigger naming the same action send one email.
             for action in {d.key: d.action for d in due}.values():
                 actions[action] += 1
+                if preview is not None and len(summary.previews) < PREVIEWS:
+                    summary.previews.append(_preview(
+                        preview, line, _record_id(rules, export, raw, values), action, after))
             if changes:
                 changed += 1
                 if len(changes_shown) < SHOWN:
@@ -201,6 +220,15 @@ def _adder(fc: Forecast) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Non
 
 def _date(value: Any) -> dt.date | None:
     return value if isinstance(value, dt.date) else None
+
+
+def _preview(render: Callable[[str, Mapping[str, Any]], Any], line: int, record_id: str,
+             action: str, values: Mapping[str, Any]) -> Shown:
+    try:
+        shown = render(action, values)
+    except ConnectorError as exc:  # a template that fails for this record, no SMTP needed
+        return Shown(line, record_id, action, "", None, str(exc))
+    return Shown(line, record_id, action, shown.kind, shown.rendered)
 
 
 def _record_id(rules: RuleSet, export: Export, raw: Any, values: dict[str, Any] | None) -> str:

@@ -1,0 +1,37 @@
+"""The dry run renders what each action would send (emails, HTTP bodies, ERP orders) for the
+report, and sends nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from connector.actions import ActionRunner
+from connector.files import load
+from connector.report import render
+from connector.simulate import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "opportunities.csv"
+
+
+def never(*args, **kwargs):
+    raise AssertionError("a dry run must not send anything")
+
+
+def test_previews_are_rendered_and_nothing_is_sent():
+    rules = load(ROOT / "rules", ROOT / "mappings").rules
+    runner = ActionRunner(rules, ROOT / "rules", ROOT / "mappings",
+                          senders={"email": never, "http": never, "erp": never})
+    summary = simulate(rules, EXAMPLE, None, dt.date(2026, 11, 26), preview=runner.render)
+    kinds = {p.action: p for p in summary.previews}
+    assert {"notify-director", "push-marketing", "erp-order"} <= set(kinds)
+    email = kinds["notify-director"].rendered
+    assert email is not None and email["subject"].startswith("Approval needed: ")
+    assert "director@example.com" in email["to"] and "is now at 90 %" in email["text"]
+    push = kinds["push-marketing"].rendered
+    assert push is not None and push["url"] == "${MARKETING_WEBHOOK_URL}"  # never the secret URL
+    order = kinds["erp-order"].rendered
+    assert order is not None and order["reference"] == kinds["erp-order"].record_id
+    page = render(rules, summary, EXAMPLE, dt.date(2026, 11, 26))
+    assert 'id="previews"' in page and "Approval needed: " in page

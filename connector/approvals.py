@@ -16,7 +16,11 @@ import hmac
 import json
 from dataclasses import dataclass
 from html import escape
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from connector.core.ruleset import RuleSet
+    from connector.state import StateStore
 
 Decision = Literal["approve", "reject"]
 STATUS = {"approve": "Approved", "reject": "Rejected"}
@@ -93,3 +97,32 @@ def page(title: str, message: str, token: str | None = None,
             "margin:3rem auto;padding:0 1rem}button{font-size:1.1rem;padding:.5rem 1.5rem}"
             f"</style></head><body><h1>{escape(title)}</h1><p>{escape(message)}</p>{form}"
             "</body></html>")
+
+
+def decide(state: StateStore, rules: RuleSet, key: str, decision: str,
+           now: dt.datetime) -> str:
+    """Record an approver's decision once: 'recorded', 'already decided' or 'not pending'.
+    What follows (the field written back, the actions named for the decision) is queued in the
+    outbox, so this needs neither the CRM nor the senders: only the state and the rules."""
+    from connector.state import Commit, OutboxItem
+
+    request = state.item(key)
+    if request is None or request.kind != "approval" or request.action not in rules.actions:
+        return "not pending"
+    if state.item(f"{key}:decision") is not None:
+        return "already decided"
+    if request.status == "done":
+        return "not pending"
+    # Two clicks at the same instant: only one gets past this.
+    if not state.remember_notification(f"approval:{key}", now):
+        return "already decided"
+    spec = rules.actions[request.action].spec
+    follow = spec.on_approve if decision == "approve" else spec.on_reject
+    items = [OutboxItem(f"{key}:decision", request.record_id, request.action, "decision",
+                        {"field": spec.field, "value": STATUS[decision]})]
+    items += [OutboxItem(f"{key}:{decision}:{name}", request.record_id, name,
+                         rules.actions[name].kind, dict(request.payload))
+              for name in follow if name in rules.actions]
+    state.commit([Commit(request.record_id, None, outbox=items)], now)
+    state.done(key, now)
+    return "recorded"

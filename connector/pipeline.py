@@ -287,31 +287,10 @@ class Pipeline:
             raise RecordError(f"{result.code}: {result.message}")
 
     def decide(self, key: str, decision: str, now: dt.datetime | None = None) -> str:
-        """Record an approver's decision once: 'recorded', 'already decided' or 'not pending'.
-        The field is written and the follow-up actions run from the outbox."""
-        from connector.approvals import STATUS
+        """Record an approver's decision once (see connector.approvals.decide)."""
+        from connector.approvals import decide
 
-        now = now or self.now()
-        request = self.state.item(key)
-        if request is None or request.kind != "approval":
-            return "not pending"
-        if self.state.item(f"{key}:decision") is not None:
-            return "already decided"
-        if request.status == "done":
-            return "not pending"
-        # Two clicks at the same instant: only one gets past this.
-        if not self.state.remember_notification(f"approval:{key}", now):
-            return "already decided"
-        spec = self.rules.actions[request.action].spec
-        follow = spec.on_approve if decision == "approve" else spec.on_reject
-        items = [OutboxItem(f"{key}:decision", request.record_id, request.action, "decision",
-                            {"field": spec.field, "value": STATUS[decision]})]
-        items += [OutboxItem(f"{key}:{decision}:{name}", request.record_id, name,
-                             self.rules.actions[name].kind, dict(request.payload))
-                  for name in follow if name in self.rules.actions]
-        self.state.commit([Commit(request.record_id, None, outbox=items)], now)
-        self.state.done(key, now)
-        return "recorded"
+        return decide(self.state, self.rules, key, decision, now or self.now())
 
     def _record_decision(self, item: OutboxItem) -> str:
         self._write_field(item.record_id, item.payload["field"], item.payload["value"])

@@ -23,7 +23,8 @@ import pytest
 ROOT = Path(__file__).parent.parent
 TEMPLATE = ROOT / ".serverless" / "cloudformation-template-update-stack.json"
 ARTIFACT = ROOT / "build" / "lambda" / "app.zip"
-HANDLERS = {"Webhook": "webhook", "Worker": "worker", "Poll": "poll", "Sweep": "sweep"}
+HANDLERS = {"Webhook": "webhook", "Worker": "worker", "Poll": "poll", "Sweep": "sweep",
+            "Approvals": "approvals"}
 
 pytestmark = pytest.mark.skipif(shutil.which("npx") is None,
                                 reason="packaging needs node's npx (CI has it)")
@@ -57,7 +58,7 @@ def get_att(name, attribute="Arn"):
 # --- functions and events -----------------------------------------------------------------------
 
 
-def test_four_functions_on_python_3_11_with_their_handlers(template):
+def test_five_functions_on_python_3_11_with_their_handlers(template):
     functions = resources(template, "AWS::Lambda::Function")
     assert set(functions) == {f"{n}LambdaFunction" for n in HANDLERS}
     for name, module in HANDLERS.items():
@@ -76,15 +77,18 @@ def test_four_functions_on_python_3_11_with_their_handlers(template):
             "ReservedConcurrentExecutions"] == 1
 
 
-def test_the_http_api_routes_go_to_the_webhook_function(template):
+def test_the_http_api_routes_go_to_their_functions(template):
     routes = resources(template, "AWS::ApiGatewayV2::Route")
-    assert {r["Properties"]["RouteKey"] for r in routes.values()} == {
-        "POST /webhooks/salesforce", "POST /webhooks/hubspot", "GET /health"}
+    expected = {"POST /webhooks/salesforce": "Webhook", "POST /webhooks/hubspot": "Webhook",
+                "GET /health": "Webhook", "GET /approvals/{token}": "Approvals",
+                "POST /approvals/{token}": "Approvals"}
+    assert {r["Properties"]["RouteKey"] for r in routes.values()} == set(expected)
     integrations = resources(template, "AWS::ApiGatewayV2::Integration")
     for route in routes.values():
         target = route["Properties"]["Target"]["Fn::Join"][1][1]["Ref"]
+        function = expected[route["Properties"]["RouteKey"]]
         assert integrations[target]["Properties"]["IntegrationUri"] == get_att(
-            "WebhookLambdaFunction")
+            f"{function}LambdaFunction")
         assert integrations[target]["Properties"]["PayloadFormatVersion"] == "2.0"
 
 
@@ -196,7 +200,12 @@ def test_each_role_has_only_what_its_function_does(template):
             "ses:SendEmail", "ses:SendRawEmail"} <= set(worker)
     assert json.dumps(get_att("IdempotencyTable")) in worker["dynamodb:DeleteItem"]
     assert table not in worker["dynamodb:DeleteItem"]      # the state is never deleted from
-    for role in ("WebhookRole", "PollRole", "SweepRole"):
+    approvals = allowed(template, "ApprovalsRole")
+    assert set(approvals) == {"logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:GetItem",
+                              "dynamodb:PutItem", "dynamodb:UpdateItem", "sqs:SendMessage",
+                              "ssm:GetParametersByPath"}
+    assert approvals["dynamodb:UpdateItem"] == {table}
+    for role in ("WebhookRole", "PollRole", "SweepRole", "ApprovalsRole"):
         others = set(allowed(template, role))
         assert not others & {"ses:SendEmail", "ses:SendRawEmail", "sqs:ReceiveMessage",
                              "dynamodb:DeleteItem", "dynamodb:Scan"}, role
@@ -220,7 +229,7 @@ def test_each_function_reads_only_its_own_settings_path(template):
         assert env["SECRETS_PATH"].rstrip("/") == path
         paths[name] = path
     assert paths["Webhook"].endswith("/webhook") and paths["Worker"].endswith("/sync")
-    assert paths["Webhook"] != paths["Worker"]
+    assert paths["Webhook"] != paths["Worker"] and paths["Approvals"].endswith("/approvals")
 
 
 def test_no_secret_is_in_the_template(template):
@@ -257,7 +266,7 @@ def test_the_handlers_import_from_the_zip_alone(template, tmp_path):
         zf.extractall(tmp_path)
     code = ("import sys; sys.path[:0] = [sys.argv[1]]; sys.dont_write_bytecode = True\n"
             "import os; os.environ.update(AWS_DEFAULT_REGION='eu-west-1')\n"
-            "for m in ('webhook', 'worker', 'poll', 'sweep'):\n"
+            "for m in ('webhook', 'worker', 'poll', 'sweep', 'approvals'):\n"
             "    mod = __import__('connector.handlers.' + m, fromlist=['lambda_handler'])\n"
             "    assert callable(mod.lambda_handler)\n"
             "import pydantic, simple_salesforce, boto3, jinja2\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any
 
 from connector.approvals import STATUS, ExpiredToken, InvalidToken, page, read_token
@@ -49,3 +50,46 @@ def approval_route(event: Mapping[str, Any], *, secret: str, decide: Decide,
                                                   "before. Nothing was changed."))
     return _html(410, page("No longer pending", "This request is no longer waiting for a "
                                                 "decision. Nothing was changed."))
+
+
+# --- the Lambda function ------------------------------------------------------------------------
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """API Gateway HTTP API (payload 2.0): GET and POST /approvals/{token}."""
+    return _lambda()(event, context)
+
+
+@cache
+def _lambda() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    from aws_lambda_powertools.logging import correlation_paths
+
+    from connector.approvals import decide
+    from connector.errors import ConnectorError
+    from connector.files import load
+    from connector.handlers import runtime
+
+    logger = runtime.logger()
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP,
+                                  clear_state=True)
+    def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        rt = runtime.current()
+        try:
+            secret = rt.settings.approval_secret
+            rules = load(rt.rules_dir, rt.mappings_dir, crm=rt.settings.crm).rules
+        except ConnectorError as exc:
+            logger.error("cannot load the settings", extra={"error": type(exc).__name__})
+            return _html(503, page("Try again later", "The connector is not configured."))
+        if rules is None:
+            return _html(503, page("Try again later", "The rules do not pass 'check'."))
+
+        def record(key: str, decision: str) -> str:
+            outcome = decide(rt.state, rules, key, decision, rt.now())
+            if outcome == "recorded":
+                rt.enqueue_added()  # the worker writes the field and runs the actions
+            return outcome
+
+        return approval_route(event, secret=secret.get_secret_value() if secret else "",
+                              decide=record, now=rt.now)
+
+    return handle

@@ -54,10 +54,6 @@ def test_parse_number_refuses_what_is_not_a_number(raw: object) -> None:
         parse_number(raw, "amount")
 
 
-@pytest.mark.xfail(strict=True, reason="values.py bug: a float NaN or infinity (Python's json "
-                   "reads NaN and Infinity) becomes Decimal('NaN') / Decimal('Infinity') instead "
-                   "of failing the record; NaN later raises InvalidOperation, not RecordError, "
-                   "when a band compares it")
 @pytest.mark.parametrize("raw", [float("nan"), float("inf"), float("-inf")])
 def test_parse_number_refuses_nan_and_infinity(raw: float) -> None:
     with pytest.raises(RecordError):
@@ -144,9 +140,6 @@ def test_guess_value(raw: object, expected: object) -> None:
     assert type(guess_value(raw)) is type(expected)
 
 
-@pytest.mark.xfail(strict=True, reason="values.py bug: guess_value('00123') gives "
-                   "Decimal('123'), so a code or postal code without a declared type loses its "
-                   "leading zeros (as_text gives '123' and a factor value '01' never matches)")
 def test_guess_value_keeps_leading_zeros() -> None:
     assert guess_value("00123") == "00123"
 
@@ -178,9 +171,6 @@ def test_for_write_rounds_half_up_to_the_scale(value: Any, ftype: FieldType,
         assert written.as_tuple().exponent == expected.as_tuple().exponent
 
 
-@pytest.mark.xfail(strict=True, reason="values.py bug: for_write leaves a float as it is "
-                   "(2.675 stays the float 2.675, unrounded) instead of Decimal('2.68'); money "
-                   "is never float")
 def test_for_write_rounds_a_float_as_decimal() -> None:
     assert for_write(2.675, FieldType("money")) == Decimal("2.68")
 

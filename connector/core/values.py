@@ -46,10 +46,14 @@ def parse_number(raw: object, field: str) -> Decimal | None:
             return None
         raise RecordError(f"{field}: {raw!r} is not a number")
     if isinstance(raw, Decimal):
+        if not raw.is_finite():
+            raise RecordError(f"{field}: {raw} is not a number")
         return raw
     if isinstance(raw, int):
         return Decimal(raw)
     if isinstance(raw, float):
+        if raw != raw or raw in (float("inf"), float("-inf")):  # JSON's NaN and Infinity
+            raise RecordError(f"{field}: {raw} is not a number")
         return Decimal(repr(raw))
     text = str(raw).strip()
     if not text:
@@ -225,6 +229,9 @@ def guess_value(raw: object) -> Value:
         except ValueError:
             return text
     if _NUMBER.match(text) and "," not in text:
+        digits = text.lstrip("+-")
+        if len(digits) > 1 and digits[0] == "0" and digits[1] != ".":
+            return text  # a code ('00123'): its leading zeros are part of it
         return Decimal(text)
     return text
 
@@ -243,9 +250,12 @@ def writer_for(ftype: FieldType) -> Callable[[Value], Value]:
 
     def write(value: Value) -> Value:
         if type(value) is not Decimal:  # the common case is a Decimal: tested first
-            if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+            if isinstance(value, float):
+                value = Decimal(repr(value))
+            elif isinstance(value, bool) or not isinstance(value, (int, Decimal)):
                 return value
-            value = Decimal(value)  # type: ignore[arg-type]
+            else:
+                value = Decimal(value)  # type: ignore[arg-type]
         rounded = value.quantize(step, ROUND_HALF_UP)  # type: ignore[attr-defined]
         return int(rounded) if scale == 0 else rounded
 
@@ -257,6 +267,8 @@ def for_write(value: Value, ftype: FieldType) -> Value:
     scale = ftype.write_scale
     if isinstance(value, bool):
         return value
+    if isinstance(value, float) and scale is not None:  # money is never float: read it back
+        value = Decimal(repr(value))                    # as its shortest text, then round
     if isinstance(value, (int, Decimal)) and scale is not None:
         rounded = round_to(Decimal(value), scale)
         return int(rounded) if scale == 0 else rounded

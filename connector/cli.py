@@ -329,6 +329,11 @@ def forecast(
     raise typer.Exit(1 if failed else 0)
 
 
+def _print_drain(console: Console, drained: Any) -> None:
+    console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
+                  f"{drained.parked}")
+
+
 def _app(rules: Path, mappings: Path) -> Any:
     from connector.app import build_app
 
@@ -369,8 +374,7 @@ def sync(
     drained = None
     if not dry_run and report.stopped is None:
         drained = pipeline.drain()
-        console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
-                      f"{drained.parked}")
+        _print_drain(console, drained)
     if report.stopped:
         _err().print(f"[red]stopped[/red]: {escape(report.stopped)} (cursor kept at "
                      f"{report.cursor})")
@@ -393,8 +397,7 @@ def sweep(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
         _err().print(f"[red]stopped[/red]: {escape(report.stopped)}")
         raise typer.Exit(1)
     drained = application.pipeline.drain()
-    console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
-                  f"{drained.parked}")
+    _print_drain(console, drained)
     raise typer.Exit(1 if report.failed or report.parked or drained.parked else 0)
 
 
@@ -486,8 +489,7 @@ def outbox(
     console.print(f"{released} item{'s' if released != 1 else ''} back in the queue")
     application = _app(rules, mappings)
     drained = application.pipeline.drain()
-    console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
-                  f"{drained.parked}")
+    _print_drain(console, drained)
     raise typer.Exit(1 if drained.parked else 0)
 
 

@@ -4,7 +4,6 @@ letting a secret into a message or a log."""
 import base64
 import json
 import logging
-import os
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
@@ -20,6 +19,7 @@ from connector.crm.salesforce import SalesforceCrm
 from connector.errors import ConfigurationError, FatalError
 from connector.retry import RetryPolicy
 from connector.settings import Settings
+from tests import salesforce_fixtures as fx
 
 V = "59.0"  # simple-salesforce's default API version
 INSTANCE = "https://acme.my.salesforce.com"
@@ -80,22 +80,7 @@ def oauth_token_response(token: str, instance: str = INSTANCE) -> dict[str, str]
             "signature": "dGhpcyBpcyBub3QgYSByZWFsIHNpZ25hdHVyZQ=="}
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
-    for name in list(os.environ):
-        if name.upper().startswith("SALESFORCE_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def api():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
+api, clean_environment, sleeps = fx.api, fx.clean_environment, fx.sleeps  # shared fixtures
 
 
 def crm(sleeps: list[float], **values) -> SalesforceCrm:

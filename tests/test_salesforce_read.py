@@ -3,7 +3,6 @@ fetching by id, the faults on the way, and what it all costs in API calls."""
 
 import json
 import math
-import os
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -20,6 +19,7 @@ from connector.crm.salesforce import SalesforceCrm
 from connector.errors import ConfigurationError, FatalError, RetriableError
 from connector.retry import RetryPolicy
 from connector.settings import Settings
+from tests import salesforce_fixtures as fx
 
 V = "59.0"
 INSTANCE = "https://acme.my.salesforce.com"
@@ -41,22 +41,7 @@ SELECT = ("SELECT Id, SystemModstamp, Name, StageName, Amount, CloseDate, Propos
           "FROM Opportunity")
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
-    for name in list(os.environ):
-        if name.upper().startswith("SALESFORCE_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def api():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
+api, clean_environment, sleeps = fx.api, fx.clean_environment, fx.sleeps  # shared fixtures
 
 
 def crm(sleeps: list[float], mapping: Mapping = MAPPING, retry: RetryPolicy | None = None,

@@ -5,7 +5,6 @@ fate: saved, refused (it fails alone), or locked (sent again)."""
 import datetime as dt
 import json
 import math
-import os
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -18,6 +17,7 @@ from connector.crm.salesforce import SalesforceCrm
 from connector.errors import FatalError
 from connector.retry import RetryPolicy
 from connector.settings import Settings
+from tests import salesforce_fixtures as fx
 
 V = "59.0"
 INSTANCE = "https://acme.my.salesforce.com"
@@ -33,22 +33,7 @@ MAPPING = Mapping(
 SaveResult = dict
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
-    for name in list(os.environ):
-        if name.upper().startswith("SALESFORCE_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def api():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
+api, clean_environment, sleeps = fx.api, fx.clean_environment, fx.sleeps  # shared fixtures
 
 
 def crm(sleeps: list[float], **values) -> SalesforceCrm:

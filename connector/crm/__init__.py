@@ -12,7 +12,7 @@ run and keep the cursor: API allowance used up, session refused).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
@@ -71,6 +71,14 @@ class Crm(Protocol):
         ...
 
 
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """The text with every secret replaced: messages may quote a server's answer, and an
+    answer may echo a token."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 def json_value(value: object) -> object:
     """A value as the CRM's JSON takes it: Decimal -> number, date and datetime -> ISO 8601."""
     if isinstance(value, Decimal):
@@ -83,4 +91,4 @@ def json_value(value: object) -> object:
     return value
 
 
-__all__ = ["Crm", "Record", "WriteResult", "json_value"]
+__all__ = ["Crm", "Record", "WriteResult", "json_value", "scrub"]

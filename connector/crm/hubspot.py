@@ -51,7 +51,7 @@ import requests
 
 from connector.core.mapping import Mapping
 from connector.core.values import TEXT, FieldType
-from connector.crm import Record, WriteResult
+from connector.crm import Record, WriteResult, scrub
 from connector.errors import ConfigurationError, ConnectorError, FatalError, RetriableError
 from connector.retry import RetryLater, RetryPolicy, retry_after_seconds
 
@@ -830,9 +830,7 @@ class HubSpotCrm:
         return self._mapping.source or f"mappings/{self._mapping.crm}.yaml"
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def _no_property(self, name: str, props: MappingABC[str, Any]) -> str:
         return (f"{self._mapping.object} have no property '{name}'"

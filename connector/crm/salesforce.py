@@ -43,7 +43,7 @@ from simple_salesforce.api import DEFAULT_API_VERSION
 
 from connector.core.mapping import Mapping
 from connector.core.values import TEXT, FieldType, Kind
-from connector.crm import Record, WriteResult, json_value
+from connector.crm import Record, WriteResult, json_value, scrub
 from connector.errors import (
     ConfigurationError,
     ConnectorError,
@@ -561,9 +561,7 @@ class SalesforceCrm:
         return self._mapping.source or f"mappings/{self._mapping.crm}.yaml"
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def _resolve(self, sobject: str, path: str) -> dict[str, Any]:
         """The describe field at the end of `path` (Owner.Email: Opportunity.Owner -> User

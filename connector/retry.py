@@ -33,10 +33,6 @@ class RetryLater(RetriableError):
     """A server said "not now" (429, 503 ...); `retry_after` is the delay it asked for, in
     seconds, when it named one."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
     """HTTP `Retry-After` in seconds: either delta-seconds ('120') or an HTTP date

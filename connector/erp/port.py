@@ -50,7 +50,3 @@ class Erp(Protocol):
 class ErpUnavailable(RetriableError):
     """The ERP is down, overloaded or rate-limiting; `retry_after` is the delay it asked for,
     in seconds, when it said one (HTTP Retry-After)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after

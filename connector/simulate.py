@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from connector.core.compiled import Names
 from connector.core.evaluate import Decision, Evaluator
-from connector.core.forecast import Forecast, as_decimal
+from connector.core.forecast import Forecast, MonthPairs, as_decimal
 from connector.core.mapping import ID
 from connector.core.ruleset import RuleSet
 from connector.core.values import as_text
@@ -29,14 +30,15 @@ Progress = Callable[[int, int], None]  # (bytes read, file size)
 Record = tuple[int, Any, dict[str, Any] | None, str | None]
 
 
-def records(rules: RuleSet, export: Export, progress: Progress | None = None
-            ) -> Iterator[Record]:
+def records(rules: RuleSet, export: Export, progress: Progress | None = None,
+            names: Collection[str] | None = None) -> Iterator[Record]:
     """Each row of the export as (line, raw, values, error): `raw` is the row as the file has it
     (a CSV row's list of cells, or a JSON object), `values` its canonical typed values, or None
-    with the reason it cannot be read. One row in memory at a time."""
+    with the reason it cannot be read. One row in memory at a time. With `names`, a CSV row's
+    values hold only those fields (and the id)."""
     rows: Iterator[Record]
     if export.kind == "csv":
-        rows = export.records(rules.mapping.row_reader(export.read_header()))
+        rows = export.records(rules.mapping.row_reader(export.read_header(), names))
     else:
         rows = _json_records(rules, export)
     return rows if progress is None else _reporting(rows, export, progress)
@@ -120,8 +122,9 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     million rows, so what it calls is bound to locals first."""
     summary = Summary()
     decide = Evaluator(rules).decider()
-    add_to_forecast = summary.forecast.month_adder()
-    add_as_is = summary.forecast_as_is.month_adder()
+    forecasts = MonthPairs(summary.forecast, summary.forecast_as_is)
+    add_to_forecasts = forecasts.adder()
+    add_as_is = summary.forecast_as_is.month_adder()  # the records the rules fail
     per_workflow, actions, reasons = summary.per_workflow, summary.actions, summary.reasons
     changes_shown, failures_shown = summary.changes, summary.failures
     read = changed = failed = 0
@@ -129,17 +132,18 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
         output: _Output | None = None
         if out is not None and export.kind == "csv":
             output = _Output(out, export.read_header(), rules, export.kind)
-        for line, raw, values, error in records(rules, export, progress):
+        complete = _completer(rules, export)
+        for line, raw, values, error in records(rules, export, progress, _needed(rules)):
             read += 1
             if output is None and out is not None:  # JSON: the header is the first record's
                 output = _Output(out, export.header, rules, export.kind)
             decision: Decision | None = None
             if values is not None:
-                add_as_is(values)
                 try:
                     decision = decide(values, today)
                 except RecordError as exc:
                     error = str(exc)
+                    add_as_is(values)
             if decision is None:
                 failed += 1
                 reason = error or "unknown error"
@@ -153,20 +157,22 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             after, route, changes, due = decision
             rule = route.rule
             per_workflow[rule] += 1
-            add_to_forecast(after)
+            add_to_forecasts(after, values)  # type: ignore[arg-type]
             # One edge per action (or escalation step) and record, as the ledger would fire
             # on a first sync: a workflow and a trigger naming the same action send one email.
-            for action in {d.key: d.action for d in due}.values():
+            for action in {d.key: d.action for d in due}.values() if due else ():
                 actions[action] += 1
                 if preview is not None and len(summary.previews) < PREVIEWS:
                     summary.previews.append(_preview(
-                        preview, line, _record_id(rules, export, raw, values), action, after))
+                        preview, line, _record_id(rules, export, raw, values), action,
+                        complete(raw, after)))
             if changes:
                 changed += 1
                 if len(changes_shown) < SHOWN:
                     before = {k: as_text(values.get(k)) for k in changes}  # type: ignore[union-attr]
                     changes_shown.append(Change(
-                        line, _record_id(rules, export, raw, values), as_text(after.get("name")),
+                        line, _record_id(rules, export, raw, values),
+                        as_text(complete(raw, after).get("name")),
                         rule, before, {k: as_text(v) for k, v in changes.items()}))
             if output is not None:
                 output.write(raw, changes, rule, "")
@@ -174,6 +180,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             output = _Output(out, export.header, rules, export.kind)
         if output is not None:
             output.close()
+    forecasts.close()
     summary.read, summary.changed, summary.failed = read, changed, failed
     return summary
 
@@ -197,6 +204,27 @@ def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
                 except RecordError:
                     failed += 1
     return result, failed
+
+
+def _needed(rules: RuleSet) -> set[str]:
+    """The fields a dry run reads on every row: those the rules read, those the forecast sums,
+    and every typed one (a bad value fails its row, whichever field it is in). The others,
+    untyped text a template or the report may show (names, owners), are read only for the
+    rows shown: a column of distinct names costs more to read than some of the rules."""
+    return rules.names_read() | {"amount", "close_date", "probability"} | set(rules.mapping.types)
+
+
+def _completer(rules: RuleSet, export: Export) -> Callable[[Any, Mapping[str, Any]], Names]:
+    """(raw row, values after the rules) -> those values with every field of the row."""
+    if export.kind != "csv":
+        return lambda _raw, values: Names(values)  # a JSON record is read whole
+    read_all = rules.mapping.row_reader(export.read_header())
+
+    def complete(raw: Any, values: Mapping[str, Any]) -> Names:
+        whole = Names(read_all(raw))
+        whole.update(values)
+        return whole
+    return complete
 
 
 GROUP_FIELDS = {"owner": ("owner_name", "owner", "owner_email"), "stage": ("stage",)}
@@ -275,9 +303,13 @@ class _Output:
             row = (row + [""] * self.width)[:self.width]
         if self.added:
             row.extend(self.added)
-        for name, value in changes.items():
-            row[self.index[name]] = as_text(value)
-        row.extend((rule, ";".join(changes), error))
+        if changes:
+            index = self.index
+            for name, value in changes.items():
+                row[index[name]] = as_text(value)
+            row.extend((rule, ";".join(changes), error))
+        else:
+            row.extend((rule, "", error))
         batch = self.batch
         batch.append(row)
         if len(batch) >= self.BATCH:

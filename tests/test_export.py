@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -318,3 +319,74 @@ def test_the_csv_output_of_a_json_export(tmp_path):
 def test_the_writer_refuses_an_unknown_suffix(tmp_path):
     with pytest.raises(ConfigurationError, match=r"use \.csv or \.json"):
         ExportWriter(tmp_path / "out.parquet", ["a"])
+
+
+# --- the fast CSV reader and writer: the same rows, lines and bytes as Python's csv module ---
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from connector.export import _Lines  # noqa: E402
+
+# every character that means something to CSV, a space, a NUL, and plain letters
+_CSV_TEXT = st.text(alphabet=st.sampled_from(list('ab ,"\r\n\x00é')), max_size=80)
+
+
+def _csv_rows(text: str) -> list[tuple[list[str], int]]:
+    reader = csv.reader(io.StringIO(text, newline=""), strict=False)
+    return [(cells, reader.line_num) for cells in reader]
+
+
+@settings(max_examples=600, deadline=None)
+@given(_CSV_TEXT)
+def test_the_line_reader_reads_what_csv_reader_reads_with_its_line_numbers(text):
+    lines = _Lines(io.StringIO(text, newline=""))
+    got = []
+    for cells in lines:
+        got.append((cells, lines.next - 1))  # the last line the row took
+    # csv.reader gives [] for an empty line, the line reader [''] (both are a blank row)
+    def blank_as_empty(rows):
+        return [([] if cells == [""] else cells, n) for cells, n in rows]
+    assert blank_as_empty(got) == blank_as_empty(_csv_rows(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_CSV_TEXT, min_size=1, max_size=6), _CSV_TEXT)
+def test_records_give_each_rows_first_line_as_csv_reader_counts_them(tmp_path_factory, header,
+                                                                     body):
+    path = tmp_path_factory.mktemp("csv") / "export.csv"
+    names = [f"h{i}" for i in range(len(header))]
+    path.write_text(",".join(names) + "\n" + body, encoding="utf-8", newline="")
+    with Export(path) as export:
+        got = [(line, cells) for line, cells, _, _ in export.records(lambda cells: cells)]
+    expected = []
+    start = 2
+    for cells, last in _csv_rows(body):
+        if any(c.strip() for c in cells):
+            expected.append((start, cells))
+        start = last + 2
+    assert got == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(_CSV_TEXT, max_size=5), max_size=5))
+def test_the_writer_writes_the_bytes_csv_writer_writes(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("out") / "out.csv"
+    writer = ExportWriter(path, ["a", "b"])
+    writer.write_rows([list(r) for r in rows])
+    writer.close()
+    expected = io.StringIO()
+    reference = csv.writer(expected, lineterminator="\n")
+    reference.writerow(["a", "b"])
+    reference.writerows(rows)
+    assert path.read_bytes() == expected.getvalue().encode("utf-8")
+
+
+def test_a_quoted_cell_over_three_lines_amid_plain_rows(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text('Id,Name\r\n1,plain\r\n2,"one\r\ntwo\r\nthree"\r\n\r\n3,"a ""quote"""\r\n',
+                    encoding="utf-8", newline="")
+    with Export(path) as export:
+        got = [(line, cells) for line, cells, _, _ in export.records(lambda cells: cells)]
+    assert got == [(2, ["1", "plain"]), (3, ["2", "one\r\ntwo\r\nthree"]),
+                   (7, ["3", 'a "quote"'])]

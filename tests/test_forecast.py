@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.cli import main
+from connector.core.forecast import Forecast, MonthPairs
 from connector.files import load
-from connector.simulate import forecast
+from connector.simulate import forecast, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "opportunities.csv"
@@ -242,3 +243,64 @@ def test_the_cli_json_total_is_the_rounded_exact_sum(tmp_path, capsys):
     assert month == {"month": "2027-03", "opportunities": 4, "amount": "10.16",
                      "weighted_amount": cents(exact)}
     assert cents(exact) == "3.35"  # per-deal rounding would say 0.02 * 3 + 3.30 = 3.36
+
+
+# --- the dry run's two forecasts, summed per (close date, probabilities) -----------------------
+
+def _bucket_map(fc: Forecast) -> dict[str, tuple[int, Decimal, Decimal]]:
+    return {b.key: (b.opportunities, b.amount, b.weighted_amount) for b in fc.rows()}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records(), max_size=40))
+def test_the_dry_runs_forecasts_are_the_forecast_commands(data):
+    """`simulate` fills both forecasts at once (MonthPairs); `forecast` adds record by record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "export.csv"
+        with source.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(ref.HEADER)
+            for n, r in enumerate(data):
+                r["Id"] = f"H{n}"
+                writer.writerow([r[h] for h in ref.HEADER])
+        summary = simulate(rules(), source, None, TODAY)
+        after, _ = forecast(rules(), source, TODAY)
+        as_is, _ = forecast(rules(), source, TODAY, as_is=True)
+    assert _bucket_map(summary.forecast) == _bucket_map(after)
+    assert summary.forecast.left_out == after.left_out
+    assert _bucket_map(summary.forecast_as_is) == _bucket_map(as_is)
+    # the records the rules fail stay in the as-is forecast, as `forecast --as-is` counts them
+    assert summary.forecast_as_is.left_out == as_is.left_out
+
+
+PROBABILITIES = st.one_of(st.none(), st.booleans(), st.just("50"),
+                          st.integers(0, 100), st.decimals(0, 100, places=1))
+VALUES = st.fixed_dictionaries({
+    "amount": st.one_of(st.none(), st.integers(0, 10**6),
+                        st.decimals(min_value=0, max_value=10**12, places=2)),
+    "close_date": st.one_of(st.none(), st.just("2027-01-05"),
+                            st.dates(dt.date(2026, 1, 1), dt.date(2027, 12, 31))),
+    "probability": PROBABILITIES})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(VALUES, PROBABILITIES, st.booleans()), max_size=30))
+def test_month_pairs_equal_adding_each_record_to_each_forecast(data):
+    """Whatever the values (a probability True, 50 or Decimal('50.0'), an amount the rules
+    changed): the sums by (close date, probabilities) give each forecast's buckets and counts."""
+    paired_after, paired_as_is, one_after, one_as_is = (Forecast() for _ in range(4))
+    pairs = MonthPairs(paired_after, paired_as_is)
+    add = pairs.adder()
+    add_after, add_as_is = one_after.month_adder(), one_as_is.month_adder()
+    for read, probability, amount_changed in data:
+        after = dict(read, probability=probability)
+        if amount_changed and read["amount"] is not None:
+            after["amount"] = read["amount"] + 1
+        add(after, read)
+        add_after(after)
+        add_as_is(read)
+    pairs.close()
+    assert _bucket_map(paired_after) == _bucket_map(one_after)
+    assert _bucket_map(paired_as_is) == _bucket_map(one_as_is)
+    assert paired_after.left_out == one_after.left_out
+    assert paired_as_is.left_out == one_as_is.left_out

@@ -3,6 +3,7 @@ report, and sends nothing."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from pathlib import Path
 
@@ -31,6 +32,11 @@ def test_previews_are_rendered_and_nothing_is_sent():
     email = kinds["notify-director"].rendered
     assert email is not None and email["subject"].startswith("Approval needed: ")
     assert "director@example.com" in email["to"] and "is now at " in email["text"]
+    # the fields only templates read (owner, name) are read for the previewed rows too
+    with EXAMPLE.open(encoding="utf-8-sig", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["Id"] == kinds["notify-director"].record_id)
+    assert row["Owner.Email"] in email["to"]
+    assert email["subject"].startswith(f"Approval needed: {row['Name']} (")
     push = kinds["push-marketing"].rendered
     assert push is not None and push["url"] == "${MARKETING_WEBHOOK_URL}"  # never the secret URL
     order = kinds["erp-order"].rendered

@@ -697,3 +697,62 @@ def test_the_bands_are_lower_bound_inclusive():
            for amount in ("0", "19999.99", "20000", "99999.99", "100000")}
     assert got == {"0": "p50", "19999.99": "p50", "20000": "p70", "99999.99": "p70",
                    "100000": "p90"}
+
+
+WRITEBACK_POOL = [None, "", Decimal(90), Decimal("90.0"), 90, "90", "p90", "p50", 50,
+                  Decimal("1234.50"), "1234.5", True, dt.date(2026, 11, 1)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(STAGE_POOL[:6]), st.sampled_from(AMOUNT_POOL[:12]),
+       st.tuples(*[st.sampled_from(WRITEBACK_POOL)] * 3))
+def test_what_would_change_is_what_same_says_and_actions_come_in_the_files_order(
+        stage, amount, olds):
+    """The changes are the writeback fields whose value is not `same` as the record's, and the
+    actions due are the workflow's, then each trigger's whose condition holds, in file order
+    (a trigger the route decides is folded in once, not per record, in the same place)."""
+    from connector.core.evaluate import Evaluator
+
+    rules = _banded()
+    record = {"id": "X", "stage": stage, "amount": amount,
+              **dict(zip(("probability", "weighted_amount", "rule"), olds))}
+    try:
+        out = Evaluator(rules).evaluate(record, TODAY)
+    except RecordError:
+        return
+    expected_changes = {name: out.values[name] for name in ("probability", "weighted_amount",
+                                                            "rule")
+                        if not same(record[name], out.values[name])}
+    assert out.changes == expected_changes
+    workflow = next((w for w in rules.workflows if w.name == out.rule), None)
+    expected_due = [(a, f"workflow:{out.rule}") for a in (workflow.actions if workflow else ())]
+    for trigger in rules.triggers:
+        if trigger.condition.evaluate(out.values):
+            expected_due += [(a, f"trigger:{trigger.name}") for a in trigger.actions]
+    assert [(d.action, d.source) for d in out.due] == expected_due
+
+
+@given(st.lists(st.sampled_from(TEXTS), min_size=len(ref.HEADER), max_size=len(ref.HEADER)),
+       st.sets(st.sampled_from(["stage", "amount", "close_date", "probability", "owner_name",
+                                "weighted_amount", "unknown"])))
+def test_the_row_reader_of_some_fields_reads_as_a_mapping_of_those_fields(cells, names):
+    from dataclasses import replace
+
+    mapping = rules().mapping
+    only = replace(mapping, fields={n: f for n, f in mapping.fields.items() if n in names},
+                   types={n: t for n, t in mapping.types.items() if n in names})
+    by_dict = result(only.read, dict(zip(ref.HEADER, cells)))
+    assert result(mapping.row_reader(list(ref.HEADER), names), cells) == by_dict
+
+
+def test_the_dry_run_reads_on_every_row_what_the_rules_and_the_forecast_read():
+    from connector.simulate import _needed
+
+    bundled = rules()
+    assert bundled.names_read() >= {"stage", "proposal_type", "relationship_level", "amount",
+                                    "close_date", "probability", "weighted_amount", "rule"}
+    needed = _needed(bundled)
+    assert needed & set(bundled.mapping.fields) == {
+        "stage", "proposal_type", "relationship_level", "amount", "close_date", "probability",
+        "weighted_amount", "rule"}
+    assert not needed & {"name", "owner_name", "owner_email", "account_name"}

@@ -204,7 +204,13 @@ class Evaluator:
                 continue
             if holds:
                 triggers.append((None, actions))
-        return replace(route, written=written, rewrite=tuple(rewrite), triggers=tuple(triggers))
+        # the triggers that always hold before the first that depends on the record are due
+        # with the workflow's own actions, in the same order: one tuple, not one per record
+        due = route.due
+        while triggers and triggers[0][0] is None:
+            due += triggers.pop(0)[1]
+        return replace(route, due=due, written=written, rewrite=tuple(rewrite),
+                       triggers=tuple(triggers))
 
     def _route(self, combo: tuple[int, ...]) -> _Route:
         rules = self.rules
@@ -301,6 +307,8 @@ class Evaluator:
         pick_texts = self._pick_texts
         bands = self._band_factors
         one_band = bands[0] if len(bands) == 1 else None
+        band_field = one_band.field if one_band is not None else ""
+        band_seen: dict[Decimal, int] = {}  # amount -> its band: amounts repeat too
         routed = self._routed
         route_of = self._route_of
         writeback = self._writeback_names
@@ -328,10 +336,19 @@ class Evaluator:
             else:
                 # The route by the factors' own texts and bands, as seen on an earlier record:
                 # one lookup instead of one per factor (see _route_of).
-                key = (pick_texts(values),
-                       _band(one_band, values.get(one_band.field)) if one_band is not None else
-                       tuple([_band(f, values.get(f.field)) for f in bands]))
+                key: tuple[Any, ...]
                 try:
+                    if one_band is not None:
+                        number = values.get(band_field)
+                        band = band_seen.get(number) if type(number) is Decimal else None
+                        if band is None:
+                            band = _band(one_band, number)
+                            if type(number) is Decimal and len(band_seen) < _CACHE_LIMIT:
+                                band_seen[number] = band
+                        key = (pick_texts(values), band)
+                    else:
+                        key = (pick_texts(values),
+                               tuple([_band(f, values.get(f.field)) for f in bands]))
                     route = routed.get(key) or route_of(values, key)
                 except TypeError:  # an unhashable value (a list from JSON): the long way
                     route = route_of(values, None)
@@ -354,7 +371,18 @@ class Evaluator:
                 if name in values:
                     new = values[name]
                     old = record.get(name)
-                    if old != new and _differs(old, new):
+                    if old is new:
+                        continue
+                    # the cases a dry run meets on nearly every record, answered inline: two
+                    # numbers or two texts of one type, and a blank field getting a value
+                    kind = type(old)
+                    if kind is type(new) and kind in _PLAIN_TYPES:
+                        if old != new:
+                            changes[name] = new
+                    elif old is None:
+                        if type(new) is not str or new:  # blank over blank is no change
+                            changes[name] = new
+                    elif old != new and _differs(old, new):
                         changes[name] = new
             due = route.due
             for condition, actions in route.triggers:
@@ -410,6 +438,7 @@ def _band(factor: Factor, value: Any) -> int:
 
 
 _NUMBER_TYPES = (int, Decimal)
+_PLAIN_TYPES = (int, Decimal, str)  # two values of one of these types differ when unequal
 
 
 def _differs(old: Any, new: Any) -> bool:

@@ -123,6 +123,26 @@ class Forecast:
 
         return add
 
+    def add_sum(self, opportunities: int, amount: Decimal, probability: Any,
+                close_date: Any) -> None:
+        """`opportunities` records by month at once: their summed `amount`, one probability
+        and one close date, weighted once."""
+        if not isinstance(close_date, dt.date):
+            self.no_close_date += opportunities
+            return
+        if type(probability) is not Decimal and type(probability) is not int:
+            probability = as_decimal(probability)
+            if probability is None:
+                self.no_probability += opportunities
+                return
+        key = month_of(close_date)
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = Bucket(key)
+        bucket.opportunities += opportunities
+        bucket.amount += amount
+        bucket.weighted_amount += amount * probability / 100
+
     def rows(self) -> list[Bucket]:
         return [self.buckets[k] for k in sorted(self.buckets)]
 
@@ -136,6 +156,54 @@ class Forecast:
                    f"without an {self.by}" if self.by == "owner" else f"without a {self.by}":
                    self.no_key}
         return {k: v for k, v in reasons.items() if v}
+
+
+_NUMBERS = (Decimal, int)  # never bool: as keys 1 and True are one, but True is no probability
+
+
+class MonthPairs:
+    """A dry run's two forecasts by month, one on each record's values after the rules and one
+    on its values as read, filled at once. Amounts are summed per (close date, probability
+    after, probability as read) and each sum is weighted once, in `close`: the totals are the
+    same (amount x probability / 100 and the sums are exact in Decimal's 28 digits for any
+    amount below 10^20 with cents), at a third of the cost of adding each record to each
+    forecast. A record whose values do not take this path (an amount or close date the rules
+    changed, a probability that is not a number) is added to each forecast the long way."""
+
+    def __init__(self, after: Forecast, as_is: Forecast) -> None:
+        self.after, self.as_is = after, as_is
+        self._sums: dict[tuple[Any, Any, Any], list[Any]] = {}
+
+    def adder(self) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
+        sums = self._sums
+        add_after, add_as_is = self.after.month_adder(), self.as_is.month_adder()
+
+        def add(after: Mapping[str, Any], read: Mapping[str, Any]) -> None:
+            amount = read.get("amount")
+            close_date = read.get("close_date")
+            probability, read_probability = after.get("probability"), read.get("probability")
+            if (type(amount) is Decimal and type(probability) in _NUMBERS
+                    and (type(read_probability) in _NUMBERS or read_probability is None)
+                    and after.get("amount") is amount and after.get("close_date") is close_date):
+                key = (close_date, probability, read_probability)
+                total = sums.get(key)
+                if total is None:
+                    sums[key] = [1, amount]
+                else:
+                    total[0] += 1
+                    total[1] += amount
+            else:
+                add_after(after)
+                add_as_is(read)
+
+        return add
+
+    def close(self) -> None:
+        """Weights the sums into the two forecasts."""
+        for (close_date, probability, read_probability), (n, amount) in self._sums.items():
+            self.after.add_sum(n, amount, probability, close_date)
+            self.as_is.add_sum(n, amount, read_probability, close_date)
+        self._sums.clear()
 
 
 def total(buckets: Iterable[Bucket]) -> Bucket:

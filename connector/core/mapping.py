@@ -4,7 +4,7 @@ canonical, typed values."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -71,14 +71,18 @@ class Mapping:
         out.update({name: find(crm_field) for name, crm_field in self.fields.items()})
         return out
 
-    def row_reader(self, header: list[str]) -> Callable[[list[str]], dict[str, Any]]:
+    def row_reader(self, header: list[str], names: Collection[str] | None = None
+                   ) -> Callable[[list[str]], dict[str, Any]]:
         """A faster `read` for the rows of a CSV export, given as lists of cell texts that share
         one header: each column is found once, not once per row, and each field's values are
         parsed once per distinct text (ParseCache), not once per row. The row's cells are
         picked (itemgetter) and looked up in their caches (map) without a Python-level loop;
-        a bad value raises from its cache, the first in the mapping's order as in `read`."""
+        a bad value raises from its cache, the first in the mapping's order as in `read`.
+        With `names`, only those fields (and the id) are read."""
         columns = self.columns(header)
         id_index = columns.pop(ID)
+        if names is not None:
+            columns = {n: i for n, i in columns.items() if n in names}
         names = list(columns)
         caches: list[dict[str, Any]] = []
         indexes: list[int] = []

@@ -182,6 +182,21 @@ class RuleSet:
         uses_today = self.names_using_today()
         return tuple(t for t in self.triggers if t.steps or t.condition.names & uses_today)
 
+    def names_read(self) -> set[str]:
+        """The canonical names the rules read: the factors' and the closed state's fields,
+        every name a formula or a condition reads, and the writeback fields (compared with
+        what would be written)."""
+        names = {f.field for f in self.factors} | set(self.mapping.writeback)
+        if self.closed is not None:
+            names.add(self.closed.field)
+        formulas = [*self.computed.values(), *(t.condition for t in self.triggers),
+                    *(t.since for t in self.triggers if t.since is not None),
+                    *(v for w in self.workflows for v in w.sets.values()
+                      if isinstance(v, Formula))]
+        for formula in formulas:
+            names |= formula.names
+        return names
+
     def names_using_today(self) -> set[str]:
         names = {"today"}
         changed = True

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.core.compiled import Names
-from connector.core.evaluate import Decision, Evaluator
+from connector.core.evaluate import ActionDue, Decision, Evaluator
 from connector.core.forecast import Forecast, MonthPairs, as_decimal
 from connector.core.mapping import ID
 from connector.core.ruleset import RuleSet
@@ -128,6 +128,10 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     per_workflow, actions, reasons = summary.per_workflow, summary.actions, summary.reasons
     changes_shown, failures_shown = summary.changes, summary.failures
     read = changed = failed = 0
+    # the actions that would fire, counted per set fired together, and per route remembered
+    # by the route's identity (the entry holds the route, so its id cannot be reused)
+    fired_together: Counter[tuple[str, ...]] = Counter()
+    route_actions: dict[int, tuple[Any, tuple[str, ...]]] = {}
     with Export(source) as export:
         output: _Output | None = None
         if out is not None and export.kind == "csv":
@@ -158,14 +162,19 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             rule = route.rule
             per_workflow[rule] += 1
             add_to_forecasts(after, values)  # type: ignore[arg-type]
-            # One edge per action (or escalation step) and record, as the ledger would fire
-            # on a first sync: a workflow and a trigger naming the same action send one email.
-            for action in {d.key: d.action for d in due}.values() if due else ():
-                actions[action] += 1
+            if due:
+                if due is route.due:  # no trigger of the record's own: the route's actions
+                    fired = route_actions.get(id(route))
+                    if fired is None or fired[0] is not route:  # (a new route, same id)
+                        fired = route_actions[id(route)] = (route, _distinct_actions(due))
+                    names = fired[1]
+                else:
+                    names = _distinct_actions(due)
+                fired_together[names] += 1
                 if preview is not None and len(summary.previews) < PREVIEWS:
-                    summary.previews.append(_preview(
+                    summary.previews.extend(_preview(
                         preview, line, _record_id(rules, export, raw, values), action,
-                        complete(raw, after)))
+                        complete(raw, after)) for action in names)
             if changes:
                 changed += 1
                 if len(changes_shown) < SHOWN:
@@ -181,6 +190,10 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
         if output is not None:
             output.close()
     forecasts.close()
+    for names, n in fired_together.items():
+        for action in names:
+            actions[action] += n
+    del summary.previews[PREVIEWS:]
     summary.read, summary.changed, summary.failed = read, changed, failed
     return summary
 
@@ -204,6 +217,12 @@ def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
                 except RecordError:
                     failed += 1
     return result, failed
+
+
+def _distinct_actions(due: tuple[ActionDue, ...]) -> tuple[str, ...]:
+    """One edge per action (or escalation step) and record, as the ledger would fire on a
+    first sync: a workflow and a trigger naming the same action send one email."""
+    return tuple({d.key: d.action for d in due}.values())
 
 
 def _needed(rules: RuleSet) -> set[str]:

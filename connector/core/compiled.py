@@ -205,7 +205,13 @@ def compile_formula(formula: Formula) -> Callable[[Mapping[str, Any]], Any]:
     assert isinstance(returned, ast.Return)
     returned.value = body
     tree = ast.fix_missing_locations(tree)
-    source = formula.source
+    scope = dict(_GLOBALS, **lower.constants, _ERRORS=_ERRORS, _fail=failure(formula.source))
+    exec(compile(tree, f"<formula {formula.source!r}>", "exec"), scope)  # a checked tree
+    return scope["formula"]  # type: ignore[no-any-return]
+
+
+def failure(source: str) -> Callable[[Exception], RecordError]:
+    """What a formula raises when its evaluation fails: a RecordError that names it."""
 
     def fail(exc: Exception) -> RecordError:
         if isinstance(exc, RecordError):
@@ -214,6 +220,19 @@ def compile_formula(formula: Formula) -> Callable[[Mapping[str, Any]], Any]:
             return RecordError(f"division by zero in '{source}'")
         return RecordError(f"cannot compute '{source}': {_plain(exc)}")
 
-    scope = dict(_GLOBALS, **lower.constants, _ERRORS=_ERRORS, _fail=fail)
-    exec(compile(tree, f"<formula {source!r}>", "exec"), scope)  # a checked tree: see above
-    return scope["formula"]  # type: ignore[no-any-return]
+    return fail
+
+
+class Inliner:
+    """Formulas as Python expressions of `_v` (a record's values) to write into one generated
+    function, with the names they need (operator functions, constants) in `scope`. One
+    Inliner per function: the constants and temporaries of its formulas are numbered apart."""
+
+    def __init__(self) -> None:
+        self._lower = _Lower()
+        self.scope: dict[str, Any] = dict(_GLOBALS, _ERRORS=_ERRORS)
+
+    def expression(self, formula: Formula) -> str:
+        body = self._lower.visit(copy.deepcopy(formula._tree))
+        self.scope.update(self._lower.constants)
+        return ast.unparse(ast.fix_missing_locations(body))

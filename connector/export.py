@@ -146,7 +146,7 @@ class Export:
                 else:
                     raw = text.rstrip("\r\n").split(",")
                     number += 1
-                first = raw[0] if raw else ""
+                first = raw[0]  # (a row has a cell: split gives one, so does csv.reader)
                 # Most rows start with an id: only a row whose first cell is blank can be a
                 # blank line ('', or ',,,' from a spreadsheet), so only those are searched.
                 if (not first or first.isspace()) and not any(c.strip() for c in raw):

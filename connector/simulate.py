@@ -122,7 +122,9 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     million rows, so what it calls is bound to locals first."""
     summary = Summary()
     decide = Evaluator(rules).decider()
-    forecasts = MonthPairs(summary.forecast, summary.forecast_as_is)
+    set_by_rules = {*rules.computed, *(name for w in rules.workflows for name in w.sets)}
+    forecasts = MonthPairs(summary.forecast, summary.forecast_as_is,
+                           kept=not set_by_rules & {"amount", "close_date"})
     add_to_forecasts = forecasts.adder()
     add_as_is = summary.forecast_as_is.month_adder()  # the records the rules fail
     per_workflow, actions, reasons = summary.per_workflow, summary.actions, summary.reasons
@@ -324,8 +326,8 @@ class _Output:
             row.extend(self.added)
         if changes:
             index = self.index
-            for name, value in changes.items():
-                row[index[name]] = as_text(value)
+            for name, value in changes.items():  # text as it is: a call less per cell
+                row[index[name]] = value if type(value) is str else as_text(value)
             row.extend((rule, ";".join(changes), error))
         else:
             row.extend((rule, "", error))

@@ -761,28 +761,39 @@ def test_the_dry_run_reads_on_every_row_what_the_rules_and_the_forecast_read():
 @settings(max_examples=400, deadline=None)
 @given(formulas(), formulas(), st.lists(st.sampled_from(VALUES), min_size=3, max_size=3))
 def test_a_routes_written_out_function_computes_as_the_formulas_do(source, condition, values):
-    """A route's formulas and trigger conditions inlined into one function (_finisher) give
-    the value, or fail with the message, that calling the compiled formulas gives."""
+    """A route's formulas, their rounding as written and its trigger conditions, inlined into
+    one function (_finisher), give the values, or fail with the message, that calling the
+    compiled formulas and the fields' writers gives."""
     from connector.core.evaluate import ActionDue, Evaluator, _Route
 
     formula = parse_formula(source, ["a", "b", "c", "today"])
-    when = parse_formula(condition, ["a", "b", "c", "today", "x"])
+    when = parse_formula(condition, ["a", "b", "c", "today", "probability"])
     act = (ActionDue("push", "trigger:t"),)
-    route = _Route("p1", {}, (("x", formula),), {}, (), triggers=((when, act),))
+    mapping = _banded().mapping
+    writers = tuple((n, writer_for(mapping.type_of(n))) for n in ("probability",
+                                                                  "weighted_amount"))
+    route = _Route("p1", {}, (("probability", formula), ("weighted_amount", formula)), {}, (),
+                   rewrite=writers, triggers=((when, act),))
     finish = Evaluator(_banded())._finish(route)
     names = dict(zip("abc", values), today=TODAY)
 
     def by_route(v):  # type: ignore[no-untyped-def]
         got = Names(v)
-        _, due = finish(got, {})
-        return got["x"], due
+        changes, due = finish(got, {})
+        return got["probability"], got["weighted_amount"], changes, due
 
     def by_formulas(v):  # type: ignore[no-untyped-def]
         got = Names(v)
-        try:
-            got["x"] = compile_formula(formula)(got)
-        except RecordError as exc:
-            raise RecordError(f"x: {exc}") from None
-        return got["x"], act if compile_formula(when)(got) else ()
+        for name, _ in route.formulas:
+            try:
+                got[name] = compile_formula(formula)(got)
+            except RecordError as exc:
+                raise RecordError(f"{name}: {exc}") from None
+        for name, write in writers:
+            got[name] = write(got[name])
+        changes = {n: got[n] for n in ("probability", "weighted_amount")
+                   if not same(None, got[n])}
+        return (got["probability"], got["weighted_amount"], changes,
+                act if compile_formula(when)(got) else ())
 
     assert result(by_route, names) == result(by_formulas, names)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from operator import itemgetter
 from typing import Any
 
@@ -127,6 +127,8 @@ class Evaluator:
         self._writeback = [(n, None if (t := rules.mapping.type_of(n) or TEXT).write_scale
                             is None else writer_for(t)) for n in rules.mapping.writeback]
         self._writeback_names = tuple(rules.mapping.writeback)
+        self._scales = {n: scale for n in rules.mapping.writeback
+                        if (scale := (rules.mapping.type_of(n) or TEXT).write_scale) is not None}
         self._action_sources = {
             w.name: tuple(ActionDue(a, f"workflow:{w.name}") for a in w.actions)
             for w in rules.workflows}
@@ -230,7 +232,8 @@ class Evaluator:
                  tuple(None if c is None else id(c) for c, _ in route.triggers))
         make = self._finishers.get(shape)
         if make is None:
-            make = self._finishers[shape] = _finisher(route, self._writeback_names)
+            make = self._finishers[shape] = _finisher(route, self._writeback_names,
+                                                      self._scales)
         return make(route.written, route.due, *(actions for _, actions in route.triggers))
 
     def _route(self, combo: tuple[int, ...]) -> _Route:
@@ -387,7 +390,8 @@ class Evaluator:
 Decision = tuple[Names, _Route, dict[str, Any], tuple[ActionDue, ...]]
 
 
-def _finisher(route: _Route, writeback: tuple[str, ...]) -> Callable[..., Finish]:
+def _finisher(route: _Route, writeback: tuple[str, ...], scales: dict[str, int]
+              ) -> Callable[..., Finish]:
     """What follows the route's assignments for a record, written out as one function: the
     route's formulas in order, inlined (a failure names the field, as the formula would), its
     values rounded as written, the writeback fields that would change, and the actions due.
@@ -402,7 +406,8 @@ def _finisher(route: _Route, writeback: tuple[str, ...]) -> Callable[..., Finish
     specialise the code once for all of them."""
     inline = Inliner()
     scope = inline.scope
-    scope.update({"type": type, "str": str, "_RecordError": RecordError,
+    scope.update({"type": type, "str": str, "int": int, "_HALF_UP": ROUND_HALF_UP,
+                  "_RecordError": RecordError,
                   "_PLAIN_TYPES": _PLAIN_TYPES, "_differs": _differs})
     actions = [f"_a{i}" for i in range(len(route.triggers))]
     lines = [f"def make(_written, _due, {', '.join(actions)}):", " def finish(_v, record):"]
@@ -415,9 +420,13 @@ def _finisher(route: _Route, writeback: tuple[str, ...]) -> Callable[..., Finish
     if route.written:
         lines.append("    _v.update(_written)")
     for i, (name, write) in enumerate(route.rewrite):
-        scope[f"_w{i}"] = write
+        # a Decimal is rounded here, as `write` would round it; anything else goes to `write`
+        scope[f"_w{i}"], scope[f"_step{i}"] = write, Decimal(1).scaleb(-scales[name])
+        rounded = f"w.quantize(_step{i}, _HALF_UP)"
         lines += [f"    if {name!r} in _v:",
-                  f"        _v[{name!r}] = _w{i}(_v[{name!r}])"]
+                  f"        w = _v[{name!r}]",
+                  f"        _v[{name!r}] = ({f'int({rounded})' if scales[name] == 0 else rounded}"
+                  f" if type(w) is _Decimal else _w{i}(w))"]
     lines.append("    changes = {}")
     for name in writeback:
         # the cases a dry run meets on nearly every record come first: two numbers or two
@@ -448,7 +457,7 @@ def _finisher(route: _Route, writeback: tuple[str, ...]) -> Callable[..., Finish
                   "    if holds:",
                   f"        due += _a{i}"]
     lines += ["    return changes, due", " return finish"]
-    exec(compile("\n".join(lines), f"<route {route.rule!r}>", "exec"), scope)
+    exec(compile("\n".join(lines), "<route>", "exec"), scope)
     return scope["make"]  # type: ignore[no-any-return]
 
 

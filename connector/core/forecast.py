@@ -170,13 +170,17 @@ class MonthPairs:
     forecast. A record whose values do not take this path (an amount or close date the rules
     changed, a probability that is not a number) is added to each forecast the long way."""
 
-    def __init__(self, after: Forecast, as_is: Forecast) -> None:
+    def __init__(self, after: Forecast, as_is: Forecast, kept: bool = False) -> None:
+        """`kept`: the rules never set the amount or the close date (so a record's values
+        after the rules hold the very objects read), which spares checking it per record."""
         self.after, self.as_is = after, as_is
+        self.kept = kept
         self._sums: dict[tuple[Any, Any, Any], list[Any]] = {}
 
     def adder(self) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
         sums = self._sums
         add_after, add_as_is = self.after.month_adder(), self.as_is.month_adder()
+        kept = self.kept
 
         def add(after: Mapping[str, Any], read: Mapping[str, Any]) -> None:
             amount = read.get("amount")
@@ -184,7 +188,8 @@ class MonthPairs:
             probability, read_probability = after.get("probability"), read.get("probability")
             if (type(amount) is Decimal and type(probability) in _NUMBERS
                     and (type(read_probability) in _NUMBERS or read_probability is None)
-                    and after.get("amount") is amount and after.get("close_date") is close_date):
+                    and (kept or (after.get("amount") is amount
+                                  and after.get("close_date") is close_date))):
                 key = (close_date, probability, read_probability)
                 total = sums.get(key)
                 if total is None:

@@ -26,7 +26,7 @@ within 1.5x that at 100,000. Each is printed as met or missed; as with the other
 timing never changes the exit status: 1 means a wrong answer (a row not read, or a failure
 count other than the rows made bad on purpose).
 
-    .venv/bin/python bench/bench_simulate.py [--rows 100000] [--big 1000000] [--repeat 3]
+    .venv/bin/python bench/bench_simulate.py [--rows 100000] [--big 1000000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--big", type=int, default=1_000_000,
                         help="the size compared with --rows for memory (0: skip)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

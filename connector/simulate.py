@@ -130,10 +130,9 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     per_workflow, actions, reasons = summary.per_workflow, summary.actions, summary.reasons
     changes_shown, failures_shown = summary.changes, summary.failures
     read = changed = failed = 0
-    # the actions that would fire, counted per set fired together, and per route remembered
-    # by the route's identity (the entry holds the route, so its id cannot be reused)
+    # the actions that would fire, counted per set fired together; a route's own, once
     fired_together: Counter[tuple[str, ...]] = Counter()
-    route_actions: dict[int, tuple[Any, tuple[str, ...]]] = {}
+    route_actions: dict[Any, tuple[str, ...]] = {}
     with Export(source) as export:
         output: _Output | None = None
         if out is not None and export.kind == "csv":
@@ -166,10 +165,8 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             add_to_forecasts(after, values)  # type: ignore[arg-type]
             if due:
                 if due is route.due:  # no trigger of the record's own: the route's actions
-                    fired = route_actions.get(id(route))
-                    if fired is None or fired[0] is not route:  # (a new route, same id)
-                        fired = route_actions[id(route)] = (route, _distinct_actions(due))
-                    names = fired[1]
+                    names = route_actions.get(route) or route_actions.setdefault(
+                        route, _distinct_actions(due))
                 else:
                     names = _distinct_actions(due)
                 fired_together[names] += 1

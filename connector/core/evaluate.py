@@ -68,7 +68,7 @@ class Outcome:
 Finish = Callable[[Names, Mapping[str, Any]], tuple[dict[str, Any], tuple[ActionDue, ...]]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a route is itself: it can key a dict by identity
 class _Route:
     """What follows from a record's workflow (or closed state), prepared once per factor
     combination: the values it assigns, the formulas it computes in order, the actions it
@@ -394,10 +394,11 @@ def _finisher(route: _Route, writeback: tuple[str, ...], scales: dict[str, int]
               ) -> Callable[..., Finish]:
     """What follows the route's assignments for a record, written out as one function: the
     route's formulas in order, inlined (a failure names the field, as the formula would), its
-    values rounded as written, the writeback fields that would change, and the actions due.
-    The same steps as loops over the route's tables and a call per formula would take, at
-    two thirds of the cost: this runs once per record. Field names are written as literals
-    (repr); the formulas are the checked trees of connector/core/compiled.py.
+    values rounded as written, the writeback fields that would change, and the actions due:
+    the steps loops over the route's tables would take, without the loops and with no call
+    per formula, because this runs once per record (a dry run of 100,000 rows ran 4 % fewer
+    instructions). Field names are written as literals (repr); the formulas are the checked
+    trees of connector/core/compiled.py.
 
     Returns a maker of that function for the routes of one shape (formulas, rounding and
     trigger conditions), given a route's own values (`_written`, `_due`, the triggers'

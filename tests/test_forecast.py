@@ -15,6 +15,7 @@ import tempfile
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import reference_dry_run as ref
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.cli import main
+from connector.core import forecast as forecast_module
 from connector.core.forecast import Forecast, MonthPairs
 from connector.files import load
 from connector.simulate import forecast, simulate
@@ -284,23 +286,27 @@ VALUES = st.fixed_dictionaries({
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(VALUES, PROBABILITIES, st.booleans()), max_size=30), st.booleans())
-def test_month_pairs_equal_adding_each_record_to_each_forecast(data, kept):
+@given(st.lists(st.tuples(VALUES, PROBABILITIES, st.booleans()), max_size=30), st.booleans(),
+       st.sampled_from([0, 3, 50_000]))
+def test_month_pairs_equal_adding_each_record_to_each_forecast(data, kept, limit):
     """Whatever the values (a probability True, 50 or Decimal('50.0'), an amount the rules
     changed): the sums by (close date, probabilities) give each forecast's buckets and counts.
-    `kept`: rules that never set the amount (the dry run then skips checking it)."""
+    `kept`: rules that never set the amount (the dry run then skips checking it); `limit`: the
+    sums kept, past which records are added the long way."""
     paired_after, paired_as_is, one_after, one_as_is = (Forecast() for _ in range(4))
-    pairs = MonthPairs(paired_after, paired_as_is, kept)
-    add = pairs.adder()
-    add_after, add_as_is = one_after.month_adder(), one_as_is.month_adder()
-    for read, probability, amount_changed in data:
-        after = dict(read, probability=probability)
-        if amount_changed and not kept and read["amount"] is not None:
-            after["amount"] = read["amount"] + 1
-        add(after, read)
-        add_after(after)
-        add_as_is(read)
-    pairs.close()
+    with patch.object(forecast_module, "_PAIRS_LIMIT", limit):
+        pairs = MonthPairs(paired_after, paired_as_is, kept)
+        add = pairs.adder()
+        add_after, add_as_is = one_after.month_adder(), one_as_is.month_adder()
+        for read, probability, amount_changed in data:
+            after = dict(read, probability=probability)
+            if amount_changed and not kept and read["amount"] is not None:
+                after["amount"] = read["amount"] + 1
+            add(after, read)
+            add_after(after)
+            add_as_is(read)
+        assert len(pairs._sums) <= limit
+        pairs.close()
     assert _bucket_map(paired_after) == _bucket_map(one_after)
     assert _bucket_map(paired_as_is) == _bucket_map(one_as_is)
     assert paired_after.left_out == one_after.left_out

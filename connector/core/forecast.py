@@ -159,6 +159,9 @@ class Forecast:
 
 
 _NUMBERS = (Decimal, int)  # never bool: as keys 1 and True are one, but True is no probability
+# Sums kept at most (a few MB): past that, a record of a new (close date, probabilities) is
+# added the long way, so memory does not grow with an export whose probabilities all differ.
+_PAIRS_LIMIT = 50_000
 
 
 class MonthPairs:
@@ -192,14 +195,15 @@ class MonthPairs:
                                   and after.get("close_date") is close_date))):
                 key = (close_date, probability, read_probability)
                 total = sums.get(key)
-                if total is None:
-                    sums[key] = [1, amount]
-                else:
+                if total is not None:
                     total[0] += 1
                     total[1] += amount
-            else:
-                add_after(after)
-                add_as_is(read)
+                    return
+                if len(sums) < _PAIRS_LIMIT:
+                    sums[key] = [1, amount]
+                    return
+            add_after(after)
+            add_as_is(read)
 
         return add
 

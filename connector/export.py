@@ -117,6 +117,8 @@ class Export:
                 raise ConfigurationError(f"{self.path}: the file is empty (no header row)")
         except UnicodeDecodeError as exc:
             raise self._not_utf8(exc) from None
+        except csv.Error as exc:
+            raise self._unreadable(self._lines.next, exc) from None
         if len(set(self.header)) != len(self.header):
             dupes = sorted({h for h in self.header if self.header.count(h) > 1})
             raise ConfigurationError(f"{self.path}: the header repeats {', '.join(dupes)}")
@@ -162,6 +164,13 @@ class Export:
                 yield line, raw, values, None
         except UnicodeDecodeError as exc:
             raise self._not_utf8(exc) from None
+        except csv.Error as exc:
+            raise self._unreadable(number, exc) from None
+
+    def _unreadable(self, line: int, exc: csv.Error) -> ConfigurationError:
+        """csv.reader's refusal of a quoted row (a cell over its 131,072 characters): the
+        rows after it cannot be told apart, so the file is refused, saying where."""
+        return ConfigurationError(f"{self.path}: line {line}: cannot read the row ({exc})")
 
     def width_error(self, cells: list[str]) -> str | None:
         if len(cells) == len(self.header):
@@ -309,16 +318,18 @@ class ExportWriter:
         commas, which is what csv.writer would write, at a fifth of the cost; csv.writer
         writes the others."""
         lines = self._lines
-        for cells in rows:
-            line = ",".join(cells)
-            if (line and line.count(",") == len(cells) - 1 and '"' not in line
-                    and "\n" not in line and "\r" not in line):
-                lines.append(line)
-            else:
-                self._csv.writerow(cells)
-        lines.append("")
-        self._file.write("\n".join(lines))
-        lines.clear()
+        try:
+            for cells in rows:
+                line = ",".join(cells)
+                if (line and line.count(",") == len(cells) - 1 and '"' not in line
+                        and "\n" not in line and "\r" not in line):
+                    lines.append(line)
+                else:
+                    self._csv.writerow(cells)
+            lines.append("")
+            self._file.write("\n".join(lines))
+        finally:
+            lines.clear()  # written, or failed: never written twice
 
     def close(self) -> None:
         if self.kind == "json":

@@ -122,9 +122,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     million rows, so what it calls is bound to locals first."""
     summary = Summary()
     decide = Evaluator(rules).decider()
-    set_by_rules = {*rules.computed, *(name for w in rules.workflows for name in w.sets)}
-    forecasts = MonthPairs(summary.forecast, summary.forecast_as_is,
-                           kept=not set_by_rules & {"amount", "close_date"})
+    forecasts = MonthPairs(summary.forecast, summary.forecast_as_is)
     add_to_forecasts = forecasts.adder()
     add_as_is = summary.forecast_as_is.month_adder()  # the records the rules fail
     per_workflow, actions, reasons = summary.per_workflow, summary.actions, summary.reasons

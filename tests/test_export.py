@@ -390,3 +390,14 @@ def test_a_quoted_cell_over_three_lines_amid_plain_rows(tmp_path):
         got = [(line, cells) for line, cells, _, _ in export.records(lambda cells: cells)]
     assert got == [(2, ["1", "plain"]), (3, ["2", "one\r\ntwo\r\nthree"]),
                    (7, ["3", 'a "quote"'])]
+
+
+def test_a_quoted_cell_over_the_csv_limit_refuses_the_file_with_its_line(tmp_path, capsys):
+    source = tmp_path / "export.csv"
+    huge = "x" * 200_000
+    source.write_text(f"{HEADER}\n{csv_line(row('006A'))}\n"
+                      f"{csv_line(row('006B', Name=f'a, {huge}'))}\n", encoding="utf-8")
+    assert main(["simulate", str(source), *CONFIG]) == 2
+    err = capsys.readouterr().err
+    assert "line 3: cannot read the row (field larger than field limit" in err
+    assert "Traceback" not in err

@@ -797,3 +797,10 @@ def test_a_routes_written_out_function_computes_as_the_formulas_do(source, condi
                 act if compile_formula(when)(got) else ())
 
     assert result(by_route, names) == result(by_formulas, names)
+
+
+def test_no_function_of_the_formula_language_starts_with_an_underscore():
+    """A route's written-out function binds only names that start with one (see _finisher)."""
+    from connector.core.expressions import FUNCTIONS
+
+    assert FUNCTIONS and not [name for name in FUNCTIONS if name.startswith("_")]

@@ -407,59 +407,62 @@ def _finisher(route: _Route, writeback: tuple[str, ...], scales: dict[str, int]
     specialise the code once for all of them."""
     inline = Inliner()
     scope = inline.scope
-    scope.update({"type": type, "str": str, "int": int, "_HALF_UP": ROUND_HALF_UP,
-                  "_RecordError": RecordError,
-                  "_PLAIN_TYPES": _PLAIN_TYPES, "_differs": _differs})
+    # Every name the code binds starts with an underscore, as no function of the formula
+    # language does (a formula reads fields as _v['name']): an inlined formula cannot see one.
+    scope.update({"_str": str, "_int": int, "_HALF_UP": ROUND_HALF_UP,
+                  "_RecordError": RecordError, "_PLAIN_TYPES": _PLAIN_TYPES,
+                  "_differs": _differs})
     actions = [f"_a{i}" for i in range(len(route.triggers))]
-    lines = [f"def make(_written, _due, {', '.join(actions)}):", " def finish(_v, record):"]
+    lines = [f"def _make(_written, _due, {', '.join(actions)}):",
+             " def _finish(_v, _record):"]
     for i, (name, formula) in enumerate(route.formulas):
         scope[f"_fail{i}"] = failure(formula.source)
         lines += ["    try:",
                   f"        _v[{name!r}] = {inline.expression(formula)}",
-                  "    except _ERRORS as exc:",
-                  f"        raise _RecordError({name + ': '!r} + str(_fail{i}(exc))) from None"]
+                  "    except _ERRORS as _exc:",
+                  f"        raise _RecordError({name + ': '!r} + _str(_fail{i}(_exc))) from None"]
     if route.written:
         lines.append("    _v.update(_written)")
     for i, (name, write) in enumerate(route.rewrite):
         # a Decimal is rounded here, as `write` would round it; anything else goes to `write`
         scope[f"_w{i}"], scope[f"_step{i}"] = write, Decimal(1).scaleb(-scales[name])
-        rounded = f"w.quantize(_step{i}, _HALF_UP)"
+        rounded = f"_x.quantize(_step{i}, _HALF_UP)"
         lines += [f"    if {name!r} in _v:",
-                  f"        w = _v[{name!r}]",
-                  f"        _v[{name!r}] = ({f'int({rounded})' if scales[name] == 0 else rounded}"
-                  f" if type(w) is _Decimal else _w{i}(w))"]
-    lines.append("    changes = {}")
+                  f"        _x = _v[{name!r}]",
+                  f"        _v[{name!r}] = ({f'_int({rounded})' if scales[name] == 0 else rounded}"
+                  f" if _type(_x) is _Decimal else _w{i}(_x))"]
+    lines.append("    _changes = {}")
     for name in writeback:
         # the cases a dry run meets on nearly every record come first: two numbers or two
         # texts of one type, and a blank field getting a value; `_differs` answers the rest
         lines += [f"    if {name!r} in _v:",
-                  f"        new = _v[{name!r}]",
-                  f"        old = record.get({name!r})",
-                  "        if old is not new:",
-                  "            kind = type(old)",
-                  "            if kind is type(new) and kind in _PLAIN_TYPES:",
-                  "                if old != new:",
-                  f"                    changes[{name!r}] = new",
-                  "            elif old is None:",
-                  "                if type(new) is not str or new:  # blank over blank: none",
-                  f"                    changes[{name!r}] = new",
-                  "            elif old != new and _differs(old, new):",
-                  f"                changes[{name!r}] = new"]
-    lines.append("    due = _due")
+                  f"        _new = _v[{name!r}]",
+                  f"        _old = _record.get({name!r})",
+                  "        if _old is not _new:",
+                  "            _kind = _type(_old)",
+                  "            if _kind is _type(_new) and _kind in _PLAIN_TYPES:",
+                  "                if _old != _new:",
+                  f"                    _changes[{name!r}] = _new",
+                  "            elif _old is None:",
+                  "                if _type(_new) is not _str or _new:  # blank over blank: none",
+                  f"                    _changes[{name!r}] = _new",
+                  "            elif _old != _new and _differs(_old, _new):",
+                  f"                _changes[{name!r}] = _new"]
+    lines.append("    _fired = _due")
     for i, (condition, _) in enumerate(route.triggers):
         if condition is None:
-            lines.append(f"    due += _a{i}")
+            lines.append(f"    _fired += _a{i}")
             continue
         scope[f"_failc{i}"] = failure(condition.source)
         lines += ["    try:",
-                  f"        holds = {inline.expression(condition)}",
-                  "    except _ERRORS as exc:",
-                  f"        raise _failc{i}(exc) from None",
-                  "    if holds:",
-                  f"        due += _a{i}"]
-    lines += ["    return changes, due", " return finish"]
+                  f"        _holds = {inline.expression(condition)}",
+                  "    except _ERRORS as _exc:",
+                  f"        raise _failc{i}(_exc) from None",
+                  "    if _holds:",
+                  f"        _fired += _a{i}"]
+    lines += ["    return _changes, _fired", " return _finish"]
     exec(compile("\n".join(lines), "<route>", "exec"), scope)
-    return scope["make"]  # type: ignore[no-any-return]
+    return scope["_make"]  # type: ignore[no-any-return]
 
 
 def _steps_due(start: Any, today: dt.date,

@@ -168,22 +168,19 @@ class MonthPairs:
     """A dry run's two forecasts by month, one on each record's values after the rules and one
     on its values as read, filled at once. Amounts are summed per (close date, probability
     after, probability as read) and each sum is weighted once, in `close`: the totals are the
-    same (amount x probability / 100 and the sums are exact in Decimal's 28 digits for any
-    amount below 10^20 with cents), at a third of the cost of adding each record to each
-    forecast. A record whose values do not take this path (an amount or close date the rules
-    changed, a probability that is not a number) is added to each forecast the long way."""
+    same (amount x probability / 100 and the sums are exact while an amount's digits and the
+    probability's fit in Decimal's 28, as money and a percent with a few decimals do), at a
+    third of the cost of adding each record to each forecast. A record whose values do not
+    take this path (an amount or close date the rules changed or rounded, a probability that
+    is not a number) is added to each forecast the long way."""
 
-    def __init__(self, after: Forecast, as_is: Forecast, kept: bool = False) -> None:
-        """`kept`: the rules never set the amount or the close date (so a record's values
-        after the rules hold the very objects read), which spares checking it per record."""
+    def __init__(self, after: Forecast, as_is: Forecast) -> None:
         self.after, self.as_is = after, as_is
-        self.kept = kept
         self._sums: dict[tuple[Any, Any, Any], list[Any]] = {}
 
     def adder(self) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
         sums = self._sums
         add_after, add_as_is = self.after.month_adder(), self.as_is.month_adder()
-        kept = self.kept
 
         def add(after: Mapping[str, Any], read: Mapping[str, Any]) -> None:
             amount = read.get("amount")
@@ -191,8 +188,7 @@ class MonthPairs:
             probability, read_probability = after.get("probability"), read.get("probability")
             if (type(amount) is Decimal and type(probability) in _NUMBERS
                     and (type(read_probability) in _NUMBERS or read_probability is None)
-                    and (kept or (after.get("amount") is amount
-                                  and after.get("close_date") is close_date))):
+                    and after.get("amount") is amount and after.get("close_date") is close_date):
                 key = (close_date, probability, read_probability)
                 total = sums.get(key)
                 if total is not None:

@@ -34,6 +34,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import responses
 
+from tests.fake_salesforce import Clock  # one clock for both fake CRMs: tests move it
+
 BASE = "https://api.hubapi.com"
 FIXTURES = Path(__file__).parent / "fixtures" / "hubspot"
 TOKEN = "pat-na1-5f2c9e1a-0b7d-4c3e-8a9f-112233445566"
@@ -61,19 +63,6 @@ def parse_instant(text: str) -> dt.datetime:
     if re.fullmatch(r"-?\d+", text):
         return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=int(text))
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-class Clock:
-    """The time both the portal and the connector see; tests move it."""
-
-    def __init__(self, start: dt.datetime | None = None) -> None:
-        self.now = start or dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += dt.timedelta(**delta)
 
 
 def _error(status: int, message: str, category: str, **extra: Any) -> tuple[int, dict, str]:
@@ -268,6 +257,20 @@ class FakePortal:
             self.after_search(self.calls["search"])
         return 200, self._headers("search"), json.dumps(body)
 
+    def _batch_answer(self, kind: str, results: list[Any], missing: list[str]
+                      ) -> tuple[int, dict[str, str], str]:
+        """A batch endpoint's answer: 200, or 207 with HubSpot's error for the ids not found."""
+        body: dict[str, Any] = {"status": "COMPLETE", "results": results,
+                                "startedAt": iso(self.clock()), "completedAt": iso(self.clock())}
+        if not missing:
+            return 200, self._headers(kind), json.dumps(body)
+        body["numErrors"] = 1
+        body["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                           "message": "Could not get some DEAL objects, they may be deleted "
+                                      "or not exist. Check that ids are valid.",
+                           "context": {"ids": missing}}]
+        return 207, self._headers(kind), json.dumps(body)
+
     def _shape(self, deal: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
         props = {name: deal.get(name) for name in
                  dict.fromkeys([*wanted, "hs_object_id", "createdate", "hs_lastmodifieddate"])}
@@ -298,16 +301,7 @@ class FakePortal:
                 else:
                     results.append(self._shape(store[i], wanted))
         missing = [i for i in inputs if i not in store]
-        body: dict[str, Any] = {"status": "COMPLETE", "results": results,
-                                "startedAt": iso(self.clock()), "completedAt": iso(self.clock())}
-        if missing:
-            body["numErrors"] = 1
-            body["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
-                               "message": "Could not get some DEAL objects, they may be "
-                                          "deleted or not exist. Check that ids are valid.",
-                               "context": {"ids": missing}}]
-            return 207, self._headers(kind), json.dumps(body)
-        return 200, self._headers(kind), json.dumps(body)
+        return self._batch_answer(kind, results, missing)
 
     def _batch_update(self, request: Any) -> tuple[int, dict[str, str], str]:
         fault = self._begin("batch_update", request)
@@ -354,16 +348,7 @@ class FakePortal:
             self.writes[rid] += 1
             self.written.append(entry)
             results.append(self._shape(deal, list(entry["properties"])))
-        body: dict[str, Any] = {"status": "COMPLETE", "results": results,
-                                "startedAt": iso(self.clock()), "completedAt": iso(self.clock())}
-        if missing:
-            body["numErrors"] = 1
-            body["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
-                               "message": "Could not get some DEAL objects, they may be "
-                                          "deleted or not exist. Check that ids are valid.",
-                               "context": {"ids": missing}}]
-            return 207, self._headers("batch_update"), json.dumps(body)
-        return 200, self._headers("batch_update"), json.dumps(body)
+        return self._batch_answer("batch_update", results, missing)
 
     # --- webhooks -----------------------------------------------------------------------------
     def _event(self, subscription: str, deal_id: str, prop: str | None, value: Any,

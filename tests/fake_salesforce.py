@@ -55,7 +55,7 @@ def _parse_stamp(text: str) -> dt.datetime:
 
 
 class Clock:
-    """The time both the org and the connector see; tests move it."""
+    """The time both the fake CRM (org or portal) and the connector see; tests move it."""
 
     def __init__(self, start: dt.datetime | None = None) -> None:
         self.now = start or dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)

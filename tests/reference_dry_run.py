@@ -16,6 +16,7 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
 
 # rules/factors.yaml, best first
 STAGES = ["Negotiation/Review", "Proposal/Price Quote", "Value Proposition", "Needs Analysis",
@@ -280,3 +281,13 @@ def read_csv_with_lines(text: str) -> list[tuple[int, dict[str, str]]]:
         cells = next(csv.reader([line]))
         rows.append((number, dict(zip(header, cells))))
     return rows
+
+
+def write_export(path: Path, rows: list[dict[str, str]]) -> None:
+    """A CSV export with HEADER and `rows` (a field a row lacks is blank)."""
+    import csv
+
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        writer.writerows([row.get(h, "") for h in HEADER] for row in rows)

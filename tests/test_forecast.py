@@ -195,12 +195,9 @@ def records(draw: st.DrawFn) -> dict[str, str]:
 def test_whatever_the_data_the_totals_are_the_sums_over_the_records(data, by, as_is):
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "export.csv"
-        with source.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(ref.HEADER)
-            for n, r in enumerate(data):
-                r["Id"] = f"H{n}"
-                writer.writerow([r[h] for h in ref.HEADER])
+        for n, r in enumerate(data):
+            r["Id"] = f"H{n}"
+        ref.write_export(source, data)
         result, failed = forecast(rules(), source, TODAY, by, as_is)
     expected = [ref.expect(n + 2, r, TODAY) for n, r in enumerate(data)]
     buckets, left = ref.forecast(expected, by, as_is)
@@ -259,12 +256,9 @@ def test_the_dry_runs_forecasts_are_the_forecast_commands(data):
     """`simulate` fills both forecasts at once (MonthPairs); `forecast` adds record by record."""
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "export.csv"
-        with source.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(ref.HEADER)
-            for n, r in enumerate(data):
-                r["Id"] = f"H{n}"
-                writer.writerow([r[h] for h in ref.HEADER])
+        for n, r in enumerate(data):
+            r["Id"] = f"H{n}"
+        ref.write_export(source, data)
         summary = simulate(rules(), source, None, TODAY)
         after, _ = forecast(rules(), source, TODAY)
         as_is, _ = forecast(rules(), source, TODAY, as_is=True)
@@ -329,14 +323,9 @@ def test_an_amount_the_writeback_rounds_is_forecast_rounded_in_both(tmp_path):
     loaded = load(ROOT / "rules", mappings)
     assert loaded.rules is not None and loaded.ok, loaded.findings
     source = tmp_path / "export.csv"
-    with source.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(ref.HEADER)
-        for n, amount in enumerate(["392000.555", "1000.005", "20000.004", "5"]):
-            row = dict.fromkeys(ref.HEADER, "")
-            row.update({"Id": f"R{n}", "StageName": "Prospecting", "Amount": amount,
-                        "CloseDate": "2027-01-15"})
-            writer.writerow([row[h] for h in ref.HEADER])
+    ref.write_export(source, [
+        {"Id": f"R{n}", "StageName": "Prospecting", "Amount": amount, "CloseDate": "2027-01-15"}
+        for n, amount in enumerate(["392000.555", "1000.005", "20000.004", "5"])])
     summary = simulate(loaded.rules, source, None, TODAY)
     after, _ = forecast(loaded.rules, source, TODAY)
     assert _bucket_map(summary.forecast) == _bucket_map(after)

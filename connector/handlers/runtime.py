@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from connector.app import App
     from connector.core.edges import LedgerState
-    from connector.pipeline import DrainReport, RunReport
+    from connector.pipeline import DrainReport, Pipeline, RunReport
     from connector.settings import Settings
     from connector.state import Commit, OutboxItem, StateStore, Status
 
@@ -353,6 +353,32 @@ def summary(report: RunReport | DrainReport) -> dict[str, Any]:
     """A report as JSON-ready numbers and short texts (logs, the functions' answers)."""
     data = dataclasses.asdict(report)
     return {k: v for k, v in data.items() if v not in (None, [], "")}
+
+
+def scheduled(name: str, run: Callable[[Pipeline], RunReport]
+              ) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The handler of a scheduled run (poll, sweep): `run` the pipeline, leave the outbox items
+    it added for the worker's drain (no message each), nudge the worker once, and log the
+    report (a warning when the run stopped: the cursor is kept for the next schedule)."""
+    from aws_lambda_powertools.logging import correlation_paths
+
+    log = logger()
+
+    @log.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE,
+                               clear_state=True)
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        rt = current()
+        report = run(rt.app.pipeline)
+        rt.state.take_added()
+        rt.nudge(str(event.get("id") or context.aws_request_id))
+        result = summary(report)
+        if report.stopped:
+            log.warning(f"{name} stopped", extra=result)
+        else:
+            log.info(f"{name} done", extra=result)
+        return result
+
+    return lambda_handler  # type: ignore[no-any-return]
 
 
 _current: Runtime | None = None

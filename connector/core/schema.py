@@ -86,6 +86,29 @@ class HttpSpec(_Strict):
     headers: dict[str, StrictStr] = Field(default_factory=dict)
 
 
+class AudienceSpec(_Strict):
+    """The opportunity's contact put in an email-marketing list (Mailchimp audience, Brevo
+    list) with merge fields (Brevo: attributes) and, on Mailchimp, tags added or removed."""
+
+    provider: Literal["mailchimp", "brevo"]
+    list_id: StrictStr | StrictInt = Field(alias="list")  # or "${NAME}" from the environment
+    email: StrictStr                   # a template: the contact's address
+    merge_fields: dict[str, Any] = Field(default_factory=dict)
+    tags: list[StrictStr] = Field(default_factory=list)
+    remove_tags: list[StrictStr] = Field(default_factory=list)
+    status: Literal["subscribed", "pending", "transactional"] = "subscribed"  # a new member's
+
+    @model_validator(mode="after")
+    def _provider_can(self) -> AudienceSpec:
+        if self.provider == "brevo" and (self.tags or self.remove_tags):
+            raise ValueError("Brevo contacts have no tags: put them in a list, or set an "
+                             "attribute in merge_fields")
+        if isinstance(self.list_id, str) and not self.list_id.strip():
+            raise ValueError("'list' is empty: give the list id, or \"${NAME}\" to read it "
+                             "from the environment")
+        return self
+
+
 class ApprovalSpec(EmailSpec):
     """An email to an approver with two one-click links (approve, reject). The decision is
     written to `field` (a writeback field: Pending, then Approved or Rejected) and fires the
@@ -102,13 +125,16 @@ class ActionSpec(_Strict):
     http: HttpSpec | None = None
     erp: Literal["sales_order"] | None = None
     approval: ApprovalSpec | None = None
+    audience: AudienceSpec | None = None
     description: StrictStr | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ActionSpec:
-        kinds = [k for k in ("email", "http", "erp", "approval") if getattr(self, k) is not None]
+        kinds = [k for k in ("email", "http", "erp", "approval", "audience")
+                 if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("an action is exactly one of 'email', 'http', 'erp' or 'approval'")
+            raise ValueError("an action is exactly one of 'email', 'http', 'erp', 'approval' "
+                             "or 'audience'")
         return self
 
 

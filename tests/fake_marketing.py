@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import responses
@@ -48,6 +49,7 @@ class FakeMailchimp:
         self.calls: list[str] = []
         self.changes = 0          # real changes to members: a rerun must add none
         self.faults: list[int] = []   # statuses to answer next, before anything is done
+        self.after_batch: Callable[[], None] | None = None  # a hook, e.g. to crash there
         base = re.escape(MAILCHIMP)
         rsps.add_callback(responses.PUT, re.compile(base + r"/lists/\w+/members/\w+$"),
                           self._put)
@@ -191,6 +193,8 @@ class FakeMailchimp:
             else:
                 answer["updated_members" if known else "new_members"].append(
                     _shown(result, list_id))
+        if self.after_batch is not None:
+            self.after_batch()
         answer |= {"total_created": len(answer["new_members"]),
                    "total_updated": len(answer["updated_members"]),
                    "error_count": len(answer["errors"])}

@@ -5,7 +5,9 @@ configuration errors, 429 and 5xx tried again by the retry policy."""
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.actions.audience import AudienceSender, render_member, subscriber_hash
+from connector.checks import check_templates
 from connector.core.schema import AudienceSpec
 from connector.errors import ConfigurationError, RecordError, RetriableError
+from connector.files import load
 from connector.retry import RetryPolicy
+from tests.test_audience_sync import ACTIONS
 
 LIST = "a1b2c3d4e5"
 NURTURE = AudienceSpec.model_validate({
@@ -237,3 +242,23 @@ def test_brevo_has_no_tags_and_says_so() -> None:
     with pytest.raises(ValueError, match="Brevo contacts have no tags"):
         AudienceSpec.model_validate({"provider": "brevo", "list": 7, "email": "{{ e }}",
                                      "tags": ["x"]})
+
+
+def test_check_warns_of_a_list_variable_not_set_and_refuses_a_brevo_list_name(tmp_path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(root / "rules", rules_dir)
+    brevo = ('  brevo-news:\n    audience: {provider: brevo, list: news, '
+             'email: "{{ owner_email }}"}\n')
+    (rules_dir / "actions.yaml").write_text(ACTIONS.replace("triggers:", brevo + "triggers:"),
+                                            encoding="utf-8")
+    rules = load(rules_dir, root / "mappings").rules
+
+    unset = check_templates(rules, rules_dir, environ={})
+    set_ = check_templates(rules, rules_dir, environ={"NURTURE_LIST": LIST})
+
+    assert [(f.severity, f.message) for f in unset if "NURTURE_LIST" in f.message] == [
+        ("warning", "action 'nurture' list: NURTURE_LIST is not set here; sync needs it"),
+        ("warning", "action 'out-of-nurture' list: NURTURE_LIST is not set here; sync needs it")]
+    assert [f.message for f in set_] == [
+        "action 'brevo-news' list: Brevo list ids are numbers, not 'news'"]

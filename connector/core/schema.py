@@ -7,7 +7,17 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Scalar = StrictStr | StrictBool | StrictInt | Decimal
 
@@ -98,15 +108,21 @@ class AudienceSpec(_Strict):
     remove_tags: list[StrictStr] = Field(default_factory=list)
     status: Literal["subscribed", "pending", "transactional"] = "subscribed"  # a new member's
 
-    @model_validator(mode="after")
-    def _provider_can(self) -> AudienceSpec:
-        if self.provider == "brevo" and (self.tags or self.remove_tags):
-            raise ValueError("Brevo contacts have no tags: put them in a list, or set an "
-                             "attribute in merge_fields")
-        if isinstance(self.list_id, str) and not self.list_id.strip():
+    @field_validator("list_id")
+    @classmethod
+    def _list_given(cls, value: str | int) -> str | int:
+        if isinstance(value, str) and not value.strip():
             raise ValueError("'list' is empty: give the list id, or \"${NAME}\" to read it "
                              "from the environment")
-        return self
+        return value
+
+    @field_validator("tags", "remove_tags")
+    @classmethod
+    def _provider_has_tags(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value and info.data.get("provider") == "brevo":
+            raise ValueError("Brevo contacts have no tags: put them in a list, or set an "
+                             "attribute in merge_fields")
+        return value
 
 
 class ApprovalSpec(EmailSpec):

@@ -141,7 +141,7 @@ def test_shape_errors_name_the_key_and_the_line(tmp_path: Path) -> None:
 
     assert mapping is None
     lines = where(findings)
-    assert (1, "erp: Input should be 'tryton' or 'rest' (got 'sap')") in lines
+    assert (1, "erp: Input should be 'tryton', 'rest' or 'odoo' (got 'sap')") in lines
     assert any(line == 6 and "unknown key 'headers'" in msg and "did you mean 'header'" in msg
                for line, msg in lines), lines
 

@@ -5,9 +5,7 @@ and runs killed at random lines then run again, add no member twice and change n
 from __future__ import annotations
 
 import math
-import random
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from connector.app import build_app
 from connector.pipeline import LEASE
 from connector.settings import Settings
 from tests.fake_salesforce import INSTANCE, Clock, FakeOrg
-from tests.test_erp_sync import Killed, kill_after
+from tests.test_erp_sync import Killed, kill_at_random
 
 ROOT = Path(__file__).resolve().parents[1]
 LIST = "a1b2c3d4e5"
@@ -165,16 +163,7 @@ def test_killed_after_mailchimp_took_the_batch_the_rerun_changes_nothing(world):
 def test_random_kills_then_reruns_add_no_member_twice(world, seed):
     settings, org, mailchimp, rules = world
     lose(org, 500)
-    rng = random.Random(seed)
-    kills = 0
-    for _ in range(4):
-        kill_after(rng.randint(50, 400_000))
-        try:
-            sync(settings, org, rules)
-        except Killed:
-            kills += 1
-        finally:
-            sys.settrace(None)
+    kills = kill_at_random(lambda: sync(settings, org, rules), seed, lines=400_000)
     org.clock.advance(seconds=LEASE.total_seconds() + 1)
     app = sync(settings, org, rules)
     changes = mailchimp.changes

@@ -5,7 +5,6 @@ errors sorted by what the caller should do."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,9 @@ from connector.erp import Customer, ErpMapping, ErpUnavailable, SalesOrder, load
 from connector.erp.odoo import OdooErp, external_id
 from connector.errors import ConfigurationError, RecordError, RetriableError
 from connector.files import load_mapping_file
+from tests.test_erp_tryton import ACCOUNTS, AMOUNTS
 
 ROOT = Path(__file__).resolve().parents[1]
-ACCOUNTS = ("Acme Corp", "Globex", "Initech")
-AMOUNTS = [Decimal(x) for x in (
-    "0.01", "0.10", "0.20", "0.30", "1.10", "2.67", "19.99", "100.05", "1234.56",
-    "99999.99", "1000000.01", "33333.33", "4.35", "8.01", "12345678.90", "0.07", "1.15",
-    "250000.00", "7.77", "64.10")]
-
-
 @pytest.fixture(scope="module")
 def mapping() -> ErpMapping:
     findings: list[Any] = []

@@ -4,9 +4,7 @@ lines and run again, and after Odoo was down. Lost and open deals make no order.
 
 from __future__ import annotations
 
-import random
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +15,9 @@ from connector.app import build_app
 from connector.pipeline import LEASE
 from connector.settings import Settings
 from tests.fake_salesforce import INSTANCE, Clock, FakeOrg
-from tests.test_erp_sync import HOOK, Killed, kill_after
+from tests.test_erp_sync import ACCOUNTS, HOOK, add_deals, kill_at_random
 
 ROOT = Path(__file__).resolve().parents[1]
-ACCOUNTS = ["Acme Corp", "Globex", "Initech"]
 
 
 @pytest.fixture(params=[19, 17], ids=["json2", "xmlrpc"])
@@ -34,15 +31,7 @@ def world(request, tmp_path, monkeypatch):
         rsps.add_passthru("http://127.0.0.1")
         rsps.add(responses.POST, HOOK, json={})
         org = FakeOrg(rsps, Clock())
-        for i in range(20):
-            org.add(f"006W{i:014d}", StageName="Closed Won", Amount=1000 + i * 250.5,
-                    Name=f"Won deal {i}", CloseDate="2026-11-20",
-                    Account={"Name": ACCOUNTS[i % 3]})
-        for i in range(5):
-            org.add(f"006L{i:014d}", StageName="Closed Lost", Amount=5000,
-                    CloseDate="2026-11-20", Account={"Name": "Lost Ltd"})
-            org.add(f"006O{i:014d}", StageName="Qualification", Amount=5000,
-                    Account={"Name": "Open Inc"})
+        add_deals(org)
         settings = Settings(_env_file=None, salesforce_instance_url=INSTANCE,
                             salesforce_access_token="00Dxx!session", erp_url=odoo.url,
                             erp_database=DATABASE, erp_username=LOGIN, erp_password=API_KEY,
@@ -82,16 +71,7 @@ def test_twenty_won_deals_make_twenty_orders_for_three_customers(world):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_kills_then_reruns_still_make_one_order_per_won_deal(world, seed):
     settings, org, odoo, mappings = world
-    rng = random.Random(seed)
-    kills = 0
-    for _ in range(4):
-        kill_after(rng.randint(50, 30_000))
-        try:
-            sync(settings, org, mappings)
-        except Killed:
-            kills += 1
-        finally:
-            sys.settrace(None)
+    kills = kill_at_random(lambda: sync(settings, org, mappings), seed)
     org.clock.advance(seconds=LEASE.total_seconds() + 1)
     app = sync(settings, org, mappings)
     sync(settings, org, mappings)

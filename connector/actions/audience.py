@@ -9,7 +9,8 @@ changes nothing the first call did not:
   and `merge_fields`, then `POST .../tags` (active / inactive). Many members at once go in
   `POST /lists/{list}` batches of 500 (`update_existing`), their tags with them; a member with
   tags to remove goes alone, as the batch call can only add tags.
-- Brevo (`BREVO_API_KEY`): `POST /v3/contacts` with `updateEnabled`, `listIds`, `attributes`.
+- Brevo (`BREVO_API_KEY`): `POST /v3/contacts` with `updateEnabled`, `listIds`, `attributes`,
+  one contact a call (its import is asynchronous: a process to poll, not an answer).
 
 429 and 5xx are retried with the one retry policy; a 400 (an invalid address, a contact in a
 compliance state, a forgotten one) fails that record alone, with the provider's reason.
@@ -80,24 +81,22 @@ class AudienceSender:
         self._session = session
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[str, _Api] = {}
 
     def send(self, member: Mapping[str, Any], key: str) -> str:
         return str(self._client(member["provider"]).upsert(member))
 
     def send_many(self, members: Mapping[str, Mapping[str, Any]]
                   ) -> dict[str, str | ConnectorError]:
-        """Many members by idempotency key; the outcome of each, by the same key."""
-        outcomes: dict[str, str | ConnectorError] = {}
-        for provider in {m["provider"] for m in members.values()}:
-            mine = {k: m for k, m in members.items() if m["provider"] == provider}
-            try:
-                outcomes.update(self._client(provider).upsert_many(mine))
-            except ConnectorError as exc:  # a missing key: every one of them waits
-                outcomes.update(dict.fromkeys(mine, exc))
-        return outcomes
+        """Many Mailchimp members by idempotency key; the outcome of each, by the same key."""
+        try:
+            client = self._client("mailchimp")
+        except ConnectorError as exc:  # no key: every one of them waits
+            return dict.fromkeys(members, exc)
+        assert isinstance(client, Mailchimp)
+        return client.upsert_many(members)
 
-    def _client(self, provider: str) -> Any:
+    def _client(self, provider: str) -> _Api:
         if provider not in self._clients:
             key = self._keys.get(provider)
             variable = f"{provider.upper()}_API_KEY"
@@ -152,6 +151,9 @@ class _Api:
         if status >= 400:
             raise self.refused(status, data if isinstance(data, dict) else {}, path, list_id)
         return data
+
+    def upsert(self, member: Mapping[str, Any]) -> str:
+        raise NotImplementedError
 
     def refused(self, status: int, data: dict[str, Any], path: str, list_id: str
                 ) -> ConnectorError:
@@ -265,17 +267,6 @@ class Brevo(_Api):
         answer = self.call("POST", "/contacts", body, self._headers, str(list_id))
         made = "created" if answer.get("id") is not None else "updated"
         return f"Brevo list {list_id}: contact {made}"
-
-    def upsert_many(self, members: Mapping[str, Mapping[str, Any]]
-                    ) -> dict[str, str | ConnectorError]:
-        # Brevo's import is asynchronous (a process id to poll): one upsert each is exact.
-        outcomes: dict[str, str | ConnectorError] = {}
-        for key, member in members.items():
-            try:
-                outcomes[key] = self.upsert(member)
-            except ConnectorError as exc:
-                outcomes[key] = exc
-        return outcomes
 
     def refused(self, status: int, data: dict[str, Any], path: str, list_id: str
                 ) -> ConnectorError:

@@ -43,6 +43,20 @@ class MissingModel(Exception):
     name = "builtins.KeyError"
 
 
+# Odoo's XML-RPC fault codes, and the JSON-2 status and error name of the same exceptions.
+JSON2_ERRORS = {1: (500, "builtins.Exception"), 2: (422, "odoo.exceptions.UserError"),
+                3: (401, "odoo.exceptions.AccessDenied"), 4: (403, "odoo.exceptions.AccessError")}
+
+
+class Refused(Exception):
+    """A planted failure, by its fault code."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.status, self.name = JSON2_ERRORS[code]
+
+
 class FakeOdoo:
     """`FakeOdoo(version=19)` speaks JSON-2 (and XML-RPC, deprecated but there); 17 speaks
     XML-RPC only."""
@@ -56,6 +70,9 @@ class FakeOdoo:
         self.xmlids: dict[tuple[str, str], tuple[str, int]] = {}
         self.calls: list[str] = []  # "model.method", in order
         self.down = False
+        # The next model call fails as Odoo's dispatcher reports (fault code, text): 1 an
+        # application error, 2 a UserError, 3 AccessDenied, 4 AccessError.
+        self.refuse: tuple[int, str] | None = None
         self._next = 100
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -73,6 +90,9 @@ class FakeOdoo:
 
     def execute(self, model: str, method: str, kwargs: dict[str, Any]) -> Any:
         self.calls.append(f"{model}.{method}")
+        if self.refuse is not None:
+            (code, text), self.refuse = self.refuse, None
+            raise Refused(code, text)
         with self.lock:
             if method == "search_read":
                 return self._search_read(model, kwargs.get("domain", []),
@@ -216,6 +236,8 @@ class FakeOdoo:
                 try:
                     result = odoo.xmlrpc(service, method, params)
                     answer = xmlrpc.client.dumps((result,), methodresponse=True, allow_none=True)
+                except Refused as exc:
+                    answer = xmlrpc.client.dumps(xmlrpc.client.Fault(exc.code, str(exc)))
                 except UserError as exc:
                     answer = xmlrpc.client.dumps(xmlrpc.client.Fault(2, str(exc)))
                 except AccessDenied:
@@ -235,9 +257,9 @@ class FakeOdoo:
                     result = odoo.execute(model, method, json.loads(body or b"{}"))
                     self._reply(200, json.dumps(result, default=str).encode(),
                                 "application/json; charset=utf-8")
-                except (UserError, AccessDenied, MissingModel, Exception) as exc:
-                    status = {UserError: 422, AccessDenied: 401, MissingModel: 404}.get(
-                        type(exc), 500)
+                except Exception as exc:
+                    status = getattr(exc, "status", None) or {
+                        UserError: 422, AccessDenied: 401, MissingModel: 404}.get(type(exc), 500)
                     name = getattr(exc, "name", f"builtins.{type(exc).__name__}")
                     error = {"name": name, "message": str(exc), "arguments": [str(exc)],
                              "context": {}, "debug": traceback.format_exc()}

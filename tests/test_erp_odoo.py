@@ -169,6 +169,26 @@ def test_a_wrong_key_is_a_configuration_error_without_the_key(odoo: FakeOdoo,
     assert odoo.orders == {}
 
 
+@pytest.mark.parametrize(("fault", "error", "message"), [
+    ((1, "Traceback (most recent call last):\n  ...\nKeyError: 'x_field'"), RecordError,
+     "the Odoo server log"),
+    ((2, "The order date cannot be in the past."), RecordError, "cannot be in the past"),
+    ((3, "Access Denied"), ConfigurationError, "ERP_PASSWORD"),
+    ((4, "You are not allowed to create 'Sales Order'"), ConfigurationError,
+     "forbids .*not allowed to create"),
+])
+def test_odoos_failures_are_sorted_by_what_the_caller_should_do(
+        odoo: FakeOdoo, fault: tuple[int, str], error: type[Exception], message: str) -> None:
+    erp = erp_for(odoo)
+    assert erp.find_order("R1") is None  # connected and logged in
+    odoo.refuse = fault
+
+    with pytest.raises(error, match=message) as caught:
+        erp.find_order("R1")
+    assert "Traceback" not in str(caught.value) and API_KEY not in str(caught.value)
+    assert not isinstance(caught.value, RetriableError)
+
+
 def test_a_down_or_unreachable_odoo_is_retriable(odoo: FakeOdoo, mapping: ErpMapping) -> None:
     order = mapping.order_for(won_deals(1)[0])
     erp = erp_for(odoo)

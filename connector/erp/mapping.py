@@ -182,6 +182,10 @@ def _check(spec: ErpMappingSpec, doc: YamlFile, known: set[str]) -> list[Finding
             if key in header:
                 add(("order", "header", key), f"'{key}' is set by the connector on an Odoo "
                     "order (the external id, the customer, the opportunity id); remove it")
+        for i, line in enumerate(spec.order.lines):
+            if not {"product", "product_id"} & set(line):
+                add(("order", "lines", i), f"order.lines[{i}]: an Odoo sale line needs a "
+                    "product: add 'product: <internal reference or name>'")
     for i, line in enumerate(spec.order.lines):
         for key in DECIMAL_LINE_FIELDS:
             if key not in line:

@@ -23,13 +23,15 @@ from connector.templates import (
     template_variables,
 )
 
-ErpKind = Literal["tryton", "rest"]
+ErpKind = Literal["tryton", "rest", "odoo"]
 
 # Line fields that are amounts: always Decimal in a SalesOrder, so no float rounding reaches
 # the ERP ("1234.10" must arrive as 1234.10, not 1234.0999...).
 DECIMAL_LINE_FIELDS = ("quantity", "unit_price")
 # The REST body carries these itself, beside the header's fields.
 REST_RESERVED = ("customer", "lines")
+# The Odoo adapter sets these itself: the external id, the customer, the opportunity id.
+ODOO_RESERVED = ("id", "partner_id", "client_order_ref", "order_line")
 
 
 class _Strict(BaseModel):
@@ -175,6 +177,15 @@ def _check(spec: ErpMappingSpec, doc: YamlFile, known: set[str]) -> list[Finding
             if key in header:
                 add(("order", "header", key), f"'{key}' is reserved in the REST order body; "
                     "rename this header field")
+    if spec.erp == "odoo":
+        for key in ODOO_RESERVED:
+            if key in header:
+                add(("order", "header", key), f"'{key}' is set by the connector on an Odoo "
+                    "order (the external id, the customer, the opportunity id); remove it")
+        for i, line in enumerate(spec.order.lines):
+            if not {"product", "product_id"} & set(line):
+                add(("order", "lines", i), f"order.lines[{i}]: an Odoo sale line needs a "
+                    "product: add 'product: <internal reference or name>'")
     for i, line in enumerate(spec.order.lines):
         for key in DECIMAL_LINE_FIELDS:
             if key not in line:

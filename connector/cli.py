@@ -449,6 +449,68 @@ def serve(
         server.server_close()
 
 
+@app.command()
+def diff(
+    input: Annotated[Path, typer.Argument(help="A CSV or JSON export with the CRM's field names.",
+                                          exists=True, dir_okay=False)],
+    before: Annotated[str, typer.Option(
+        "--before", help="The rules before the change: a folder, or a git ref (its rules/).")],
+    format: Annotated[CheckFormat, typer.Option("--format")] = CheckFormat.text,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Write a self-contained HTML report.")] = None,
+    mapping: MappingOpt = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+    today: TodayOpt = None,
+) -> None:
+    """The effect of a rule change on an export: records that change workflow, the forecast
+    per month before and after, actions that would newly fire or stop."""
+    from connector.core.forecast import money
+    from connector.rulediff import compare, rules_at
+
+    when = _today(today)
+    if report is not None and report.suffix.casefold() not in (".html", ".htm"):
+        raise typer.BadParameter(f"{report}: use .html", param_hint="--report")
+    after = _load_or_exit(rules, mappings, mapping)
+    with rules_at(before, rules) as before_folder:
+        old = _load_or_exit(before_folder, mappings, mapping)
+    assert old.rules is not None and after.rules is not None
+    result = compare(old.rules, after.rules, input, when)
+    if format is CheckFormat.json:
+        print(json.dumps(result.as_json(), indent=2))
+    else:
+        console = _out()
+        console.print(f"{result.read} records from {escape(str(input))}: {result.changed} "
+                      f"would change (rules {result.before_version} -> "
+                      f"{result.after_version})")
+        moves = Table("before", "after", "records", title="Workflows that change")
+        for (old_rule, new_rule), n in sorted(result.moves.items()):
+            if old_rule != new_rule:
+                moves.add_row(escape(old_rule), escape(new_rule), str(n))
+        if moves.row_count:
+            console.print(moves)
+        months = Table("month", "before", "after", "change", title="Weighted forecast")
+        total_before = total_after = None
+        for month, old_w, new_w in result.months():
+            months.add_row(month, money(old_w), money(new_w), money(new_w - old_w))
+            total_before = old_w if total_before is None else total_before + old_w
+            total_after = new_w if total_after is None else total_after + new_w
+        if total_before is not None and total_after is not None:
+            months.add_section()
+            months.add_row("total", money(total_before), money(total_after),
+                           money(total_after - total_before), style="bold")
+        console.print(months)
+        for label, counts in (("newly due", result.newly), ("no longer due", result.stopped)):
+            if counts:
+                console.print(f"actions {label}: " + ", ".join(
+                    f"{escape(k)} {v}" for k, v in sorted(counts.items())))
+    if report is not None:
+        from connector.diff_report import render_diff
+
+        report.write_text(render_diff(result, input, before, when), encoding="utf-8")
+        _err().print(f"report: {escape(str(report))}")
+    raise typer.Exit(0)
+
+
 class OutboxCommand(str, Enum):
     list = "list"
     retry = "retry"

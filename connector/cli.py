@@ -26,9 +26,8 @@ from rich.table import Table
 from connector.core.findings import Finding
 from connector.errors import ConfigurationError
 from connector.files import Loaded, load
-from connector.i18n import choose_language, set_language
+from connector.i18n import choose_language, ngettext, set_language
 from connector.i18n import gettext as _
-from connector.i18n import ngettext
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Homologated win probabilities for CRM opportunities: check the rules, "

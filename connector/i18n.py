@@ -11,7 +11,7 @@ from __future__ import annotations
 import gettext as _gettext
 import io
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 __all__ = ["LANGUAGES", "choose_language", "gettext", "language", "ngettext", "set_language"]
@@ -44,7 +44,7 @@ def language() -> str:
     return _language
 
 
-@lru_cache(maxsize=None)
+@cache
 def _catalog(code: str) -> _gettext.NullTranslations:
     if code == "en":
         return _gettext.NullTranslations()

@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from connector.core.forecast import money
-from connector.report import CSS, _cell
+from connector.report import _cell, page
 from connector.rulediff import RuleDiff
 
 
@@ -18,9 +18,6 @@ def render_diff(diff: RuleDiff, source: Path, before: str, today: dt.date) -> st
     total_before = sum((b for _, b, _ in months), Decimal(0))
     total_after = sum((a for _, _, a in months), Decimal(0))
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Rule change: {escape(source.name)}</title><style>{CSS}</style></head><body>",
         f"<h1>What the rule change does to {escape(source.name)}</h1>",
         f'<p class="muted">Rules before: {escape(before)} ({escape(diff.before_version)}); '
         f"after: {escape(diff.after_version)}; today = {today.isoformat()}. Nothing was "
@@ -72,5 +69,4 @@ def render_diff(diff: RuleDiff, source: Path, before: str, today: dt.date) -> st
         parts.append("</table>")
     else:
         parts.append("<p>None.</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return page(f"Rule change: {source.name}", parts, script=False)

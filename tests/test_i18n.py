@@ -92,3 +92,10 @@ def test_check_speaks_spanish_and_keeps_its_exit_codes(capsys, monkeypatch) -> N
                  str(broken / "mappings")]) == 1
     text = capsys.readouterr().out
     assert "error" in text and "probability.yaml:" in text  # file:line kept in Spanish too
+
+
+def test_the_spanish_example_rules_are_proved(capsys) -> None:
+    spanish = ROOT / "examples" / "es"
+    assert main(["check", "--lang", "es", "--rules", str(spanish / "rules"), "--mappings",
+                 str(spanish / "mappings")]) == 0
+    assert "exactamente un flujo aplica a cada combinación" in capsys.readouterr().out

@@ -144,7 +144,7 @@ def render(rules: RuleSet, summary: Summary, source: Path, today: dt.date,
     as_exported = summary.forecast_as_is.total().weighted_amount
     effect = on_rules - as_exported
     body = [
-        f"<h1>{escape(_('Dry run of {file}').format(file=source.name))}</h1>",
+        _tag("h1", _("Dry run of {file}").format(file=source.name)),
         '<p class="muted">' + escape(_(
             "Rule set {version}, {crm} mapping, today = {today}. Nothing was written to the "
             "CRM and nothing was sent.").format(version=rules.version, crm=rules.mapping.crm,
@@ -170,6 +170,10 @@ def render(rules: RuleSet, summary: Summary, source: Path, today: dt.date,
     return page(title, body)
 
 
+def _tag(tag: str, text: str) -> str:
+    return f"<{tag}>{escape(text)}</{tag}>"
+
+
 def _card(label: str, ident: str, value: object, cls: str = "") -> str:
     extra = f" {cls}" if cls else ""
     return (f'<div class="card{extra}">{escape(label)}<b id="{ident}">'
@@ -186,16 +190,17 @@ END_TABLE = "</tbody></table></div>"
 
 
 def _filter(table: str, count: int) -> str:
+    hint, label, shown = (_("filter: type a workflow, a stage, a name..."), _("filter"),
+                          _("shown"))
     return (f'<p><input type="search" id="{table}-filter" data-table="{table}" '
-            f'placeholder="{escape(_("filter: type a workflow, a stage, a name..."))}" '
-            f'aria-label="{escape(_("filter"))}"> <span class="muted">'
-            f'<span id="{table}-shown">{count}</span> {escape(_("shown"))}</span></p>')
+            f'placeholder="{escape(hint)}" aria-label="{escape(label)}"> <span class="muted">'
+            f'<span id="{table}-shown">{count}</span> {escape(shown)}</span></p>')
 
 
 def _forecast(fc: Forecast, as_is: Forecast, locale: str | None) -> list[str]:
     rows = fc.rows()
     before = {b.key: b for b in as_is.rows()}
-    out = [f"<h2>{escape(_('Forecast: as exported and on the rules'))}</h2>",
+    out = [_tag("h2", _("Forecast: as exported and on the rules")),
            forecast_svg(rows, standalone=False),
            _table("forecast", [_("month"), _("opportunities"), _("amount"),
                                _("weighted, on the rules"), _("weighted, as exported"),
@@ -210,7 +215,8 @@ def _forecast(fc: Forecast, as_is: Forecast, locale: str | None) -> list[str]:
                    f"{_money_cell(diff, locale)}</tr>")
     out.append("</tbody>")
     t, old_total = fc.total(), as_is.total().weighted_amount
-    out.append(f'<tfoot><tr id="forecast-total"><th>{escape(_("total"))}</th>'
+    total = _tag("th", _("total"))
+    out.append(f'<tfoot><tr id="forecast-total">{total}'
                f"{_cell(t.opportunities, True)}{_money_cell(t.amount, locale)}"
                f"{_money_cell(t.weighted_amount, locale)}{_money_cell(old_total, locale)}"
                f"{_money_cell(t.weighted_amount - old_total, locale)}</tr></tfoot></table></div>")
@@ -221,7 +227,7 @@ def _forecast(fc: Forecast, as_is: Forecast, locale: str | None) -> list[str]:
 
 
 def _workflows(rules: RuleSet, summary: Summary) -> list[str]:
-    out = [f"<h2>{escape(_('Decision table'))}</h2>",
+    out = [_tag("h2", _("Decision table")),
            _table("workflows", [_("workflow"), _("probability"), _("when"), _("where"),
                                 _("records")])]
     for w in rules.workflows:
@@ -269,18 +275,19 @@ def _why(rules: RuleSet, change: Change) -> str:
 
 
 def _changes(rules: RuleSet, summary: Summary) -> list[str]:
-    out = [f"<h2>{escape(_('Records that would change ({n})').format(n=summary.changed))}</h2>"]
+    out = [_tag("h2", _("Records that would change ({n})").format(n=summary.changed))]
     if not summary.changes:
-        return out + [f"<p>{escape(_('None.'))}</p>"]
+        return out + [_tag("p", _("None."))]
     if summary.changed > len(summary.changes):
         out.append("<p>" + escape(_("The first {n} are shown; the output file has all.").format(
             n=len(summary.changes))) + "</p>")
     out.append(_filter("changes", len(summary.changes)))
     out.append(_table("changes", [_("line"), _("id"), _("name"), _("workflow"), _("why"),
                                   _("before → after")]))
+    blank = escape(_("(blank)"))
     for c in summary.changes:
-        diff = "<br>".join(f"{escape(k)}: <del>{escape(c.before[k]) or _('(blank)')}</del> "
-                           f"&rarr; <ins>{escape(c.after[k]) or _('(blank)')}</ins>"
+        diff = "<br>".join(f"{escape(k)}: <del>{escape(c.before[k]) or blank}</del> "
+                           f"&rarr; <ins>{escape(c.after[k]) or blank}</ins>"
                            for k in c.after)
         out.append(f'<tr data-rule="{escape(c.rule)}">{_cell(c.line, True, c.line)}'
                    f"{_cell(c.record_id)}{_cell(c.name)}{_cell(c.rule)}"
@@ -290,9 +297,9 @@ def _changes(rules: RuleSet, summary: Summary) -> list[str]:
 
 
 def _actions(rules: RuleSet, summary: Summary) -> list[str]:
-    out = [f"<h2>{escape(_('Actions that would fire'))}</h2>"]
+    out = [_tag("h2", _("Actions that would fire"))]
     if not summary.actions:
-        return out + [f"<p>{escape(_('None.'))}</p>"]
+        return out + [_tag("p", _("None."))]
     out.append(_table("actions", [_("action"), _("kind"), _("times")]))
     for name, count in sorted(summary.actions.items()):
         kind = rules.actions[name].kind if name in rules.actions else "?"
@@ -304,7 +311,7 @@ def _actions(rules: RuleSet, summary: Summary) -> list[str]:
 def _previews(summary: Summary) -> list[str]:
     if not summary.previews:
         return []
-    out = [f"<h2>{escape(_('What they would send'))}</h2>",
+    out = [_tag("h2", _("What they would send")),
            '<p class="muted">' + escape(_(
                "The first {n}, rendered as they would be sent; nothing was sent.").format(
                n=len(summary.previews))) + "</p>", '<div id="previews">']
@@ -325,16 +332,17 @@ def _previews(summary: Summary) -> list[str]:
 def _email(rendered: Mapping[str, object]) -> str:
     to = rendered.get("to") or []
     recipients = ", ".join(str(t) for t in to) if isinstance(to, list) else str(to)
-    return (f"<b>{escape(_('To'))}</b>: {escape(recipients)}<br><b>{escape(_('Subject'))}</b>: "
+    to_label, subject_label = _tag("b", _("To")), _tag("b", _("Subject"))
+    return (f"{to_label}: {escape(recipients)}<br>{subject_label}: "
             f"{escape(str(rendered.get('subject', '')))}"
             f"<pre>{escape(str(rendered.get('text', '')))}</pre>")
 
 
 def _failures(summary: Summary) -> list[str]:
-    out = [f"<h2>{escape(_('Records that failed'))} "
-           f'(<span id="failures-count">{summary.failed}</span>)</h2>']
+    title = escape(_("Records that failed"))
+    out = [f'<h2>{title} (<span id="failures-count">{summary.failed}</span>)</h2>']
     if not summary.failures:
-        return out + [f"<p>{escape(_('None.'))}</p>"]
+        return out + [_tag("p", _("None."))]
     out.append(_filter("failures", len(summary.failures)))
     out.append(_table("failures", [_("line"), _("id"), _("reason")]))
     for f in summary.failures:

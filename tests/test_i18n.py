@@ -99,3 +99,21 @@ def test_the_spanish_example_rules_are_proved(capsys) -> None:
     assert main(["check", "--lang", "es", "--rules", str(spanish / "rules"), "--mappings",
                  str(spanish / "mappings")]) == 0
     assert "exactamente un flujo aplica a cada combinación" in capsys.readouterr().out
+
+
+def test_no_message_is_marked_inside_an_f_string() -> None:
+    """Babel cannot see `_("...")` inside an f-string (one token before Python 3.12): such a
+    message would never reach the catalog and would show in English whatever the language."""
+    import io
+    import tokenize
+
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        tokens = tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline)
+        for tok in tokens:
+            text = tok.string
+            if tok.type == tokenize.STRING and text.lstrip("rbRB")[:1] in "fF" and (
+                    "_(" in text.replace("__(", "") or "ngettext(" in text):
+                if any(f"{p}_(" in text for p in "{ (,+"):
+                    found.append(f"{path.relative_to(ROOT)}:{tok.start[0]}")
+    assert not found, found

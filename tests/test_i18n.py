@@ -112,8 +112,8 @@ def test_no_message_is_marked_inside_an_f_string() -> None:
         tokens = tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline)
         for tok in tokens:
             text = tok.string
-            if tok.type == tokenize.STRING and text.lstrip("rbRB")[:1] in "fF" and (
-                    "_(" in text.replace("__(", "") or "ngettext(" in text):
-                if any(f"{p}_(" in text for p in "{ (,+"):
-                    found.append(f"{path.relative_to(ROOT)}:{tok.start[0]}")
+            is_f_string = tok.type == tokenize.STRING and text.lstrip("rbRB")[:1] in "fF"
+            if is_f_string and any(f"{p}{call}(" in text for p in "{ (,+"
+                                   for call in ("_", "ngettext")):
+                found.append(f"{path.relative_to(ROOT)}:{tok.start[0]}")
     assert not found, found

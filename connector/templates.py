@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import StrictUndefined, Undefined, meta, nodes
+from jinja2 import StrictUndefined, Undefined, meta, nodes, pass_context
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 from connector.errors import ConfigurationError, RecordError
+from connector.formatting import format_day, format_money, format_percent_value
 
 __all__ = [
     "InvalidTemplate",
@@ -52,12 +54,14 @@ def _blank_none(value: Any) -> Any:
     return "" if value is None else value
 
 
-def make_environment(search_path: Path | None = None) -> SandboxedEnvironment:
+def make_environment(search_path: Path | None = None,
+                     locale: str | None = None) -> SandboxedEnvironment:
     """The one environment every template renders in. `search_path` lets file templates
-    (`template: templates/approval.txt`) load; HTML files are autoescaped, text never is."""
+    (`template: templates/approval.txt`) load; HTML files are autoescaped, text never is.
+    `locale` (the mapping's) is what the `money`, `percent` and `date` filters format in."""
     # Immutable: a template must not change the record's lists and dicts that the next action
     # (or the write-back) reads.
-    return ImmutableSandboxedEnvironment(
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(search_path)) if search_path else None,
         undefined=StrictUndefined,
         autoescape=jinja2.select_autoescape(
@@ -65,9 +69,35 @@ def make_environment(search_path: Path | None = None) -> SandboxedEnvironment:
         finalize=_blank_none,
         keep_trailing_newline=True,
     )
+    env.filters.update(_filters(locale))
+    return env
 
 
-_ENV = make_environment()
+def _filters(locale: str | None) -> dict[str, Callable[..., str]]:
+    """`{{ amount | money }}` (in the record's `currency` when it has one, or
+    `money('USD')`), `{{ probability | percent }}`, `{{ close_date | date }}` or
+    `date('long')`: formatted in the mapping's locale."""
+
+    @pass_context
+    def money(context: Context, value: Any, currency: str | None = None) -> str:
+        found = context.get("currency")
+        return format_money(value, locale, currency or (found if isinstance(found, str) else None))
+
+    def percent(value: Any) -> str:
+        return format_percent_value(value, locale)
+
+    def date(value: Any, style: str = "medium") -> str:
+        return format_day(value, locale, style)
+
+    return {"money": money, "percent": percent, "date": date}
+
+
+@lru_cache(maxsize=16)
+def _environment(locale: str | None) -> SandboxedEnvironment:
+    return make_environment(locale=locale)
+
+
+_ENV = _environment(None)
 
 
 def _short(template: str, limit: int = 60) -> str:
@@ -95,17 +125,18 @@ def _single_expression(tree: nodes.Template) -> nodes.Expr | None:
 
 
 @lru_cache(maxsize=1024)
-def _compile(source: str) -> Callable[[Mapping[str, Any]], Any]:
+def _compile(source: str, locale: str | None = None) -> Callable[[Mapping[str, Any]], Any]:
     tree = _parse(source)
     expr = _single_expression(tree)
+    env = _environment(locale)
     if expr is None:
-        template = _ENV.from_string(tree)
+        template = env.from_string(tree)
         return lambda values: template.render(values)
     # The same trick as Environment.compile_expression: assign the expression to a variable
     # and read it back, so "{{ amount }}" yields the Decimal, not its text. It is compiled by
     # the sandboxed environment, so attribute access is checked exactly as in a rendering.
     body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
-    native = _ENV.from_string(nodes.Template(body, lineno=1))
+    native = env.from_string(nodes.Template(body, lineno=1))
 
     def evaluate(values: Mapping[str, Any]) -> Any:
         context = native.new_context(dict(values))
@@ -120,12 +151,12 @@ def _compile(source: str) -> Callable[[Mapping[str, Any]], Any]:
     return evaluate
 
 
-def render_value(template: str, values: Mapping[str, Any]) -> Any:
+def render_value(template: str, values: Mapping[str, Any], locale: str | None = None) -> Any:
     """Render one template string over canonical values. A template that is a single
     expression keeps its native type ("{{ amount }}" -> Decimal, "{{ close_date }}" -> date);
     anything else renders to text. Raises TemplateRenderError (this record) or
     InvalidTemplate (the template itself), both naming the template."""
-    render = _compile(template)
+    render = _compile(template, locale)
     try:
         return render(values)
     except jinja2.TemplateError as exc:  # undefined variables and sandbox refusals
@@ -138,15 +169,15 @@ def render_value(template: str, values: Mapping[str, Any]) -> Any:
         raise TemplateRenderError(template, f"{type(exc).__name__}: {exc}") from None
 
 
-def render_structure(obj: Any, values: Mapping[str, Any]) -> Any:
+def render_structure(obj: Any, values: Mapping[str, Any], locale: str | None = None) -> Any:
     """Render every string in nested dicts and lists; keys and other scalars stay as they
     are (a YAML `quantity: 1` stays the int 1)."""
     if isinstance(obj, str):
-        return render_value(obj, values)
+        return render_value(obj, values, locale)
     if isinstance(obj, Mapping):
-        return {key: render_structure(value, values) for key, value in obj.items()}
+        return {key: render_structure(value, values, locale) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [render_structure(item, values) for item in obj]
+        return [render_structure(item, values, locale) for item in obj]
     return obj
 
 

@@ -24,6 +24,7 @@ Cube = tuple[int, ...]  # one bit mask per factor: bit i set = the factor's i-th
 CLOSED_WON = "closed-won"
 CLOSED_LOST = "closed-lost"
 PROBABILITY = "probability"
+EXPLANATION = "explanation"  # optional mapped field: why the record has its probability
 
 
 def norm(value: object) -> str:
@@ -170,6 +171,7 @@ class RuleSet:
     triggers: tuple[Trigger, ...]
     mapping: Mapping
     version: str = ""
+    explanation_label: str = "rules"  # "rules 344c5c68ec2a" in the mapping's language
 
     @property
     def sizes(self) -> tuple[int, ...]:

@@ -94,7 +94,8 @@ class ActionRunner:
             raise RecordError(f"action '{name}' is no longer in the rules") from None
 
     def render(self, name: str, values: Mapping[str, Any]) -> Preview:
-        """What the action would send, rendered; nothing is sent."""
+        """What the action would send, rendered; nothing is sent. `${NAME}` stays as written:
+        previews go into reports, and the variables hold URLs and tokens."""
         action = self.action(name)
         if action.kind in ("email", "approval"):
             from connector.actions.email import render_email
@@ -106,8 +107,7 @@ class ActionRunner:
         if action.kind == "http":
             from connector.actions.http import render_request
 
-            return Preview(name, "http", render_request(action.spec, values, self.environ,
-                                                        resolve_url=False))
+            return Preview(name, "http", render_request(action.spec, values))
         order = self.erp_mapping().order_for(values)
         return Preview(name, "erp", {"reference": order.reference,
                                      "customer": order.customer.match,
@@ -133,13 +133,13 @@ class ActionRunner:
         if action.kind == "email":
             from connector.actions.email import render_email
 
-            message = render_email(action.spec, values, self.rules_dir)
+            message = render_email(action.spec, values, self.rules_dir, self.environ)
             return str(sender(message, key))
         if action.kind == "http":
             from connector.actions.http import render_request
 
             return str(sender(render_request(action.spec, values, self.environ), key))
-        order = self.erp_mapping().order_for(values)
+        order = self.erp_mapping().order_for(values, self.environ)
         return f"sales order {sender(order, key)}"
 
     def request_approval(self, name: str, key: str, record_id: str,
@@ -160,7 +160,7 @@ class ActionRunner:
             secret.get_secret_value(), Claim(key, record_id, name, decision, expires))
             for decision in ("approve", "reject")}
         message = render_email(spec, {**values, **links, "expires_on": expires.date()},
-                               self.rules_dir)
+                               self.rules_dir, self.environ)
         self._sender("email")(message, key)
         return ", ".join(message["to"]), expires
 

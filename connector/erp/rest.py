@@ -19,12 +19,13 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import re
 from decimal import Decimal
 from typing import Any
 
 import requests
 
-from connector.erp.port import ErpUnavailable, SalesOrder
+from connector.erp.port import ErpUnavailable, SalesOrder, shown_url
 from connector.errors import ConfigurationError, RecordError
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,19 @@ class RestErp:
                  password: str | None = None, timeout: float = 30.0,
                  session: requests.Session | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self._shown = shown_url(self.base_url)
         self._http = session or requests.Session()
         self._timeout = timeout
         if username and password:
             self._http.auth = (username, password)
         elif password:
+            if re.search(r"[\x00-\x1f\x7f]|[^\x00-\xff]", password):
+                raise ConfigurationError("ERP_PASSWORD holds a line break or a character an "
+                                         "HTTP header cannot carry; it goes as a Bearer token")
             self._http.headers["Authorization"] = f"Bearer {password}"
 
     def __repr__(self) -> str:  # never the credentials
-        return f"RestErp({self.base_url!r})"
+        return f"RestErp({self._shown!r})"
 
     def find_order(self, reference: str) -> str | None:
         response = self._send("GET", "/orders", params={"reference": reference})
@@ -68,7 +73,12 @@ class RestErp:
         body = {"reference": order.reference, **order.header,
                 "customer": {"match": order.customer.match, "create": order.customer.create},
                 "lines": list(order.lines)}
-        response = self._send("POST", "/orders", data=json.dumps(body, default=_encode),
+        try:
+            data = json.dumps(body, default=_encode)
+        except (TypeError, ValueError) as exc:  # a rendered value JSON cannot carry
+            raise RecordError(f"order {order.reference!r} cannot be sent as JSON: {exc}"
+                              ) from None
+        response = self._send("POST", "/orders", data=data,
                               headers={"Content-Type": "application/json",
                                        "Idempotency-Key": idempotency_key})
         if response.status_code == 409:
@@ -93,14 +103,14 @@ class RestErp:
             return self._http.request(method, self.base_url + path, timeout=self._timeout,
                                       **kwargs)
         except requests.Timeout:
-            raise ErpUnavailable(f"the ERP at {self.base_url} did not answer {method} {path} "
+            raise ErpUnavailable(f"the ERP at {self._shown} did not answer {method} {path} "
                                  f"within {self._timeout:g}s: retry later") from None
         except requests.ConnectionError as exc:
-            raise ErpUnavailable(f"cannot reach the ERP at {self.base_url} "
+            raise ErpUnavailable(f"cannot reach the ERP at {self._shown} "
                                  f"({type(exc).__name__}): retry later, or check ERP_URL"
                                  ) from None
-        except BAD_URL:
-            raise ConfigurationError(f"ERP_URL {self.base_url!r} is not an http(s) URL"
+        except BAD_URL as exc:
+            raise ConfigurationError(f"ERP_URL is not an http(s) URL ({type(exc).__name__})"
                                      ) from None
         except requests.RequestException as exc:  # a broken answer: the next try may pass
             raise ErpUnavailable(f"the ERP's answer to {method} {path} broke off "

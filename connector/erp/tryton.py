@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import requests
 
-from connector.erp.port import Customer, ErpUnavailable, SalesOrder
+from connector.erp.port import Customer, ErpUnavailable, SalesOrder, shown_url
 from connector.errors import ConfigurationError, RecordError
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class TrytonErp:
     def __init__(self, url: str, database: str, username: str, password: str, *,
                  timeout: float = 30.0, session: requests.Session | None = None) -> None:
         self.url = url.rstrip("/")
+        self._shown = shown_url(self.url)
         self.database = database
         self.username = username
         self._password = password
@@ -50,7 +51,7 @@ class TrytonErp:
         self._context: dict[str, Any] = {}
 
     def __repr__(self) -> str:  # never the password
-        return f"TrytonErp({self.url!r}, database={self.database!r}, user={self.username!r})"
+        return f"TrytonErp({self._shown!r}, database={self.database!r}, user={self.username!r})"
 
     # --- the port ---------------------------------------------------------------------------
 
@@ -153,19 +154,23 @@ class TrytonErp:
         headers = {"Content-Type": "application/json"}
         if authorize and self._authorization:
             headers["Authorization"] = self._authorization
-        body = json.dumps({"id": 1, "method": method, "params": params}, default=_encode)
+        try:
+            body = json.dumps({"id": 1, "method": method, "params": params}, default=_encode)
+        except (TypeError, ValueError) as exc:  # a rendered value Tryton cannot take
+            raise RecordError(f"cannot send {method} to Tryton: {exc}") from None
         try:
             response = self._http.post(self._endpoint, data=body, headers=headers,
                                        timeout=self._timeout)
         except requests.Timeout:
-            raise ErpUnavailable(f"Tryton at {self.url} did not answer {method} within "
+            raise ErpUnavailable(f"Tryton at {self._shown} did not answer {method} within "
                                  f"{self._timeout:g}s; it may have done it: retry (the order "
                                  "is looked up first)") from None
         except requests.ConnectionError as exc:
-            raise ErpUnavailable(f"cannot reach Tryton at {self.url} ({type(exc).__name__}): "
+            raise ErpUnavailable(f"cannot reach Tryton at {self._shown} ({type(exc).__name__}): "
                                  "retry later, or check ERP_URL") from None
-        except BAD_URL:
-            raise ConfigurationError(f"ERP_URL {self.url!r} is not an http(s) URL") from None
+        except BAD_URL as exc:
+            raise ConfigurationError(f"ERP_URL is not an http(s) URL ({type(exc).__name__})"
+                                     ) from None
         except requests.RequestException as exc:  # a broken answer: the next try may pass
             raise ErpUnavailable(f"Tryton's answer to {method} broke off "
                                  f"({type(exc).__name__}): retry later") from None
@@ -176,7 +181,7 @@ class TrytonErp:
             raise ErpUnavailable(f"Tryton answered {status} to {method}: retry later",
                                  _retry_after(response))
         if status == 404:
-            raise ConfigurationError(f"Tryton at {self.url} has no database "
+            raise ConfigurationError(f"Tryton at {self._shown} has no database "
                                      f"{self.database!r}: check ERP_URL and ERP_DATABASE")
         if status == 403:
             raise ConfigurationError(f"Tryton forbids {method} to {self.username!r}: check "
@@ -186,8 +191,9 @@ class TrytonErp:
         try:
             payload = json.loads(response.text, object_hook=_decode)
         except ValueError:
-            raise ConfigurationError(f"{self._endpoint} did not answer JSON-RPC: check that "
-                                     "ERP_URL is the Tryton server") from None
+            raise ConfigurationError(f"{self._shown} did not answer JSON-RPC on database "
+                                     f"{self.database!r}: check that ERP_URL is the Tryton "
+                                     "server") from None
         if payload.get("error") is not None:
             raise _translate(method, payload["error"])
         return payload.get("result")

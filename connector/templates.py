@@ -34,9 +34,9 @@ __all__ = [
     "TemplateRenderError",
     "make_environment",
     "render_context",
-    "resolve",
     "render_structure",
     "render_value",
+    "resolve",
     "template_variables",
 ]
 

@@ -152,9 +152,14 @@ class SmtpSender:
         try:
             smtp_class = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
             with smtp_class(self.host, self.port, timeout=self.timeout) as smtp:
+                smtp.ehlo()  # the server's extensions are known only after EHLO
                 if not self.tls and smtp.has_extn("starttls"):
                     smtp.starttls()
+                    smtp.ehlo()
                 if self.user and self._password:
+                    if not smtp.has_extn("auth"):
+                        raise ConfigurationError("SMTP_URL has a user and password, but the "
+                                                 "SMTP server offers no login (AUTH) here")
                     smtp.login(self.user, self._password)
                 smtp.send_message(message)
         except smtplib.SMTPAuthenticationError:

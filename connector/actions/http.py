@@ -103,7 +103,8 @@ class HttpSender:
                                  retry_after_seconds(response.headers.get("Retry-After")))
         if status >= 400:
             # The answer may echo what was sent (a token, the URL): never quote those.
-            sent = [url, parts.path, parts.query, *headers.values()]
+            sent = [url, parts.path, parts.query, *headers.values(),
+                    *(word for value in headers.values() for word in value.split())]
             answer = scrub(response.text[:200], [s for s in sent if len(s) >= 8])
             raise RecordError(f"HTTP {status} from the endpoint: {answer!r}")
         return f"HTTP {request['method']} {status}"

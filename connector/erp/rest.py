@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 
+from connector.crm import scrub
 from connector.erp.port import ErpUnavailable, SalesOrder, shown_url
 from connector.errors import ConfigurationError, RecordError
 
@@ -46,6 +47,7 @@ class RestErp:
                  session: requests.Session | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._shown = shown_url(self.base_url)
+        self._secrets = [password] if password else []
         self._http = session or requests.Session()
         self._timeout = timeout
         if username and password:
@@ -64,7 +66,7 @@ class RestErp:
         if response.status_code == 404:
             return None
         self._raise_for(response, f"looking up order {reference!r}")
-        return _order_id(_json(response), reference)
+        return _order_id(_json(response, self._secrets), reference)
 
     def push_order(self, order: SalesOrder, idempotency_key: str) -> str:
         existing = self.find_order(order.reference)
@@ -86,10 +88,11 @@ class RestErp:
             found = self.find_order(order.reference)
             if found is None:
                 raise RecordError(f"the ERP reports a conflict for order {order.reference!r} "
-                                  f"but has no order with that reference: {_excerpt(response)}")
+                                  f"but has no order with that reference: "
+                                  f"{_excerpt(response, self._secrets)}")
             return found
         self._raise_for(response, f"creating order {order.reference!r}")
-        created = _order_id(_json(response), order.reference)
+        created = _order_id(_json(response, self._secrets), order.reference)
         if created is None:
             # Created, but the answer does not say its id: the lookup does.
             created = self.find_order(order.reference)
@@ -129,17 +132,18 @@ class RestErp:
             # Every order would fail the same way: an admin must fix the credentials.
             raise ConfigurationError(f"the ERP refused the credentials ({status}) {doing}: "
                                      "check ERP_USERNAME and ERP_PASSWORD")
-        raise RecordError(f"the ERP refused {doing} ({status}): {_excerpt(response)}")
+        raise RecordError(f"the ERP refused {doing} ({status}): "
+                          f"{_excerpt(response, self._secrets)}")
 
 
-def _json(response: requests.Response) -> Any:
+def _json(response: requests.Response, secrets: list[str]) -> Any:
     if not response.content:
         return None
     try:
         return response.json()
     except ValueError:
         raise RecordError(f"the ERP answered {response.status_code} with something that is "
-                          f"not JSON: {_excerpt(response)}") from None
+                          f"not JSON: {_excerpt(response, secrets)}") from None
 
 
 def _order_id(data: Any, reference: str) -> str | None:
@@ -173,8 +177,9 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
-def _excerpt(response: requests.Response, limit: int = 300) -> str:
-    text = response.text.strip()
+def _excerpt(response: requests.Response, secrets: list[str], limit: int = 300) -> str:
+    """The start of an answer, for a message; an answer may echo the credentials."""
+    text = scrub(response.text.strip(), secrets)
     return text if len(text) <= limit else text[:limit] + "..."
 
 

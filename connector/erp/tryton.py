@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import requests
 
+from connector.crm import scrub
 from connector.erp.port import Customer, ErpUnavailable, SalesOrder, shown_url
 from connector.errors import ConfigurationError, RecordError
 
@@ -187,7 +188,8 @@ class TrytonErp:
             raise ConfigurationError(f"Tryton forbids {method} to {self.username!r}: check "
                                      "the user's access rights")
         if status != 200:
-            raise RecordError(f"Tryton answered {status} to {method}: {response.text[:200]}")
+            answer = scrub(response.text[:200], [self._password] if self._password else [])
+            raise RecordError(f"Tryton answered {status} to {method}: {answer}")
         try:
             payload = json.loads(response.text, object_hook=_decode)
         except ValueError:

@@ -307,3 +307,18 @@ def test_a_variable_that_breaks_a_header_is_the_admin_s_to_fix(rules):
 def test_the_dry_run_refuses_the_same_recipients(rules):
     with pytest.raises(RecordError, match="owner_email"):
         runner(rules).render("notify-director", deal(owner_email="a@x.com b@y.com"))
+
+
+def test_check_refuses_a_header_name_http_cannot_carry(tmp_path, capsys):
+    shutil.copytree(ROOT / "rules", tmp_path / "rules")
+    shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
+    (tmp_path / "rules" / "actions.yaml").write_text(
+        ACTIONS.replace("X-Deal:", '"X Deal":'))
+    (tmp_path / "mappings" / "erp.yaml").write_text(ERP)
+    from connector.cli import main
+
+    assert main(["check", "--format", "json", "--rules", str(tmp_path / "rules"),
+                 "--mappings", str(tmp_path / "mappings")]) == 1
+    [finding] = json.loads(capsys.readouterr().out)["findings"]
+    assert "'X Deal' is not an HTTP header name" in finding["message"]
+    assert finding["file"].endswith("actions.yaml") and finding["line"] == 7

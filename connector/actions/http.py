@@ -75,7 +75,10 @@ class HttpSender:
         body = None
         if request["json"] is not None:
             headers.setdefault("Content-Type", "application/json")
-            body = json.dumps(request["json"])
+            try:
+                body = json.dumps(request["json"], allow_nan=False)
+            except (TypeError, ValueError) as exc:  # a rendered value JSON cannot carry
+                raise RecordError(f"the JSON body cannot be sent: {exc}") from None
         url = request["url"]
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or \

@@ -31,6 +31,7 @@ from connector.settings import Settings
 from connector.state.sqlite import SqliteState
 from tests.fake_salesforce import INSTANCE, Clock, FakeOrg
 from tests.smtp_server import Inbox
+from tests.test_hostile_values import ERP  # a REST ERP; its header reads ${ERP_WAREHOUSE}
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
@@ -86,16 +87,6 @@ triggers:
   - name: big-budgetary
     when: proposal_type == 'Budgetary' and amount >= 200000
     do: [budget-approval]
-"""
-ERP = """\
-erp: rest
-customer:
-  match: {name: "{{ account_name }}"}
-  create: {name: "{{ account_name }}"}
-order:
-  header: {reference: "{{ id }}", description: "{{ name }}"}
-  lines:
-    - {description: "{{ name }}", quantity: 1, unit_price: "{{ amount }}"}
 """
 
 
@@ -202,7 +193,7 @@ def test_no_secret_reaches_any_output(tmp_path, monkeypatch, markers, mail, capl
     env = {"SALESFORCE_INSTANCE_URL": INSTANCE, "SALESFORCE_USERNAME": "sync@acme.example",
            "SALESFORCE_CLIENT_ID": "3MVG9-client", "SALESFORCE_ORG_ID": ORG_ID,
            "STATE_URL": f"sqlite:///{run / 'state' / 'state.db'}",
-           "ERP_URL": ERP_URL, "ERP_USERNAME": "erp-user",
+           "ERP_URL": ERP_URL, "ERP_USERNAME": "erp-user", "ERP_WAREHOUSE": "WH-1",
            "SMTP_URL": f"smtp://mailer:{markers['SMTP_PASSWORD']}@127.0.0.1:{smtp_port}",
            "EMAIL_FROM": "crm@example.com", "PUBLIC_URL": "https://connector.example.com",
            "MARKETING_WEBHOOK_URL": hook, "MARKETING_TOKEN": markers["MARKETING_TOKEN"]}

@@ -322,3 +322,21 @@ def test_check_refuses_a_header_name_http_cannot_carry(tmp_path, capsys):
     [finding] = json.loads(capsys.readouterr().out)["findings"]
     assert "'X Deal' is not an HTTP header name" in finding["message"]
     assert finding["file"].endswith("actions.yaml") and finding["line"] == 7
+
+
+@pytest.mark.parametrize("answer", ['[1, 2]', '{"__class__": "Decimal"}', '"text"',
+                                    '{"id": 1, "result": 7}'])
+@responses.activate
+def test_a_server_that_is_not_tryton_is_a_configuration_error(answer):
+    """An odd answer to the login is the admin's ERP_URL to fix, never a crash of the drain."""
+    responses.add(responses.POST, "http://erp.example.com/db/rpc/", body=answer)
+    with pytest.raises(ConfigurationError, match="ERP_URL"):
+        TrytonErp("http://erp.example.com", "db", "admin", "pw").find_order("R")
+
+
+def test_an_smtp_login_that_smtplib_cannot_send_is_a_configuration_error():
+    from connector.actions.email import SmtpSender
+
+    with pytest.raises(ConfigurationError, match="ASCII") as caught:
+        SmtpSender("smtp://mailer:p%C3%A4ss@127.0.0.1:25", "crm@example.com")
+    assert "päss" not in str(caught.value)

@@ -144,6 +144,9 @@ class SmtpSender:
         self.tls = parts.scheme == "smtps"
         self.user = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None
+        if not f"{self.user or ''}{self._password or ''}".isascii():
+            # smtplib sends the login as ASCII: anything else fails on every email
+            raise ConfigurationError("the user and password in SMTP_URL must be ASCII")
         self.sender = checked_sender(sender)
         self.timeout = timeout
 

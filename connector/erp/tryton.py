@@ -140,6 +140,9 @@ class TrytonErp:
             raise ConfigurationError(
                 f"Tryton refused the login of {self.username!r} on database "
                 f"{self.database!r}: check ERP_USERNAME and ERP_PASSWORD") from None
+        if not (isinstance(result, list) and len(result) >= 2):
+            raise ConfigurationError(f"Tryton answered the login of {self.username!r} with no "
+                                     "session: check that ERP_URL is the Tryton server")
         user_id, session = result[0], result[1]
         token = base64.b64encode(f"{self.username}:{user_id}:{session}".encode()).decode()
         self._authorization = f"Session {token}"
@@ -192,10 +195,12 @@ class TrytonErp:
             raise RecordError(f"Tryton answered {status} to {method}: {answer}")
         try:
             payload = json.loads(response.text, object_hook=_decode)
-        except ValueError:
+        except (ValueError, LookupError, TypeError, ArithmeticError):  # not JSON, or odd types
+            payload = None
+        if not isinstance(payload, dict):
             raise ConfigurationError(f"{self._shown} did not answer JSON-RPC on database "
                                      f"{self.database!r}: check that ERP_URL is the Tryton "
-                                     "server") from None
+                                     "server")
         if payload.get("error") is not None:
             raise _translate(method, payload["error"])
         return payload.get("result")

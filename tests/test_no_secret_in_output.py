@@ -320,6 +320,9 @@ def test_no_secret_reaches_any_output(tmp_path, monkeypatch, markers, mail, capl
             "the webhook's push and the approval's follow-up")
         servers[0].shutdown()
         serving.join(timeout=30)
+        for thread in threading.enumerate():   # serve stops its worker; let it finish here
+            if thread.name == "outbox-worker":
+                thread.join(timeout=60)
         out.assert_clean()
 
         # --- what waits, and a retry of it -------------------------------------------------

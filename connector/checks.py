@@ -45,6 +45,7 @@ def _unknown(source: str, known: set[str], env: jinja2.Environment
 
 
 APPROVAL_NAMES = {"approve_url", "reject_url", "expires_on"}  # what an approval email adds
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
 
 
 def check_templates(rules: RuleSet, rules_dir: Path,
@@ -72,6 +73,10 @@ def check_templates(rules: RuleSet, rules_dir: Path,
                     extra = APPROVAL_NAMES if action.kind == "approval" else set()
                     findings += _file_findings(action.name, path, known | extra, env)
         elif action.kind == "http":
+            findings += [Finding.at(where, "error", "schema",
+                                    f"action '{action.name}' headers: {name!r} is not an HTTP "
+                                    "header name (letters, digits and - are)")
+                         for name in action.spec.headers if not _HEADER_NAME.fullmatch(name)]
             texts.append(("url", action.spec.url))
             texts += [(f"headers.{k}", v) for k, v in action.spec.headers.items()]
             texts += [("json", t) for t in _strings(action.spec.json_body)]

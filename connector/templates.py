@@ -1,20 +1,29 @@
 """Jinja2 templates over an opportunity's canonical fields: one sandboxed environment, values
 rendered with their native types kept, and the variables a template uses (for `check`).
 
-Action emails, HTTP bodies and `mappings/erp.yaml` all render through here, so the sandbox and
+Action emails, HTTP requests and `mappings/erp.yaml` all render through here, so the sandbox and
 the strictness are decided once: an unknown variable is an error, never an empty string, and a
-template cannot reach Python internals (`{{ ''.__class__ }}`)."""
+template cannot reach Python internals (`{{ ''.__class__ }}`).
+
+`${NAME}` in a template's own text reads the environment variable NAME (a URL, a token). It
+becomes a lookup when the template is parsed, so only what the admin wrote can name a variable:
+a value rendered into the template (an opportunity named `Acme ${WEBHOOK_SECRET}`) stays text,
+and the variable's value is never read as a template. Rendered without an environment (the dry
+run's previews), `${NAME}` stays as written: a preview never shows a secret."""
 
 from __future__ import annotations
 
 import decimal
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from jinja2 import StrictUndefined, Undefined, meta, nodes, pass_context
+from jinja2.ext import Extension
+from jinja2.lexer import Token, TokenStream
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
@@ -22,11 +31,14 @@ from connector.errors import ConfigurationError, RecordError
 from connector.formatting import format_day, format_money, format_percent_value
 
 __all__ = [
+    "ENV_REFERENCE",
     "InvalidTemplate",
     "TemplateRenderError",
     "make_environment",
+    "render_context",
     "render_structure",
     "render_value",
+    "resolve",
     "template_variables",
 ]
 
@@ -54,6 +66,69 @@ def _blank_none(value: Any) -> Any:
     return "" if value is None else value
 
 
+ENV_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+_ENVIRON = "__environ__"  # the context variable `${NAME}` reads; set last, so no field hides it
+
+
+class _Environ:
+    """What `${NAME}` reads while rendering: the environment, or, without one, the reference
+    itself."""
+
+    def __init__(self, environ: Mapping[str, str] | None) -> None:
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        if self._environ is None:
+            return f"${{{name}}}"
+        value = self._environ.get(name)
+        if not value:
+            raise ConfigurationError(f"set {name}: the rules refer to it as ${{{name}}}")
+        return value
+
+
+class _EnvironReferences(Extension):
+    """Turns `${NAME}` in a template's text into `{{ __environ__['NAME'] }}`, token by token,
+    so `{{ "${NAME}" }}` (inside an expression) and rendered values are left alone."""
+
+    def filter_stream(self, stream: TokenStream) -> Iterable[Token]:
+        for token in stream:
+            if token.type != "data" or "${" not in token.value:
+                yield token
+                continue
+            yield from _split(token)
+
+
+def _split(token: Token) -> Iterator[Token]:
+    line, start = token.lineno, 0
+    for match in ENV_REFERENCE.finditer(token.value):
+        text = token.value[start:match.start()]
+        if text:
+            yield Token(line, "data", text)
+            line += text.count("\n")
+        yield Token(line, "variable_begin", "{{")
+        yield Token(line, "name", _ENVIRON)
+        yield Token(line, "lbracket", "[")
+        yield Token(line, "string", match.group(1))
+        yield Token(line, "rbracket", "]")
+        yield Token(line, "variable_end", "}}")
+        start = match.end()
+    if token.value[start:]:
+        yield Token(line, "data", token.value[start:])
+
+
+def resolve(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """`${NAME}` read from `environ` in a text that is not a template (a URL); left as
+    written without an environment."""
+    lookup = _Environ(environ)
+    return ENV_REFERENCE.sub(lambda match: lookup[match.group(1)], text)
+
+
+def render_context(values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+                   ) -> dict[str, Any]:
+    """What a template renders over: the record's values, and where `${NAME}` reads from."""
+    return {**values, _ENVIRON: _Environ(environ)}
+
+
 def make_environment(search_path: Path | None = None,
                      locale: str | None = None) -> SandboxedEnvironment:
     """The one environment every template renders in. `search_path` lets file templates
@@ -68,8 +143,12 @@ def make_environment(search_path: Path | None = None,
             enabled_extensions=("html", "htm", "xml"), default_for_string=False, default=False),
         finalize=_blank_none,
         keep_trailing_newline=True,
+        extensions=[_EnvironReferences],
     )
     env.filters.update(_filters(locale))
+    # A global, so `check` does not take it for a field, and a rendering given no environment
+    # shows `${NAME}` as written.
+    env.globals[_ENVIRON] = _Environ(None)
     return env
 
 
@@ -151,14 +230,17 @@ def _compile(source: str, locale: str | None = None) -> Callable[[Mapping[str, A
     return evaluate
 
 
-def render_value(template: str, values: Mapping[str, Any], locale: str | None = None) -> Any:
-    """Render one template string over canonical values. A template that is a single
-    expression keeps its native type ("{{ amount }}" -> Decimal, "{{ close_date }}" -> date);
-    anything else renders to text. Raises TemplateRenderError (this record) or
-    InvalidTemplate (the template itself), both naming the template."""
+def render_value(template: str, values: Mapping[str, Any],
+                 environ: Mapping[str, str] | None = None, locale: str | None = None) -> Any:
+    """Render one template string over canonical values, `${NAME}` read from `environ` (left as
+    written without it), the `money`, `percent` and `date` filters in `locale`. A template that
+    is a single expression keeps its native type ("{{ amount }}" -> Decimal, "{{ close_date }}"
+    -> date); anything else renders to text. Raises TemplateRenderError (this record) or
+    InvalidTemplate (the template itself), both naming the template, or ConfigurationError for
+    a `${NAME}` that is not set."""
     render = _compile(template, locale)
     try:
-        return render(values)
+        return render(render_context(values, environ))
     except jinja2.TemplateError as exc:  # undefined variables and sandbox refusals
         raise TemplateRenderError(template, exc.message or type(exc).__name__) from None
     except ZeroDivisionError:  # decimal.DivisionByZero too, whose own text is unreadable
@@ -169,15 +251,17 @@ def render_value(template: str, values: Mapping[str, Any], locale: str | None = 
         raise TemplateRenderError(template, f"{type(exc).__name__}: {exc}") from None
 
 
-def render_structure(obj: Any, values: Mapping[str, Any], locale: str | None = None) -> Any:
+def render_structure(obj: Any, values: Mapping[str, Any],
+                     environ: Mapping[str, str] | None = None, locale: str | None = None) -> Any:
     """Render every string in nested dicts and lists; keys and other scalars stay as they
     are (a YAML `quantity: 1` stays the int 1)."""
     if isinstance(obj, str):
-        return render_value(obj, values, locale)
+        return render_value(obj, values, environ, locale)
     if isinstance(obj, Mapping):
-        return {key: render_structure(value, values, locale) for key, value in obj.items()}
+        return {key: render_structure(value, values, environ, locale)
+                for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [render_structure(item, values, locale) for item in obj]
+        return [render_structure(item, values, environ, locale) for item in obj]
     return obj
 
 

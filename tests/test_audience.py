@@ -54,7 +54,7 @@ def test_the_member_is_rendered_with_the_list_from_the_environment() -> None:
     assert member == {"provider": "mailchimp", "list": LIST, "email": "Contact.1@Example.com",
                       "status": "subscribed", "merge_fields": {"FNAME": "Ann 1", "AMOUNT": 1500},
                       "tags": ["nurture", "Firm"], "remove_tags": []}
-    assert render_member(NURTURE, deal(1), {}, resolve_list=False)["list"] == "${NURTURE_LIST}"
+    assert render_member(NURTURE, deal(1))["list"] == "${NURTURE_LIST}"
     with pytest.raises(ConfigurationError, match="NURTURE_LIST"):
         render_member(NURTURE, deal(1), {})
 

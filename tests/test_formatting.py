@@ -59,7 +59,7 @@ def test_template_filters_use_the_locale_and_the_records_currency() -> None:
               "close_date": dt.date(2026, 12, 31), "currency": "COP"}
     text = ("{{ amount | money }} / {{ amount | money('USD') }} / {{ probability | percent }}"
             " / {{ close_date | date('long') }}")
-    assert render_value(text, values, "es_CO") == (
+    assert render_value(text, values, locale="es_CO") == (
         "$1.234.567,89 / US$1.234.567,89 / 60% / 31 de diciembre de 2026")
     assert render_value(text, values) == ("1234567.89 COP / 1234567.89 USD / 60 % / 2026-12-31")
 

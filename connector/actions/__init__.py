@@ -95,7 +95,8 @@ class ActionRunner:
             raise RecordError(f"action '{name}' is no longer in the rules") from None
 
     def render(self, name: str, values: Mapping[str, Any]) -> Preview:
-        """What the action would send, rendered; nothing is sent."""
+        """What the action would send, rendered; nothing is sent. `${NAME}` stays as written:
+        previews go into reports, and the variables hold URLs and tokens."""
         action = self.action(name)
         if action.kind in ("email", "approval"):
             from connector.actions.email import render_email
@@ -107,13 +108,11 @@ class ActionRunner:
         if action.kind == "http":
             from connector.actions.http import render_request
 
-            return Preview(name, "http", render_request(action.spec, values, self.environ,
-                                                        resolve_url=False))
+            return Preview(name, "http", render_request(action.spec, values))
         if action.kind == "audience":
             from connector.actions.audience import render_member
 
-            return Preview(name, "audience", render_member(action.spec, values, self.environ,
-                                                           resolve_list=False))
+            return Preview(name, "audience", render_member(action.spec, values))
         order = self.erp_mapping().order_for(values)
         return Preview(name, "erp", {"reference": order.reference,
                                      "customer": order.customer.match,
@@ -139,7 +138,7 @@ class ActionRunner:
         if action.kind == "email":
             from connector.actions.email import render_email
 
-            message = render_email(action.spec, values, self.rules_dir)
+            message = render_email(action.spec, values, self.rules_dir, self.environ)
             return str(sender(message, key))
         if action.kind == "http":
             from connector.actions.http import render_request
@@ -149,7 +148,7 @@ class ActionRunner:
             from connector.actions.audience import render_member
 
             return str(sender(render_member(action.spec, values, self.environ), key))
-        order = self.erp_mapping().order_for(values)
+        order = self.erp_mapping().order_for(values, self.environ)
         return f"sales order {sender(order, key)}"
 
     def batches(self, name: str) -> bool:
@@ -196,7 +195,7 @@ class ActionRunner:
             secret.get_secret_value(), Claim(key, record_id, name, decision, expires))
             for decision in ("approve", "reject")}
         message = render_email(spec, {**values, **links, "expires_on": expires.date()},
-                               self.rules_dir)
+                               self.rules_dir, self.environ)
         self._sender("email")(message, key)
         return ", ".join(message["to"]), expires
 

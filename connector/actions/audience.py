@@ -26,12 +26,11 @@ from typing import Any
 
 import requests
 
-from connector.actions.http import resolve
 from connector.core.schema import AudienceSpec
 from connector.crm import json_value
 from connector.errors import ConfigurationError, ConnectorError, RecordError
 from connector.retry import RetryLater, RetryPolicy, retry_after_seconds
-from connector.templates import render_structure, render_value
+from connector.templates import render_structure, render_value, resolve
 
 MAILCHIMP_BATCH = 500  # members per POST /lists/{list_id}, Mailchimp's limit
 BREVO_URL = "https://api.brevo.com/v3"
@@ -42,10 +41,11 @@ def subscriber_hash(email: str) -> str:
     return hashlib.md5(email.lower().encode(), usedforsecurity=False).hexdigest()
 
 
-def render_member(spec: AudienceSpec, values: Mapping[str, Any], environ: Mapping[str, str],
-                  resolve_list: bool = True) -> dict[str, Any]:
+def render_member(spec: AudienceSpec, values: Mapping[str, Any],
+                  environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What the action sends for one opportunity. The list id may come from the environment
-    (`${NAME}`, resolved only in what the admin wrote); in a preview it stays `${NAME}`."""
+    (`${NAME}`, resolved only in what the admin wrote); without `environ` (a preview) it stays
+    `${NAME}`."""
     email = str(render_value(spec.email, values) or "").strip()
     if "@" not in email:
         found = f"{email!r}, not an address" if email else "empty"
@@ -58,9 +58,8 @@ def render_member(spec: AudienceSpec, values: Mapping[str, Any], environ: Mappin
                           "(remove it) for this opportunity: which one is meant?")
     merge = {key: json_value(value)
              for key, value in render_structure(spec.merge_fields, values).items()}
-    list_id = str(spec.list_id)
-    return {"provider": spec.provider, "list": resolve(list_id, environ) if resolve_list
-            else list_id, "email": email, "status": spec.status, "merge_fields": merge,
+    return {"provider": spec.provider, "list": resolve(str(spec.list_id), environ),
+            "email": email, "status": spec.status, "merge_fields": merge,
             "tags": tags, "remove_tags": remove}
 
 

@@ -65,25 +65,27 @@ class ErpMapping:
     lines: tuple[dict[str, Any], ...]
     source: str | None = None
 
-    def order_for(self, values: Mapping[str, Any]) -> SalesOrder:
-        """The sales order for one opportunity's canonical values. A template that fails, an
-        empty reference or customer key, or an amount that is not a number raises RecordError
-        for this opportunity alone."""
-        match = self._render("customer.match", self.customer_match, values)
+    def order_for(self, values: Mapping[str, Any],
+                  environ: Mapping[str, str] | None = None) -> SalesOrder:
+        """The sales order for one opportunity's canonical values, `${NAME}` read from
+        `environ` (left as written without it: a preview). A template that fails, an empty
+        reference or customer key, or an amount that is not a number raises RecordError for
+        this opportunity alone."""
+        match = self._render("customer.match", self.customer_match, values, environ)
         for key, value in match.items():
             if value is None or (isinstance(value, str) and not value.strip()):
                 # An empty key would match (or create) one shared blank customer for every deal.
                 raise RecordError(f"{self._where('customer.match.' + key)} is empty for this "
                                   "opportunity: the ERP customer cannot be found or created")
-        create = self._render("customer.create", self.customer_create, values)
-        header = self._render("order.header", self.header, values)
+        create = self._render("customer.create", self.customer_create, values, environ)
+        header = self._render("order.header", self.header, values, environ)
         reference = header.pop("reference", None)
         if reference is None or not str(reference).strip():
             raise RecordError(f"{self._where('order.header.reference')} is empty for this "
                               "opportunity: it is the order's idempotency key")
         lines = []
         for i, line in enumerate(self.lines):
-            rendered = self._render(f"order.lines[{i}]", line, values)
+            rendered = self._render(f"order.lines[{i}]", line, values, environ)
             for key in DECIMAL_LINE_FIELDS:
                 if key in rendered:
                     rendered[key] = _decimal(rendered[key], self._where(f"order.lines[{i}].{key}"))
@@ -93,9 +95,10 @@ class ErpMapping:
     def _where(self, at: str) -> str:
         return f"{self.source} {at}" if self.source else at
 
-    def _render(self, at: str, obj: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    def _render(self, at: str, obj: dict[str, Any], values: Mapping[str, Any],
+                environ: Mapping[str, str] | None) -> dict[str, Any]:
         try:
-            rendered: dict[str, Any] = render_structure(obj, values)
+            rendered: dict[str, Any] = render_structure(obj, values, environ)
         except TemplateRenderError as exc:  # InvalidTemplate stays a ConfigurationError
             raise RecordError(f"{self._where(at)}: {exc}") from exc
         return rendered

@@ -7,16 +7,18 @@ nothing happens twice. Adapters: `sqlite` (one machine, the default) and `dynamo
 - the webhook notifications already stored, by the sender's id;
 - the ledger: per record and action, whether its condition held at the last look and how many
   times it has risen (the episode), so an action fires on a rising edge only;
-- the outbox: the actions to run, each with an idempotency key, retried or parked with a reason.
+- the outbox: the actions to run, each with an idempotency key, retried or parked with a reason;
+- the snapshots: each record's mapped CRM fields, appended when they differ from its last one
+  (SPEC 8), for calibration, movement and accuracy.
 
-`commit` writes a record's handled version, its ledger and its new outbox items in one
-transaction: a crash leaves all of them or none.
+`commit` writes a record's handled version, its ledger, its new outbox items and its snapshot in
+one transaction: a crash leaves all of them or none.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -41,6 +43,37 @@ class OutboxItem:
     created: dt.datetime | None = None
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A record's mapped CRM fields (CRM field name -> the value as the CRM gave it, as text)
+    from `as_of` on. `digest` identifies the values that count as a change (all but the
+    modification stamp, which moves with edits to fields nobody mapped); `modified` (that
+    stamp, as `utc_text`, or "") orders two snapshots at one instant, such as a deal's closing
+    ones, all dated on its close date."""
+
+    record_id: str
+    as_of: dt.datetime
+    fields: dict[str, str]
+    digest: str
+    modified: str = ""
+
+    @property
+    def stamp(self) -> str:
+        return utc_text(self.as_of)
+
+    @property
+    def order(self) -> str:
+        """Sorts as the snapshots of one record follow each other."""
+        return f"{self.stamp}#{self.modified}"
+
+
+def utc_text(value: dt.datetime) -> str:
+    """Fixed width and UTC, so that strings sort as the instants do."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
 @dataclass
 class Commit:
     """Everything one handled record changes in the state, applied together."""
@@ -49,6 +82,7 @@ class Commit:
     version: str | None                                        # the modstamp handled
     ledger: dict[str, LedgerState] = field(default_factory=dict)  # by action
     outbox: list[OutboxItem] = field(default_factory=list)
+    snapshot: Snapshot | None = None     # appended only if it differs from the last one
 
 
 class StateStore(Protocol):
@@ -89,6 +123,17 @@ class StateStore(Protocol):
         ...
 
     def drop(self, keys: Iterable[str]) -> int: ...
+
+    def add_snapshots(self, snapshots: Iterable[Snapshot]) -> int:
+        """Append snapshots read from the CRM's history; one already stored (same record,
+        instant and values) is left out. Returns how many were added."""
+        ...
+
+    def read_snapshots(self) -> Iterator[dict[str, str]]:
+        """Every snapshot as its CRM fields plus `as_of`, by record id, then as_of, then the
+        order they were stored in."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from connector.state import Commit, LedgerState, OutboxItem, Status
+from connector.state import Commit, LedgerState, OutboxItem, Snapshot, Status
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,6 +29,14 @@ CREATE TABLE IF NOT EXISTS outbox (
   next_at TEXT, lease_until TEXT, reason TEXT NOT NULL DEFAULT '', created TEXT NOT NULL,
   updated TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_at);
+"""
+
+# Append-only, ordered by `Snapshot.order`; the unique key makes a snapshot stored twice a no-op.
+SNAPSHOT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshot (
+  seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL, as_of TEXT NOT NULL,
+  modified TEXT NOT NULL, digest TEXT NOT NULL, fields TEXT NOT NULL,
+  UNIQUE (record_id, as_of, modified, digest));
 """
 
 
@@ -52,6 +60,7 @@ class SqliteState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._db.executescript(SNAPSHOT_SCHEMA)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -122,6 +131,8 @@ class SqliteState:
                                (item.key, item.record_id, item.action, item.kind,
                                 json.dumps(item.payload, default=str), item.status,
                                 _iso(item.next_at or now), item.reason, stamp, stamp))
+                if c.snapshot is not None and c.snapshot.digest != _last_digest(db, c.record_id):
+                    _append(db, c.snapshot)
 
     # --- outbox -------------------------------------------------------------------------------
     def _items(self, where: str, args: Iterable[Any]) -> list[OutboxItem]:
@@ -196,6 +207,31 @@ class SqliteState:
             return sum(db.execute("DELETE FROM outbox WHERE key = ? AND status != 'done'",
                                   (k,)).rowcount for k in keys)
 
+    # --- snapshots ----------------------------------------------------------------------------
+    def add_snapshots(self, snapshots: Iterable[Snapshot]) -> int:
+        with self._tx() as db:
+            return sum(_append(db, s) for s in snapshots)
+
+    def read_snapshots(self) -> Iterator[dict[str, str]]:
+        with self._lock:
+            rows = self._db.execute("SELECT fields, as_of FROM snapshot "
+                                    "ORDER BY record_id, as_of, modified, seq")
+            for fields, as_of in rows:
+                yield {**json.loads(fields), "as_of": as_of}
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _last_digest(db: sqlite3.Connection, record_id: str) -> str | None:
+    row = db.execute("SELECT digest FROM snapshot WHERE record_id = ? ORDER BY as_of DESC, "
+                     "modified DESC, seq DESC LIMIT 1", (record_id,)).fetchone()
+    return row[0] if row else None
+
+
+def _append(db: sqlite3.Connection, snapshot: Snapshot) -> int:
+    return db.execute("INSERT OR IGNORE INTO snapshot (record_id, as_of, modified, digest, "
+                      "fields) VALUES (?, ?, ?, ?, ?)",
+                      (snapshot.record_id, snapshot.stamp, snapshot.modified, snapshot.digest,
+                       json.dumps(snapshot.fields))).rowcount

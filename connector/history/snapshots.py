@@ -37,7 +37,7 @@ def snapshot_of(record: Record, mapping: Mapping, closed: Closed | None,
     """The snapshot of one record as read; `read_at` dates it when the record has no usable
     modification stamp."""
     fields = {name: text(mapping.crm_value(record, name)) for name in mapping.crm_fields}
-    modified = _instant(mapping.crm_value(record, mapping.modified_field))
+    modified = instant(mapping.crm_value(record, mapping.modified_field))
     as_of = _closed_on(record, mapping, closed) or modified or read_at
     counted = {k: v for k, v in fields.items() if k != mapping.modified_field}
     digest = hashlib.blake2b(json.dumps(counted, sort_keys=True).encode(),
@@ -63,7 +63,8 @@ def text(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
-def _instant(value: Any) -> dt.datetime | None:
+def instant(value: Any) -> dt.datetime | None:
+    """A CRM's date-time (ISO 8601, Salesforce's +0000), naive taken as UTC; None if unusable."""
     try:
         moment = parse_datetime(value, "modified")
     except RecordError:

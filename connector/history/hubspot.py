@@ -1,7 +1,8 @@
 """The deals' past in HubSpot, as changes: `propertiesWithHistory` on the CRM v3 batch read
 (https://developers.hubspot.com/docs/api-reference/crm-objects-v3/batch/post-crm-v3-objects-objectType-batch-read),
-which answers each property's values newest first, `[{value, timestamp, sourceType, ...}]`,
-with no old values. Only the mapping's own properties are asked for; a reference path
+which answers each property's values newest first, `[{value, timestamp, sourceType, ...}]`;
+each value replaced the one before it, and a property set after the deal's creation was blank
+until then (HubSpot keeps no entry for a property without a value). Only the mapping's own properties are asked for; a reference path
 (`hubspot_owner_id.email`) keeps the value read now.
 """
 
@@ -34,10 +35,20 @@ def read_changes(crm: HubSpotCrm, mapping: Mapping, ids: Sequence[str],
         for result in body.get("results", []) if isinstance(body, dict) else []:
             deal = str(result.get("id", ""))
             history: dict[str, Any] = result.get("propertiesWithHistory") or {}
+            created = instant(result.get("createdAt"))
             for name in own:
+                # A property keeps no entry while it has no value: set after the deal was
+                # created, it was blank before.
+                before: str | None = None
                 for entry in reversed(history.get(name) or []):   # oldest first
                     at = instant(entry.get("timestamp"))
-                    if at is None or (since is not None and at < since):
+                    if at is None:
                         continue
-                    yield deal, Change(at, name, text(crm.incoming(name, entry.get("value"))))
+                    if before is None and created is not None and at > created:
+                        before = ""
+                    change = Change(at, name, text(crm.incoming(name, entry.get("value"))),
+                                    before)
+                    before = change.new
+                    if since is None or at >= since:
+                        yield deal, change
 

@@ -44,7 +44,9 @@ def pull(crm: Crm, rules: RuleSet, store: StateStore, now: dt.datetime,
         mapping.crm_field(n) for n in rules.names_read() if n in mapping.canonical_names))
     calls = crm.calls
     current: dict[str, Record] = {}
-    for page in crm.changed(None, now):
+    # The poll query floors its bounds to whole seconds: reading to the next second keeps a
+    # record changed in this one from passing for a deleted one.
+    for page in crm.changed(None, now + dt.timedelta(seconds=1)):
         for record in page:
             current[text(mapping.crm_value(record, mapping.id_field))] = record
     history: dict[str, list[Change]] = {}

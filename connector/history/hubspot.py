@@ -2,8 +2,8 @@
 (https://developers.hubspot.com/docs/api-reference/crm-objects-v3/batch/post-crm-v3-objects-objectType-batch-read),
 which answers each property's values newest first, `[{value, timestamp, sourceType, ...}]`;
 each value replaced the one before it, and a property set after the deal's creation was blank
-until then (HubSpot keeps no entry for a property without a value). Only the mapping's own properties are asked for; a reference path
-(`hubspot_owner_id.email`) keeps the value read now.
+until then (HubSpot keeps no entry for a property without a value). Only the mapping's own
+properties are asked for; a reference path (`hubspot_owner_id.email`) keeps the value read now.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from connector.core.ruleset import RuleSet
 from connector.core.values import parse_datetime
 from connector.crm import Crm, Record, json_value
 from connector.errors import ConnectorError, FatalError, RecordError, RetriableError
-from connector.history.snapshots import snapshot_of
+from connector.history.snapshots import Snapshotter
 from connector.state import Commit, OutboxItem, Snapshot, StateStore
 from connector.state.notices import store_notice
 
@@ -94,7 +94,8 @@ class Pipeline:
         self.today = today or (lambda: self.now().astimezone(dt.UTC).date())
         self.evaluator = Evaluator(rules)
         self.cursor_name = f"{self.mapping.crm}:{self.mapping.object}"
-        self.keep_snapshots = snapshots   # keep each record's values as read (SPEC 8)
+        # Each record's values as read, kept when they changed (SPEC 8).
+        self.snapshots = Snapshotter(rules.mapping, rules.closed) if snapshots else None
 
     # --- one batch ------------------------------------------------------------------------
     def process(self, records: list[Record], report: RunReport, dry_run: bool = False,
@@ -106,13 +107,12 @@ class Pipeline:
         done = set() if force else self.state.handled(
             (rid, v) for rid, v, _ in versioned if v is not None)
         todo: list[tuple[str, str | None, Outcome | None, str | None]] = []
-        snapshots: list[Snapshot | None] = []   # one a record in todo, kept if it changed
+        taken: list[Snapshot | None] = []   # one a record in todo, kept if it changed
         for rid, version, raw in versioned:
             if version is not None and (rid, version) in done:
                 report.skipped += 1
                 continue
-            snapshots.append(snapshot_of(raw, self.mapping, self.rules.closed, now)
-                             if self.keep_snapshots else None)
+            taken.append(self.snapshots.take(raw, now) if self.snapshots else None)
             try:
                 todo.append((rid, version, self.evaluator.evaluate(self.mapping.read(raw),
                                                                     today), None))
@@ -123,7 +123,7 @@ class Pipeline:
                    for rid, _, outcome, _ in todo if outcome is not None and outcome.changes]
         results = {} if dry_run or not updates else {r.id: r for r in self.crm.write(updates)}
         commits: list[Commit] = []
-        for (rid, version, outcome, error), snapshot in zip(todo, snapshots, strict=True):
+        for (rid, version, outcome, error), snapshot in zip(todo, taken, strict=True):
             commit = Commit(rid, version, snapshot=snapshot)
             commits.append(commit)
             if outcome is None:

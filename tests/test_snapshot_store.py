@@ -25,7 +25,7 @@ def store(request, tmp_path):
 def snap(record, stage, at, modified=None):
     modified = modified or at
     fields = {"Id": record, "SystemModstamp": modified.isoformat(), "StageName": stage}
-    return Snapshot(record, at, fields, f"d-{stage}", utc_text(modified))
+    return Snapshot(record, utc_text(at), fields, f"d-{stage}", utc_text(modified))
 
 
 def stages(store, record=None):

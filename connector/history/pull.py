@@ -20,7 +20,7 @@ from connector.core.ruleset import RuleSet
 from connector.crm import Crm, Record
 from connector.errors import ConfigurationError
 from connector.history.asof import Change, timeline
-from connector.history.snapshots import snapshot_of, text
+from connector.history.snapshots import Snapshotter, text
 from connector.state import Snapshot, StateStore
 
 CHUNK = 1000   # opportunities whose snapshots are stored in one transaction
@@ -59,14 +59,15 @@ def pull(crm: Crm, rules: RuleSet, store: StateStore, now: dt.datetime,
     report.api_calls = crm.calls - calls
     report.opportunities = len(current)
     constant = {mapping.id_field, mapping.modified_field}
+    taker = Snapshotter(mapping, rules.closed)
     batch: list[Snapshot] = []
     for done, (record_id, record) in enumerate(current.items(), 1):
         changes = history.get(record_id, [])
         known = {f: text(mapping.crm_value(record, f)) for f in mapping.crm_fields}
         for at, state in timeline(known, changes, constant):
             values = {**state.values, mapping.modified_field: at.isoformat()}
-            batch.append(snapshot_of(values, mapping, rules.closed, at))
-        batch.append(snapshot_of(record, mapping, rules.closed, now))
+            batch.append(taker.take(values, at))
+        batch.append(taker.take(record, now))
         report.approximated.update(set(known) - constant - {c.field for c in changes})
         if done % CHUNK == 0:
             report.snapshots += store.add_snapshots(batch)

@@ -29,7 +29,15 @@ from typing import Any
 
 from connector.core.edges import LedgerState
 from connector.errors import ConfigurationError, RetriableError
-from connector.state import Commit, OutboxItem, Snapshot, Status, utc_text
+from connector.state import (
+    Commit,
+    OutboxItem,
+    Snapshot,
+    Status,
+    pack_values,
+    unpack_values,
+    utc_text,
+)
 
 TRANSACTION_LIMIT = 100       # DynamoDB's limit of items per TransactWriteItems
 BATCH_GET_LIMIT = 100         # ... and of keys per BatchGetItem
@@ -450,7 +458,8 @@ class DynamoState:
             {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
                      "Item": {"pk": pk, "sk": _s(f"snapshot#{snapshot.order}#{snapshot.digest}"),
                               "record_id": _s(snapshot.record_id),
-                              "fields": _s(json.dumps(snapshot.fields))}}},
+                              "names": _s(pack_values(snapshot.fields)),
+                              "vals": _s(pack_values(snapshot.fields.values()))}}},
             {"Put": {"TableName": self.table,
                      "Item": {"pk": pk, "sk": _s(SNAPSHOT_LAST), "order": _s(snapshot.order),
                               "digest": _s(snapshot.digest)},
@@ -487,7 +496,8 @@ class DynamoState:
             page = self._call("scan", TableName=self.table, ConsistentRead=True, **kwargs)
             for row in page.get("Items", []):
                 found.append((row["record_id"]["S"], row["sk"]["S"],
-                              json.loads(row["fields"]["S"])))
+                              dict(zip(unpack_values(row["names"]["S"]),
+                                       unpack_values(row["vals"]["S"]), strict=True))))
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

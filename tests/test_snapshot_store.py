@@ -7,9 +7,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connector.core.edges import LedgerState
-from connector.state import Commit, OutboxItem, Snapshot, utc_text
+from connector.state import Commit, OutboxItem, Snapshot, pack_values, unpack_values, utc_text
 from tests.test_state_contract import BACKENDS
 
 T0 = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
@@ -106,3 +108,20 @@ def test_many_records_in_one_commit(store):
     store.commit(commits, T0)
     store.commit(commits, T0 + dt.timedelta(minutes=1))
     assert len(stages(store)) == 250
+
+
+def test_any_text_is_read_back_as_it_was_stored(store):
+    odd = ["", "[1, 2]", '{"a": 1}', "a\0b", "\0", "naïve ☃", "x" * 5000]
+    commits = [Commit(f"r{i}", "v1", snapshot=Snapshot(
+        f"r{i}", utc_text(T0), {"Id": f"r{i}", "Name": value, "Other": "\0" + value},
+        f"d{i}", "")) for i, value in enumerate(odd)]
+    store.commit(commits, T0)
+    rows = {r["Id"]: r for r in store.read_snapshots()}
+    for i, value in enumerate(odd):
+        assert rows[f"r{i}"] == {"Id": f"r{i}", "Name": value, "Other": "\0" + value,
+                                 "as_of": utc_text(T0)}
+
+
+@given(st.lists(st.text()))
+def test_packed_values_unpack_to_themselves(values):
+    assert unpack_values(pack_values(values)) == values

@@ -125,8 +125,8 @@ class SqliteState:
     def commit(self, commits: Iterable[Commit], now: dt.datetime) -> None:
         stamp = _iso(now)
         commits = list(commits)
-        self._column_ids(c.snapshot for c in commits)
         changed: list[Snapshot] = []
+        columns = dict(self._columns)
         with self._tx() as db:
             last = _last_digests(db, {c.record_id for c in commits if c.snapshot is not None})
             for c in commits:
@@ -151,7 +151,8 @@ class SqliteState:
                 if snapshot is not None and snapshot.digest != last.get(c.record_id):
                     last[c.record_id] = snapshot.digest
                     changed.append(snapshot)
-            self._append(db, changed)
+            self._append(db, changed, columns)
+        self._columns = columns
 
     # --- outbox -------------------------------------------------------------------------------
     def _items(self, where: str, args: Iterable[Any]) -> list[OutboxItem]:
@@ -228,10 +229,11 @@ class SqliteState:
 
     # --- snapshots ----------------------------------------------------------------------------
     def add_snapshots(self, snapshots: Iterable[Snapshot]) -> int:
-        snapshots = list(snapshots)
-        self._column_ids(snapshots)
+        columns = dict(self._columns)
         with self._tx() as db:
-            return self._append(db, snapshots)
+            added = self._append(db, list(snapshots), columns)
+        self._columns = columns
+        return added
 
     def read_snapshots(self) -> Iterator[dict[str, str]]:
         with self._lock:
@@ -243,27 +245,30 @@ class SqliteState:
                 yield {**dict(zip(names[columns], unpack_values(vals), strict=True)),
                        "as_of": as_of}
 
-    def _column_ids(self, snapshots: Iterable[Snapshot | None]) -> None:
-        """Store the field names of these snapshots, once (in a transaction of their own: kept
-        even if the commit fails, they are only names)."""
-        for snapshot in snapshots:
-            if snapshot is None or tuple(snapshot.fields) in self._columns:
-                continue
-            names = pack_values(snapshot.fields)
-            with self._tx() as db:
-                db.execute("INSERT OR IGNORE INTO snapshot_columns (names) VALUES (?)", (names,))
-                [(found,)] = db.execute("SELECT id FROM snapshot_columns WHERE names = ?",
-                                        (names,)).fetchall()
-            self._columns[tuple(snapshot.fields)] = found
-
-    def _append(self, db: sqlite3.Connection, snapshots: list[Snapshot]) -> int:
+    def _append(self, db: sqlite3.Connection, snapshots: list[Snapshot],
+                columns: dict[tuple[str, ...], int]) -> int:
+        """Append these snapshots (one already there is left out); returns how many. New
+        field-name lists go into `columns`, which the caller keeps only once committed."""
+        rows = []
+        for s in snapshots:
+            names = tuple(s.fields)
+            found = columns.get(names)
+            if found is None:
+                found = columns[names] = self._column_id(db, names)
+            rows.append((s.record_id, s.as_of, s.modified, s.digest, found,
+                         pack_values(s.fields.values())))
         before = db.total_changes
         db.executemany("INSERT OR IGNORE INTO snapshot (record_id, as_of, modified, digest, "
-                       "columns, vals) VALUES (?, ?, ?, ?, ?, ?)",
-                       [(s.record_id, s.as_of, s.modified, s.digest,
-                         self._columns[tuple(s.fields)], pack_values(s.fields.values()))
-                        for s in snapshots])
+                       "columns, vals) VALUES (?, ?, ?, ?, ?, ?)", rows)
         return db.total_changes - before
+
+    @staticmethod
+    def _column_id(db: sqlite3.Connection, names: tuple[str, ...]) -> int:
+        packed = pack_values(names)
+        db.execute("INSERT OR IGNORE INTO snapshot_columns (names) VALUES (?)", (packed,))
+        [(found,)] = db.execute("SELECT id FROM snapshot_columns WHERE names = ?",
+                                (packed,)).fetchall()
+        return int(found)
 
     def close(self) -> None:
         with self._lock:

@@ -179,3 +179,25 @@ def test_hubspot_properties_with_history_rebuild_each_deal(tmp_path, rsps):
             assert got["relationship_level"] == (deal["relationship_level"] or "")
     assert report.approximated["hubspot_owner_id.name"] == 120
     assert "dealstage" not in report.approximated and "amount" not in report.approximated
+
+
+def test_the_pull_command_says_what_it_read_and_what_is_approximated(tmp_path, rsps,
+                                                                     monkeypatch, capsys):
+    from connector.cli import main
+
+    org = HistoryOrg(rsps, Clock(), tracked=TRACKED)
+    for i in range(5):
+        org.add(f"006{i:015d}", StageName="Prospecting")
+    org.clock.advance(hours=1)
+    org.edit("006000000000000000", Proposal_Type__c="Firm")
+    monkeypatch.setenv("SALESFORCE_INSTANCE_URL", INSTANCE)
+    monkeypatch.setenv("SALESFORCE_ACCESS_TOKEN", "00Dxx!secret-session")
+    monkeypatch.setenv("STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
+    assert main(["history", "pull", "--since", "2026-01-01"]) == 0
+    out = capsys.readouterr().out
+    assert "opportunities 5, history values 21, snapshots added 6; API calls 3" in out
+    assert "Proposal_Type__c: 4 of 5 opportunities (read by the rules)" in out
+    assert "Relationship_Level__c: 5 of 5 opportunities (read by the rules)" in out
+    assert "Owner.Name: 5 of 5 opportunities\n" in out
+    assert "secret" not in out
+    assert main(["history", "pull", "--since", "yesterday"]) == 2

@@ -112,7 +112,8 @@ class Pipeline:
             if version is not None and (rid, version) in done:
                 report.skipped += 1
                 continue
-            taken.append(self.snapshots.take(raw, now) if self.snapshots else None)
+            taken.append(self.snapshots.take(raw, now) if self.snapshots and not dry_run
+                         else None)
             try:
                 todo.append((rid, version, self.evaluator.evaluate(self.mapping.read(raw),
                                                                     today), None))

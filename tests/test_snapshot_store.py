@@ -27,7 +27,8 @@ def store(request, tmp_path):
 def snap(record, stage, at, modified=None):
     modified = modified or at
     fields = {"Id": record, "SystemModstamp": modified.isoformat(), "StageName": stage}
-    return Snapshot(record, utc_text(at), fields, f"d-{stage}", utc_text(modified))
+    return Snapshot(record, utc_text(at), tuple(fields), list(fields.values()), f"d-{stage}",
+                    utc_text(modified))
 
 
 def stages(store, record=None):
@@ -113,8 +114,8 @@ def test_many_records_in_one_commit(store):
 def test_any_text_is_read_back_as_it_was_stored(store):
     odd = ["", "[1, 2]", '{"a": 1}', "a\0b", "\0", "naïve ☃", "x" * 5000]
     commits = [Commit(f"r{i}", "v1", snapshot=Snapshot(
-        f"r{i}", utc_text(T0), {"Id": f"r{i}", "Name": value, "Other": "\0" + value},
-        f"d{i}", "")) for i, value in enumerate(odd)]
+        f"r{i}", utc_text(T0), ("Id", "Name", "Other"), [f"r{i}", value, "\0" + value],
+        f"d{i}")) for i, value in enumerate(odd)]
     store.commit(commits, T0)
     rows = {r["Id"]: r for r in store.read_snapshots()}
     for i, value in enumerate(odd):

@@ -39,7 +39,8 @@ class Snapshotter:
     def __init__(self, mapping: Mapping, closed: Closed | None) -> None:
         self.mapping = mapping
         self.closed = closed
-        self.fields = mapping.crm_fields
+        self.fields = tuple(mapping.crm_fields)
+        self.paths = [(i, f.split(".")) for i, f in enumerate(self.fields) if "." in f]
         index = {f: i for i, f in enumerate(self.fields)}
         self.modified = index[mapping.modified_field]
         has_state = closed is not None and closed.field in mapping.canonical_names
@@ -49,8 +50,15 @@ class Snapshotter:
 
     def take(self, record: Record, read_at: dt.datetime) -> Snapshot:
         """`read_at` dates it when the record has no usable modification stamp."""
-        values = [record.get(f, _PATH) for f in self.fields]
-        values = [v if type(v) is str else self._text(record, i, v) for i, v in enumerate(values)]
+        raw = [record.get(f, _MISSING) for f in self.fields]
+        for i, (head, *rest) in self.paths:   # the API's nested records (Owner.Name)
+            node = record.get(head)
+            for part in rest:
+                node = node.get(part) if type(node) is dict else None
+            if node is not None:
+                raw[i] = node
+        values = [v if type(v) is str else "" if v is None else self._text(record, i, v)
+                  for i, v in enumerate(raw)]
         modified = instant(values[self.modified])
         stamp = utc_text(modified) if modified else ""
         closed_on = self._closed_on(values)
@@ -58,15 +66,11 @@ class Snapshotter:
         # NUL cannot be in a CRM's text: the joined values are read one way only.
         counted = values[:self.modified] + values[self.modified + 1:]
         digest = hashlib.blake2b("\0".join(counted).encode(), digest_size=12).hexdigest()
-        return Snapshot(values[0], as_of, dict(zip(self.fields, values, strict=True)), digest,
-                        stamp)
+        return Snapshot(values[0], as_of, self.fields, values, digest, stamp)
 
     def _text(self, record: Record, i: int, value: Any) -> str:
-        if value is _PATH:   # a path (Owner.Name), or a name in another case (an export's)
-            node: Any = record
-            for part in self.fields[i].split("."):   # the API's nested records, quickly
-                node = node.get(part) if type(node) is dict else None
-            value = node if node is not None else self.mapping.crm_value(record, self.fields[i])
+        if value is _MISSING:   # an export's flat path, or a name in another case
+            value = self.mapping.crm_value(record, self.fields[i])
         return text(value)
 
     def _closed_on(self, values: list[str]) -> dt.datetime | None:
@@ -82,7 +86,7 @@ class Snapshotter:
         return dt.datetime.combine(day, dt.time(), dt.UTC) if day else None
 
 
-_PATH = object()   # a field not found under its own name in the record
+_MISSING = object()   # a field not found under its own name in the record
 
 
 def text(value: Any) -> str:

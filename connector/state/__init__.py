@@ -46,17 +46,23 @@ class OutboxItem:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A record's mapped CRM fields (CRM field name -> the value as the CRM gave it, as text)
+    """A record's mapped CRM fields (`names`, and the `values` as the CRM gave them, as text)
     from `as_of` on (`utc_text`). `digest` identifies the values that count as a change (all
     but the modification stamp, which moves with edits to fields nobody mapped); `modified`
     (that stamp, as `utc_text`, or "") orders two snapshots at one instant, such as a deal's
-    closing ones, all dated on its close date."""
+    closing ones, all dated on its close date. Names and values apart: the pipeline takes one
+    per record read, and the names are the same tuple for all."""
 
     record_id: str
     as_of: str
-    fields: dict[str, str]
+    names: tuple[str, ...]
+    values: list[str]
     digest: str
     modified: str = ""
+
+    @property
+    def fields(self) -> dict[str, str]:
+        return dict(zip(self.names, self.values, strict=True))
 
     @property
     def order(self) -> str:

@@ -251,12 +251,11 @@ class SqliteState:
         field-name lists go into `columns`, which the caller keeps only once committed."""
         rows = []
         for s in snapshots:
-            names = tuple(s.fields)
-            found = columns.get(names)
+            found = columns.get(s.names)
             if found is None:
-                found = columns[names] = self._column_id(db, names)
+                found = columns[s.names] = self._column_id(db, s.names)
             rows.append((s.record_id, s.as_of, s.modified, s.digest, found,
-                         pack_values(s.fields.values())))
+                         pack_values(s.values)))
         before = db.total_changes
         db.executemany("INSERT OR IGNORE INTO snapshot (record_id, as_of, modified, digest, "
                        "columns, vals) VALUES (?, ?, ?, ?, ?, ?)", rows)

@@ -147,13 +147,13 @@ class StateStore(Protocol):
     def drop(self, keys: Iterable[str]) -> int: ...
 
     def add_snapshots(self, snapshots: Iterable[Snapshot]) -> int:
-        """Append snapshots read from the CRM's history; one already stored (same record,
-        instant and values) is left out. Returns how many were added."""
+        """Append snapshots made from the CRM's history; one already stored (same record,
+        instants and values) is left out. Returns how many were added."""
         ...
 
     def read_snapshots(self) -> Iterator[dict[str, str]]:
-        """Every snapshot as its CRM fields plus `as_of`, by record id, then as_of, then the
-        order they were stored in."""
+        """Every snapshot as its CRM fields plus `as_of`, by record id, then `Snapshot.order`
+        (as_of, then the record's modification stamp)."""
         ...
 
     def close(self) -> None: ...

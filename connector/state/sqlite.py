@@ -40,8 +40,8 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_at);
 """
 
 # Append-only, read in `Snapshot.order` through the unique index, which also makes a snapshot
-# stored twice a no-op. The field names are kept once per mapping (`snapshot_columns`), the
-# values packed (pack_values): a snapshot costs the commit about a third of what JSON did.
+# stored twice a no-op. The field names are kept once per mapping (`snapshot_columns`) and the
+# values packed (pack_values): a snapshot is taken at every record read, and costs little.
 SNAPSHOT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshot_columns (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS snapshot (
@@ -274,11 +274,11 @@ class SqliteState:
             self._db.close()
 
 
-def _last_digests(db: sqlite3.Connection, record_ids: set[str]) -> dict[str, str | None]:
+def _last_digests(db: sqlite3.Connection, record_ids: set[str]) -> dict[str, str]:
     """Each record's last snapshot digest, 500 records a query (SQLite takes a bare column
     from the row that gives the MAX)."""
     wanted = sorted(record_ids)
-    found: dict[str, str | None] = {}
+    found: dict[str, str] = {}
     for i in range(0, len(wanted), 500):
         chunk = wanted[i:i + 500]
         found.update((r, d) for r, d, _ in db.execute(

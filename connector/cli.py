@@ -408,6 +408,54 @@ def sweep(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
     raise typer.Exit(1 if report.failed or report.parked or drained.parked else 0)
 
 
+history_app = typer.Typer(no_args_is_help=True, help="Snapshots of the opportunities as they "
+                          "were: fill them from the CRM's history, export them as CSV.")
+app.add_typer(history_app, name="history")
+
+
+@history_app.command("pull")
+def history_pull(
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only history from this ISO date or date-time on.")] = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """Read the CRM's history of the mapped fields (Salesforce OpportunityHistory and
+    OpportunityFieldHistory, HubSpot propertiesWithHistory) into the snapshots."""
+    from connector.history.pull import pull
+
+    application = _app(rules, mappings)
+    rule_set = application.loaded.rules
+    report = pull(application.crm, rule_set, application.state, application.now(),
+                  _since(since))
+    console = _out()
+    console.print(f"opportunities {report.opportunities:,}, history values {report.changes:,}"
+                  f", snapshots added {report.snapshots:,}; API calls {report.api_calls:,}")
+    if report.orphans:
+        console.print(f"history values of opportunities not read (deleted?): "
+                      f"{report.orphans:,}, left out")
+    if report.approximated:
+        console.print("approximated: fields with no history keep the value read now in "
+                      "every past snapshot:")
+        for name, count in sorted(report.approximated.items()):
+            used = " [bold](read by the rules)[/bold]" if name in report.read_by_rules else ""
+            console.print(f"  {escape(name)}: {count:,} of {report.opportunities:,} "
+                          f"opportunities{used}")
+
+
+@history_app.command("export")
+def history_export(
+    file: Annotated[Path, typer.Argument(help="The CSV to write.")],
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """Write the snapshots as CSV: the mapping's CRM fields, then as_of (ISO date-time)."""
+    from connector.history.snapshots import write_snapshot_csv
+
+    application = _app(rules, mappings)
+    mapping = application.loaded.rules.mapping
+    count = write_snapshot_csv(application.state.read_snapshots(), file, mapping)
+    _out().print(f"wrote {count:,} snapshots to {escape(str(file))}")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",

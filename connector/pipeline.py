@@ -5,7 +5,8 @@ runs from the command line, from `serve` and from the Lambda handlers.
 The order of a batch is what makes it safe to crash at any line:
   1. drop the versions `(id, modstamp)` already handled (poll overlap, webhook redelivery);
   2. evaluate; 3. write back only what changed;
-  4. commit, in one transaction, the handled versions, the ledger and the new outbox items;
+  4. commit, in one transaction, the handled versions, the ledger, the new outbox items and
+     the snapshots of the records whose values changed;
   5. only then move the cursor past the batch.
 A crash before 4 redoes the batch: the write-back now computes to no change, and the rising
 edges, never recorded, fire once. A crash before 5 re-reads records already handled: dropped.
@@ -27,7 +28,8 @@ from connector.core.ruleset import RuleSet
 from connector.core.values import parse_datetime
 from connector.crm import Crm, Record, json_value
 from connector.errors import ConnectorError, FatalError, RecordError, RetriableError
-from connector.state import Commit, OutboxItem, StateStore
+from connector.history.snapshots import Snapshotter
+from connector.state import Commit, OutboxItem, Snapshot, StateStore
 from connector.state.notices import store_notice
 
 __all__ = ["LEASE", "OVERLAP", "DrainReport", "Pipeline", "RunReport", "store_notice"]
@@ -81,7 +83,7 @@ class Pipeline:
     def __init__(self, rules: RuleSet, crm: Crm, state: StateStore,
                  actions: ActionRunner | None = None,
                  now: Callable[[], dt.datetime] = utcnow,
-                 today: Callable[[], dt.date] | None = None) -> None:
+                 today: Callable[[], dt.date] | None = None, snapshots: bool = True) -> None:
         self.rules = rules
         self.mapping = rules.mapping
         self.crm = crm
@@ -92,6 +94,8 @@ class Pipeline:
         self.today = today or (lambda: self.now().astimezone(dt.UTC).date())
         self.evaluator = Evaluator(rules)
         self.cursor_name = f"{self.mapping.crm}:{self.mapping.object}"
+        # Each record's values as read, kept when they changed (SPEC 8).
+        self.snapshots = Snapshotter(rules.mapping, rules.closed) if snapshots else None
 
     # --- one batch ------------------------------------------------------------------------
     def process(self, records: list[Record], report: RunReport, dry_run: bool = False,
@@ -103,10 +107,13 @@ class Pipeline:
         done = set() if force else self.state.handled(
             (rid, v) for rid, v, _ in versioned if v is not None)
         todo: list[tuple[str, str | None, Outcome | None, str | None]] = []
+        taken: list[Snapshot | None] = []   # one a record in todo, kept if it changed
         for rid, version, raw in versioned:
             if version is not None and (rid, version) in done:
                 report.skipped += 1
                 continue
+            taken.append(self.snapshots.take(raw, now) if self.snapshots and not dry_run
+                         else None)
             try:
                 todo.append((rid, version, self.evaluator.evaluate(self.mapping.read(raw),
                                                                     today), None))
@@ -117,8 +124,8 @@ class Pipeline:
                    for rid, _, outcome, _ in todo if outcome is not None and outcome.changes]
         results = {} if dry_run or not updates else {r.id: r for r in self.crm.write(updates)}
         commits: list[Commit] = []
-        for rid, version, outcome, error in todo:
-            commit = Commit(rid, version)
+        for (rid, version, outcome, error), snapshot in zip(todo, taken, strict=True):
+            commit = Commit(rid, version, snapshot=snapshot)
             commits.append(commit)
             if outcome is None:
                 report.failed += 1

@@ -1,0 +1,1 @@
+"""History (SPEC 8): snapshots of the records as they were, and what is computed from them."""

@@ -18,8 +18,9 @@ import responses
 from connector.core.mapping import Mapping
 from connector.core.values import FieldType
 from connector.crm import Crm, WriteResult, json_value
-from connector.crm.hubspot import API_BASE, HubSpotCrm, field_type, hubspot_value
-from connector.errors import ConfigurationError, FatalError, RetriableError
+from connector.crm.hubspot.client import API_BASE, HubSpotCrm
+from connector.crm.hubspot.metadata import field_type, hubspot_value
+from connector.errors import ConfigurationError, FatalError, RecordError, RetriableError
 from connector.files import load
 from connector.retry import RetryPolicy
 from tests.fake_hubspot import TOKEN, Clock, FakePortal, fixture
@@ -172,9 +173,9 @@ def test_labels_back_to_ids_only_when_unambiguous(mapping, portal):
     assert crm.stage_id("Negotiation/Review", "default") == "1093720"
     assert crm.stage_id("Negotiation/Review", "3419851") == "3419853"
     assert crm.stage_id("Qualification") == "qualifiedtobuy"
-    with pytest.raises(ValueError, match="2 stages"):
+    with pytest.raises(RecordError, match="2 stages"):
         crm.stage_id("Negotiation/Review")
-    with pytest.raises(ValueError, match="no stage"):
+    with pytest.raises(RecordError, match="no stage"):
         crm.stage_id("Imaginary")
 
 
@@ -453,7 +454,7 @@ def test_a_writeback_property_gone_from_hubspot_stops_the_run_without_splitting(
 
 
 def test_write_refuses_properties_that_are_not_writeback(mapping, portal):
-    with pytest.raises(ValueError, match="dealstage"):
+    with pytest.raises(ConfigurationError, match="dealstage"):
         adapter(mapping).write([("1", {"dealstage": "closedwon"})])
     assert portal.api_calls == 0
 
@@ -568,6 +569,6 @@ def test_from_settings_needs_the_token_and_takes_the_rules_closed_values(mapping
     crm = HubSpotCrm.from_settings(
         SimpleNamespace(hubspot_access_token=SecretStr(TOKEN), secrets=lambda: ["s3cr3t-x"]),
         mapping, closed=loaded.rules.closed)
-    assert crm._won == ("Closed Won",) and crm._lost == ("Closed Lost", "Cancelled")
+    assert crm._names.won == ("Closed Won",) and crm._names.lost == ("Closed Lost", "Cancelled")
     assert "s3cr3t-x" in crm._secrets and TOKEN in crm._secrets
 

@@ -25,7 +25,7 @@ import responses
 from pydantic import SecretStr
 
 from connector.actions import ActionRunner
-from connector.crm.hubspot import HubSpotCrm
+from connector.crm.hubspot.client import HubSpotCrm
 from connector.erp.rest import RestErp
 from connector.files import load
 from connector.handlers.webhook import route

@@ -84,7 +84,7 @@ def test_a_second_sync_with_nothing_new_reads_and_writes_nothing(tmp_path, org):
 
 def quick_app(tmp_path, org, sleeps=None):
     """An app whose retry policy records its waits instead of sleeping."""
-    from connector.crm.salesforce import SalesforceCrm
+    from connector.crm.salesforce.client import SalesforceCrm
     from connector.retry import RetryPolicy
 
     app = make_app(tmp_path, org)

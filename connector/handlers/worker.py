@@ -118,7 +118,8 @@ def _fan_out() -> dict[str, Any]:
 
 
 def _change_event(event: dict[str, Any]) -> dict[str, Any]:
-    from connector.crm.events import WebhookRejected, parse_cdc_event
+    from connector.crm.events import WebhookRejected
+    from connector.crm.salesforce.webhooks import parse_cdc_event
     from connector.state.notices import store_notice
 
     rt = runtime.current()

@@ -1,6 +1,7 @@
 """The HubSpot adapter of the CRM port, on HubSpot's CRM v3 REST API: check the mapping against
-the deal properties, poll with the CRM search API, read by id in batches, write back in batches,
-and give the rules each pipeline stage's label instead of its id.
+the deal properties, poll with the CRM search API (connector.crm.hubspot.search), read by id in
+batches, write back in batches, and give the rules each pipeline stage's label instead of its id
+(connector.crm.hubspot.metadata).
 
 What it costs (https://developers.hubspot.com/docs/guides/apps/api-usage/usage-details):
 
@@ -15,18 +16,8 @@ What it costs (https://developers.hubspot.com/docs/guides/apps/api-usage/usage-d
 Limits honoured: the burst limit (per 10 seconds) and the daily limit, from the
 `X-HubSpot-RateLimit-*` headers and the 429 answers (whose `policyName` says which limit was
 hit); and the search API's own limit of a few requests a second per account, which its answers
-do not announce: searches are spaced `search_interval` seconds apart. Every call goes through
-one retry policy (connector.retry); a daily limit used up stops the run (FatalError) with the
-cursor kept. No message carries the token.
-
-Values: HubSpot sends every property as a string. Dates come as ISO 8601 or as epoch
-milliseconds and are given to the rules as ISO 8601; numbers stay decimal strings (never float)
-for the mapping to read as Decimal; a blank ("") is None. Writes send strings the same way.
-
-Stages: `dealstage` holds a stage id; records carry the stage's label instead. Closed-won and
-closed-lost come from each stage's own metadata (`isClosed`, `probability` 1.0 or 0.0): a
-closed-won stage whose label the rules do not list as won reads as the first of `won`, and the
-same for lost, so no portal's spelling can turn a won deal into an open one.
+do not announce: searches are spaced `search_interval` seconds apart. The call loop, the quota,
+the error tree and `write` are the base's (connector.crm._base). No message carries the token.
 
 References: a mapped path `hubspot_owner_id.email` reads an attribute of the owner whose id the
 property holds (owners API: id, email, firstName, lastName, name, userId); a path through a
@@ -37,48 +28,55 @@ property. Any other path is refused by `describe`.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import logging
 import re
-from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from decimal import Decimal
+from functools import partial
+from typing import Any
 
 import requests
 
+from connector.core.findings import did_you_mean
 from connector.core.mapping import Mapping
+from connector.core.ruleset import Closed
 from connector.core.values import TEXT, FieldType
-from connector.crm import Record, WriteResult, scrub
-from connector.errors import ConfigurationError, ConnectorError, FatalError, RetriableError
-from connector.retry import RetryLater, RetryPolicy, retry_after_seconds
+from connector.crm import Record, WriteResult
+from connector.crm._base import CrmAdapter, SessionExpired, chunks, utc
+from connector.crm.hubspot import search
+from connector.crm.hubspot.metadata import (
+    EPOCH,
+    MS,
+    OWNER_ATTRIBUTES,
+    PIPELINE_PROPERTY,
+    STAGE_PROPERTY,
+    Stage,
+    StageNames,
+    closed_values,
+    field_type,
+    hubspot_value,
+    incoming,
+    object_id,
+    owner_attribute,
+    parse_instant,
+    reference,
+    stages_of,
+)
+from connector.errors import ConfigurationError, ConnectorError, FatalError, RecordError
+from connector.retry import RetryPolicy, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 API_BASE = "https://api.hubapi.com"
-PAGE_SIZE = 200            # results per search page, the search API's maximum
-MAX_RESULTS = 10_000       # results one search can page through; `after` beyond is a 400
 BATCH_SIZE = 100           # inputs per batch read or batch update, HubSpot's maximum
 OWNERS_PAGE = 500          # owners per page, the owners API's maximum
 SEARCH_INTERVAL = 0.25     # seconds between two searches: the search API takes ~4-5 a second
 BURST_INTERVAL = 10.0      # seconds of HubSpot's rolling burst window, when a 429 says none
 DAILY_RECHECK = 3600.0     # seconds after which a used-up daily allowance is asked again
-# https://developers.hubspot.com/docs/guides/api/crm/search#limitations
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MS = dt.timedelta(milliseconds=1)
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")   # a property's internal name
-_MILLIS = re.compile(r"^-?\d{1,15}$")
-STAGE_PROPERTY = "dealstage"
-PIPELINE_PROPERTY = "pipeline"
-OWNER_ATTRIBUTES = ("id", "email", "firstName", "lastName", "name", "userId")
-# References HubSpot defines even when describe has not run (the properties say it too:
-# referencedObjectType OWNER / COMPANY).
-_KNOWN_REFERENCES = {"hubspot_owner_id": "OWNER", "hs_primary_associated_company": "COMPANY"}
 _RECORD_ERRORS = 400, 404, 409, 422   # batch-update answers that a record's data can cause
 # A batch refused for a property, not a value: 'Property "x" does not exist', '"x" is a read
 # only property'.
@@ -88,17 +86,6 @@ _SCOPES = ("crm.objects.deals.read, crm.objects.deals.write, crm.schemas.deals.r
            "crm.objects.owners.read, crm.objects.companies.read")
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One pipeline stage: its id, its label, its pipeline, and whether it closes the deal."""
-
-    id: str
-    label: str
-    pipeline: str
-    closed: bool
-    won: bool
-
-
 @dataclass
 class _Answer:
     status: int
@@ -106,7 +93,7 @@ class _Answer:
     headers: MappingABC[str, str]
 
 
-class HubSpotCrm:
+class HubSpotCrm(CrmAdapter):
     """The CRM port on one HubSpot portal, for one mapping (`crm: hubspot`, `object: deals`).
 
     `access_token` is a private app's token or an OAuth access token, or a callable giving a
@@ -115,6 +102,18 @@ class HubSpotCrm:
     of each is what a closed stage with another label reads as); `stage_labels` renames stages
     (by id or label) to the rules' values."""
 
+    name = "HubSpot"
+    account = "portal"
+    settings_prefix = "HUBSPOT"
+    page_size = search.PAGE_SIZE
+    write_size = BATCH_SIZE
+    allowance_hint = ("the portal's daily API limit is used up; the run stops here and the "
+                      "cursor is kept, to resume after midnight in the portal's time zone")
+    access_hint = f"the token lacks a scope; grant the app {_SCOPES}"
+    login_hint = ("HUBSPOT_ACCESS_TOKEN is invalid, expired or revoked: set the private app's "
+                  "current token (or a fresh OAuth token)")
+    renewed_hint = login_hint
+
     def __init__(self, mapping: Mapping, access_token: str | Callable[[], str], *,
                  base_url: str = API_BASE, retry: RetryPolicy | None = None,
                  session: requests.Session | None = None, timeout: float = 60.0,
@@ -122,27 +121,25 @@ class HubSpotCrm:
                  lost: Sequence[str] = ("Closed Lost", "Cancelled"),
                  stage_labels: MappingABC[str, str] | None = None,
                  search_interval: float = SEARCH_INTERVAL,
-                 quota_total_percent: float = 80.0,
+                 quota_total_percent: float = 80.0, quota_run_percent: float = 25.0,
                  secrets: Collection[str] = ()) -> None:
+        token = access_token if isinstance(access_token, str) else ""
+        super().__init__(mapping, retry=retry, timeout=timeout, secrets=[*secrets, token],
+                         quota_total_percent=quota_total_percent,
+                         quota_run_percent=quota_run_percent)
         if mapping.crm != "hubspot":
             raise ConfigurationError(f"{mapping.source or 'the mapping'}: crm is "
                                      f"'{mapping.crm}', not 'hubspot'")
         if not won or not lost:
             raise ConfigurationError("HubSpot needs the rules' closed-won and closed-lost "
                                      "stage values (closed: won: [...], lost: [...])")
-        self._mapping = mapping
         self._base = base_url.rstrip("/")
-        self._retry = retry or RetryPolicy()
         self._http = session or requests.Session()
-        self._timeout = timeout
-        self._won = tuple(won)
-        self._lost = tuple(lost)
-        self._stage_labels = {k.casefold(): v for k, v in (stage_labels or {}).items()}
+        self._names = StageNames(tuple(won), tuple(lost),
+                                 {k.casefold(): v for k, v in (stage_labels or {}).items()})
         self._search_interval = search_interval
-        self._quota_percent = quota_total_percent
         self._token_source = access_token if callable(access_token) else None
-        self._token = access_token if isinstance(access_token, str) else ""
-        self._secrets = [s for s in (*secrets, self._token) if s and len(s) >= 4]
+        self._token = token
         self._properties: dict[str, dict[str, Any]] | None = None    # deal properties, by name
         self._stages: dict[str, Stage] | None = None                 # by stage id
         self._owners: dict[str, dict[str, Any] | None] | None = None  # by owner id
@@ -153,9 +150,9 @@ class HubSpotCrm:
         self._daily_at = 0.0                            # when the headers said so
         self._burst: tuple[int, float] | None = None    # (remaining, window seconds)
         self._last_search: float | None = None
-        self.calls = 0
-        self.auth_calls = 0
-        self.calls_by_kind: Counter[str] = Counter()
+        self._window = search.Window(partial(self._search, what="the poll search"),
+                                     self._record, mapping.modified_field, mapping.id_field,
+                                     self._stamp)
         self.window_moves = 0
         bad = [name for name in (mapping.object, mapping.id_field, mapping.modified_field)
                if not _NAME.match(name)]
@@ -166,10 +163,10 @@ class HubSpotCrm:
                                      f"property.attribute): {', '.join(map(repr, bad))}")
 
     @classmethod
-    def from_settings(cls, settings: Any, mapping: Mapping, *, closed: Any = None,
+    def from_settings(cls, settings: Any, mapping: Mapping, *, closed: Closed | None = None,
                       **kwargs: Any) -> HubSpotCrm:
         """The adapter from the settings (HUBSPOT_ACCESS_TOKEN) and, when given, the rules'
-        `closed` states (connector.core.ruleset.Closed)."""
+        `closed` states."""
         token: Any = getattr(settings, "hubspot_access_token", None)
         text = token.get_secret_value() if hasattr(token, "get_secret_value") else token
         if not text:
@@ -177,15 +174,14 @@ class HubSpotCrm:
                 "HUBSPOT_ACCESS_TOKEN is not set: create a private app in HubSpot (Settings > "
                 f"Integrations > Private apps) with the scopes {_SCOPES}, and set its token")
         if closed is not None and closed.won and closed.lost:
-            # The rules' own spelling when known (labels), else their normalised values.
-            labels = tuple(getattr(closed, "labels", ()) or ())
-            won = [x for x in labels if x.strip().casefold() in closed.won]
-            lost = [x for x in labels if x.strip().casefold() in closed.lost]
-            kwargs.setdefault("won", won or sorted(closed.won))
-            kwargs.setdefault("lost", lost or sorted(closed.lost))
+            won, lost = closed_values(closed)
+            kwargs.setdefault("won", won)
+            kwargs.setdefault("lost", lost)
         secrets = settings.secrets() if hasattr(settings, "secrets") else []
-        kwargs.setdefault("quota_total_percent",
-                          getattr(settings, "hubspot_quota_total_percent", 80.0))
+        for share in ("total", "run"):
+            value = getattr(settings, f"hubspot_quota_{share}_percent", None)
+            if value is not None:
+                kwargs.setdefault(f"quota_{share}_percent", value)
         return cls(mapping, str(text), secrets=secrets, **kwargs)
 
     # --- the port -------------------------------------------------------------------------
@@ -210,11 +206,11 @@ class HubSpotCrm:
             if not attribute:
                 types[canonical] = field_type(prop, m.type_of(canonical))
                 continue
-            target = _reference(prop)
+            target = reference(prop)
             if target == "OWNER":
                 if attribute not in OWNER_ATTRIBUTES:
                     problems.append(f"'{canonical}' ({path}): an owner has no '{attribute}'"
-                                    f"{_did_you_mean(attribute, OWNER_ATTRIBUTES)}; use one "
+                                    f"{did_you_mean(attribute, OWNER_ATTRIBUTES)}; use one "
                                     f"of {', '.join(OWNER_ATTRIBUTES)}")
             elif target == "COMPANY":
                 company_attributes[canonical] = attribute
@@ -228,7 +224,7 @@ class HubSpotCrm:
                 if attribute not in companies:
                     problems.append(f"'{canonical}' ({m.fields[canonical]}): companies have no "
                                     f"property '{attribute}'"
-                                    f"{_did_you_mean(attribute, list(companies))}")
+                                    f"{did_you_mean(attribute, list(companies))}")
         for name in m.writeback:
             if name not in m.fields:
                 continue  # the mapping file's own check
@@ -254,30 +250,22 @@ class HubSpotCrm:
         if STAGE_PROPERTY in m.fields.values():
             self._pipelines()
         heads = {p.partition(".")[0] for p in m.fields.values() if "." in p}
-        if any(_reference(props.get(h, {}), h) == "OWNER" for h in heads):
+        if any(reference(props.get(h, {}), h) == "OWNER" for h in heads):
             self._owner_table()
         if problems:
             raise ConfigurationError("\n".join(f"{self._where}: {p}" for p in problems))
         return types
 
     def changed(self, since: dt.datetime | None, until: dt.datetime) -> Iterator[list[Record]]:
-        """Pages of up to 200 deals modified in [since, until], oldest first.
-
-        The search API pages by offset (`after`) and stops at 10,000 results: past that the
-        window moves forward to start at the last modification time seen, so the deals sharing
-        that time are read again (the pipeline drops them), never skipped. Each window is read
-        whole before its pages are handed out: the pipeline's write-back moves the deals it
-        writes out of the window, and an offset taken over a window that shrinks while it is
-        paged would skip as many deals as left it. For the same reason a window whose `total`
-        changes between two pages (someone edited a deal meanwhile) is read again from the
-        last page that was read before the change."""
+        """Pages of up to 200 deals modified in [since, until], oldest first, window by window
+        (see connector.crm.hubspot.search)."""
         self._metadata()
-        low = _utc(since)
-        high = _utc(until)
+        low = utc(since)
+        high = utc(until)
         assert high is not None
         while True:
-            window, last, more = self._read_window(low, high)
-            for page in _chunks(window, PAGE_SIZE):
+            window, last, more = self._window.read(low, high)
+            for page in chunks(window, self.page_size):
                 yield self._finish(page)
             if not more:
                 return
@@ -286,10 +274,10 @@ class HubSpotCrm:
             if last is None or first == last:
                 # The whole window is one instant (a bulk update stamped more than 10,000
                 # deals alike): read that instant by id, then go on one millisecond later.
-                stamp = last if last is not None else (low or _EPOCH)
-                for page in _chunks(self._read_instant(stamp), PAGE_SIZE):
+                stamp = last if last is not None else (low or EPOCH)
+                for page in chunks(self._window.instant(stamp), self.page_size):
                     yield self._finish(page)
-                low = stamp + _MS
+                low = stamp + MS
             else:
                 low = last
             log.info("HubSpot: the search window moves to %s (the 10,000-results ceiling)",
@@ -298,9 +286,8 @@ class HubSpotCrm:
     def open_records(self, field: str, closed: list[str]) -> Iterator[list[Record]]:
         """Pages of 200 deals whose `field` holds none of the `closed` values, by id: what the
         daily sweep re-evaluates. For the stage, the closed values are the rules' labels and
-        every stage HubSpot marks closed is left out too. Paged by id (each page a search for
-        the ids after the last one read), so neither the 10,000-results ceiling nor the
-        sweep's own writes between pages can make it skip a deal."""
+        every stage HubSpot marks closed is left out too. Paged by id, so neither the
+        10,000-results ceiling nor the sweep's own writes between pages can make it skip."""
         self._metadata()
         wanted = {c.casefold() for c in closed}
         if field == STAGE_PROPERTY:
@@ -308,59 +295,25 @@ class HubSpotCrm:
                             if s.closed or (self.stage_label(s.id) or "").casefold() in wanted)
         else:
             values = sorted(dict.fromkeys(closed))
-        last_id: str | None = None
-        while True:
-            filters: list[dict[str, Any]] = []
-            if values:
-                filters.append({"propertyName": field, "operator": "NOT_IN", "values": values})
-            if last_id is not None:
-                filters.append({"propertyName": self._mapping.id_field, "operator": "GT",
-                                "value": last_id})
-            body = self._search(filters, None, sort=self._mapping.id_field, what="the sweep")
-            page = [self._record(r) for r in _results(body)]
-            if page:
-                yield self._finish(page)
-            if not page or _next_after(body) is None:
-                return
-            last_id = str(page[-1][self._mapping.id_field])
+        filters = [{"propertyName": field, "operator": "NOT_IN", "values": values}] \
+            if values else []
+        for page in search.by_id(partial(self._search, what="the sweep"), self._record,
+                                 self._mapping.id_field, filters):
+            yield self._finish(page)
 
     def fetch(self, ids: list[str]) -> list[Record]:
         """The deals with these ids: one batch read per 100 ids; unknown ids are left out."""
         self._metadata()
         unique = list(dict.fromkeys(str(i).strip() for i in ids if str(i).strip().isdigit()))
         records: list[Record] = []
-        for chunk in _chunks(unique, BATCH_SIZE):
+        for chunk in chunks(unique, BATCH_SIZE):
             answer = self._request(
                 "reading deals by id", "POST", f"/crm/v3/objects/{self._mapping.object}"
                 "/batch/read", kind="batch_read", params={"archived": "false"},
                 json_body={"properties": self._wanted(), "inputs": [{"id": i} for i in chunk]},
                 accept=(200, 207))
-            records += [self._record(r) for r in _results(answer.body)]
+            records += [self._record(r) for r in search.results(answer.body)]
         return self._finish(records) if records else []
-
-    def write(self, updates: list[tuple[str, dict[str, Any]]]) -> list[WriteResult]:
-        """Write the given properties of each deal: 100 deals a call. HubSpot answers 207
-        with the ids it could not update; a batch it refuses whole for one deal's value is
-        split until that deal fails alone."""
-        m = self._mapping
-        allowed = {m.fields[n] for n in m.writeback if n in m.fields}
-        merged: dict[str, dict[str, Any]] = {}
-        for record_id, fields in updates:
-            refused = sorted(f for f in fields if f not in allowed)
-            if refused:
-                raise ValueError(f"not writeback properties of {self._where}: "
-                                 f"{', '.join(refused)}")
-            merged.setdefault(str(record_id), {}).update(fields)
-        results: dict[str, WriteResult] = {rid: WriteResult(rid, True)
-                                           for rid, fields in merged.items() if not fields}
-        todo = [(rid, {name: self._outgoing(rid, name, value) for name, value in fields.items()})
-                for rid, fields in merged.items() if fields]
-        for chunk in _chunks(todo, BATCH_SIZE):
-            results.update(self._write_batch(chunk))
-        failed = sum(not r.ok for r in results.values())
-        if todo:
-            log.info("HubSpot: wrote %d deals, %d failed", len(todo) - failed, failed)
-        return [results[str(rid)] for rid, _ in updates]
 
     # --- stages ----------------------------------------------------------------------------
 
@@ -381,97 +334,31 @@ class HubSpotCrm:
             stage = self._pipelines().get(stage_id)
         if stage is None:
             return stage_id   # the rules will say that they do not know it
-        label = self._stage_labels.get(stage.id.casefold()) or \
-            self._stage_labels.get(stage.label.casefold()) or stage.label
-        if stage.closed:
-            names = self._won if stage.won else self._lost
-            if label.casefold() not in {n.casefold() for n in names}:
-                return names[0]
-        return label
+        return self._names.label(stage)
 
     def stage_id(self, label: str, pipeline: str | None = None) -> str:
         """The stage id for a label the rules use, in the deal's pipeline when known; an
-        unknown or ambiguous label is a ValueError (nothing is written)."""
+        unknown or ambiguous label fails the record (RecordError)."""
         found = [s.id for s in self._pipelines().values()
                  if (pipeline is None or s.pipeline == pipeline) and
                  (self.stage_label(s.id) or "").casefold() == label.casefold()]
         if len(set(found)) != 1:
             where = f" in pipeline '{pipeline}'" if pipeline else ""
             what = "no stage" if not found else f"{len(found)} stages"
-            raise ValueError(f"{what} of HubSpot{where} read as '{label}': the stage cannot "
+            raise RecordError(f"{what} of HubSpot{where} read as '{label}': the stage cannot "
                              "be written")
         return found[0]
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _read_window(self, low: dt.datetime | None, high: dt.datetime
-                     ) -> tuple[list[Record], dt.datetime | None, bool]:
-        """(the window's deals oldest first, the last modification time read, whether the
-        ceiling cut the window short)."""
-        pages: list[list[Record]] = []
-        totals: list[int | None] = []
-        after: str | None = None
-        while True:
-            try:
-                body = self._search(self._window_filters(low, high), after)
-            except ConfigurationError:
-                if after is None:
-                    raise
-                # A 400 on a later page: HubSpot's ceiling came sooner than documented.
-                log.warning("HubSpot refused the search page after %s; moving the window",
-                            after)
-                return self._window(pages), self._last(pages), True
-            total = body.get("total") if isinstance(body.get("total"), int) else None
-            if totals and total != totals[-1] and pages:
-                # The window changed under the paging: what the offset now points at moved.
-                log.info("HubSpot: the search total went from %s to %s while paging; reading "
-                         "again from the last page before the change", totals[-1], total)
-                return self._window(pages), self._last(pages), True
-            totals.append(total)
-            pages.append([self._record(r) for r in _results(body)])
-            after = _next_after(body)
-            if after is None:
-                return self._window(pages), self._last(pages), False
-            if not after.isdigit() or int(after) + PAGE_SIZE > MAX_RESULTS:
-                return self._window(pages), self._last(pages), True
-
-    def _read_instant(self, stamp: dt.datetime) -> list[Record]:
-        """Every deal modified at exactly `stamp`, by ascending id (keyset paging by id, which
-        no ceiling and no concurrent edit can make skip a deal)."""
-        records: list[Record] = []
-        last_id: str | None = None
-        while True:
-            filters: list[dict[str, Any]] = [
-                {"propertyName": self._mapping.modified_field, "operator": "EQ",
-                 "value": str(_millis(stamp))}]
-            if last_id is not None:
-                filters.append({"propertyName": self._mapping.id_field, "operator": "GT",
-                                "value": last_id})
-            body = self._search(filters, None, sort=self._mapping.id_field)
-            page = [self._record(r) for r in _results(body)]
-            records += page
-            if not page or _next_after(body) is None:
-                return records
-            last_id = str(page[-1][self._mapping.id_field])
-
-    def _window_filters(self, low: dt.datetime | None, high: dt.datetime
-                        ) -> list[dict[str, Any]]:
-        modified = self._mapping.modified_field
-        # Millisecond epochs, both bounds floored: HubSpot stamps whole milliseconds.
-        filters = [{"propertyName": modified, "operator": "LTE", "value": str(_millis(high))}]
-        if low is not None:
-            filters.insert(0, {"propertyName": modified, "operator": "GTE",
-                               "value": str(_millis(low))})
-        return filters
-
-    def _search(self, filters: list[dict[str, Any]], after: str | None,
-                sort: str | None = None, what: str = "the poll search") -> dict[str, Any]:
+    def _search(self, filters: list[dict[str, Any]], after: str | None, sort: str | None, *,
+                what: str) -> dict[str, Any]:
         body: dict[str, Any] = {
             "filterGroups": [{"filters": filters}] if filters else [],
             "sorts": [{"propertyName": sort or self._mapping.modified_field,
                        "direction": "ASCENDING"}],
             "properties": self._wanted(),
-            "limit": PAGE_SIZE,
+            "limit": self.page_size,
         }
         if after is not None:
             body["after"] = after
@@ -480,24 +367,8 @@ class HubSpotCrm:
                                json_body=body)
         return answer.body if isinstance(answer.body, dict) else {}
 
-    def _window(self, pages: list[list[Record]]) -> list[Record]:
-        """The window's deals once each (a later read wins), by modification time then id."""
-        by_id: dict[str, Record] = {}
-        for page in pages:
-            for record in page:
-                by_id[str(record[self._mapping.id_field])] = record
-        return sorted(by_id.values(), key=self._order)
-
-    def _last(self, pages: list[list[Record]]) -> dt.datetime | None:
-        stamps = [s for page in pages for s in map(self._stamp, page) if s is not None]
-        return max(stamps) if stamps else None
-
-    def _order(self, record: Record) -> tuple[dt.datetime, int, str]:
-        rid = str(record.get(self._mapping.id_field) or "")
-        return (self._stamp(record) or _EPOCH, int(rid) if rid.isdigit() else 0, rid)
-
     def _stamp(self, record: Record) -> dt.datetime | None:
-        return _parse_instant(record.get(self._mapping.modified_field))
+        return parse_instant(record.get(self._mapping.modified_field))
 
     def _wanted(self) -> list[str]:
         """The deal properties to ask for: the id, the cursor, each mapped property (or the
@@ -518,7 +389,7 @@ class HubSpotCrm:
         record: Record = {}
         for name in self._wanted():
             value = props.get(name)
-            record[name] = _incoming(value, (meta.get(name) or {}).get("type"))
+            record[name] = incoming(value, (meta.get(name) or {}).get("type"))
         rid = str(result.get("id") or props.get(self._mapping.id_field) or "")
         record[self._mapping.id_field] = rid
         if STAGE_PROPERTY in record:
@@ -539,35 +410,35 @@ class HubSpotCrm:
         company_attributes: set[str] = set()
         for path in paths:
             head, _, attribute = path.partition(".")
-            if _reference(meta.get(head, {}), head) == "COMPANY":
+            if reference(meta.get(head, {}), head) == "COMPANY":
                 company_attributes.add(attribute)
-                company_ids |= {_object_id(r.get(head)) for r in records} - {""}
+                company_ids |= {object_id(r.get(head)) for r in records} - {""}
         missing = sorted(i for i in company_ids if i not in self._companies)
         if missing:
             self._read_companies(missing, sorted(company_attributes))
         for record in records:
             for path in paths:
                 head, _, attribute = path.partition(".")
-                target = _reference(meta.get(head, {}), head)
-                ref = _object_id(record.get(head))
+                target = reference(meta.get(head, {}), head)
+                ref = object_id(record.get(head))
                 value: Any = None
                 if ref and target == "OWNER":
-                    value = _owner_attribute(self._owner(ref), attribute)
+                    value = owner_attribute(self._owner(ref), attribute)
                 elif ref and target == "COMPANY":
                     company = self._companies.get(ref) or {}
-                    value = _incoming(company.get(attribute), None)
+                    value = incoming(company.get(attribute), None)
                 record[path] = value
         return records
 
     def _read_companies(self, ids: list[str], attributes: list[str]) -> None:
-        for chunk in _chunks(ids, BATCH_SIZE):
+        for chunk in chunks(ids, BATCH_SIZE):
             answer = self._request("reading the deals' companies", "POST",
                                    "/crm/v3/objects/companies/batch/read", kind="companies",
                                    params={"archived": "false"},
                                    json_body={"properties": attributes,
                                               "inputs": [{"id": i} for i in chunk]},
                                    accept=(200, 207))
-            for result in _results(answer.body):
+            for result in search.results(answer.body):
                 self._companies[str(result.get("id"))] = result.get("properties") or {}
             for i in chunk:
                 self._companies.setdefault(i, None)   # deleted or unknown: read once only
@@ -593,9 +464,9 @@ class HubSpotCrm:
                     params["after"] = after
                 answer = self._request("reading the owners", "GET", "/crm/v3/owners",
                                        kind="owners", params=params)
-                for owner in _results(answer.body):
+                for owner in search.results(answer.body):
                     owners[str(owner.get("id"))] = owner
-                after = _next_after(answer.body)
+                after = search.next_after(answer.body)
                 if after is None:
                     break
             self._owners = owners
@@ -619,39 +490,27 @@ class HubSpotCrm:
         answer = self._request(f"reading the {object_type} properties", "GET",
                                f"/crm/v3/properties/{object_type}", kind="properties",
                                params={"archived": "false"})
-        return {str(p.get("name")): p for p in _results(answer.body)}
+        return {str(p.get("name")): p for p in search.results(answer.body)}
 
     def _pipelines(self) -> dict[str, Stage]:
         if self._stages is None:
             answer = self._request("reading the pipelines", "GET",
                                    f"/crm/v3/pipelines/{self._mapping.object}",
                                    kind="pipelines")
-            stages: dict[str, Stage] = {}
-            for pipeline in _results(answer.body):
-                if pipeline.get("archived"):
-                    continue
-                for s in pipeline.get("stages") or []:
-                    meta = s.get("metadata") or {}
-                    closed = str(meta.get("isClosed", "false")).lower() == "true"
-                    try:
-                        probability = Decimal(str(meta.get("probability", "0")))
-                    except InvalidOperation:
-                        probability = Decimal(0)
-                    stages[str(s.get("id"))] = Stage(
-                        str(s.get("id")), str(s.get("label") or s.get("id")),
-                        str(pipeline.get("id")), closed, closed and probability >= 1)
-            self._stages = stages
+            self._stages = stages_of(search.results(answer.body))
         return self._stages
 
     # --- write-back ------------------------------------------------------------------------
 
     def _outgoing(self, record_id: str, name: str, value: Any) -> str:
+        """A value as HubSpot takes it: a string; a stage label as its id in the deal's
+        pipeline."""
         if name == STAGE_PROPERTY and isinstance(value, str) and value:
             return self.stage_id(value, self._deal_pipeline.get(record_id))
         prop = (self._properties or {}).get(name) or {}
         return hubspot_value(value, str(prop.get("type") or ""))
 
-    def _write_batch(self, chunk: list[tuple[str, dict[str, str]]]) -> dict[str, WriteResult]:
+    def _write_call(self, chunk: list[tuple[str, dict[str, Any]]]) -> dict[str, WriteResult]:
         """Up to 100 deals in one call. A whole batch refused for a record's data (HubSpot
         names no id then) is split in two, until the record at fault fails alone."""
         answer = self._request(
@@ -675,11 +534,11 @@ class HubSpotCrm:
                     results[rid] = WriteResult(rid, False, code, self._scrub(message))
                 rest = [u for u in chunk if u[0] not in results]
                 if rest:
-                    results.update(self._write_batch(rest))
+                    results.update(self._write_call(rest))
                 return results
             half = len(chunk) // 2
-            results.update(self._write_batch(chunk[:half]))
-            results.update(self._write_batch(chunk[half:]))
+            results.update(self._write_call(chunk[:half]))
+            results.update(self._write_call(chunk[half:]))
             return results
         body = answer.body if isinstance(answer.body, dict) else {}
         for error in body.get("errors") or []:
@@ -688,7 +547,7 @@ class HubSpotCrm:
             code, message = _error_of(error, answer.status)
             for rid in _error_ids(error):
                 results[rid] = WriteResult(rid, False, code, self._scrub(message))
-        done = {str(r.get("id")) for r in _results(body)}
+        done = {str(r.get("id")) for r in search.results(body)}
         for rid, _ in chunk:
             if rid in results:
                 continue
@@ -702,41 +561,33 @@ class HubSpotCrm:
                  json_body: Any = None, params: dict[str, str] | None = None,
                  accept: tuple[int, ...] = (200,)) -> _Answer:
         """One API call, retried by the policy."""
-        return self._retry.call(
-            lambda: self._once(what, method, path, kind, json_body, params, accept))
+        return self._call(what, partial(self._attempt, what, method, path, kind, json_body,
+                                        params, accept))
 
-    def _once(self, what: str, method: str, path: str, kind: str, json_body: Any,
-              params: dict[str, str] | None, accept: tuple[int, ...]) -> _Answer:
-        renewed = False
-        while True:
-            self._check_quota()
-            self._pace(kind)
-            token = self._current_token()
-            self.calls += 1
-            self.calls_by_kind[kind] += 1
-            try:
-                response = self._http.request(
-                    method, self._base + path, json=json_body, params=params,
-                    timeout=self._timeout,
-                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
-            except requests.Timeout:
-                raise RetriableError(f"HubSpot did not answer {what} within "
-                                     f"{self._timeout:g} s") from None
-            except requests.ConnectionError as exc:
-                raise RetriableError(f"cannot reach HubSpot for {what} "
-                                     f"({type(exc).__name__})") from None
-            if kind == "search":
-                self._last_search = self._retry.clock()
-            self._read_limits(response.headers)
-            body = _json(response)
-            if response.status_code == 401 and self._token_source is not None and not renewed:
-                log.info("HubSpot: the access token was refused; getting a fresh one")
-                self._token = ""
-                renewed = True
-                continue
-            if response.status_code in accept:
-                return _Answer(response.status_code, body, response.headers)
-            raise self._error(what, response.status_code, body, response.headers)
+    def _attempt(self, what: str, method: str, path: str, kind: str, json_body: Any,
+                 params: dict[str, str] | None, accept: tuple[int, ...]) -> _Answer:
+        self._pace(kind)
+        token = self._current_token()
+        response = self._http.request(
+            method, self._base + path, json=json_body, params=params, timeout=self._timeout,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        if kind == "search":
+            self._last_search = self._retry.clock()
+        self._read_limits(response.headers)
+        body = _json(response)
+        if response.status_code == 401 and self._token_source is not None:
+            code, message = _error_of(body, 401)
+            raise SessionExpired(self._scrub(f"HTTP 401, {code}: {message}"))
+        if response.status_code in accept:
+            return _Answer(response.status_code, body, response.headers)
+        raise self._error(what, response.status_code, body, response.headers)
+
+    def _log_in(self) -> None:
+        self._current_token()
+
+    def _renew(self) -> None:
+        log.info("HubSpot: the access token was refused; getting a fresh one")
+        self._token = ""
 
     def _current_token(self) -> str:
         if not self._token and self._token_source is not None:
@@ -748,32 +599,19 @@ class HubSpotCrm:
             except Exception as exc:  # the caller's token source: say what, never the secret
                 raise FatalError(f"could not get a HubSpot access token "
                                  f"({type(exc).__name__})") from None
-            if self._token and len(self._token) >= 4:
-                self._secrets.append(self._token)
+            self._keep_secret(self._token)
         return self._token
 
     def _error(self, what: str, status: int, body: Any,
                headers: MappingABC[str, str]) -> ConnectorError:
-        """The connector error for a HubSpot error answer."""
+        """The connector error for a HubSpot error answer; a 429 names the limit it hit."""
         code, message = _error_of(body, status)
-        text = self._scrub(f"HubSpot refused {what} (HTTP {status}, {code}: {message})")
         policy = str(body.get("policyName", "")).upper() if isinstance(body, dict) else ""
         if status == 429 and policy == "DAILY":
-            return FatalError(f"{text}: the portal's daily API limit is used up; the run stops "
-                              "here and the cursor is kept, to resume after midnight in the "
-                              "portal's time zone")
-        if status == 429:
-            return RetryLater(text, self._wait_after_429(policy, headers))
-        if status >= 500:
-            return RetryLater(text, retry_after_seconds(headers.get("Retry-After")))
-        if status == 401:
-            return FatalError(f"{text}: HUBSPOT_ACCESS_TOKEN is invalid, expired or revoked: "
-                              "set the private app's current token (or a fresh OAuth token)")
-        if status == 403:
-            return FatalError(f"{text}: the token lacks a scope; grant the app {_SCOPES}")
-        if status in (400, 404):
-            return ConfigurationError(f"{text}: check {self._where}")
-        return FatalError(text)
+            return self._refused(what, status, code, message, verdict="allowance")
+        wait = self._wait_after_429(policy, headers) if status == 429 else \
+            retry_after_seconds(headers.get("Retry-After"))
+        return self._refused(what, status, code, message, retry_after=wait)
 
     def _wait_after_429(self, policy: str, headers: MappingABC[str, str]) -> float | None:
         asked = retry_after_seconds(headers.get("Retry-After"))
@@ -797,20 +635,13 @@ class HubSpotCrm:
         if left is not None:
             self._burst = (left, (interval or BURST_INTERVAL * 1000) / 1000)
 
-    def _check_quota(self) -> None:
-        """Stop before the call past the daily limit, or past the share of it above which the
-        portal's other integrations need the rest (HUBSPOT_QUOTA_TOTAL_PERCENT)."""
+    def _usage(self) -> tuple[int, int] | None:
         if self._daily is None or self._daily[0] <= 0:
-            return
+            return None
         if self._retry.clock() - self._daily_at > DAILY_RECHECK:
-            return   # an hour on (a process kept warm): let one call see whether it was reset
+            return None   # an hour on (a process kept warm): let one call see if it was reset
         allowed, left = self._daily
-        used = allowed - left
-        if left <= 0 or used * 100 >= allowed * self._quota_percent:
-            raise FatalError(
-                f"the portal has used {used:,} of its {allowed:,} daily API calls; the "
-                f"connector stops at {self._quota_percent:g}% to leave the rest to other "
-                "integrations; the cursor is kept")
+        return allowed - left, allowed
 
     def _pace(self, kind: str) -> None:
         """Wait out the burst window when its last call was used, and space the searches."""
@@ -825,143 +656,9 @@ class HubSpotCrm:
 
     # --- small helpers ---------------------------------------------------------------------
 
-    @property
-    def _where(self) -> str:
-        return self._mapping.source or f"mappings/{self._mapping.crm}.yaml"
-
-    def _scrub(self, text: str) -> str:
-        return scrub(text, self._secrets)
-
     def _no_property(self, name: str, props: MappingABC[str, Any]) -> str:
         return (f"{self._mapping.object} have no property '{name}'"
-                f"{_did_you_mean(name, list(props))} (use the internal name, not the label)")
-
-
-# --- values ----------------------------------------------------------------------------------
-
-def field_type(prop: MappingABC[str, Any], declared: FieldType | None = None) -> FieldType:
-    """Our type for one HubSpot property. HubSpot says `number` for every number: a currency
-    one is money; for the others the mapping file's `types:` says money, percent or integer."""
-    kind = str(prop.get("type") or "").lower()
-    if kind == "number":
-        if prop.get("showCurrencySymbol") or prop.get("numberDisplayHint") == "currency":
-            return FieldType("money", declared.scale if declared else None)
-        if declared is not None and declared.kind in ("money", "percent", "integer", "number"):
-            return declared
-        return FieldType("number")
-    if kind == "date":
-        return FieldType("date")
-    if kind == "datetime":
-        # A datetime shown as a date picker (closedate) is a date unless the file says not.
-        if declared is not None and declared.kind in ("date", "datetime"):
-            return declared
-        return FieldType("date" if prop.get("fieldType") == "date" else "datetime")
-    if kind == "bool":
-        return FieldType("boolean")
-    return TEXT   # string, enumeration, phone_number ...
-
-
-def hubspot_value(value: Any, prop_type: str = "") -> str:
-    """A value as HubSpot takes it: a string. Numbers exactly (a float that the pipeline made
-    of a Decimal goes back through its shortest repr), dates ISO, blank as ""."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Decimal):
-        return _plain_number(value)
-    if isinstance(value, float):
-        return _plain_number(Decimal(repr(value)))
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace(
-            "+00:00", "Z")
-    if isinstance(value, dt.date):
-        # A date property takes YYYY-MM-DD; a datetime one, midnight UTC of that day.
-        if prop_type == "datetime":
-            return f"{value.isoformat()}T00:00:00.000Z"
-        return value.isoformat()
-    return str(value)
-
-
-def _plain_number(value: Decimal) -> str:
-    if not value.is_finite():
-        raise ValueError(f"{value} cannot be written to HubSpot")
-    text = format(value, "f")
-    return text
-
-
-def _incoming(value: Any, prop_type: str | None) -> Any:
-    """A property value as HubSpot sent it -> what the mapping reads: "" -> None, epoch
-    milliseconds of a date or datetime property -> ISO 8601."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if value == "":
-            return None
-        if prop_type in ("date", "datetime") and _MILLIS.match(value.strip()):
-            moment = _EPOCH + int(value.strip()) * _MS
-            if prop_type == "date":
-                return moment.date().isoformat()
-            return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return value
-
-
-def _parse_instant(value: Any) -> dt.datetime | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    text = str(value).strip()
-    if _MILLIS.match(text):
-        return _EPOCH + int(text) * _MS
-    try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def _millis(value: dt.datetime) -> int:
-    return (value - _EPOCH) // _MS
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def _object_id(value: Any) -> str:
-    """A reference property's value as an id ('1234', also when HubSpot writes '1234.0')."""
-    if value is None or value == "":
-        return ""
-    text = str(value).strip()
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        return text
-    return str(int(number)) if number == number.to_integral_value() else text
-
-
-def _owner_attribute(owner: MappingABC[str, Any] | None, attribute: str) -> Any:
-    if not owner:
-        return None
-    if attribute == "name":
-        name = " ".join(str(owner.get(k) or "").strip() for k in ("firstName", "lastName"))
-        return name.strip() or owner.get("email") or None
-    value = owner.get(attribute)
-    return None if value in (None, "") else str(value)
-
-
-def _reference(prop: MappingABC[str, Any], name: str | None = None) -> str | None:
-    """OWNER or COMPANY when the property holds such an id."""
-    target = prop.get("referencedObjectType") if prop else None
-    if isinstance(target, str) and target:
-        return target.upper()
-    return _KNOWN_REFERENCES.get(name or str(prop.get("name") if prop else ""))
+                f"{did_you_mean(name, list(props))} (use the internal name, not the label)")
 
 
 # --- answers ---------------------------------------------------------------------------------
@@ -973,19 +670,6 @@ def _json(response: requests.Response) -> Any:
         return response.json(parse_float=Decimal)
     except ValueError:
         return response.text[:300]
-
-
-def _results(body: Any) -> list[dict[str, Any]]:
-    if isinstance(body, dict) and isinstance(body.get("results"), list):
-        return [r for r in body["results"] if isinstance(r, dict)]
-    return []
-
-
-def _next_after(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return None
-    after = ((body.get("paging") or {}).get("next") or {}).get("after")
-    return str(after) if after not in (None, "") else None
 
 
 def _error_of(body: Any, status: int) -> tuple[str, str]:
@@ -1014,14 +698,6 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _did_you_mean(name: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _chunks(items: Sequence[T], size: int) -> list[list[T]]:
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
-
-
-__all__ = ["API_BASE", "BATCH_SIZE", "MAX_RESULTS", "PAGE_SIZE", "HubSpotCrm", "Stage",
-           "field_type", "hubspot_value"]
+__all__ = ["API_BASE", "BATCH_SIZE", "HubSpotCrm"]

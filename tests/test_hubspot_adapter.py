@@ -521,6 +521,15 @@ def test_the_daily_headers_stop_the_run_before_the_portal_share_is_passed(mappin
     assert portal.calls["pipelines"] == 1
 
 
+def test_a_run_stops_past_its_share_of_the_daily_calls(mapping, portal):
+    portal.daily = (1000, 0)
+    crm = adapter(mapping, quota_run_percent=0.3)   # 3 of the portal's 1,000 calls a day
+    with pytest.raises(FatalError, match="HUBSPOT_QUOTA_RUN_PERCENT"):
+        for _ in range(5):
+            crm.fetch(["1"])
+    assert portal.api_calls == crm.calls == 3
+
+
 def test_an_exhausted_burst_window_is_waited_out_before_the_next_call(mapping, portal):
     portal.burst_left = [0]
     ticks = Ticks()

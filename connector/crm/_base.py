@@ -54,9 +54,10 @@ T = TypeVar("T")
 Verdict = Literal["allowance", "later", "mapping", "access", "login", "fatal"]
 
 
-class SessionExpired(Exception):
+class SessionExpired(FatalError):
     """Raised inside a call when the CRM refused the session: the base logs in once more and
-    tries the call again. It never leaves the adapter."""
+    tries the call again. Caught by the base's call loop; were it ever to escape, the session
+    is gone and the run stops."""
 
 
 class CrmAdapter(ABC):

@@ -159,3 +159,6 @@ def _lambda() -> Callable[[dict[str, Any], Any], Response]:
 
 def _no_store(key: str, ids: list[str]) -> bool:
     raise ConnectorError("a /health request stores nothing")
+
+
+__all__ = ["Response", "Store", "lambda_handler", "route"]

@@ -39,6 +39,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
 )
 
+from connector.errors import RefusedInput
 from connector.handlers import runtime
 
 logger = runtime.logger()
@@ -48,7 +49,7 @@ config = IdempotencyConfig(event_key_jmespath="body", raise_on_no_idempotency_ke
 FANOUT = 500   # items queued by one drain message; the next poll queues the rest
 
 
-class PoisonMessage(ValueError):
+class PoisonMessage(RefusedInput):
     """A message no retry can help: it ends in the dead-letter queue."""
 
 
@@ -168,3 +169,6 @@ def _idempotent() -> Any:
             data_keyword_argument="record", config=config, persistence_store=store)(
             _idempotent_work))
     return _idempotent_for[1]
+
+
+__all__ = ["PoisonMessage", "handle_record", "lambda_handler", "work"]

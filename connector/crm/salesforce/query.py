@@ -16,6 +16,7 @@ from connector.core.findings import did_you_mean
 from connector.core.mapping import Mapping
 from connector.core.values import TEXT, FieldType, Kind
 from connector.crm._base import utc
+from connector.errors import ConfigurationError
 
 # An API name, or a relationship path of them (Owner.Email, Account.Owner.Name).
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
@@ -35,7 +36,7 @@ _KINDS: dict[str, Kind] = {
 }
 
 
-class Unresolved(Exception):
+class Unresolved(ConfigurationError):
     """A mapped field that Salesforce does not have; the message says what is wrong. Caught
     by `describe`, which lists every such problem at once."""
 

@@ -1,6 +1,7 @@
 """Issue 4's benchmark: (a) Salesforce API calls for a sync of N = 10,000 records read and
-M = 1,500 written, against the floor ceil(N/2000) + ceil(M/1000); (b) webhook handling latency
-(verify + store + acknowledge) per request on `serve`, on loopback.
+M = 1,500 written (spread over all five pages), against the floor ceil(N/2000) + ceil(M/1000);
+(b) webhook handling latency (verify + store + acknowledge) per request on `serve`, on
+loopback.
 
 The org is the fake one the tests use (tests/fake_salesforce.py, on `responses`): the calls
 counted are the HTTP requests the connector really makes. Exit 1 if a count is above the floor.
@@ -39,8 +40,10 @@ def api_calls(tmp: Path) -> bool:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         org = FakeOrg(rsps, Clock())
         for i in range(N):
-            # M records need a new probability; the others already hold what the rules give.
-            changed = i < M
+            # M records need a new probability, spread evenly over the N (every page has some:
+            # the writes must fill their calls across pages); the others already hold what the
+            # rules give.
+            changed = i * M % N < M
             org.add(f"006{i:015d}", StageName="Prospecting", Amount=5000,
                     Probability=50 if changed else 10, Weighted_Amount__c=500,
                     Probability_Rule__c="p10")

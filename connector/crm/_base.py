@@ -23,7 +23,9 @@ import datetime as dt
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, ClassVar, Literal, TypeVar
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import requests
 
@@ -39,6 +41,9 @@ from connector.errors import (
     RetriableError,
 )
 from connector.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from connector.core.ruleset import Closed
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +257,36 @@ class CrmAdapter(ABC):
             self._secrets.append(secret)
 
 
+def closed_values(closed: Closed) -> tuple[list[str], list[str]]:
+    """The rules' closed-won and closed-lost values, in the rules' own spelling when known
+    (labels), else normalised."""
+    won = [x for x in closed.labels if x.strip().casefold() in closed.won]
+    lost = [x for x in closed.labels if x.strip().casefold() in closed.lost]
+    return won or sorted(closed.won), lost or sorted(closed.lost)
+
+
+@dataclass(frozen=True)
+class StageNames:
+    """The closed-state rule, for a CRM whose stages say whether they close the deal: a stage
+    the CRM marks closed-won reads as one of the rules' `won` values (the first, when the rules
+    do not list its label), and the same for lost, so no spelling in the CRM can turn a won
+    deal into an open one. `renames` maps stage ids or labels, folded, to the rules' values."""
+
+    won: tuple[str, ...]
+    lost: tuple[str, ...]
+    renames: MappingABC[str, str]
+
+    def label(self, stage_id: str, label: str, closed: bool, won: bool) -> str:
+        """What the rules see for a stage."""
+        label = self.renames.get(stage_id.casefold()) or \
+            self.renames.get(label.casefold()) or label
+        if closed:
+            names = self.won if won else self.lost
+            if label.casefold() not in {n.casefold() for n in names}:
+                return names[0]
+        return label
+
+
 def chunks(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
@@ -263,4 +298,5 @@ def utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-__all__ = ["CrmAdapter", "SessionExpired", "Verdict", "chunks", "utc"]
+__all__ = ["CrmAdapter", "SessionExpired", "StageNames", "Verdict", "chunks", "closed_values",
+           "utc"]

@@ -44,7 +44,14 @@ from connector.core.mapping import Mapping
 from connector.core.ruleset import Closed
 from connector.core.values import TEXT, FieldType
 from connector.crm import Record, WriteResult
-from connector.crm._base import CrmAdapter, SessionExpired, chunks, utc
+from connector.crm._base import (
+    CrmAdapter,
+    SessionExpired,
+    StageNames,
+    chunks,
+    closed_values,
+    utc,
+)
 from connector.crm.hubspot import search
 from connector.crm.hubspot.metadata import (
     EPOCH,
@@ -53,8 +60,6 @@ from connector.crm.hubspot.metadata import (
     PIPELINE_PROPERTY,
     STAGE_PROPERTY,
     Stage,
-    StageNames,
-    closed_values,
     field_type,
     hubspot_value,
     incoming,
@@ -334,7 +339,7 @@ class HubSpotCrm(CrmAdapter):
             stage = self._pipelines().get(stage_id)
         if stage is None:
             return stage_id   # the rules will say that they do not know it
-        return self._names.label(stage)
+        return self._names.label(stage.id, stage.label, stage.closed, stage.won)
 
     def stage_id(self, label: str, pipeline: str | None = None) -> str:
         """The stage id for a label the rules use, in the deal's pipeline when known; an

@@ -7,9 +7,8 @@ numbers stay decimal strings (never float) for the mapping to read as Decimal; a
 None. Writes send strings the same way.
 
 Stages: `dealstage` holds a stage id; records carry the stage's label instead. Closed-won and
-closed-lost come from each stage's own metadata (`isClosed`, `probability` 1.0 or 0.0): a
-closed-won stage whose label the rules do not list as won reads as the first of `won`, and the
-same for lost, so no portal's spelling can turn a won deal into an open one.
+closed-lost come from each stage's own metadata (`isClosed`, `probability` 1.0 or 0.0), read
+by the closed-state rule of connector.crm._base.StageNames.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from connector.core.ruleset import Closed
 from connector.core.values import TEXT, FieldType
 from connector.errors import RecordError
 
@@ -64,35 +62,6 @@ def stages_of(pipelines: list[dict[str, Any]]) -> dict[str, Stage]:
                 str(s.get("id")), str(s.get("label") or s.get("id")),
                 str(pipeline.get("id")), closed, closed and probability >= 1)
     return stages
-
-
-def closed_values(closed: Closed) -> tuple[list[str], list[str]]:
-    """The rules' closed-won and closed-lost values, in the rules' own spelling when known
-    (labels), else normalised."""
-    won = [x for x in closed.labels if x.strip().casefold() in closed.won]
-    lost = [x for x in closed.labels if x.strip().casefold() in closed.lost]
-    return won or sorted(closed.won), lost or sorted(closed.lost)
-
-
-@dataclass(frozen=True)
-class StageNames:
-    """What the rules call each stage: `won` and `lost` are the rules' closed-won and
-    closed-lost values (the first of each is what a closed stage with another label reads as);
-    `renames` maps stage ids or labels, folded, to the rules' values."""
-
-    won: tuple[str, ...]
-    lost: tuple[str, ...]
-    renames: Mapping[str, str]
-
-    def label(self, stage: Stage) -> str:
-        """The stage's label, renamed, and a closed stage as one of the rules' closed values."""
-        label = self.renames.get(stage.id.casefold()) or \
-            self.renames.get(stage.label.casefold()) or stage.label
-        if stage.closed:
-            names = self.won if stage.won else self.lost
-            if label.casefold() not in {n.casefold() for n in names}:
-                return names[0]
-        return label
 
 
 def field_type(prop: Mapping[str, Any], declared: FieldType | None = None) -> FieldType:
@@ -215,5 +184,5 @@ def reference(prop: Mapping[str, Any], name: str | None = None) -> str | None:
 
 
 
-__all__ = ["OWNER_ATTRIBUTES", "PIPELINE_PROPERTY", "STAGE_PROPERTY", "Stage", "StageNames",
-           "closed_values", "field_type", "hubspot_value", "stages_of"]
+__all__ = ["OWNER_ATTRIBUTES", "PIPELINE_PROPERTY", "STAGE_PROPERTY", "Stage", "field_type",
+           "hubspot_value", "stages_of"]

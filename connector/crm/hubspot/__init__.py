@@ -1,5 +1,6 @@
 """HubSpot: the adapter (`client`), its search paging (`search`), its metadata and values
-(`metadata`) and its webhooks (`webhooks`). Importing the package loads none of them: the webhook
+(`metadata`), the owners and companies records reference (`references`) and its webhooks
+(`webhooks`). Importing the package loads none of them: the webhook
 routes read `webhooks` without loading the adapter."""
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ from connector.crm._base import (
 )
 from connector.crm.hubspot import search
 from connector.crm.hubspot.metadata import (
+    BATCH_SIZE,
     EPOCH,
     MS,
     OWNER_ATTRIBUTES,
@@ -63,20 +64,17 @@ from connector.crm.hubspot.metadata import (
     field_type,
     hubspot_value,
     incoming,
-    object_id,
-    owner_attribute,
     parse_instant,
     reference,
     stages_of,
 )
+from connector.crm.hubspot.references import References
 from connector.errors import ConfigurationError, ConnectorError, FatalError, RecordError
 from connector.retry import RetryPolicy, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
 API_BASE = "https://api.hubapi.com"
-BATCH_SIZE = 100           # inputs per batch read or batch update, HubSpot's maximum
-OWNERS_PAGE = 500          # owners per page, the owners API's maximum
 SEARCH_INTERVAL = 0.25     # seconds between two searches: the search API takes ~4-5 a second
 BURST_INTERVAL = 10.0      # seconds of HubSpot's rolling burst window, when a 429 says none
 DAILY_RECHECK = 3600.0     # seconds after which a used-up daily allowance is asked again
@@ -147,8 +145,7 @@ class HubSpotCrm(CrmAdapter):
         self._token = token
         self._properties: dict[str, dict[str, Any]] | None = None    # deal properties, by name
         self._stages: dict[str, Stage] | None = None                 # by stage id
-        self._owners: dict[str, dict[str, Any] | None] | None = None  # by owner id
-        self._companies: dict[str, dict[str, Any] | None] = {}       # by company id
+        self._references = References(self._request, list(mapping.fields.values()))
         self._deal_pipeline: dict[str, str] = {}                     # deal id -> pipeline id
         self._unknown_stages: set[str] = set()                       # ids read again once
         self._daily: tuple[int, int] | None = None      # (allowed, remaining) today
@@ -256,7 +253,7 @@ class HubSpotCrm(CrmAdapter):
             self._pipelines()
         heads = {p.partition(".")[0] for p in m.fields.values() if "." in p}
         if any(reference(props.get(h, {}), h) == "OWNER" for h in heads):
-            self._owner_table()
+            self._references.owners()
         if problems:
             raise ConfigurationError("\n".join(f"{self._where}: {p}" for p in problems))
         return types
@@ -405,77 +402,7 @@ class HubSpotCrm(CrmAdapter):
         return record
 
     def _finish(self, records: list[Record]) -> list[Record]:
-        """Fill the mapped reference paths (owner.email, company.name) of a page of records:
-        owners from the table read once, companies in batches of 100, each read once."""
-        paths = [p for p in self._mapping.fields.values() if "." in p]
-        if not paths:
-            return records
-        meta = self._properties or {}
-        company_ids: set[str] = set()
-        company_attributes: set[str] = set()
-        for path in paths:
-            head, _, attribute = path.partition(".")
-            if reference(meta.get(head, {}), head) == "COMPANY":
-                company_attributes.add(attribute)
-                company_ids |= {object_id(r.get(head)) for r in records} - {""}
-        missing = sorted(i for i in company_ids if i not in self._companies)
-        if missing:
-            self._read_companies(missing, sorted(company_attributes))
-        for record in records:
-            for path in paths:
-                head, _, attribute = path.partition(".")
-                target = reference(meta.get(head, {}), head)
-                ref = object_id(record.get(head))
-                value: Any = None
-                if ref and target == "OWNER":
-                    value = owner_attribute(self._owner(ref), attribute)
-                elif ref and target == "COMPANY":
-                    company = self._companies.get(ref) or {}
-                    value = incoming(company.get(attribute), None)
-                record[path] = value
-        return records
-
-    def _read_companies(self, ids: list[str], attributes: list[str]) -> None:
-        for chunk in chunks(ids, BATCH_SIZE):
-            answer = self._request("reading the deals' companies", "POST",
-                                   "/crm/v3/objects/companies/batch/read", kind="companies",
-                                   params={"archived": "false"},
-                                   json_body={"properties": attributes,
-                                              "inputs": [{"id": i} for i in chunk]},
-                                   accept=(200, 207))
-            for result in search.results(answer.body):
-                self._companies[str(result.get("id"))] = result.get("properties") or {}
-            for i in chunk:
-                self._companies.setdefault(i, None)   # deleted or unknown: read once only
-
-    def _owner(self, owner_id: str) -> dict[str, Any] | None:
-        table = self._owner_table()
-        if owner_id not in table:
-            # An owner added since the table was read, or deactivated: ask for that one.
-            answer = self._request("reading a deal owner", "GET", f"/crm/v3/owners/{owner_id}",
-                                   kind="owners", params={"idProperty": "id"},
-                                   accept=(200, 404))
-            table[owner_id] = answer.body if answer.status == 200 and \
-                isinstance(answer.body, dict) else None
-        return table[owner_id]
-
-    def _owner_table(self) -> dict[str, dict[str, Any] | None]:
-        if self._owners is None:
-            owners: dict[str, dict[str, Any] | None] = {}
-            after: str | None = None
-            while True:
-                params = {"limit": str(OWNERS_PAGE), "archived": "false"}
-                if after:
-                    params["after"] = after
-                answer = self._request("reading the owners", "GET", "/crm/v3/owners",
-                                       kind="owners", params=params)
-                for owner in search.results(answer.body):
-                    owners[str(owner.get("id"))] = owner
-                after = search.next_after(answer.body)
-                if after is None:
-                    break
-            self._owners = owners
-        return self._owners
+        return self._references.fill(records, self._properties or {})
 
     # --- metadata --------------------------------------------------------------------------
 
@@ -705,4 +632,4 @@ def _int(value: str | None) -> int | None:
 
 
 
-__all__ = ["API_BASE", "BATCH_SIZE", "HubSpotCrm"]
+__all__ = ["API_BASE", "HubSpotCrm"]

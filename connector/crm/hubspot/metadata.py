@@ -1,6 +1,6 @@
 """What HubSpot's metadata says, and how its values read and write: property types, the
-pipelines' stages and the closed-state rule, owners' and companies' attributes, and property
-values (HubSpot sends and takes strings).
+pipelines' stages, owners' and companies' attributes, and property values (HubSpot sends and
+takes strings).
 
 Values: dates come as ISO 8601 or as epoch milliseconds and are given to the rules as ISO 8601;
 numbers stay decimal strings (never float) for the mapping to read as Decimal; a blank ("") is
@@ -23,6 +23,7 @@ from typing import Any
 from connector.core.values import TEXT, FieldType
 from connector.errors import RecordError
 
+BATCH_SIZE = 100           # inputs per batch read or batch update, HubSpot's maximum
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MS = dt.timedelta(milliseconds=1)
 _MILLIS = re.compile(r"^-?\d{1,15}$")
@@ -184,5 +185,5 @@ def reference(prop: Mapping[str, Any], name: str | None = None) -> str | None:
 
 
 
-__all__ = ["OWNER_ATTRIBUTES", "PIPELINE_PROPERTY", "STAGE_PROPERTY", "Stage", "field_type",
-           "hubspot_value", "stages_of"]
+__all__ = ["BATCH_SIZE", "OWNER_ATTRIBUTES", "PIPELINE_PROPERTY", "STAGE_PROPERTY", "Stage",
+           "field_type", "hubspot_value", "stages_of"]

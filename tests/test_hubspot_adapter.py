@@ -459,6 +459,28 @@ def test_write_refuses_properties_that_are_not_writeback(mapping, portal):
     assert portal.api_calls == 0
 
 
+def test_writeback_names_match_in_any_case_and_go_out_as_the_mapping_spells_them(mapping,
+                                                                                portal):
+    deal = portal.add()["hs_object_id"]
+    crm = adapter(mapping)
+    crm.describe()
+    [result] = crm.write([(deal, {"Probability_Rule": "p10"})])
+    assert result.ok and portal.written[-1]["properties"] == {"probability_rule": "p10"}
+    with pytest.raises(ConfigurationError, match="did you mean 'probability_rule'"):
+        crm.write([(deal, {"probability_rul": "p10"})])
+
+
+def test_a_stage_hubspot_cannot_take_fails_that_deal_alone(mapping, portal):
+    first, second = portal.add()["hs_object_id"], portal.add()["hs_object_id"]
+    crm = adapter(dataclasses.replace(mapping, writeback=(*mapping.writeback, "stage")))
+    crm.describe()
+    refused, written = crm.write([(first, {"dealstage": "Imaginary"}),
+                                  (second, {"dealstage": "Qualification"})])
+    assert not refused.ok and refused.code == "INVALID_VALUE" and "no stage" in refused.message
+    assert written.ok and portal.deals[second]["dealstage"] == "qualifiedtobuy"
+    assert portal.calls["batch_update"] == 1 and portal.writes[first] == 0
+
+
 def test_a_deal_with_nothing_to_write_costs_no_call(mapping, portal):
     assert adapter(mapping).write([("1", {})]) == [WriteResult("1", True)]
     assert portal.api_calls == 0

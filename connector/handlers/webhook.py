@@ -6,7 +6,7 @@ such route), or 503 when the state store cannot take the notice (the sender retr
 
 `lambda_handler` is the webhook function behind API Gateway's HTTP API: the notice goes into the
 DynamoDB state and a message to the work queue, and the worker function does the CRM and ERP
-work. Importing this module stays light (no boto3, no CRM code, no Powertools: `serve` uses
+work. Importing this module stays light (no boto3, no CRM adapter, no Powertools: `serve` uses
 `route` without them); the function builds those on its first request.
 """
 

@@ -36,7 +36,7 @@ from connector.core.values import FieldType
 from connector.crm import Record, WriteResult, json_value
 from connector.crm._base import CrmAdapter, SessionExpired, Verdict, chunks
 from connector.crm.salesforce import auth, query
-from connector.errors import ConfigurationError, FatalError, RetriableError
+from connector.errors import ConfigurationError, ConnectorError, FatalError, RetriableError
 from connector.retry import RetryPolicy, retry_after_seconds
 from connector.settings import (
     AUTH_LABELS,
@@ -225,7 +225,7 @@ class SalesforceCrm(CrmAdapter):
             bodies.append(answer.get("body") or {})
         return bodies
 
-    def _error(self, what: str, status: int, content: Any) -> Exception:
+    def _error(self, what: str, status: int, content: Any) -> ConnectorError:
         code, message = _first_error(content)
         return self._refused(what, status, code, message, retry_after=self._retry_after)
 

@@ -90,9 +90,12 @@ class Crm(Protocol):
 def open_crm(settings: Any, mapping: Mapping, closed: Closed | None) -> Crm:
     """The adapter of the CRM the mapping names (`crm: hubspot` -> connector.crm.hubspot), built
     from the settings; the rules' `closed` states tell it the closed-won and closed-lost values."""
+    name = f"{__name__}.{mapping.crm}"
     try:
-        package = importlib.import_module(f"{__name__}.{mapping.crm}")
-    except ModuleNotFoundError:
+        package = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise   # the adapter is there; something it imports is not installed
         raise ConfigurationError(f"no adapter for the CRM '{mapping.crm}' yet") from None
     crm: Crm = package.from_settings(settings, mapping, closed)
     return crm

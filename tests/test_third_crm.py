@@ -6,6 +6,7 @@ cursor kept, secrets scrubbed from messages."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import random
@@ -17,7 +18,7 @@ import pytest
 
 from connector.app import build_app
 from connector.core.values import FieldType
-from connector.crm import Crm, Record, WriteResult
+from connector.crm import Crm, Record, WriteResult, open_crm
 from connector.crm._base import CrmAdapter, SessionExpired, chunks
 from connector.errors import ConfigurationError
 from connector.pipeline import RunReport
@@ -212,3 +213,10 @@ def test_writes_take_writeback_names_in_any_case_and_refuse_others_with_a_hint(w
     with pytest.raises(ConfigurationError, match="did you mean 'Probability'"):
         crm.write([("M0001", {"Probabilty": 10})])
     assert crm.write_calls == [1]
+
+
+def test_a_crm_without_a_subpackage_is_a_configuration_error(world):
+    app, _, _ = world
+    mapping = dataclasses.replace(app.loaded.rules.mapping, crm="pipedrive")
+    with pytest.raises(ConfigurationError, match="no adapter for the CRM 'pipedrive'"):
+        open_crm(app.settings, mapping, None)

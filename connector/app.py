@@ -13,7 +13,7 @@ from typing import Any
 
 from connector.actions import ActionRunner
 from connector.core.values import FieldType
-from connector.crm import Crm
+from connector.crm import Crm, open_crm
 from connector.errors import ConfigurationError
 from connector.files import Loaded, load
 from connector.pipeline import Pipeline, utcnow
@@ -33,7 +33,6 @@ class App:
     _state: StateStore | None = None
     _crm: Crm | None = None
     _pipeline: Pipeline | None = None
-    _runner: ActionRunner | None = None
 
     @property
     def version(self) -> str:
@@ -50,26 +49,8 @@ class App:
         if self._crm is None:
             rules = self.loaded.rules
             assert rules is not None
-            if rules.mapping.crm == "salesforce":
-                from connector.crm.salesforce import SalesforceCrm
-
-                self._crm = SalesforceCrm(self.settings, rules.mapping)
-            elif rules.mapping.crm == "hubspot":
-                from connector.crm.hubspot import HubSpotCrm
-
-                self._crm = HubSpotCrm.from_settings(self.settings, rules.mapping,
-                                                     closed=rules.closed)
-            else:
-                raise ConfigurationError(f"no adapter for the CRM '{rules.mapping.crm}' yet")
+            self._crm = open_crm(self.settings, rules.mapping, rules.closed)
         return self._crm
-
-    @property
-    def runner(self) -> ActionRunner:
-        if self._runner is None:
-            assert self.loaded.rules is not None
-            self._runner = ActionRunner(self.loaded.rules, self.rules_dir, self.mappings_dir,
-                                        self.settings, self.senders)
-        return self._runner
 
     @property
     def pipeline(self) -> Pipeline:
@@ -79,11 +60,10 @@ class App:
             # The CRM's own types and scales (describe) win over the mapping file's.
             types = self._described()
             rules = dataclasses.replace(rules, mapping=rules.mapping.with_types(types))
-            self._runner = ActionRunner(rules, self.rules_dir, self.mappings_dir, self.settings,
-                                        self.senders)
-            self._pipeline = Pipeline(rules, self.crm, self.state, self._runner, now=self.now)
+            runner = ActionRunner(rules, self.rules_dir, self.mappings_dir, self.settings,
+                                  self.senders)
+            self._pipeline = Pipeline(rules, self.crm, self.state, runner, now=self.now)
         return self._pipeline
-
 
     def _described(self) -> dict[str, FieldType]:
         """`describe`, cached per rule-set version beside a SQLite state (a Lambda keeps it in
@@ -124,3 +104,6 @@ def build_app(rules_dir: Path = Path("rules"), mappings_dir: Path = Path("mappin
         problems = "\n".join(str(f) for f in loaded.findings if f.severity == "error")
         raise ConfigurationError(f"the rules do not pass 'check':\n{problems}")
     return App(settings, loaded, rules_dir, mappings_dir, now, dict(senders or {}), state, crm)
+
+
+__all__ = ["App", "build_app"]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Literal
 
+from connector.errors import RefusedInput
+
 if TYPE_CHECKING:
     from connector.core.ruleset import RuleSet
     from connector.state import StateStore
@@ -27,11 +29,11 @@ STATUS = {"approve": "Approved", "reject": "Rejected"}
 PENDING = "Pending"
 
 
-class InvalidToken(Exception):
+class InvalidToken(RefusedInput):
     """Altered, unsigned, or not a token at all."""
 
 
-class ExpiredToken(Exception):
+class ExpiredToken(RefusedInput):
     """Signed by us, but past its expiry."""
 
 

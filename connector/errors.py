@@ -4,8 +4,10 @@
     ├── ConfigurationError   settings or rule files are wrong: stop, tell the admin (exit 2 / 1)
     │   └── RuleFileError    one problem in a YAML file, with file, line and a hint
     ├── RecordError          this record alone fails; the others go on
-    ├── RetriableError       may pass: back off and try again
-    └── FatalError           stop the run cleanly and keep the cursor where it is
+    ├── RetriableError       may pass: back off and try again (after `retry_after`, if given)
+    ├── FatalError           stop the run cleanly and keep the cursor where it is
+    └── RefusedInput         a request or message from outside is refused (forged, stale,
+                             malformed): answer 4xx or dead-letter it, process nothing
 
 Messages say what to do, and never carry a secret.
 """
@@ -51,3 +53,12 @@ class RetriableError(ConnectorError):
 
 class FatalError(ConnectorError):
     """The run must stop now (API allowance used up, credentials refused); the cursor is kept."""
+
+
+class RefusedInput(ConnectorError):
+    """A webhook delivery, an approval link or a queue message that is not what it claims to be
+    or cannot be read: refuse it, process nothing; trying it again cannot help."""
+
+
+__all__ = ["ConfigurationError", "ConnectorError", "FatalError", "RecordError", "RefusedInput",
+           "RetriableError", "RuleFileError"]

@@ -10,6 +10,11 @@ The order of a batch is what makes it safe to crash at any line:
   5. only then move the cursor past the batch.
 A crash before 4 redoes the batch: the write-back now computes to no change, and the rising
 edges, never recorded, fire once. A crash before 5 re-reads records already handled: dropped.
+
+A batch is not a query page: evaluated records wait, uncommitted, until their changes fill the
+CRM's write calls (`write_size`), so sparse changes over many pages cost the fewest writes. A
+batch is always a prefix of what was read, so the cursor, moved after its commit to the
+batch's newest version, never passes a record that waits.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +76,33 @@ class DrainReport:
     results: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Evaluated:
+    """A record read and evaluated, not yet written nor committed; `outcome` None: it could
+    not be computed, `error` says why."""
+
+    record_id: str
+    version: str | None
+    outcome: Outcome | None
+    error: str | None = None
+    snapshot: Snapshot | None = None  # its values as read, stored with its commit if they changed
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome is not None and bool(self.outcome.changes)
+
+
+def full_calls(changed: list[bool], write_size: int) -> int:
+    """How many of the records waiting (`changed`: whether each has a change to write) to
+    commit now: the longest prefix whose changes fill whole write calls of `write_size`, with
+    the unchanged records that follow it; 0 while not one call is full."""
+    at = [i for i, c in enumerate(changed) if c]
+    full = len(at) // write_size * write_size
+    if full == 0:
+        return 0
+    return at[full] if full < len(at) else len(changed)
+
+
 class _Waiting(Exception):
     """The item ran and now waits for a person."""
 
@@ -98,41 +130,47 @@ class Pipeline:
         self.snapshots = Snapshotter(rules.mapping, rules.closed) if snapshots else None
 
     # --- one batch ------------------------------------------------------------------------
-    def process(self, records: list[Record], report: RunReport, dry_run: bool = False,
-                force: bool = False) -> None:
-        """Evaluate, write back and commit one batch (a query page, a webhook's records)."""
+    def _evaluate(self, records: list[Record], report: RunReport, force: bool, dry_run: bool
+                  ) -> list[_Evaluated]:
+        """The records not handled yet at their version (all of them with `force`), evaluated,
+        each with its snapshot (none in a dry run)."""
         today, now = self.today(), self.now()
         versioned = [(str(r.get(self.mapping.id_field)), self._version(r), r) for r in records]
         report.read += len(records)
         done = set() if force else self.state.handled(
             (rid, v) for rid, v, _ in versioned if v is not None)
-        todo: list[tuple[str, str | None, Outcome | None, str | None]] = []
-        taken: list[Snapshot | None] = []   # one a record in todo, kept if it changed
+        evaluated: list[_Evaluated] = []
         for rid, version, raw in versioned:
             if version is not None and (rid, version) in done:
                 report.skipped += 1
                 continue
-            taken.append(self.snapshots.take(raw, now) if self.snapshots and not dry_run
-                         else None)
+            snapshot = self.snapshots.take(raw, now) if self.snapshots and not dry_run else None
             try:
-                todo.append((rid, version, self.evaluator.evaluate(self.mapping.read(raw),
-                                                                    today), None))
+                outcome = self.evaluator.evaluate(self.mapping.read(raw), today)
             except RecordError as exc:
-                todo.append((rid, version, None, str(exc)))
-        updates = [(rid, {self.mapping.crm_field(k): json_value(v)
-                          for k, v in outcome.changes.items()})
-                   for rid, _, outcome, _ in todo if outcome is not None and outcome.changes]
+                evaluated.append(_Evaluated(rid, version, None, str(exc), snapshot))
+                continue
+            evaluated.append(_Evaluated(rid, version, outcome, snapshot=snapshot))
+        return evaluated
+
+    def _commit(self, batch: list[_Evaluated], report: RunReport, dry_run: bool) -> None:
+        """Write back what changed in the batch, then commit it in one transaction."""
+        now = self.now()
+        updates = [(e.record_id, {self.mapping.crm_field(k): json_value(v)
+                                  for k, v in e.outcome.changes.items()})
+                   for e in batch if e.outcome is not None and e.changed]
         results = {} if dry_run or not updates else {r.id: r for r in self.crm.write(updates)}
         commits: list[Commit] = []
-        for (rid, version, outcome, error), snapshot in zip(todo, taken, strict=True):
-            commit = Commit(rid, version, snapshot=snapshot)
+        for e in batch:
+            rid, version, outcome = e.record_id, e.version, e.outcome
+            commit = Commit(rid, version, snapshot=e.snapshot)
             commits.append(commit)
             if outcome is None:
                 report.failed += 1
-                report.note(f"{rid}: {error}")
+                report.note(f"{rid}: {e.error}")
                 commit.outbox.append(OutboxItem(
                     f"record:{rid}:{version}", rid, "compute", "record", {"ids": [rid]},
-                    status="parked", reason=error or ""))
+                    status="parked", reason=e.error or ""))
                 continue
             result = results.get(rid)
             if outcome.changes and result is not None and not result.ok:
@@ -149,8 +187,38 @@ class Pipeline:
             else:
                 report.unchanged += 1
             self._edges(rid, outcome, commit, report)
-        if not dry_run:
+        if not dry_run and commits:
             self.state.commit(commits, now)
+
+    def _process_pages(self, pages: Iterable[list[Record]], report: RunReport, *,
+                       dry_run: bool = False, force: bool = False,
+                       committed: Callable[[list[_Evaluated]], None] = lambda batch: None
+                       ) -> None:
+        """Process pages as one stream, committing in batches that fill the write calls (see
+        the module's docstring); `committed` is told each batch once it is committed."""
+        held: list[_Evaluated] = []
+        for page in pages:
+            waiting = {(e.record_id, e.version) for e in held}
+            fresh = [r for r in page if (str(r.get(self.mapping.id_field)),
+                                         self._version(r)) not in waiting]
+            report.read += len(page) - len(fresh)
+            report.skipped += len(page) - len(fresh)   # read again while it waits: handled
+            if {str(r.get(self.mapping.id_field)) for r in fresh} & {e.record_id for e in held}:
+                # A newer version of a waiting record: the older one is committed first, so
+                # that each version is handled once and in order.
+                self._commit(held, report, dry_run)
+                committed(held)
+                held = []
+            held += self._evaluate(fresh, report, force, dry_run)
+            cut = len(held) if dry_run else full_calls([e.changed for e in held],
+                                                          self.crm.write_size)
+            if cut:
+                self._commit(held[:cut], report, dry_run)
+                committed(held[:cut])
+                held = held[cut:]
+        if held:
+            self._commit(held, report, dry_run)
+            committed(held)
 
     def _edges(self, rid: str, outcome: Outcome, commit: Commit, report: RunReport) -> None:
         ledger, fired = rising_edges(self.state.ledger(rid), outcome.due)
@@ -185,15 +253,18 @@ class Pipeline:
             cursor = self.state.get_cursor(self.cursor_name)
             since = dt.datetime.fromisoformat(cursor) - OVERLAP if cursor else None
         report.cursor = self.state.get_cursor(self.cursor_name)
+
+        def move_cursor(batch: list[_Evaluated]) -> None:
+            stamps = [e.version for e in batch if e.version is not None]
+            if stamps and not dry_run:
+                newest = min(max(stamps), started.astimezone(dt.UTC).isoformat())
+                if report.cursor is None or newest > report.cursor:
+                    self.state.set_cursor(self.cursor_name, newest)
+                    report.cursor = newest
+
         try:
-            for page in self.crm.changed(since, started):
-                self.process(page, report, dry_run=dry_run)
-                stamps = [v for v in (self._version(r) for r in page) if v is not None]
-                if stamps and not dry_run:
-                    newest = min(max(stamps), started.astimezone(dt.UTC).isoformat())
-                    if report.cursor is None or newest > report.cursor:
-                        self.state.set_cursor(self.cursor_name, newest)
-                        report.cursor = newest
+            self._process_pages(self.crm.changed(since, started), report, dry_run=dry_run,
+                                committed=move_cursor)
         except (FatalError, RetriableError) as exc:
             report.stopped = str(exc)
             log.warning("poll stopped, cursor kept at %s: %s", report.cursor, exc)
@@ -209,16 +280,18 @@ class Pipeline:
         closed = self.rules.closed
         field = self.mapping.crm_field(closed.field) if closed else self.mapping.id_field
         try:
-            for page in self.crm.open_records(field, list(closed.labels) if closed else []):
-                self.process(page, report, force=True)
+            self._process_pages(self.crm.open_records(field, list(closed.labels) if closed
+                                                      else []), report, force=True)
         except (FatalError, RetriableError) as exc:
             report.stopped = str(exc)
         return report
 
     # --- webhooks ---------------------------------------------------------------------------
     def fetch_and_process(self, ids: list[str], report: RunReport, force: bool = False) -> None:
-        for i in range(0, len(ids), 2000):
-            self.process(self.crm.fetch(ids[i:i + 2000]), report, force=force)
+        """Read the records with these ids, a CRM page at a time, and process them."""
+        size = self.crm.page_size
+        pages = (self.crm.fetch(ids[i:i + size]) for i in range(0, len(ids), size))
+        self._process_pages(pages, report, force=force)
 
     # --- the outbox -------------------------------------------------------------------------
     def drain(self, limit: int = 1000) -> DrainReport:

@@ -29,11 +29,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class RetryLater(RetriableError):
-    """A server said "not now" (429, 503 ...); `retry_after` is the delay it asked for, in
-    seconds, when it named one."""
-
-
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
     """HTTP `Retry-After` in seconds: either delta-seconds ('120') or an HTTP date
     (RFC 9110, section 10.2.3). None when absent or unreadable."""
@@ -107,4 +102,4 @@ class RetryPolicy:
                     state.attempt_number + 1, self.attempts)
 
 
-__all__ = ["RetryLater", "RetryPolicy", "deadline_in", "retry_after_seconds"]
+__all__ = ["RetryPolicy", "deadline_in", "retry_after_seconds"]

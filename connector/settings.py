@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     hubspot_client_secret: SecretStr | None = None
     hubspot_access_token: SecretStr | None = None   # private app token, or an OAuth access token
     hubspot_app_id: str | None = None               # this app's own writes' webhooks: dropped
+    hubspot_quota_run_percent: float = Field(25.0, gt=0, le=100)
     hubspot_quota_total_percent: float = Field(80.0, gt=0, le=100)
     crm: Literal["salesforce", "hubspot"] | None = None   # CRM=hubspot picks mappings/hubspot.yaml
 

@@ -18,8 +18,9 @@ import responses
 from connector.core.mapping import Mapping
 from connector.core.values import FieldType
 from connector.crm import Crm, WriteResult, json_value
-from connector.crm.hubspot import API_BASE, HubSpotCrm, field_type, hubspot_value
-from connector.errors import ConfigurationError, FatalError, RetriableError
+from connector.crm.hubspot.client import API_BASE, HubSpotCrm
+from connector.crm.hubspot.metadata import field_type, hubspot_value
+from connector.errors import ConfigurationError, FatalError, RecordError, RetriableError
 from connector.files import load
 from connector.retry import RetryPolicy
 from tests.fake_hubspot import TOKEN, Clock, FakePortal, fixture
@@ -172,9 +173,9 @@ def test_labels_back_to_ids_only_when_unambiguous(mapping, portal):
     assert crm.stage_id("Negotiation/Review", "default") == "1093720"
     assert crm.stage_id("Negotiation/Review", "3419851") == "3419853"
     assert crm.stage_id("Qualification") == "qualifiedtobuy"
-    with pytest.raises(ValueError, match="2 stages"):
+    with pytest.raises(RecordError, match="2 stages"):
         crm.stage_id("Negotiation/Review")
-    with pytest.raises(ValueError, match="no stage"):
+    with pytest.raises(RecordError, match="no stage"):
         crm.stage_id("Imaginary")
 
 
@@ -453,9 +454,31 @@ def test_a_writeback_property_gone_from_hubspot_stops_the_run_without_splitting(
 
 
 def test_write_refuses_properties_that_are_not_writeback(mapping, portal):
-    with pytest.raises(ValueError, match="dealstage"):
+    with pytest.raises(ConfigurationError, match="dealstage"):
         adapter(mapping).write([("1", {"dealstage": "closedwon"})])
     assert portal.api_calls == 0
+
+
+def test_writeback_names_match_in_any_case_and_go_out_as_the_mapping_spells_them(mapping,
+                                                                                portal):
+    deal = portal.add()["hs_object_id"]
+    crm = adapter(mapping)
+    crm.describe()
+    [result] = crm.write([(deal, {"Probability_Rule": "p10"})])
+    assert result.ok and portal.written[-1]["properties"] == {"probability_rule": "p10"}
+    with pytest.raises(ConfigurationError, match="did you mean 'probability_rule'"):
+        crm.write([(deal, {"probability_rul": "p10"})])
+
+
+def test_a_stage_hubspot_cannot_take_fails_that_deal_alone(mapping, portal):
+    first, second = portal.add()["hs_object_id"], portal.add()["hs_object_id"]
+    crm = adapter(dataclasses.replace(mapping, writeback=(*mapping.writeback, "stage")))
+    crm.describe()
+    refused, written = crm.write([(first, {"dealstage": "Imaginary"}),
+                                  (second, {"dealstage": "Qualification"})])
+    assert not refused.ok and refused.code == "INVALID_VALUE" and "no stage" in refused.message
+    assert written.ok and portal.deals[second]["dealstage"] == "qualifiedtobuy"
+    assert portal.calls["batch_update"] == 1 and portal.writes[first] == 0
 
 
 def test_a_deal_with_nothing_to_write_costs_no_call(mapping, portal):
@@ -520,6 +543,15 @@ def test_the_daily_headers_stop_the_run_before_the_portal_share_is_passed(mappin
     assert portal.calls["pipelines"] == 1
 
 
+def test_a_run_stops_past_its_share_of_the_daily_calls(mapping, portal):
+    portal.daily = (1000, 0)
+    crm = adapter(mapping, quota_run_percent=0.3)   # 3 of the portal's 1,000 calls a day
+    with pytest.raises(FatalError, match="HUBSPOT_QUOTA_RUN_PERCENT"):
+        for _ in range(5):
+            crm.fetch(["1"])
+    assert portal.api_calls == crm.calls == 3
+
+
 def test_an_exhausted_burst_window_is_waited_out_before_the_next_call(mapping, portal):
     portal.burst_left = [0]
     ticks = Ticks()
@@ -568,6 +600,6 @@ def test_from_settings_needs_the_token_and_takes_the_rules_closed_values(mapping
     crm = HubSpotCrm.from_settings(
         SimpleNamespace(hubspot_access_token=SecretStr(TOKEN), secrets=lambda: ["s3cr3t-x"]),
         mapping, closed=loaded.rules.closed)
-    assert crm._won == ("Closed Won",) and crm._lost == ("Closed Lost", "Cancelled")
+    assert crm._names.won == ("Closed Won",) and crm._names.lost == ("Closed Lost", "Cancelled")
     assert "s3cr3t-x" in crm._secrets and TOKEN in crm._secrets
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -25,14 +26,14 @@ import responses
 from pydantic import SecretStr
 
 from connector.actions import ActionRunner
-from connector.crm.hubspot import HubSpotCrm
+from connector.crm.hubspot.client import HubSpotCrm
 from connector.erp.rest import RestErp
 from connector.files import load
 from connector.handlers.webhook import route
 from connector.pipeline import Pipeline, store_notice
 from connector.retry import RetryPolicy
 from connector.state import open_state
-from tests.fake_hubspot import APP_ID, TOKEN, Clock, FakePortal, fixture
+from tests.fake_hubspot import APP_ID, TOKEN, Clock, FakePortal, fixture, parse_instant
 
 ROOT = Path(__file__).parent.parent
 RULES, MAPPINGS = ROOT / "rules", ROOT / "mappings"
@@ -282,6 +283,47 @@ def test_the_daily_limit_stops_the_run_cleanly_with_the_cursor_kept(tmp_path, po
     again = world.poll()
     assert again.stopped is None
     assert all(n == 1 for n in portal.writes.values()) and set(writes) < set(portal.writes)
+    assert all(d["probability_rule"] for d in portal.deals.values())
+
+
+def test_sparse_changes_over_many_pages_fill_each_batch_update(tmp_path, portal):
+    """400 changed deals among 1,500 (8 search pages, ~50 changes a page): ceil(400/100) = 4
+    batch updates, where writing each page's changes took 8."""
+    fill(portal, 1500)
+    world = World(tmp_path, portal)
+    world.poll()
+    world.poll()                                    # the echoes of the first writes
+    rng = random.Random(7)
+    changed = set(rng.sample(sorted(portal.deals), 400))
+    for deal_id in rng.sample(sorted(portal.deals), len(portal.deals)):   # interleaved in time
+        if deal_id in changed:
+            portal.edit(deal_id, homologated_probability="1")
+        else:
+            portal.edit(deal_id, dealname=f"Renamed {deal_id}")
+    before, searches = portal.calls["batch_update"], portal.calls["search"]
+    report = world.poll()
+    assert report.stopped is None and report.written == 400
+    assert report.read - report.skipped == 1500
+    assert portal.calls["search"] - searches == math.ceil(1500 / 200)
+    assert portal.calls["batch_update"] - before == math.ceil(400 / 100) == 4
+
+
+def test_a_write_that_fails_midway_leaves_the_cursor_before_every_deal_it_did_not_write(
+        tmp_path, portal):
+    fill(portal, 1000)
+    stamps = {i: parse_instant(d["hs_lastmodifieddate"]) for i, d in portal.deals.items()}
+    world = World(tmp_path, portal)
+    for n in range(3, 3 + 5):                       # the third call, and each retry of it
+        portal.fail_at[("batch_update", n)] = (502, {"status": "error", "message": "Bad "
+                                                     "Gateway", "category": "BAD_GATEWAY"}, {})
+    report = world.poll()
+    assert report.stopped and report.written == 200  # two full calls, committed
+    waiting = [i for i, d in portal.deals.items() if d["probability_rule"] is None]
+    assert waiting and report.cursor is not None
+    assert dt.datetime.fromisoformat(report.cursor) <= min(stamps[i] for i in waiting)
+    again = world.poll()
+    assert again.stopped is None
+    assert all(n == 1 for n in portal.writes.values())
     assert all(d["probability_rule"] for d in portal.deals.values())
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from connector.errors import FatalError, RetriableError
-from connector.retry import RetryLater, RetryPolicy, deadline_in, retry_after_seconds
+from connector.retry import RetryPolicy, deadline_in, retry_after_seconds
 
 
 class FakeTime:
@@ -74,7 +74,7 @@ def test_jitter_spreads_the_waits():
 
 def test_retry_after_is_honoured_exactly():
     time = FakeTime()
-    call = failing(RetryLater("429", retry_after=7.0), RetryLater("503", retry_after=0.0))
+    call = failing(RetriableError("429", retry_after=7.0), RetriableError("503", retry_after=0.0))
     policy(time).call(call)
     assert time.sleeps == [7.0, 0.0]
 
@@ -100,8 +100,8 @@ def test_it_gives_up_after_the_attempts_with_the_last_error():
 
 def test_it_never_waits_past_the_deadline():
     time = FakeTime()
-    call = failing(RetryLater("429", retry_after=30.0))
-    with pytest.raises(RetryLater):
+    call = failing(RetriableError("429", retry_after=30.0))
+    with pytest.raises(RetriableError):
         policy(time, time_left=lambda: 10.0).call(call)
     assert time.sleeps == [] and len(call.calls) == 1
 
@@ -139,7 +139,7 @@ def test_other_errors_are_raised_at_once(error):
 def test_each_retry_is_logged(caplog):
     caplog.set_level(logging.WARNING, logger="connector.retry")
     time = FakeTime()
-    policy(time, jitter=0.0).call(failing(RetryLater("Salesforce is busy (HTTP 503)")))
+    policy(time, jitter=0.0).call(failing(RetriableError("Salesforce is busy (HTTP 503)")))
     assert caplog.messages == ["Salesforce is busy (HTTP 503); retrying in 1.0 s "
                                "(attempt 2 of 5)"]
 

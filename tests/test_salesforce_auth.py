@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connector.core.mapping import Mapping
 from connector.crm import Crm
-from connector.crm.salesforce import SalesforceCrm
+from connector.crm.salesforce.client import SalesforceCrm
 from connector.errors import ConfigurationError, FatalError
 from connector.retry import RetryPolicy
 from connector.settings import Settings

@@ -15,7 +15,8 @@ import responses
 
 from connector.core.mapping import Mapping
 from connector.core.values import FieldType
-from connector.crm.salesforce import SalesforceCrm
+from connector.crm.salesforce.client import SalesforceCrm
+from connector.crm.salesforce.query import changed_soql, fetch_soql
 from connector.errors import ConfigurationError, FatalError, RetriableError
 from connector.retry import RetryPolicy
 from connector.settings import Settings
@@ -154,7 +155,7 @@ def test_describe_types_the_mapping_from_salesforce(api, sleeps):
 
 
 def test_describe_maps_every_numeric_kind():
-    from connector.crm.salesforce import field_type
+    from connector.crm.salesforce.query import field_type
 
     assert field_type(field("Q", "double", scale=3)) == FieldType("number", 3)
     assert field_type(field("N", "int")) == FieldType("number", 0)
@@ -204,25 +205,24 @@ def test_a_mapping_name_that_is_not_an_api_name_is_refused_before_any_call(api, 
 # --- the poll -------------------------------------------------------------------------------
 
 def test_the_poll_query_is_built_from_the_mapping():
-    c = crm([])
     since = datetime(2026, 11, 1, tzinfo=UTC)
     until = datetime(2026, 11, 26, 9, 30, 15, 500000, tzinfo=UTC)
-    assert c.changed_soql(since, until) == (
+    assert changed_soql(MAPPING, since, until) == (
         f"{SELECT} WHERE SystemModstamp >= 2026-11-01T00:00:00+00:00 AND "
         "SystemModstamp <= 2026-11-26T09:30:15+00:00 ORDER BY SystemModstamp, Id")
-    assert c.changed_soql(None, until) == (
+    assert changed_soql(MAPPING, None, until) == (
         f"{SELECT} WHERE SystemModstamp <= 2026-11-26T09:30:15+00:00 "
         "ORDER BY SystemModstamp, Id")
     # Another zone is converted to UTC.
     paris = datetime(2026, 11, 26, 10, 30, 15, tzinfo=timezone(timedelta(hours=1)))
-    assert "SystemModstamp <= 2026-11-26T09:30:15+00:00" in c.changed_soql(None, paris)
+    assert "SystemModstamp <= 2026-11-26T09:30:15+00:00" in changed_soql(MAPPING, None, paris)
 
 
 def test_a_naive_datetime_is_utc_whatever_the_machine_zone(monkeypatch):
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
     try:
-        soql = crm([]).changed_soql(None, datetime(2026, 11, 26, 9, 30, 15))
+        soql = changed_soql(MAPPING, None, datetime(2026, 11, 26, 9, 30, 15))
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -303,7 +303,7 @@ def soql_of_sub(sub: dict) -> str:
 
 
 def test_fetch_quotes_every_id_with_format_soql():
-    soql = crm([]).fetch_soql(["006RO0000000000001", "x' OR Name != '"])
+    soql = fetch_soql(MAPPING, ["006RO0000000000001", "x' OR Name != '"])
     assert soql == (f"{SELECT} WHERE Id IN ('006RO0000000000001','x\\' OR Name != \\'')")
 
 

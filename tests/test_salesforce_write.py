@@ -13,8 +13,8 @@ import responses
 
 from connector.core.mapping import Mapping
 from connector.crm import WriteResult, json_value
-from connector.crm.salesforce import SalesforceCrm
-from connector.errors import FatalError
+from connector.crm.salesforce.client import SalesforceCrm
+from connector.errors import ConfigurationError, FatalError
 from connector.retry import RetryPolicy
 from connector.settings import Settings
 from tests import salesforce_fixtures as fx
@@ -136,7 +136,7 @@ def test_json_value_converts_money_and_dates():
 
 def test_a_field_outside_writeback_is_never_sent(api, sleeps):
     c = crm(sleeps)
-    with pytest.raises(ValueError, match="Amount"):
+    with pytest.raises(ConfigurationError, match="Amount"):
         c.write([(rid(1), {"Probability": 60}), (rid(2), {"Amount": 1})])
     assert c.calls == 0 and len(api.calls) == 0
 

@@ -68,6 +68,25 @@ def test_sync_writes_what_changes_in_the_floor_number_of_calls(tmp_path, org):
     assert dict(org.writes) == before
 
 
+def test_the_sweep_fills_one_write_call_with_changes_from_five_pages(tmp_path, org):
+    """300 changes spread over 5 sweep pages of 2,000: one Composite call (up to 1,000
+    records), where writing each page's changes took 5."""
+    rng = random.Random(3)
+    for i in range(8_500):
+        org.add(f"006{i:015d}", StageName=rng.choice(STAGES[:6]),
+                Amount=rng.randint(1_000, 300_000), Probability=10,
+                Relationship_Level__c=rng.choice(["Strategic", "Trusted", "Known", "New"]))
+    pipeline = make_app(tmp_path, org).pipeline
+    pipeline.sweep()                                 # every record now holds what rules give
+    for record_id in rng.sample(sorted(org.records), 300):
+        org.edit(record_id, Probability=1)
+    before = org.calls["composite"]
+    report = pipeline.sweep()
+    assert report.stopped is None and report.read == 8_500 and report.written == 300
+    assert org.calls["query"] + org.calls["query_more"] >= 5 * 2   # five pages, twice
+    assert org.calls["composite"] - before == 1
+
+
 def test_a_second_sync_with_nothing_new_reads_and_writes_nothing(tmp_path, org):
     fill(org, 50)
     pipeline = make_app(tmp_path, org).pipeline
@@ -84,7 +103,7 @@ def test_a_second_sync_with_nothing_new_reads_and_writes_nothing(tmp_path, org):
 
 def quick_app(tmp_path, org, sleeps=None):
     """An app whose retry policy records its waits instead of sleeping."""
-    from connector.crm.salesforce import SalesforceCrm
+    from connector.crm.salesforce.client import SalesforceCrm
     from connector.retry import RetryPolicy
 
     app = make_app(tmp_path, org)

@@ -28,8 +28,8 @@ import requests
 
 from connector.core.schema import AudienceSpec
 from connector.crm import json_value
-from connector.errors import ConfigurationError, ConnectorError, RecordError
-from connector.retry import RetryLater, RetryPolicy, retry_after_seconds
+from connector.errors import ConfigurationError, ConnectorError, RecordError, RetriableError
+from connector.retry import RetryPolicy, retry_after_seconds
 from connector.templates import render_structure, render_value, resolve
 
 MAILCHIMP_BATCH = 500  # members per POST /lists/{list_id}, Mailchimp's limit
@@ -134,11 +134,11 @@ class _Api:
             response = self._http.request(method, self.base + path, json=body,
                                           headers=dict(headers), timeout=self._timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise RetryLater(f"cannot reach {self.name} ({type(exc).__name__}): will retry"
+            raise RetriableError(f"cannot reach {self.name} ({type(exc).__name__}): will retry"
                              ) from None
         status = response.status_code
         if status == 429 or status >= 500:
-            raise RetryLater(f"{self.name} answered {status}: will retry",
+            raise RetriableError(f"{self.name} answered {status}: will retry",
                              retry_after_seconds(response.headers.get("Retry-After")))
         try:
             data = response.json() if response.content else {}

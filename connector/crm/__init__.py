@@ -1,4 +1,7 @@
-"""The CRM port: what the pipeline asks of a CRM (Salesforce now, HubSpot next).
+"""The CRM port: what the pipeline asks of a CRM. Each CRM is a subpackage (`salesforce`,
+`hubspot`) whose adapter fills in the shared algorithm of `connector.crm._base.CrmAdapter`, and
+whose `from_settings(settings, mapping, closed)` builds it; `open_crm` picks the subpackage the
+mapping names.
 
 Records travel raw, as the CRM's API returns them (nested relationships kept, Salesforce's
 `attributes` dropped); `connector.core.mapping.Mapping.read` turns them into canonical values.
@@ -12,12 +15,18 @@ run and keep the cursor: API allowance used up, session refused).
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from connector.core.values import FieldType
+from connector.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from connector.core.mapping import Mapping
+    from connector.core.ruleset import Closed
 
 Record = dict[str, Any]
 
@@ -35,6 +44,13 @@ class WriteResult:
 @runtime_checkable
 class Crm(Protocol):
     """A CRM the connector reads opportunities from and writes computed fields back to."""
+
+    page_size: int
+    """Records a read page holds: the pipeline fetches the ids a webhook names this many at
+    a time."""
+
+    write_size: int
+    """Records one write call takes: the pipeline fills each call this full when it can."""
 
     @property
     def calls(self) -> int:
@@ -71,6 +87,20 @@ class Crm(Protocol):
         ...
 
 
+def open_crm(settings: Any, mapping: Mapping, closed: Closed | None) -> Crm:
+    """The adapter of the CRM the mapping names (`crm: hubspot` -> connector.crm.hubspot), built
+    from the settings; the rules' `closed` states tell it the closed-won and closed-lost values."""
+    name = f"{__name__}.{mapping.crm}"
+    try:
+        package = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise   # the adapter is there; something it imports is not installed
+        raise ConfigurationError(f"no adapter for the CRM '{mapping.crm}' yet") from None
+    crm: Crm = package.from_settings(settings, mapping, closed)
+    return crm
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """The text with every secret replaced: messages may quote a server's answer, and an
     answer may echo a token."""
@@ -91,4 +121,4 @@ def json_value(value: object) -> object:
     return value
 
 
-__all__ = ["Crm", "Record", "WriteResult", "json_value", "scrub"]
+__all__ = ["Crm", "Record", "WriteResult", "json_value", "open_crm", "scrub"]

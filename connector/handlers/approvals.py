@@ -93,3 +93,6 @@ def _lambda() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
                               decide=record, now=rt.now)
 
     return handle
+
+
+__all__ = ["Decide", "approval_route", "lambda_handler"]

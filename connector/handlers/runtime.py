@@ -401,3 +401,7 @@ def reset(runtime: Runtime | None = None) -> None:
     """Start again with fresh clients and settings (tests), or with the given runtime."""
     global _current
     _current = runtime
+
+
+__all__ = ["IDEMPOTENCY_TTL", "QueueingStore", "Runtime", "WorkQueue", "WorkState", "current",
+           "load_secrets", "logger", "outbox_message", "reset", "scheduled", "summary"]

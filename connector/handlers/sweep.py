@@ -7,3 +7,6 @@ from __future__ import annotations
 from connector.handlers import runtime
 
 lambda_handler = runtime.scheduled("sweep", lambda pipeline: pipeline.sweep())
+
+
+__all__ = ["lambda_handler"]

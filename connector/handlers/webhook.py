@@ -6,7 +6,7 @@ such route), or 503 when the state store cannot take the notice (the sender retr
 
 `lambda_handler` is the webhook function behind API Gateway's HTTP API: the notice goes into the
 DynamoDB state and a message to the work queue, and the worker function does the CRM and ERP
-work. Importing this module stays light (no boto3, no CRM code, no Powertools: `serve` uses
+work. Importing this module stays light (no boto3, no CRM adapter, no Powertools: `serve` uses
 `route` without them); the function builds those on its first request.
 """
 
@@ -21,6 +21,8 @@ from functools import cache
 from typing import Any
 
 from connector.crm import events
+from connector.crm.hubspot import webhooks as hubspot
+from connector.crm.salesforce import webhooks as salesforce
 from connector.errors import ConnectorError
 
 log = logging.getLogger(__name__)
@@ -82,14 +84,15 @@ def _salesforce(event: Mapping[str, Any], settings: Any, store: Store, now: floa
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
     if "xml" in headers.get("content-type", "") or body.lstrip()[:1] == b"<":
         token = (event.get("queryStringParameters") or {}).get("token")
-        notices, ack = events.parse_outbound_message(
+        notices, ack = salesforce.parse_outbound_message(
             body, settings.salesforce_org_id or "", events.token_matches(secret, token))
         for notice in notices:
             store(notice.dedupe_key, list(notice.record_ids))
         return _response(200, ack, "text/xml; charset=utf-8")
-    events.verify_signed_json(secret, headers, body, now)
+    salesforce.verify_signed_json(secret, headers, body, now)
     stored = 0
-    for notice in events.parse_signed_json(body, timestamp=headers.get("x-connector-timestamp")):
+    timestamp = headers.get("x-connector-timestamp")
+    for notice in salesforce.parse_signed_json(body, timestamp=timestamp):
         stored += store(notice.dedupe_key, list(notice.record_ids))
     return _response(202, {"stored": stored})
 
@@ -102,11 +105,10 @@ def _hubspot(event: Mapping[str, Any], settings: Any, store: Store, now: float) 
     host = headers.get("host", "")
     query = event.get("rawQueryString") or ""
     uri = f"https://{host}{event.get('rawPath', '')}" + (f"?{query}" if query else "")
-    events.verify_hubspot_v3(secret, "POST", uri, body, headers, now)
+    hubspot.verify_hubspot_v3(secret, "POST", uri, body, headers, now)
     stored = 0
-    for notice in events.parse_hubspot_events(body, getattr(settings, "hubspot_app_id", None)):
-        if notice.object_type == "deal":  # contacts and companies are not opportunities
-            stored += store(notice.dedupe_key, list(notice.record_ids))
+    for notice in hubspot.parse_hubspot_events(body, getattr(settings, "hubspot_app_id", None)):
+        stored += store(notice.dedupe_key, list(notice.record_ids))
     return _response(204 if not stored else 202, {"stored": stored})
 
 
@@ -157,3 +159,6 @@ def _lambda() -> Callable[[dict[str, Any], Any], Response]:
 
 def _no_store(key: str, ids: list[str]) -> bool:
     raise ConnectorError("a /health request stores nothing")
+
+
+__all__ = ["Response", "Store", "lambda_handler", "route"]

@@ -39,6 +39,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
 )
 
+from connector.errors import RefusedInput
 from connector.handlers import runtime
 
 logger = runtime.logger()
@@ -48,7 +49,7 @@ config = IdempotencyConfig(event_key_jmespath="body", raise_on_no_idempotency_ke
 FANOUT = 500   # items queued by one drain message; the next poll queues the rest
 
 
-class PoisonMessage(ValueError):
+class PoisonMessage(RefusedInput):
     """A message no retry can help: it ends in the dead-letter queue."""
 
 
@@ -118,7 +119,8 @@ def _fan_out() -> dict[str, Any]:
 
 
 def _change_event(event: dict[str, Any]) -> dict[str, Any]:
-    from connector.crm.events import WebhookRejected, parse_cdc_event
+    from connector.crm.events import WebhookRejected
+    from connector.crm.salesforce.webhooks import parse_cdc_event
     from connector.state.notices import store_notice
 
     rt = runtime.current()
@@ -167,3 +169,6 @@ def _idempotent() -> Any:
             data_keyword_argument="record", config=config, persistence_store=store)(
             _idempotent_work))
     return _idempotent_for[1]
+
+
+__all__ = ["PoisonMessage", "handle_record", "lambda_handler", "work"]

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from connector.core.mapping import Mapping
-from connector.crm.hubspot import HubSpotCrm
+from connector.crm.hubspot.client import HubSpotCrm
 from connector.history.asof import Change
 from connector.history.snapshots import instant, text
 

@@ -80,8 +80,8 @@ def pull(crm: Crm, rules: RuleSet, store: StateStore, now: dt.datetime,
 
 def _changes(crm: Crm, rules: RuleSet, ids: list[str],
              since: dt.datetime | None) -> Iterator[tuple[str, Change]]:
-    from connector.crm.hubspot import HubSpotCrm
-    from connector.crm.salesforce import SalesforceCrm
+    from connector.crm.hubspot.client import HubSpotCrm
+    from connector.crm.salesforce.client import SalesforceCrm
 
     if isinstance(crm, SalesforceCrm):
         from connector.history import salesforce

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from simple_salesforce import format_soql
 
 from connector.core.mapping import Mapping
-from connector.crm.salesforce import SalesforceCrm
+from connector.crm.salesforce.client import SalesforceCrm
 from connector.errors import ConfigurationError, RetriableError
 from connector.history.asof import Change
 from connector.history.snapshots import instant, text

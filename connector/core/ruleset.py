@@ -11,6 +11,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from connector.core import schema
+from connector.core.compiled import prove_compiles
 from connector.core.expressions import RESERVED, ExpressionError, Formula, parse_formula
 from connector.core.findings import Finding, Kind, Where, did_you_mean
 from connector.core.mapping import ID, Mapping
@@ -356,6 +357,13 @@ def _compile_closed(spec: schema.RulesSpec, fields: frozenset[str],
     return Closed(cl.field, won, lost, tuple(as_text(v) for v in [*cl.won, *cl.lost]))
 
 
+def _formula(source: str, known: set[str]) -> Formula:
+    """A formula checked, and compiled as the hot path compiles it (see prove_compiles)."""
+    formula = parse_formula(source, known)
+    prove_compiles(formula)
+    return formula
+
+
 def _compile_computed(spec: schema.RulesSpec, known: set[str], c: _Collector
                       ) -> dict[str, Formula]:
     out: dict[str, Formula] = {}
@@ -365,7 +373,7 @@ def _compile_computed(spec: schema.RulesSpec, known: set[str], c: _Collector
                     f"computed field '{name}': the name is reserved")
             continue
         try:
-            out[name] = parse_formula(str(source), known)
+            out[name] = _formula(str(source), known)
         except ExpressionError as exc:
             c.error(("computed", name), "expression", f"computed field '{name}': {exc}")
     return out
@@ -478,7 +486,7 @@ def _compile_sets(w: schema.WorkflowSpec, path: Path, known: set[str],
                       "the mapping's writeback list: it is never written", [w.name])
         if isinstance(value, str) and value.lstrip().startswith("="):
             try:
-                sets[key] = parse_formula(value, known)
+                sets[key] = _formula(value, known)
             except ExpressionError as exc:
                 c.error(spath, "expression", f"workflow '{w.name}': set '{key}': {exc}", [w.name])
         elif isinstance(value, (dict, list)):
@@ -604,8 +612,8 @@ def _compile_triggers(spec: schema.RulesSpec, known: set[str], actions: dict[str
             c.error(path + ("steps",), "schema", f"trigger '{name}': two steps have the same "
                     "after_days")
         try:
-            formula = parse_formula(t.when, known)
-            since = parse_formula(t.since, known) if t.since else None
+            formula = _formula(t.when, known)
+            since = _formula(t.since, known) if t.since else None
         except ExpressionError as exc:
             c.error(path + ("since" if t.since and "since" in str(exc) else "when",),
                     "expression", f"trigger '{name}': {exc}")

@@ -357,17 +357,25 @@ def sync(
         "--dry-run", help="Compute and report; write nothing, keep the cursor.")] = False,
     since: Annotated[str | None, typer.Option(
         "--since", help="Read changes since this ISO date-time instead of the cursor.")] = None,
+    fire_backfill: Annotated[bool, typer.Option(
+        "--fire-backfill", help="On the first sync, fire the actions of every condition "
+        "already true (a deliberate catch-up) instead of recording them as the past.")] = False,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """One poll cycle against the configured CRM, then the outbox is drained."""
+    """One poll cycle against the configured CRM, then the outbox is drained. The first sync
+    is a backfill: what is already true is recorded, and fires nothing."""
     application = _app(rules, mappings)
     pipeline = application.pipeline
-    report = pipeline.poll(since=_since(since), dry_run=dry_run)
+    report = pipeline.poll(since=_since(since), dry_run=dry_run, fire_backfill=fire_backfill)
     console = _out()
     console.print(f"read {report.read}, already handled {report.skipped}, written "
                   f"{report.written}, unchanged {report.unchanged}, parked {report.parked}, "
                   f"failed {report.failed}, actions queued {report.actions}"
                   + (" (dry run: nothing written)" if dry_run else ""))
+    if report.backfill and not fire_backfill:
+        console.print(f"first sync, a backfill: {report.backfilled} actions whose conditions "
+                      "were already true are recorded as the past and not fired "
+                      "(--fire-backfill fires them)")
     console.print(f"API calls: {application.crm.calls} (+ {application.crm.auth_calls} login)")
     for reason in report.reasons:
         console.print(f"  {escape(reason)}")

@@ -9,6 +9,11 @@ The order of a batch is what makes it safe to crash at any line:
   5. only then move the cursor past the batch.
 A crash before 4 redoes the batch: the write-back now computes to no change, and the rising
 edges, never recorded, fire once. A crash before 5 re-reads records already handled: dropped.
+
+The first poll of a deployment (no cursor yet) is a backfill: it records each record's true
+conditions in the ledger as already true and queues nothing, so turning rules on never mails
+about the past. A backfill interrupted (a crash, a stop) is resumed as a backfill by the next
+poll: its marker says "running" until the poll that reads everything ends.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ log = logging.getLogger(__name__)
 OVERLAP = dt.timedelta(minutes=5)
 LEASE = dt.timedelta(minutes=10)
 MAX_ATTEMPTS = 12
+# The backfill marker's values rise, as a cursor's must (DynamoDB only moves one forward).
+BACKFILL_RUNNING = "1 running"
+BACKFILL_DONE = "2 done"
 RECORD_KINDS = ("record", "writeback", "notice")  # outbox items that re-read CRM records
 
 
@@ -51,8 +59,10 @@ class RunReport:
     parked: int = 0         # the CRM refused the write: waits in the outbox with the reason
     failed: int = 0         # the record cannot be computed: waits in the outbox with the reason
     actions: int = 0        # outbox items added by rising edges
+    backfilled: int = 0     # rising edges a backfill recorded as already true, not fired
     cursor: str | None = None
     stopped: str | None = None
+    backfill: bool = False  # this poll was the deployment's first: it reads everything
     reasons: list[str] = field(default_factory=list)
 
     def note(self, reason: str) -> None:
@@ -92,11 +102,14 @@ class Pipeline:
         self.today = today or (lambda: self.now().astimezone(dt.UTC).date())
         self.evaluator = Evaluator(rules)
         self.cursor_name = f"{self.mapping.crm}:{self.mapping.object}"
+        # "running" while the first poll reads everything, then "done" and when
+        self.backfill_name = f"backfill:{self.cursor_name}"
 
     # --- one batch ------------------------------------------------------------------------
     def process(self, records: list[Record], report: RunReport, dry_run: bool = False,
-                force: bool = False) -> None:
-        """Evaluate, write back and commit one batch (a query page, a webhook's records)."""
+                force: bool = False, backfill: bool = False) -> None:
+        """Evaluate, write back and commit one batch (a query page, a webhook's records).
+        A `backfill` records the rising edges in the ledger and fires none of them."""
         today, now = self.today(), self.now()
         versioned = [(str(r.get(self.mapping.id_field)), self._version(r), r) for r in records]
         report.read += len(records)
@@ -136,18 +149,24 @@ class Pipeline:
                     f"writeback:{rid}:{version}", rid, "writeback", "writeback",
                     {"ids": [rid], "fields": list(outcome.changes)}, status="parked",
                     reason=reason))
+                if backfill:  # what is true now stays the past when the write goes through
+                    self._edges(rid, outcome, commit, report, backfill)
                 continue  # its actions wait until the write goes through
             if outcome.changes:
                 report.written += 1
             else:
                 report.unchanged += 1
-            self._edges(rid, outcome, commit, report)
+            self._edges(rid, outcome, commit, report, backfill)
         if not dry_run:
             self.state.commit(commits, now)
 
-    def _edges(self, rid: str, outcome: Outcome, commit: Commit, report: RunReport) -> None:
+    def _edges(self, rid: str, outcome: Outcome, commit: Commit, report: RunReport,
+               backfill: bool) -> None:
         ledger, fired = rising_edges(self.state.ledger(rid), outcome.due)
         commit.ledger.update(ledger)
+        if backfill:
+            report.backfilled += sum(1 for edge in fired if edge.action in self.rules.actions)
+            return
         values = encode_values({k: v for k, v in outcome.values.items() if k != "today"})
         for edge in fired:
             action = self.rules.actions.get(edge.action)
@@ -169,18 +188,25 @@ class Pipeline:
         return parsed.astimezone(dt.UTC).isoformat() if parsed else None
 
     # --- a poll -----------------------------------------------------------------------------
-    def poll(self, since: dt.datetime | None = None, dry_run: bool = False) -> RunReport:
+    def poll(self, since: dt.datetime | None = None, dry_run: bool = False,
+             fire_backfill: bool = False) -> RunReport:
         """Read what changed since the cursor (or `since`), process it page by page, and move
-        the cursor after each committed page, never past the run's start."""
+        the cursor after each committed page, never past the run's start. The first poll of
+        a deployment is a backfill (see the top of this module) unless `fire_backfill`."""
         report = RunReport()
         started = self.now()
+        cursor = self.state.get_cursor(self.cursor_name)
         if since is None:
-            cursor = self.state.get_cursor(self.cursor_name)
             since = dt.datetime.fromisoformat(cursor) - OVERLAP if cursor else None
-        report.cursor = self.state.get_cursor(self.cursor_name)
+        report.cursor = cursor
+        marker = self.state.get_cursor(self.backfill_name)
+        report.backfill = marker == BACKFILL_RUNNING or (cursor is None and marker is None)
+        backfill = report.backfill and not fire_backfill
+        if report.backfill and not dry_run and marker is None:
+            self.state.set_cursor(self.backfill_name, BACKFILL_RUNNING)
         try:
             for page in self.crm.changed(since, started):
-                self.process(page, report, dry_run=dry_run)
+                self.process(page, report, dry_run=dry_run, backfill=backfill)
                 stamps = [v for v in (self._version(r) for r in page) if v is not None]
                 if stamps and not dry_run:
                     newest = min(max(stamps), started.astimezone(dt.UTC).isoformat())
@@ -190,6 +216,10 @@ class Pipeline:
         except (FatalError, RetriableError) as exc:
             report.stopped = str(exc)
             log.warning("poll stopped, cursor kept at %s: %s", report.cursor, exc)
+            return report
+        if report.backfill and not dry_run:
+            self.state.set_cursor(self.backfill_name,
+                                  f"{BACKFILL_DONE} {started.astimezone(dt.UTC).isoformat()}")
         return report
 
     # --- the daily sweep ----------------------------------------------------------------------

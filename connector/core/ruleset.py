@@ -3,6 +3,7 @@ every reference is resolved, or to the list of everything that is wrong with it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -228,9 +229,39 @@ class _Collector:
         return any(f.severity == "error" for f in self.findings)
 
 
+# What the CRMs' API names are made of: the names are pasted into SOQL and HubSpot's filters,
+# so anything else (a space, a quote, a parenthesis) is refused before it can change a query.
+_API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_HUBSPOT_OBJECT_TYPE_ID = re.compile(r"[0-9]+-[0-9]+")  # 0-3 (deals), 2-12345 (a custom object)
+
+
+def _api_name_problem(name: str, path: bool = False) -> str | None:
+    """Why `name` is not an API name (a relationship path `Account.Name` when `path`)."""
+    parts = name.split(".") if path else [name]
+    if all(_API_NAME.fullmatch(part) for part in parts):
+        return None
+    shown = name if len(name) <= 60 else f"{name[:60]}..."
+    return (f"'{shown}' is not an API name: letters, digits and underscores, starting with a "
+            "letter" + (" (a relationship path joins names with dots: Account.Name)"
+                        if path else ""))
+
+
+def _check_names(spec: schema.MappingSpec, c: _Collector) -> None:
+    hubspot_type_id = spec.crm == "hubspot" and _HUBSPOT_OBJECT_TYPE_ID.fullmatch(spec.object)
+    if not hubspot_type_id and (why := _api_name_problem(spec.object)):
+        c.error(("object",), "schema", f"object: {why}")
+    for key in ("id", "modified"):
+        if why := _api_name_problem(getattr(spec, key)):
+            c.error((key,), "schema", f"{key}: {why}")
+    for name, crm_field in spec.fields.items():
+        if why := _api_name_problem(crm_field, path=True):
+            c.error(("fields", name), "schema", f"field '{name}': {why}")
+
+
 def compile_mapping(spec: schema.MappingSpec, locate: Locate, source: str | None = None
                     ) -> tuple[Mapping, list[Finding]]:
     c = _Collector(locate)
+    _check_names(spec, c)
     if ID in spec.fields:
         c.error(("fields", ID), "reference",
                 f"'{ID}' is reserved for the record id; it comes from 'id: {spec.id}'")

@@ -6,4 +6,4 @@ from __future__ import annotations
 
 from connector.handlers import runtime
 
-lambda_handler = runtime.scheduled("sweep", lambda pipeline: pipeline.sweep())
+lambda_handler = runtime.scheduled("sweep", lambda pipeline, event: pipeline.sweep())

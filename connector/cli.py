@@ -245,6 +245,7 @@ def simulate(
     if summary.actions:
         console.print("actions that would fire: " + ", ".join(
             f"{k} {v}" for k, v in sorted(summary.actions.items())))
+        console.print("  (on a change; a first sync is a backfill and fires none of them)")
     if summary.failures:
         console.print("[red]failed[/red]:")
         for f in summary.failures:

@@ -82,7 +82,11 @@ def _workflows(rules: RuleSet, summary: Summary) -> list[str]:
 
 
 def _actions(rules: RuleSet, summary: Summary) -> list[str]:
-    out = ["<h2>Actions that would fire</h2>"]
+    out = ["<h2>Actions that would fire</h2>",
+           '<p id="backfill">A first <code>sync</code> is a backfill: it records these '
+           "conditions as already true and fires <b>nothing</b> (<code>sync --fire-backfill"
+           "</code> fires them). After it, each action fires when a change makes its "
+           "condition true: a deal entering the workflow, a trigger turning true.</p>"]
     if not summary.actions:
         return out + ["<p>None.</p>"]
     out.append('<table id="actions"><tr><th>action</th><th>kind</th><th>times</th></tr>')

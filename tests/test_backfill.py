@@ -136,3 +136,41 @@ def test_sync_says_it_backfilled_and_fire_backfill_opts_in(tmp_path, org, monkey
     else:
         assert "first sync, a backfill" in out and "actions queued 0" in out
     assert code == 0
+
+
+def test_the_bundled_rules_never_mail_a_director_about_a_closed_deal():
+    import csv
+    import datetime as dt
+    from pathlib import Path
+
+    from connector.core.evaluate import Evaluator
+    from connector.errors import RecordError
+    from connector.files import load
+
+    root = Path(__file__).resolve().parent.parent
+    rules = load(root / "rules", root / "mappings").rules
+    assert rules is not None
+    evaluator = Evaluator(rules)
+    mailed = {"open": 0, "closed": 0}
+    with open(root / "examples" / "opportunities.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                outcome = evaluator.evaluate(rules.mapping.read(row), dt.date(2026, 11, 26))
+            except RecordError:
+                continue
+            if any(d.action == "notify-director" for d in outcome.due):
+                mailed["closed" if outcome.won or outcome.lost else "open"] += 1
+    assert mailed["closed"] == 0 and mailed["open"] > 0
+
+
+def test_the_dry_run_report_says_a_first_sync_fires_nothing(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    report = tmp_path / "report.html"
+    assert main(["simulate", str(root / "examples" / "opportunities.csv"), "--rules",
+                 str(root / "rules"), "--mappings", str(root / "mappings"), "--report",
+                 str(report), "--today", "2026-11-26"]) == 1  # the example's broken rows
+    html = report.read_text()
+    assert 'id="backfill"' in html and "fires <b>nothing</b>" in html
+    assert "--fire-backfill" in html

@@ -425,6 +425,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     application = _app(rules, mappings)
+    _ = application.crm  # no credentials: exit 2 now, as `sync` does, not a traceback a drain
     worker = Worker(lambda: application.pipeline.drain())
 
     def store(key: str, ids: list[str]) -> bool:

@@ -4,13 +4,19 @@ drains the outbox (reads the records named, writes back, runs the actions).
 
 Logs show the path without its query string: an Outbound Message's URL carries the webhook
 token there.
+
+A slow or silent client cannot hold the server: each socket operation times out, the body must
+arrive whole within BODY_DEADLINE (a body shorter than its Content-Length is a 400, never a
+request), and at most MAX_REQUESTS requests are served at once; the next ones get 503 at once.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +27,13 @@ from connector.crm.events import MAX_BODY_BYTES
 log = logging.getLogger(__name__)
 
 Route = Callable[[dict[str, Any]], dict[str, Any]]
+
+TIMEOUT = 10.0        # seconds a client may stay silent, on any read or write
+BODY_DEADLINE = 30.0  # seconds to send the whole body
+MAX_REQUESTS = 32     # requests served at once (threads); more are answered 503
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Retry-After: 1\r\nContent-Length: 28\r\nConnection: close\r\n\r\n"
+         b'{"error": "try again later"}')
 
 
 def to_event(method: str, target: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
@@ -40,7 +53,46 @@ def to_event(method: str, target: str, headers: dict[str, str], body: bytes) -> 
     }
 
 
-def make_server(host: str, port: int, route: Route) -> ThreadingHTTPServer:
+class _Server(ThreadingHTTPServer):
+    """A thread per request, at most `max_requests` at once."""
+
+    daemon_threads = True
+    request_queue_size = 128  # connections the kernel holds until accepted
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 max_requests: int) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_requests)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: nothing else will free the slot
+            self.slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that went away mid-answer: one line, not a traceback
+        log.info("connection dropped: %s", sys.exc_info()[1])
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def make_server(host: str, port: int, route: Route, *, timeout: float = TIMEOUT,
+                body_deadline: float = BODY_DEADLINE,
+                max_requests: int = MAX_REQUESTS) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         server_version = "crm-automation"
         sys_version = ""
@@ -55,7 +107,15 @@ def make_server(host: str, port: int, route: Route) -> ThreadingHTTPServer:
                 self._send(413 if size > 0 else 400, b'{"error": "body too large or unreadable"}',
                            "application/json")
                 return
-            body = self.rfile.read(size) if size else b""
+            try:
+                body = self._body(size)
+            except TimeoutError:
+                self._send(408, b'{"error": "the body came too slowly"}', "application/json")
+                return
+            if len(body) < size:
+                self._send(400, b'{"error": "the body is shorter than its Content-Length"}',
+                           "application/json")
+                return
             event = to_event(self.command, self.path, dict(self.headers.items()), body)
             try:
                 answer = route(event)
@@ -68,7 +128,24 @@ def make_server(host: str, port: int, route: Route) -> ThreadingHTTPServer:
             self._send(int(answer["statusCode"]), data,
                        (answer.get("headers") or {}).get("Content-Type", "application/json"))
 
+        def _body(self, size: int) -> bytes:
+            """The body, or what came of it before the client closed: each read waits at
+            most `timeout`, and all of them `body_deadline`."""
+            deadline = time.monotonic() + body_deadline
+            chunks: list[bytes] = []
+            got = 0
+            while got < size:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunk = self.rfile.read1(min(size - got, 65536))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+            return b"".join(chunks)
+
         def _send(self, status: int, data: bytes, content_type: str) -> None:
+            self.close_connection = True
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
@@ -81,9 +158,8 @@ def make_server(host: str, port: int, route: Route) -> ThreadingHTTPServer:
             log.info("%s %s -> %s", self.command, urlsplit(self.path).path,
                      args[1] if len(args) > 1 else "")
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    Handler.timeout = timeout
+    return _Server((host, port), Handler, max_requests)
 
 
 class Worker(threading.Thread):

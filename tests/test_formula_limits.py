@@ -136,3 +136,26 @@ def test_a_formula_check_accepts_evaluates_in_simulate_and_sync(tmp_path_factory
     report = RunReport()
     pipeline.process(records, report, dry_run=True)  # a record may fail; none may raise
     assert report.read == 60
+
+
+def test_a_long_chain_of_computed_fields_is_checked_and_runs(tmp_path, capsys):
+    """Each field reads the one before: no recursion in `check` or in the run follows it."""
+    rules, mappings = rule_set(tmp_path, "amount")
+    chain = {"weighted_amount": "amount * probability / 100", "c0": "amount"}
+    chain.update({f"c{i}": f"c{i - 1} + 1" for i in range(1, 3000)})
+    chain = dict(reversed(chain.items()))  # the last first: each reads the whole chain
+    (rules / "computed.yaml").write_text(yaml.safe_dump({"computed": chain}, sort_keys=False))
+    code, out = check(capsys, rules, mappings)
+    assert code == 0, out
+    summary = run_simulate(tmp_path, rules, mappings)
+    assert summary.read == 59 and summary.failed == 0
+
+
+def test_a_cycle_through_a_long_chain_is_named(tmp_path, capsys):
+    rules, mappings = rule_set(tmp_path, "amount")
+    chain = {"weighted_amount": "amount * probability / 100", "c0": "c2999"}
+    chain.update({f"c{i}": f"c{i - 1} + 1" for i in range(1, 3000)})
+    (rules / "computed.yaml").write_text(yaml.safe_dump({"computed": chain}, sort_keys=False))
+    code, out = check(capsys, rules, mappings)
+    assert code == 1 and "depend on each other in a circle: c0 -> c2999" in out
+    assert "Traceback" not in out and "unexpected error" not in out

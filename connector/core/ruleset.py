@@ -688,24 +688,27 @@ def _check_order(computed: dict[str, Formula], workflows: tuple[Workflow, ...],
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    # Depth first without recursion: a chain of a thousand computed fields is a legal rule set.
     found: list[list[str]] = []
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n: str) -> None:
-        state[n] = 1
-        stack.append(n)
-        for m in sorted(graph.get(n, ())):
-            if state.get(m) == 1:
-                found.append(stack[stack.index(m):] + [m])
-            elif m not in state:
-                visit(m)
-        stack.pop()
-        state[n] = 2
-
-    for n in graph:
-        if n not in state:
-            visit(n)
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    for root in graph:
+        if root in state:
+            continue
+        state[root] = 1
+        path = [root]
+        todo = [iter(sorted(graph.get(root, ())))]
+        while todo:
+            for m in todo[-1]:
+                if state.get(m) == 1:
+                    found.append(path[path.index(m):] + [m])
+                elif m not in state:
+                    state[m] = 1
+                    path.append(m)
+                    todo.append(iter(sorted(graph.get(m, ()))))
+                    break
+            else:
+                todo.pop()
+                state[path.pop()] = 2
     return found
 
 
@@ -713,16 +716,20 @@ def evaluation_order(formulas: dict[str, set[str]]) -> list[str]:
     """Names in an order where each comes after the names it reads (the graph has no cycle)."""
     order: list[str] = []
     done: set[str] = set()
-
-    def visit(n: str) -> None:
-        if n in done:
-            return
-        done.add(n)
-        for m in sorted(formulas.get(n, ())):
-            if m in formulas:
-                visit(m)
-        order.append(n)
-
-    for n in formulas:
-        visit(n)
+    for root in formulas:
+        if root in done:
+            continue
+        done.add(root)
+        path = [root]
+        todo = [iter(sorted(formulas.get(root, ())))]
+        while todo:
+            for m in todo[-1]:
+                if m in formulas and m not in done:
+                    done.add(m)
+                    path.append(m)
+                    todo.append(iter(sorted(formulas.get(m, ()))))
+                    break
+            else:
+                todo.pop()
+                order.append(path.pop())
     return order

@@ -17,14 +17,17 @@ OTHER = "0065g00000QzW2KAAV"
 CURSOR = "salesforce:Opportunity"
 
 
-def poll(world, fire_backfill=False):
-    """A scheduled poll; `fire_backfill`: invoked by hand with {"fire_backfill": true}."""
+def poll(world, fire_backfill=False, event_id=None):
+    """A scheduled poll; `fire_backfill`: invoked by hand with {"fire_backfill": true}.
+    The worker runs a drain message once per id: a later schedule has an `event_id` of its own."""
     from connector.handlers.poll import lambda_handler
 
     world.org.clock.advance(seconds=1)
     event = fixture("eventbridge_scheduled_event.json")
     if fire_backfill:
         event["fire_backfill"] = True
+    if event_id is not None:
+        event["id"] = event_id
     return lambda_handler(event, LambdaContext(function_name="crm-automation-test-poll"))
 
 
@@ -81,3 +84,18 @@ def test_the_daily_sweep_reads_every_open_record_and_repeats_nothing(world):
     assert world.aws.bodies() == []
     assert dt.datetime.fromisoformat(world.runtime().state.get_cursor(CURSOR)) < \
         world.org.clock()
+
+
+def test_the_first_scheduled_poll_is_a_backfill_and_a_change_then_fires(world):
+    first = poll(world)
+    assert first["backfill"] is True and first["backfilled"] == 2 and first["actions"] == 0
+    assert world.org.records[RECORD]["Probability"] == 90   # the write-back is not held back
+    world.work()
+    assert world.items() == [] and sent_emails() == []
+    # the deal falls back and comes back: a change, which fires
+    for stage in ("Needs Analysis", "Negotiation/Review"):
+        world.org.edit(RECORD, StageName=stage)
+        result = poll(world, event_id=f"schedule-{stage}")
+        assert result["backfill"] is False
+        world.work()
+    assert len(sent_emails()) == 1

@@ -5,15 +5,17 @@ drains the outbox (reads the records named, writes back, runs the actions).
 Logs show the path without its query string: an Outbound Message's URL carries the webhook
 token there.
 
-A slow or silent client cannot hold the server: each socket operation times out, the body must
-arrive whole within BODY_DEADLINE (a body shorter than its Content-Length is a 400, never a
-request), and at most MAX_REQUESTS requests are served at once; the next ones get 503 at once.
+A slow or silent client cannot hold the server: each socket operation times out, the request
+(headers and body) must arrive whole within READ_DEADLINE or the connection is closed, a body
+shorter than its Content-Length is a 400 (never a request), and at most MAX_REQUESTS requests
+are served at once; the next ones get 503 at once.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import socket
 import sys
 import threading
 import time
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 Route = Callable[[dict[str, Any]], dict[str, Any]]
 
 TIMEOUT = 10.0        # seconds a client may stay silent, on any read or write
-BODY_DEADLINE = 30.0  # seconds to send the whole body
+READ_DEADLINE = 30.0  # seconds to send the whole request, headers and body
 MAX_REQUESTS = 32     # requests served at once (threads); more are answered 503
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
          b"Retry-After: 1\r\nContent-Length: 28\r\nConnection: close\r\n\r\n"
@@ -60,9 +62,38 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # connections the kernel holds until accepted
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 max_requests: int) -> None:
+                 max_requests: int, read_deadline: float) -> None:
         super().__init__(address, handler)
         self.slots = threading.BoundedSemaphore(max_requests)
+        self.read_deadline = read_deadline
+        # connection -> when it must have sent its whole request; one thread closes the late
+        # ones (a client sending a header byte every few seconds never trips a socket timeout)
+        self.reading: dict[socket.socket, float] = {}
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+        threading.Thread(target=self._close_late, name="serve-deadlines", daemon=True).start()
+
+    def _close_late(self) -> None:
+        while not self.closed.wait(0.25):
+            now = time.monotonic()
+            with self.lock:
+                late = [conn for conn, deadline in self.reading.items() if deadline < now]
+            for conn in late:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)  # its handler's read ends, then its thread
+                except OSError:
+                    pass
+
+    def request_read(self, conn: socket.socket) -> bool:
+        """The request is in: the route may take its time. False when it came after its
+        deadline: its connection is closed, and what was read of it is not a request."""
+        with self.lock:
+            deadline = self.reading.pop(conn, None)
+        return deadline is not None and time.monotonic() <= deadline
+
+    def server_close(self) -> None:
+        self.closed.set()
+        super().server_close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
@@ -84,14 +115,17 @@ class _Server(ThreadingHTTPServer):
         log.info("connection dropped: %s", sys.exc_info()[1])
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self.reading[request] = time.monotonic() + self.read_deadline
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.request_read(request)
             self.slots.release()
 
 
 def make_server(host: str, port: int, route: Route, *, timeout: float = TIMEOUT,
-                body_deadline: float = BODY_DEADLINE,
+                read_deadline: float = READ_DEADLINE,
                 max_requests: int = MAX_REQUESTS) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         server_version = "crm-automation"
@@ -108,9 +142,13 @@ def make_server(host: str, port: int, route: Route, *, timeout: float = TIMEOUT,
                            "application/json")
                 return
             try:
-                body = self._body(size)
+                body = self.rfile.read(size) if size else b""
             except TimeoutError:
                 self._send(408, b'{"error": "the body came too slowly"}', "application/json")
+                return
+            assert isinstance(self.server, _Server)
+            if not self.server.request_read(self.connection):
+                self.close_connection = True
                 return
             if len(body) < size:
                 self._send(400, b'{"error": "the body is shorter than its Content-Length"}',
@@ -128,22 +166,6 @@ def make_server(host: str, port: int, route: Route, *, timeout: float = TIMEOUT,
             self._send(int(answer["statusCode"]), data,
                        (answer.get("headers") or {}).get("Content-Type", "application/json"))
 
-        def _body(self, size: int) -> bytes:
-            """The body, or what came of it before the client closed: each read waits at
-            most `timeout`, and all of them `body_deadline`."""
-            deadline = time.monotonic() + body_deadline
-            chunks: list[bytes] = []
-            got = 0
-            while got < size:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                chunk = self.rfile.read1(min(size - got, 65536))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                got += len(chunk)
-            return b"".join(chunks)
-
         def _send(self, status: int, data: bytes, content_type: str) -> None:
             self.close_connection = True
             self.send_response(status)
@@ -159,7 +181,7 @@ def make_server(host: str, port: int, route: Route, *, timeout: float = TIMEOUT,
                      args[1] if len(args) > 1 else "")
 
     Handler.timeout = timeout
-    return _Server((host, port), Handler, max_requests)
+    return _Server((host, port), Handler, max_requests, read_deadline)
 
 
 class Worker(threading.Thread):

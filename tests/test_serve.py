@@ -158,7 +158,7 @@ def echo_server():
         bodies.append(base64.b64decode(event["body"]))
         return {"statusCode": 200, "body": "{}"}
 
-    server = make_server("127.0.0.1", 0, echo, timeout=0.5, body_deadline=2.0, max_requests=8)
+    server = make_server("127.0.0.1", 0, echo, timeout=0.5, read_deadline=2.0, max_requests=8)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_port, bodies
@@ -210,6 +210,26 @@ def test_slow_clients_hold_a_bounded_number_of_threads_and_time_out(echo_server)
     assert any(a.startswith(b"HTTP/1.0 408") for a in answers)
     assert bodies == []
     assert post(port, "/webhooks/x", b"{}", {})[0] == 200  # and the server still serves
+
+
+def test_a_client_dribbling_its_headers_is_closed_at_the_deadline(echo_server):
+    """A header line every 0.2 s never trips the 0.5 s socket timeout; the 2 s deadline for
+    the whole request closes the connection."""
+    import socket
+
+    port, bodies = echo_server
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"POST /webhooks/x HTTP/1.1\r\nHost: x\r\n")
+    closed = False
+    for i in range(100):                         # 20 s: ten times the deadline
+        time.sleep(0.2)
+        try:
+            sock.sendall(f"X-Pad-{i}: a\r\n".encode())
+        except OSError:
+            closed = True
+            break
+    sock.close()
+    assert closed and bodies == []
 
 
 def test_serve_without_crm_credentials_exits_2_with_the_message_sync_gives(tmp_path):

@@ -8,6 +8,7 @@ in one line (set CRM_AUTOMATION_DEBUG=1 to see the traceback).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -54,6 +56,32 @@ def _out() -> Console:
 
 def _err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _print_table(console: Console, title: str, headers: list[str], rows: list[list[str]],
+                 reasons: list[str] | None = None) -> None:
+    """A table whose cells (ids, keys, factor values) are never cut: as wide as they need, as
+    a pipe has no width of its own. `reasons` (long texts, one per row) make a last column
+    that wraps to the console's width, or, when the other columns leave it too little room,
+    are listed below the table, each after its row's first cell."""
+    widths = [max(cell_len(c) for c in [h, *(r[i] for r in rows)])
+              for i, h in enumerate(headers)]
+    needed = sum(widths) + 3 * len(widths) + 1
+    fold = reasons is not None and needed + 3 + 20 <= console.width
+    t = Table(*headers, title=title)
+    for column, width in zip(t.columns, widths):
+        column.no_wrap, column.min_width = True, width
+    if fold:
+        t.add_column("reason", overflow="fold")
+    for i, row in enumerate(rows):
+        t.add_row(*map(escape, row), *([escape(reasons[i])] if fold and reasons else []))
+    console.width = max(console.width, needed)
+    console.print(t)
+    if reasons is not None and not fold and any(reasons):
+        console.print("reasons:")
+        for row, reason in zip(rows, reasons):
+            if reason:
+                console.print(f"  {escape(row[0])}: {escape(reason)}")
 
 
 def _print_findings(findings: list[Finding], console: Console) -> None:
@@ -169,12 +197,13 @@ def table(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
             failed |= len(ws) != 1
             writer.writerow([*combo, workflow(ws), probability(ws)])
     else:
-        t = Table(*names, "workflow", "probability", title=f"Decision table ({rs.version})")
+        table_rows = []
         for combo, ws in dt.rows():
             failed |= len(ws) != 1
-            t.add_row(*map(escape, combo), workflow(ws), probability(ws))
+            table_rows.append([*combo, workflow(ws), probability(ws)])
         console = _out()
-        console.print(t)
+        _print_table(console, f"Decision table ({rs.version})",
+                     [*names, "workflow", "probability"], table_rows)
         if rs.closed:
             console.print(f"closed deals, outside the table: {rs.closed.field} in "
                           f"won -> closed-won (100 %), lost -> closed-lost (0 %)")
@@ -252,6 +281,7 @@ def simulate(
     if summary.actions:
         console.print("actions that would fire: " + ", ".join(
             f"{k} {v}" for k, v in sorted(summary.actions.items())))
+        console.print("  (on a change; a first sync is a backfill and fires none of them)")
     if summary.failures:
         console.print("[red]failed[/red]:")
         for f in summary.failures:
@@ -364,17 +394,25 @@ def sync(
         "--dry-run", help="Compute and report; write nothing, keep the cursor.")] = False,
     since: Annotated[str | None, typer.Option(
         "--since", help="Read changes since this ISO date-time instead of the cursor.")] = None,
+    fire_backfill: Annotated[bool, typer.Option(
+        "--fire-backfill", help="On the first sync, fire the actions of every condition "
+        "already true (a deliberate catch-up) instead of recording them as the past.")] = False,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """One poll cycle against the configured CRM, then the outbox is drained."""
+    """One poll cycle against the configured CRM, then the outbox is drained. The first sync
+    is a backfill: what is already true is recorded, and fires nothing."""
     application = _app(rules, mappings)
     pipeline = application.pipeline
-    report = pipeline.poll(since=_since(since), dry_run=dry_run)
+    report = pipeline.poll(since=_since(since), dry_run=dry_run, fire_backfill=fire_backfill)
     console = _out()
     console.print(f"read {report.read}, already handled {report.skipped}, written "
                   f"{report.written}, unchanged {report.unchanged}, parked {report.parked}, "
                   f"failed {report.failed}, actions queued {report.actions}"
                   + (" (dry run: nothing written)" if dry_run else ""))
+    if report.backfill and not fire_backfill:
+        console.print(f"first sync, a backfill: {report.backfilled} actions whose conditions "
+                      "were already true are recorded as the past and not fired "
+                      "(--fire-backfill fires them)")
     console.print(f"API calls: {application.crm.calls} (+ {application.crm.auth_calls} login)")
     for reason in report.reasons:
         console.print(f"  {escape(reason)}")
@@ -471,6 +509,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     application = _app(rules, mappings)
+    _ = application.crm  # no credentials: exit 2 now, as `sync` does, not a traceback per drain
     worker = Worker(lambda: application.pipeline.drain())
 
     def store(key: str, ids: list[str]) -> bool:
@@ -566,6 +605,11 @@ def diff(
     raise typer.Exit(0)
 
 
+class ListFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
 class OutboxCommand(str, Enum):
     list = "list"
     retry = "retry"
@@ -578,6 +622,9 @@ def outbox(
     keys: Annotated[list[str] | None, typer.Argument(
         help="Item keys (retry without keys: every parked item).")] = None,
     all_items: Annotated[bool, typer.Option("--all", help="list: done items too.")] = False,
+    format: Annotated[ListFormat, typer.Option(
+        "--format", help="list: a table, or every field of every item as JSON.")
+    ] = ListFormat.text,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
     """The actions, ERP syncs and records that wait, and what to do with them."""
@@ -589,12 +636,14 @@ def outbox(
     console = _out()
     if command is OutboxCommand.list:
         items = [i for i in state.items() if all_items or i.status != "done"]
-        t = Table("key", "kind", "status", "tries", "next", "reason", title="Outbox")
-        for i in items:
-            t.add_row(escape(i.key), i.kind, i.status, str(i.attempts),
-                      i.next_at.isoformat(timespec="seconds") if i.next_at and
-                      i.status == "pending" else "", escape(i.reason))
-        console.print(t)
+        if format is ListFormat.json:
+            print(json.dumps([dataclasses.asdict(i) for i in items], indent=2, default=str))
+            raise typer.Exit(0)
+        _print_table(console, "Outbox", ["key", "record", "kind", "status", "tries", "next"],
+                     [[i.key, i.record_id, i.kind, i.status, str(i.attempts),
+                       i.next_at.isoformat(timespec="seconds") if i.next_at and
+                       i.status == "pending" else ""] for i in items],
+                     reasons=[i.reason for i in items])
         console.print(f"{len(items)} item{'s' if len(items) != 1 else ''}")
         raise typer.Exit(0)
     if command is OutboxCommand.drop:

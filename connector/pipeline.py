@@ -15,6 +15,11 @@ A batch is not a query page: evaluated records wait, uncommitted, until their ch
 CRM's write calls (`write_size`), so sparse changes over many pages cost the fewest writes. A
 batch is always a prefix of what was read, so the cursor, moved after its commit to the
 batch's newest version, never passes a record that waits.
+
+The first poll of a deployment (no cursor yet) is a backfill: it records each record's true
+conditions in the ledger as already true and queues nothing, so turning rules on never mails
+about the past. A backfill interrupted (a crash, a stop) is resumed as a backfill by the next
+poll: its marker says "running" until the poll that reads everything ends.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ log = logging.getLogger(__name__)
 OVERLAP = dt.timedelta(minutes=5)
 LEASE = dt.timedelta(minutes=10)
 MAX_ATTEMPTS = 12
+# The backfill marker's values rise, as a cursor's must (DynamoDB only moves one forward).
+BACKFILL_RUNNING = "1 running"
+BACKFILL_DONE = "2 done"
 RECORD_KINDS = ("record", "writeback", "notice")  # outbox items that re-read CRM records
 
 
@@ -58,8 +66,10 @@ class RunReport:
     parked: int = 0         # the CRM refused the write: waits in the outbox with the reason
     failed: int = 0         # the record cannot be computed: waits in the outbox with the reason
     actions: int = 0        # outbox items added by rising edges
+    backfilled: int = 0     # rising edges a backfill recorded as already true, not fired
     cursor: str | None = None
     stopped: str | None = None
+    backfill: bool = False  # this poll was the deployment's first: it reads everything
     reasons: list[str] = field(default_factory=list)
 
     def note(self, reason: str) -> None:
@@ -126,6 +136,8 @@ class Pipeline:
         self.today = today or (lambda: self.now().astimezone(dt.UTC).date())
         self.evaluator = Evaluator(rules)
         self.cursor_name = f"{self.mapping.crm}:{self.mapping.object}"
+        # "running" while the first poll reads everything, then "done" and when
+        self.backfill_name = f"backfill:{self.cursor_name}"
         # Each record's values as read, kept when they changed (SPEC 8).
         self.snapshots = Snapshotter(rules.mapping, rules.closed) if snapshots else None
 
@@ -153,8 +165,10 @@ class Pipeline:
             evaluated.append(_Evaluated(rid, version, outcome, snapshot=snapshot))
         return evaluated
 
-    def _commit(self, batch: list[_Evaluated], report: RunReport, dry_run: bool) -> None:
-        """Write back what changed in the batch, then commit it in one transaction."""
+    def _commit(self, batch: list[_Evaluated], report: RunReport, dry_run: bool,
+                backfill: bool = False) -> None:
+        """Write back what changed in the batch, then commit it in one transaction. A
+        `backfill` records the rising edges in the ledger and fires none of them."""
         now = self.now()
         updates = [(e.record_id, {self.mapping.crm_field(k): json_value(v)
                                   for k, v in e.outcome.changes.items()})
@@ -181,17 +195,24 @@ class Pipeline:
                     f"writeback:{rid}:{version}", rid, "writeback", "writeback",
                     {"ids": [rid], "fields": list(outcome.changes)}, status="parked",
                     reason=reason))
+                if backfill:  # what is true now stays the past when the write goes through
+                    self._edges(rid, outcome, commit, report, backfill)
                 continue  # its actions wait until the write goes through
             if outcome.changes:
                 report.written += 1
             else:
                 report.unchanged += 1
-            self._edges(rid, outcome, commit, report)
+            self._edges(rid, outcome, commit, report, backfill)
         if not dry_run and commits:
             self.state.commit(commits, now)
 
+    def process(self, records: list[Record], report: RunReport, dry_run: bool = False,
+                force: bool = False) -> None:
+        """Evaluate, write back and commit records already read (a webhook's, a test's)."""
+        self._process_pages([records], report, dry_run=dry_run, force=force)
+
     def _process_pages(self, pages: Iterable[list[Record]], report: RunReport, *,
-                       dry_run: bool = False, force: bool = False,
+                       dry_run: bool = False, force: bool = False, backfill: bool = False,
                        committed: Callable[[list[_Evaluated]], None] = lambda batch: None
                        ) -> None:
         """Process pages as one stream, committing in batches that fill the write calls (see
@@ -206,23 +227,27 @@ class Pipeline:
             if {str(r.get(self.mapping.id_field)) for r in fresh} & {e.record_id for e in held}:
                 # A newer version of a waiting record: the older one is committed first, so
                 # that each version is handled once and in order.
-                self._commit(held, report, dry_run)
+                self._commit(held, report, dry_run, backfill)
                 committed(held)
                 held = []
             held += self._evaluate(fresh, report, force, dry_run)
             cut = len(held) if dry_run else full_calls([e.changed for e in held],
                                                           self.crm.write_size)
             if cut:
-                self._commit(held[:cut], report, dry_run)
+                self._commit(held[:cut], report, dry_run, backfill)
                 committed(held[:cut])
                 held = held[cut:]
         if held:
-            self._commit(held, report, dry_run)
+            self._commit(held, report, dry_run, backfill)
             committed(held)
 
-    def _edges(self, rid: str, outcome: Outcome, commit: Commit, report: RunReport) -> None:
+    def _edges(self, rid: str, outcome: Outcome, commit: Commit, report: RunReport,
+               backfill: bool) -> None:
         ledger, fired = rising_edges(self.state.ledger(rid), outcome.due)
         commit.ledger.update(ledger)
+        if backfill:
+            report.backfilled += sum(1 for edge in fired if edge.action in self.rules.actions)
+            return
         values = encode_values({k: v for k, v in outcome.values.items() if k != "today"})
         for edge in fired:
             action = self.rules.actions.get(edge.action)
@@ -244,15 +269,22 @@ class Pipeline:
         return parsed.astimezone(dt.UTC).isoformat() if parsed else None
 
     # --- a poll -----------------------------------------------------------------------------
-    def poll(self, since: dt.datetime | None = None, dry_run: bool = False) -> RunReport:
+    def poll(self, since: dt.datetime | None = None, dry_run: bool = False,
+             fire_backfill: bool = False) -> RunReport:
         """Read what changed since the cursor (or `since`), process it page by page, and move
-        the cursor after each committed page, never past the run's start."""
+        the cursor after each committed batch, never past the run's start. The first poll of
+        a deployment is a backfill (see the top of this module) unless `fire_backfill`."""
         report = RunReport()
         started = self.now()
+        cursor = self.state.get_cursor(self.cursor_name)
         if since is None:
-            cursor = self.state.get_cursor(self.cursor_name)
             since = dt.datetime.fromisoformat(cursor) - OVERLAP if cursor else None
-        report.cursor = self.state.get_cursor(self.cursor_name)
+        report.cursor = cursor
+        marker = self.state.get_cursor(self.backfill_name)
+        report.backfill = marker == BACKFILL_RUNNING or (cursor is None and marker is None)
+        backfill = report.backfill and not fire_backfill
+        if report.backfill and not dry_run and marker is None:
+            self.state.set_cursor(self.backfill_name, BACKFILL_RUNNING)
 
         def move_cursor(batch: list[_Evaluated]) -> None:
             stamps = [e.version for e in batch if e.version is not None]
@@ -264,10 +296,14 @@ class Pipeline:
 
         try:
             self._process_pages(self.crm.changed(since, started), report, dry_run=dry_run,
-                                committed=move_cursor)
+                                backfill=backfill, committed=move_cursor)
         except (FatalError, RetriableError) as exc:
             report.stopped = str(exc)
             log.warning("poll stopped, cursor kept at %s: %s", report.cursor, exc)
+            return report
+        if report.backfill and not dry_run:
+            self.state.set_cursor(self.backfill_name,
+                                  f"{BACKFILL_DONE} {started.astimezone(dt.UTC).isoformat()}")
         return report
 
     # --- the daily sweep ----------------------------------------------------------------------

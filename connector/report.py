@@ -297,7 +297,11 @@ def _changes(rules: RuleSet, summary: Summary) -> list[str]:
 
 
 def _actions(rules: RuleSet, summary: Summary) -> list[str]:
-    out = [_tag("h2", _("Actions that would fire"))]
+    out = [_tag("h2", _("Actions that would fire")), '<p id="backfill">' + escape(_(
+        "A first sync is a backfill: it records these conditions as already true and fires "
+        "nothing (sync --fire-backfill fires them). After it, each action fires when a change "
+        "makes its condition true: a deal entering the workflow, a trigger turning true.")) +
+        "</p>"]
     if not summary.actions:
         return out + [_tag("p", _("None."))]
     out.append(_table("actions", [_("action"), _("kind"), _("times")]))

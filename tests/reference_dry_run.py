@@ -207,8 +207,8 @@ def expect(line: int, row: dict[str, str], today: dt.date) -> Expected:
             if differs:
                 out.changed.append(name)
         triggers = []
-        if amount is not None and amount >= 100000 and p >= 70:  # type: ignore[operator]
-            triggers.append("notify-director")
+        if amount is not None and amount >= 100000 and p >= 70 and rule != "closed-won":  # type: ignore[operator]
+            triggers.append("notify-director")              # likely, not already won
         if p >= 60:
             triggers.append("push-marketing")
         if rule == "closed-won" and values["close_date"] >= ERP_FROM:  # type: ignore[operator]

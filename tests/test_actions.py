@@ -39,7 +39,7 @@ def world(tmp_path, smtp, monkeypatch):  # noqa: F811
 
 def sync(app, org):
     org.clock.advance(seconds=1)
-    report = app.pipeline.poll()
+    report = app.pipeline.poll(fire_backfill=True)  # the seeded deals' edges fire
     drained = app.pipeline.drain()
     return report, drained
 

@@ -81,7 +81,7 @@ def world(tmp_path, smtp):  # noqa: F811
 
 def request_approval(app, org, inbox):
     org.clock.advance(seconds=1)
-    app.pipeline.poll()
+    app.pipeline.poll(fire_backfill=True)
     app.pipeline.drain()
     [message] = [m for m in inbox.messages if m["Subject"].startswith("Approve")]
     text = message.get_body(("plain",)).get_content()

@@ -74,7 +74,7 @@ def lose(org: FakeOrg, n: int) -> None:
 def sync(settings, org, rules):
     app = build_app(rules_dir=rules, settings=settings, now=org.clock)
     org.clock.advance(seconds=1)
-    app.pipeline.poll()
+    app.pipeline.poll(fire_backfill=True)  # the seeded deals fire on the first sync
     app.pipeline.drain()
     return app
 

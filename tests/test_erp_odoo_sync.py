@@ -43,7 +43,7 @@ def world(request, tmp_path, monkeypatch):
 def sync(settings, org, mappings):
     app = build_app(mappings_dir=mappings, settings=settings, now=org.clock)
     org.clock.advance(seconds=1)
-    app.pipeline.poll()
+    app.pipeline.poll(fire_backfill=True)  # the seeded deals fire on the first sync
     app.pipeline.drain()
     return app
 

@@ -91,7 +91,7 @@ def sync(settings, org):
     """One `crm-automation sync` in a new process (a new app on the same state)."""
     app = build_app(settings=settings, now=org.clock)
     org.clock.advance(seconds=1)
-    app.pipeline.poll()
+    app.pipeline.poll(fire_backfill=True)  # the seeded won deals become orders
     app.pipeline.drain()
     return app
 

@@ -88,9 +88,9 @@ class World:
         self.sent.append((kind, key))
         return "sent"
 
-    def poll(self):
+    def poll(self, fire_backfill: bool = False):
         self.portal.clock.advance(seconds=1)
-        return self.pipeline.poll()
+        return self.pipeline.poll(fire_backfill=fire_backfill)
 
     def deliver(self, events: list[dict[str, Any]], *, secret: str = CLIENT_SECRET,
                 age: float = 0.0, tamper: Any = None) -> dict[str, Any]:
@@ -442,7 +442,7 @@ def test_a_won_deal_becomes_one_erp_order_through_the_rest_adapter(tmp_path, por
     portal.add(dealstage="qualifiedtobuy", amount="9000")
     portal.add(dealstage="closedwon", amount="7000", closedate="2026-10-01T00:00:00Z")  # older
     world = World(tmp_path, portal)
-    world.poll()
+    world.poll(fire_backfill=True)  # the seeded deals' edges fire
     erp_items = [i for i in world.state.items() if i.kind == "erp"]
     assert sorted(i.record_id for i in erp_items) == sorted([won["hs_object_id"],
                                                             renewed["hs_object_id"]])

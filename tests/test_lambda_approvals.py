@@ -59,7 +59,7 @@ def test_an_approval_link_decides_once_in_the_cloud(world, tmp_path):
                   Relationship_Level__c="Known", Amount=250000, Name="Harbour cranes")
     world.new_container()
     world.org.clock.advance(seconds=1)
-    poll(fixture("eventbridge_scheduled_event.json"),
+    poll({**fixture("eventbridge_scheduled_event.json"), "fire_backfill": True},
          LambdaContext(function_name="crm-automation-test-poll"))
     world.work()
     [request] = [i for i in world.items() if i.kind == "approval"]

@@ -17,16 +17,22 @@ OTHER = "0065g00000QzW2KAAV"
 CURSOR = "salesforce:Opportunity"
 
 
-def poll(world):
+def poll(world, fire_backfill=False, event_id=None):
+    """A scheduled poll; `fire_backfill`: invoked by hand with {"fire_backfill": true}.
+    The worker runs a drain message once per id: a later schedule has an `event_id` of its own."""
     from connector.handlers.poll import lambda_handler
 
     world.org.clock.advance(seconds=1)
-    return lambda_handler(fixture("eventbridge_scheduled_event.json"),
-                          LambdaContext(function_name="crm-automation-test-poll"))
+    event = fixture("eventbridge_scheduled_event.json")
+    if fire_backfill:
+        event["fire_backfill"] = True
+    if event_id is not None:
+        event["id"] = event_id
+    return lambda_handler(event, LambdaContext(function_name="crm-automation-test-poll"))
 
 
 def test_a_scheduled_poll_writes_back_and_the_worker_runs_the_actions(world):
-    result = poll(world)
+    result = poll(world, fire_backfill=True)
     assert result["read"] == 2 and result["written"] == 2 and result["actions"] == 2
     assert world.org.records[RECORD]["Probability"] == 90
     cursor = world.runtime().state.get_cursor(CURSOR)
@@ -41,7 +47,7 @@ def test_a_scheduled_poll_writes_back_and_the_worker_runs_the_actions(world):
 
 
 def test_the_next_poll_sees_its_own_writes_as_no_change(world):
-    poll(world)
+    poll(world, fire_backfill=True)
     world.work()
     world.new_container()                   # another cold start, same DynamoDB state
     result = poll(world)
@@ -67,7 +73,7 @@ def test_a_stopped_poll_keeps_the_cursor_and_says_why(world):
 def test_the_daily_sweep_reads_every_open_record_and_repeats_nothing(world):
     from connector.handlers.sweep import lambda_handler
 
-    poll(world)
+    poll(world, fire_backfill=True)
     world.work()
     world.org.clock.advance(days=1)
     result = lambda_handler(fixture("eventbridge_scheduled_event.json"),
@@ -78,3 +84,18 @@ def test_the_daily_sweep_reads_every_open_record_and_repeats_nothing(world):
     assert world.aws.bodies() == []
     assert dt.datetime.fromisoformat(world.runtime().state.get_cursor(CURSOR)) < \
         world.org.clock()
+
+
+def test_the_first_scheduled_poll_is_a_backfill_and_a_change_then_fires(world):
+    first = poll(world)
+    assert first["backfill"] is True and first["backfilled"] == 2 and first["actions"] == 0
+    assert world.org.records[RECORD]["Probability"] == 90   # the write-back is not held back
+    world.work()
+    assert world.items() == [] and sent_emails() == []
+    # the deal falls back and comes back: a change, which fires
+    for stage in ("Needs Analysis", "Negotiation/Review"):
+        world.org.edit(RECORD, StageName=stage)
+        result = poll(world, event_id=f"schedule-{stage}")
+        assert result["backfill"] is False
+        world.work()
+    assert len(sent_emails()) == 1

@@ -143,3 +143,108 @@ def test_health_says_the_rule_set_version(stack):
     response = conn.getresponse()
     assert response.status == 200
     assert json.loads(response.read()) == {"status": "ok", "rules": app.version}
+
+
+# --- slow and short clients -------------------------------------------------------------------
+
+@pytest.fixture
+def echo_server():
+    """A server whose route records the bodies it is given; short timeouts, 8 at once."""
+    bodies: list[bytes] = []
+
+    def echo(event):
+        import base64
+
+        bodies.append(base64.b64decode(event["body"]))
+        return {"statusCode": 200, "body": "{}"}
+
+    server = make_server("127.0.0.1", 0, echo, timeout=0.5, read_deadline=2.0, max_requests=8)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port, bodies
+    server.shutdown()
+    server.server_close()
+
+
+def announce(port, length, sent: bytes):
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"POST /webhooks/salesforce HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                 + f"Content-Length: {length}\r\n\r\n".encode() + sent)
+    return sock
+
+
+def answer_of(sock) -> bytes:
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except OSError:  # reset: the server closed on unread data
+        pass
+    sock.close()
+    return b"".join(chunks)
+
+
+def test_a_body_shorter_than_its_content_length_is_a_400_and_never_routed(echo_server):
+    import socket
+
+    port, bodies = echo_server
+    sock = announce(port, 100, b"<soap>")
+    sock.shutdown(socket.SHUT_WR)               # the client sent all it will send
+    answer = answer_of(sock)
+    assert answer.startswith(b"HTTP/1.0 400") and b"shorter than its Content-Length" in answer
+    assert bodies == []
+    assert post(port, "/webhooks/x", b"<soap/>", {})[0] == 200 and bodies == [b"<soap/>"]
+
+
+def test_slow_clients_hold_a_bounded_number_of_threads_and_time_out(echo_server):
+    port, bodies = echo_server
+    before = threading.active_count()
+    slow = [announce(port, 1_000_000, b"abc") for _ in range(300)]
+    peak = threading.active_count()
+    answers = [answer_of(s) for s in slow]       # each is answered and closed, none hangs
+    assert peak - before <= 8
+    statuses = {a[:12] for a in answers}
+    assert statuses <= {b"HTTP/1.0 408", b"HTTP/1.1 503", b""}, statuses
+    assert any(a.startswith(b"HTTP/1.0 408") for a in answers)
+    assert bodies == []
+    assert post(port, "/webhooks/x", b"{}", {})[0] == 200  # and the server still serves
+
+
+def test_a_client_dribbling_its_headers_is_closed_at_the_deadline(echo_server):
+    """A header line every 0.2 s never trips the 0.5 s socket timeout; the 2 s deadline for
+    the whole request closes the connection."""
+    import socket
+
+    port, bodies = echo_server
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"POST /webhooks/x HTTP/1.1\r\nHost: x\r\n")
+    closed = False
+    for i in range(100):                         # 20 s: ten times the deadline
+        time.sleep(0.2)
+        try:
+            sock.sendall(f"X-Pad-{i}: a\r\n".encode())
+        except OSError:
+            closed = True
+            break
+    sock.close()
+    assert closed and bodies == []
+
+
+def test_serve_without_crm_credentials_exits_2_with_the_message_sync_gives(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESFORCE_", "HUBSPOT_"))}
+    env["PYTHONPATH"] = str(root)
+    answers = [subprocess.run(
+        [sys.executable, "-m", "connector", command, *extra, "--rules", str(root / "rules"),
+         "--mappings", str(root / "mappings")], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120) for command, extra in (("serve", ["--port", "0"]), ("sync", []))]
+    serve, sync = answers
+    assert serve.returncode == sync.returncode == 2
+    assert "Salesforce credentials are incomplete" in serve.stderr
+    assert serve.stderr == sync.stderr and "Traceback" not in serve.stderr

@@ -189,7 +189,7 @@ def test_a_crash_between_write_and_commit_loses_nothing_and_writes_nothing_twice
 
     org.after_write = die
     with pytest.raises(Killed):
-        pipeline.poll()
+        pipeline.poll(fire_backfill=True)  # the seeded deals' edges fire
     assert app.state.get_cursor(pipeline.cursor_name) is None
     assert app.state.items() == []          # nothing committed: no action queued yet
     written_before = dict(org.writes)
@@ -197,7 +197,7 @@ def test_a_crash_between_write_and_commit_loses_nothing_and_writes_nothing_twice
 
     rerun = quick_app(tmp_path, org)         # a new process on the same state
     org.clock.advance(seconds=1)
-    report = rerun.pipeline.poll()
+    report = rerun.pipeline.poll(fire_backfill=True)
     assert report.stopped is None
     assert dict(org.writes) == written_before  # nothing written twice, nothing left unwritten
     assert report.written == 0

@@ -22,7 +22,14 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, DivisionByZero
 from typing import Any
 
-from connector.core.expressions import FUNCTIONS, OPERATORS, Formula, _plain
+from connector.core.expressions import (
+    FUNCTIONS,
+    OPERATORS,
+    ExpressionError,
+    Formula,
+    _plain,
+    _short,
+)
 from connector.errors import RecordError
 
 _OP_NAMES = {op: f"_op_{op.__name__}" for op in OPERATORS}
@@ -236,3 +243,18 @@ class Inliner:
         body = self._lower.visit(copy.deepcopy(formula._tree))
         self.scope.update(self._lower.constants)
         return ast.unparse(ast.fix_missing_locations(body))
+
+
+def prove_compiles(formula: Formula) -> None:
+    """Compile the formula both ways the hot path does (its own function, and inlined in a
+    route's function as `_finisher` writes it), so that a formula `check` accepts never fails
+    to compile later. Raises ExpressionError, never RecursionError."""
+    try:
+        compile_formula(formula)
+        inline = Inliner()
+        line = f"        _v['x'] = {inline.expression(formula)}"
+        compile("\n".join(["def _make():", " def _finish(_v):", "    try:", line,
+                           "    except _ERRORS:", "        pass"]), "<route>", "exec")
+    except (RecursionError, MemoryError, SyntaxError):
+        raise ExpressionError(f"formula '{_short(formula.source)}' is too complex to compile: "
+                              "split it into computed fields") from None

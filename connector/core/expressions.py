@@ -30,6 +30,13 @@ from connector.errors import RecordError
 
 RESERVED = frozenset({"rule", "won", "lost", "today"})
 
+# How large a formula may be. Deeper nesting than this is unreadable and, compiled for the hot
+# path, would exceed Python's own limits (60 terms of `a + b + ...` did); a longer formula
+# belongs in several computed fields.
+MAX_DEPTH = 32          # operators and calls nested in one another
+MAX_NODES = 2000        # names, literals, operators and calls in all
+MAX_LENGTH = 20_000     # characters
+
 
 class ExpressionError(ValueError):
     """A formula that cannot be accepted; the message says why and what to write instead."""
@@ -337,11 +344,17 @@ def parse_formula(source: str, known: Iterable[str]) -> Formula:
         text = text[1:].strip()
     if not text:
         raise ExpressionError("the formula is empty")
+    if len(text) > MAX_LENGTH:
+        raise _too_large(text, f"{len(text)} characters long; the limit is {MAX_LENGTH}")
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         where = f" at column {exc.offset}" if exc.offset else ""
-        raise ExpressionError(f"formula '{text}' does not parse{where}: {exc.msg}") from None
+        raise ExpressionError(f"formula '{_short(text)}' does not parse{where}: "
+                              f"{exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise _too_large(text, f"nested too deep to read; the limit is {MAX_DEPTH}") from None
+    _check_size(tree, text)
     known_set = set(known)
     used: set[str] = set()
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
@@ -357,24 +370,50 @@ def parse_formula(source: str, known: Iterable[str]) -> Formula:
     return Formula(text, frozenset(used), body)
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= 80 else f"{text[:60]}...{text[-15:]}"
+
+
+def _too_large(text: str, why: str) -> ExpressionError:
+    return ExpressionError(f"formula '{_short(text)}' is {why}: split it into computed fields")
+
+
+def _check_size(tree: ast.AST, text: str) -> None:
+    """Refuse a formula beyond MAX_DEPTH or MAX_NODES, walking it without recursion (the
+    checks and rewrites after this one recurse)."""
+    nodes = 0
+    todo: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, ast.expr):
+            depth += 1
+            nodes += 1
+            if depth > MAX_DEPTH:
+                raise _too_large(text, f"nested more than {MAX_DEPTH} deep")
+            if nodes > MAX_NODES:
+                raise _too_large(text, f"more than {MAX_NODES} terms")
+        todo.extend((child, depth) for child in ast.iter_child_nodes(node))
+
+
 def _check_node(node: ast.AST, text: str, known: set[str], used: set[str],
                 called: set[int]) -> None:
     if not isinstance(node, _ALLOWED):
         why = _WHY_NOT.get(type(node), f"'{type(node).__name__}' is not part of the formula "
                                        "language")
-        raise ExpressionError(f"formula '{text}': {why}")
+        raise ExpressionError(f"formula '{_short(text)}': {why}")
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) and type(node.func) in _WHY_NOT:
             # `__import__('os').system(...)`, `(lambda: 1)()`: say what is wrong with the callee
-            raise ExpressionError(f"formula '{text}': {_WHY_NOT[type(node.func)]}")
+            raise ExpressionError(f"formula '{_short(text)}': {_WHY_NOT[type(node.func)]}")
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
             hint = did_you_mean(name, FUNCTIONS)
             raise ExpressionError(
-                f"formula '{text}': unknown function '{name}'{hint}; the functions are "
+                f"formula '{_short(text)}': unknown function '{name}'{hint}; the functions are "
                 + ", ".join(sorted(FUNCTIONS)))
         if node.keywords:
-            raise ExpressionError(f"formula '{text}': {node.func.id}() takes no named arguments")
+            raise ExpressionError(
+                f"formula '{_short(text)}': {node.func.id}() takes no named arguments")
         spec = FUNCTIONS[node.func.id]
         n = len(node.args)
         if n < spec.min_args or (spec.max_args is not None and n > spec.max_args):
@@ -382,9 +421,9 @@ def _check_node(node: ast.AST, text: str, known: set[str], used: set[str],
                     f"{spec.min_args} or more" if spec.max_args is None else
                     f"{spec.min_args} to {spec.max_args}")
             raise ExpressionError(
-                f"formula '{text}': {node.func.id}() takes {want} arguments, got {n}")
+                f"formula '{_short(text)}': {node.func.id}() takes {want} arguments, got {n}")
         if any(isinstance(a, ast.Starred) for a in node.args):
-            raise ExpressionError(f"formula '{text}': '*' arguments are not allowed")
+            raise ExpressionError(f"formula '{_short(text)}': '*' arguments are not allowed")
     elif isinstance(node, ast.Name):
         if id(node) in called:
             return  # the Call branch has checked it
@@ -392,14 +431,14 @@ def _check_node(node: ast.AST, text: str, known: set[str], used: set[str],
             return
         if node.id.startswith("_") or node.id not in known:
             raise ExpressionError(
-                f"formula '{text}': unknown name '{node.id}'{did_you_mean(node.id, known)}")
+                f"formula '{_short(text)}': unknown name '{node.id}'{did_you_mean(node.id, known)}")
         used.add(node.id)
     elif (isinstance(node, ast.Constant) and node.value is not None
           and not isinstance(node.value, (str, int, float, bool))):
-        raise ExpressionError(f"formula '{text}': literal {node.value!r} is not allowed")
+        raise ExpressionError(f"formula '{_short(text)}': literal {node.value!r} is not allowed")
     elif isinstance(node, ast.Constant) and isinstance(node.value, float) and (
             not math.isfinite(node.value)):
-        raise ExpressionError(f"formula '{text}': a number is too large to compute with")
+        raise ExpressionError(f"formula '{_short(text)}': a number is too large to compute with")
 
 
 def _decimal_literals(node: ast.expr) -> ast.expr:

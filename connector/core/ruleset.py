@@ -3,6 +3,7 @@ every reference is resolved, or to the list of everything that is wrong with it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -11,6 +12,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from connector.core import schema
+from connector.core.compiled import prove_compiles
 from connector.core.expressions import RESERVED, ExpressionError, Formula, parse_formula
 from connector.core.findings import Finding, Kind, Where, did_you_mean
 from connector.core.mapping import ID, Mapping
@@ -229,9 +231,39 @@ class _Collector:
         return any(f.severity == "error" for f in self.findings)
 
 
+# What the CRMs' API names are made of: the names are pasted into SOQL and HubSpot's filters,
+# so anything else (a space, a quote, a parenthesis) is refused before it can change a query.
+_API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_HUBSPOT_OBJECT_TYPE_ID = re.compile(r"[0-9]+-[0-9]+")  # 0-3 (deals), 2-12345 (a custom object)
+
+
+def _api_name_problem(name: str, path: bool = False) -> str | None:
+    """Why `name` is not an API name (a relationship path `Account.Name` when `path`)."""
+    parts = name.split(".") if path else [name]
+    if all(_API_NAME.fullmatch(part) for part in parts):
+        return None
+    shown = name if len(name) <= 60 else f"{name[:60]}..."
+    return (f"'{shown}' is not an API name: letters, digits and underscores, starting with a "
+            "letter" + (" (a relationship path joins names with dots: Account.Name)"
+                        if path else ""))
+
+
+def _check_names(spec: schema.MappingSpec, c: _Collector) -> None:
+    hubspot_type_id = spec.crm == "hubspot" and _HUBSPOT_OBJECT_TYPE_ID.fullmatch(spec.object)
+    if not hubspot_type_id and (why := _api_name_problem(spec.object)):
+        c.error(("object",), "schema", f"object: {why}")
+    for key in ("id", "modified"):
+        if why := _api_name_problem(getattr(spec, key)):
+            c.error((key,), "schema", f"{key}: {why}")
+    for name, crm_field in spec.fields.items():
+        if why := _api_name_problem(crm_field, path=True):
+            c.error(("fields", name), "schema", f"field '{name}': {why}")
+
+
 def compile_mapping(spec: schema.MappingSpec, locate: Locate, source: str | None = None
                     ) -> tuple[Mapping, list[Finding]]:
     c = _Collector(locate)
+    _check_names(spec, c)
     if ID in spec.fields:
         c.error(("fields", ID), "reference",
                 f"'{ID}' is reserved for the record id; it comes from 'id: {spec.id}'")
@@ -358,6 +390,13 @@ def _compile_closed(spec: schema.RulesSpec, fields: frozenset[str],
     return Closed(cl.field, won, lost, tuple(as_text(v) for v in [*cl.won, *cl.lost]))
 
 
+def _formula(source: str, known: set[str]) -> Formula:
+    """A formula checked, and compiled as the hot path compiles it (see prove_compiles)."""
+    formula = parse_formula(source, known)
+    prove_compiles(formula)
+    return formula
+
+
 def _compile_computed(spec: schema.RulesSpec, known: set[str], c: _Collector
                       ) -> dict[str, Formula]:
     out: dict[str, Formula] = {}
@@ -367,7 +406,7 @@ def _compile_computed(spec: schema.RulesSpec, known: set[str], c: _Collector
                     f"computed field '{name}': the name is reserved")
             continue
         try:
-            out[name] = parse_formula(str(source), known)
+            out[name] = _formula(str(source), known)
         except ExpressionError as exc:
             c.error(("computed", name), "expression", f"computed field '{name}': {exc}")
     return out
@@ -480,7 +519,7 @@ def _compile_sets(w: schema.WorkflowSpec, path: Path, known: set[str],
                       "the mapping's writeback list: it is never written", [w.name])
         if isinstance(value, str) and value.lstrip().startswith("="):
             try:
-                sets[key] = parse_formula(value, known)
+                sets[key] = _formula(value, known)
             except ExpressionError as exc:
                 c.error(spath, "expression", f"workflow '{w.name}': set '{key}': {exc}", [w.name])
         elif isinstance(value, (dict, list)):
@@ -607,8 +646,8 @@ def _compile_triggers(spec: schema.RulesSpec, known: set[str], actions: dict[str
             c.error(path + ("steps",), "schema", f"trigger '{name}': two steps have the same "
                     "after_days")
         try:
-            formula = parse_formula(t.when, known)
-            since = parse_formula(t.since, known) if t.since else None
+            formula = _formula(t.when, known)
+            since = _formula(t.since, known) if t.since else None
         except ExpressionError as exc:
             c.error(path + ("since" if t.since and "since" in str(exc) else "when",),
                     "expression", f"trigger '{name}': {exc}")
@@ -652,24 +691,27 @@ def _check_order(computed: dict[str, Formula], workflows: tuple[Workflow, ...],
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    # Depth first without recursion: a chain of a thousand computed fields is a legal rule set.
     found: list[list[str]] = []
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n: str) -> None:
-        state[n] = 1
-        stack.append(n)
-        for m in sorted(graph.get(n, ())):
-            if state.get(m) == 1:
-                found.append(stack[stack.index(m):] + [m])
-            elif m not in state:
-                visit(m)
-        stack.pop()
-        state[n] = 2
-
-    for n in graph:
-        if n not in state:
-            visit(n)
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    for root in graph:
+        if root in state:
+            continue
+        state[root] = 1
+        path = [root]
+        todo = [iter(sorted(graph.get(root, ())))]
+        while todo:
+            for m in todo[-1]:
+                if state.get(m) == 1:
+                    found.append(path[path.index(m):] + [m])
+                elif m not in state:
+                    state[m] = 1
+                    path.append(m)
+                    todo.append(iter(sorted(graph.get(m, ()))))
+                    break
+            else:
+                todo.pop()
+                state[path.pop()] = 2
     return found
 
 
@@ -677,16 +719,20 @@ def evaluation_order(formulas: dict[str, set[str]]) -> list[str]:
     """Names in an order where each comes after the names it reads (the graph has no cycle)."""
     order: list[str] = []
     done: set[str] = set()
-
-    def visit(n: str) -> None:
-        if n in done:
-            return
-        done.add(n)
-        for m in sorted(formulas.get(n, ())):
-            if m in formulas:
-                visit(m)
-        order.append(n)
-
-    for n in formulas:
-        visit(n)
+    for root in formulas:
+        if root in done:
+            continue
+        done.add(root)
+        path = [root]
+        todo = [iter(sorted(formulas.get(root, ())))]
+        while todo:
+            for m in todo[-1]:
+                if m in formulas and m not in done:
+                    done.add(m)
+                    path.append(m)
+                    todo.append(iter(sorted(formulas.get(m, ()))))
+                    break
+            else:
+                todo.pop()
+                order.append(path.pop())
     return order

@@ -361,11 +361,12 @@ def summary(report: RunReport | DrainReport) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v not in (None, [], "")}
 
 
-def scheduled(name: str, run: Callable[[Pipeline], RunReport]
+def scheduled(name: str, run: Callable[[Pipeline, dict[str, Any]], RunReport]
               ) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """The handler of a scheduled run (poll, sweep): `run` the pipeline, leave the outbox items
-    it added for the worker's drain (no message each), nudge the worker once, and log the
-    report (a warning when the run stopped: the cursor is kept for the next schedule)."""
+    """The handler of a scheduled run (poll, sweep): `run` the pipeline (given the event),
+    leave the outbox items it added for the worker's drain (no message each), nudge the worker
+    once, and log the report (a warning when the run stopped: the cursor is kept for the next
+    schedule)."""
     from aws_lambda_powertools.logging import correlation_paths
 
     log = logger()
@@ -374,7 +375,7 @@ def scheduled(name: str, run: Callable[[Pipeline], RunReport]
                                clear_state=True)
     def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         rt = current()
-        report = run(rt.app.pipeline)
+        report = run(rt.app.pipeline, event)
         rt.state.take_added()
         rt.nudge(str(event.get("id") or context.aws_request_id))
         result = summary(report)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from connector.handlers import runtime
 
-lambda_handler = runtime.scheduled("sweep", lambda pipeline: pipeline.sweep())
+lambda_handler = runtime.scheduled("sweep", lambda pipeline, event: pipeline.sweep())
 
 
 __all__ = ["lambda_handler"]

@@ -330,8 +330,12 @@ def forecast(
 
 
 def _print_drain(console: Console, drained: Any) -> None:
+    flight = ""
+    if drained.in_flight:
+        flight = (f", in flight {drained.in_flight} (held by another run; retried when its "
+                  f"lease ends, by {drained.in_flight_until})")
     console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
-                  f"{drained.parked}")
+                  f"{drained.parked}{flight}")
 
 
 def _app(rules: Path, mappings: Path) -> Any:
@@ -466,6 +470,7 @@ def outbox(
     """The actions, ERP syncs and records that wait, and what to do with them."""
     from connector.settings import load_settings
     from connector.state import open_state
+    from connector.state.holder import host_of
 
     state = open_state(load_settings().state_url)
     now = dt.datetime.now(dt.UTC)
@@ -473,12 +478,20 @@ def outbox(
     if command is OutboxCommand.list:
         items = [i for i in state.items() if all_items or i.status != "done"]
         t = Table("key", "kind", "status", "tries", "next", "reason", title="Outbox")
+        flying = {i.key for i in state.in_flight(now)}
         for i in items:
-            t.add_row(escape(i.key), i.kind, i.status, str(i.attempts),
-                      i.next_at.isoformat(timespec="seconds") if i.next_at and
-                      i.status == "pending" else "", escape(i.reason))
+            when: dt.datetime | None
+            if i.key in flying:  # retried when its lease ends
+                status, when = "in flight", i.lease_until
+                reason = f"run by {host_of(i.holder)}" if i.holder else "run by another worker"
+            else:
+                status, when, reason = i.status, i.next_at if i.status == "pending" else None, \
+                    i.reason
+            t.add_row(escape(i.key), i.kind, status, str(i.attempts),
+                      when.isoformat(timespec="seconds") if when else "", escape(reason))
         console.print(t)
-        console.print(f"{len(items)} item{'s' if len(items) != 1 else ''}")
+        console.print(f"{len(items)} item{'s' if len(items) != 1 else ''}"
+                      + (f", {len(flying)} in flight" if flying else ""))
         raise typer.Exit(0)
     if command is OutboxCommand.drop:
         if not keys:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,9 +26,9 @@ from connector.core.edges import rising_edges
 from connector.core.evaluate import Evaluator, Outcome
 from connector.core.ruleset import RuleSet
 from connector.core.values import parse_datetime
-from connector.crm import Crm, Record, json_value
+from connector.crm import Crm, Record, json_value, scrub
 from connector.errors import ConnectorError, FatalError, RecordError, RetriableError
-from connector.state import Commit, OutboxItem, StateStore
+from connector.state import Commit, OutboxItem, StateStore, holder
 from connector.state.notices import store_notice
 
 __all__ = ["LEASE", "OVERLAP", "DrainReport", "Pipeline", "RunReport", "store_notice"]
@@ -65,6 +66,8 @@ class DrainReport:
     done: int = 0
     retrying: int = 0
     parked: int = 0
+    in_flight: int = 0                  # leased by another run now; retried when leases end
+    in_flight_until: str | None = None  # the last of those leases ends then (ISO, UTC)
     stopped: str | None = None
     results: list[str] = field(default_factory=list)
 
@@ -214,40 +217,85 @@ class Pipeline:
             self.process(self.crm.fetch(ids[i:i + 2000]), report, force=force)
 
     # --- the outbox -------------------------------------------------------------------------
-    def drain(self, limit: int = 1000) -> DrainReport:
-        """Run the outbox items that are due: each effect once per idempotency key."""
+    def drain(self, limit: int = 1000, lease: dt.timedelta = LEASE) -> DrainReport:
+        """Run the outbox items that are due: each effect once per idempotency key. An item
+        is leased while it runs (in Lambda, pass the invocation's time left, so no lease
+        outlives the function); the leases of a run that died on this host are taken back
+        first. One item's failure, whatever it is, parks or delays that item alone."""
         report = DrainReport()
-        for item in self.state.due(self.now(), limit):
-            now = self.now()
-            if not self.state.claim(item.key, now, LEASE):
-                continue
-            try:
-                result = self._run(item)
-            except _Waiting as waiting:
-                self.state.wait(item.key, str(waiting), now)
-                report.results.append(f"{item.key}: {waiting}")
-                continue
-            except FatalError as exc:
-                self.state.retry_later(item.key, str(exc), now + dt.timedelta(minutes=15))
-                report.stopped = str(exc)
+        me = holder.this_process()
+        for item in self.state.in_flight(self.now()):
+            if item.holder != me and holder.is_gone(item.holder):
+                self.state.reclaim(item.key, item.holder, self.now())
+        # Items added while draining (an approval's write-back, a decision's actions) run in
+        # the same drain; each item runs at most once per drain.
+        tried: set[str] = set()
+        while len(tried) < limit and report.stopped is None:
+            batch = [i for i in self.state.due(self.now(), limit) if i.key not in tried]
+            if not batch:
                 break
-            except RetriableError as exc:
-                if item.attempts + 1 >= MAX_ATTEMPTS:
-                    self.state.park(item.key, f"gave up after {MAX_ATTEMPTS} tries: {exc}", now)
-                    report.parked += 1
-                else:
-                    self.state.retry_later(item.key, str(exc), now + backoff(
-                        item.attempts + 1, exc.retry_after))
-                    report.retrying += 1
-                continue
-            except ConnectorError as exc:
-                self.state.park(item.key, str(exc), now)
-                report.parked += 1
-                continue
-            self.state.done(item.key, self.now())
-            report.done += 1
-            report.results.append(f"{item.key}: {result}")
+            for item in batch:
+                tried.add(item.key)
+                self._drain_one(item, report, lease, me)
+                if report.stopped is not None:
+                    break
+        others = self.state.in_flight(self.now())
+        report.in_flight = len(others)
+        if others:
+            ends = [i.lease_until for i in others if i.lease_until is not None]
+            report.in_flight_until = max(ends).isoformat(timespec="seconds") if ends else None
         return report
+
+    def _drain_one(self, item: OutboxItem, report: DrainReport, lease: dt.timedelta,
+                   me: str) -> None:
+        now = self.now()
+        if not self.state.claim(item.key, now, lease, me):
+            return
+        try:
+            result = self._run(item)
+        except _Waiting as waiting:
+            self.state.wait(item.key, str(waiting), now)
+            report.results.append(f"{item.key}: {waiting}")
+            return
+        except FatalError as exc:
+            self.state.retry_later(item.key, str(exc), now + dt.timedelta(minutes=15))
+            report.stopped = str(exc)
+            return
+        except RetriableError as exc:
+            if item.attempts + 1 >= MAX_ATTEMPTS:
+                self.state.park(item.key, f"gave up after {MAX_ATTEMPTS} tries: {exc}", now)
+                report.parked += 1
+            else:
+                self.state.retry_later(item.key, str(exc), now + backoff(
+                    item.attempts + 1, exc.retry_after))
+                report.retrying += 1
+            return
+        except ConnectorError as exc:
+            self.state.park(item.key, str(exc), now)
+            report.parked += 1
+            return
+        except Exception as exc:  # a bug or a library's surprise: this item alone waits
+            reason = self._unexpected(exc)
+            log.error("outbox item %s parked: %s", item.key, reason)
+            self.state.park(item.key, reason, now)
+            report.parked += 1
+            return
+        self.state.done(item.key, self.now())
+        report.done += 1
+        report.results.append(f"{item.key}: {result}")
+
+    def _unexpected(self, exc: Exception) -> str:
+        """The reason parked on an item that failed in a way no sender foresaw. The message
+        may quote a URL or a header: every secret this process knows is masked in it."""
+        from pydantic import SecretStr
+
+        settings = self.actions.settings if self.actions is not None else None
+        secrets = [value.get_secret_value() for value in
+                   (vars(settings).values() if settings is not None else ())
+                   if isinstance(value, SecretStr)]
+        secrets += [v for v in os.environ.values() if len(v) >= 8]
+        message = scrub(str(exc), sorted(filter(None, secrets), key=len, reverse=True))
+        return f"unexpected {type(exc).__name__}: {message[:300]}"
 
     def _run(self, item: OutboxItem) -> str:
         if item.kind in RECORD_KINDS:
@@ -272,12 +320,19 @@ class Pipeline:
         return str(self.rules.actions[action].spec.field)
 
     def _request_approval(self, item: OutboxItem, values: dict[str, Any]) -> str:
+        """Email the approver, then note in the state, before anything else can fail, that
+        the email went: the Pending write-back is an item of its own, retried alone, so no
+        retry sends the email again. Only a crash between the SMTP server's answer and that
+        note (one local transaction) sends it twice, under the same Message-ID."""
         from connector.approvals import PENDING
 
         assert self.actions is not None
         to, expires = self.actions.request_approval(item.action, item.key, item.record_id,
                                                     values, self.now())
-        self._write_field(item.record_id, self._approval_field(item.action), PENDING)
+        pending = OutboxItem(f"{item.key}:pending", item.record_id, item.action, "decision",
+                             {"field": self._approval_field(item.action), "value": PENDING,
+                              "unless": f"{item.key}:decision"})
+        self.state.commit([Commit(item.record_id, None, outbox=[pending])], self.now())
         # Not done: it waits, visible in `outbox list`, until the approver decides.
         raise _Waiting(f"awaiting the decision of {to} until {expires:%Y-%m-%d}")
 
@@ -293,6 +348,9 @@ class Pipeline:
         return decide(self.state, self.rules, key, decision, now or self.now())
 
     def _record_decision(self, item: OutboxItem) -> str:
+        unless = item.payload.get("unless")
+        if unless and self.state.item(unless) is not None:
+            return f"{item.payload['field']} left as decided"  # Pending came too late
         self._write_field(item.record_id, item.payload["field"], item.payload["value"])
         return f"{item.payload['field']} = {item.payload['value']}"
 

@@ -103,7 +103,7 @@ def claim_in_another_process(path, now, keys):
 
 
 def test_a_killed_runs_items_are_taken_back_by_the_next_run_at_once(world, capsys):
-    app, org, inbox, pushed, _, path = world
+    app, org, _, pushed, _, path = world
     keys = [i.key for i in pushes(app).values()]
     other = claim_in_another_process(path, org.clock(), keys)
     try:

@@ -241,9 +241,9 @@ class Pipeline:
                     break
         others = self.state.in_flight(self.now())
         report.in_flight = len(others)
-        if others:
-            ends = [i.lease_until for i in others if i.lease_until is not None]
-            report.in_flight_until = max(ends).isoformat(timespec="seconds") if ends else None
+        ends = [i.lease_until for i in others if i.lease_until is not None]
+        if ends:
+            report.in_flight_until = max(ends).isoformat(timespec="seconds")
         return report
 
     def _drain_one(self, item: OutboxItem, report: DrainReport, lease: dt.timedelta,
@@ -320,21 +320,26 @@ class Pipeline:
         return str(self.rules.actions[action].spec.field)
 
     def _request_approval(self, item: OutboxItem, values: dict[str, Any]) -> str:
-        """Email the approver, then note in the state, before anything else can fail, that
-        the email went: the Pending write-back is an item of its own, retried alone, so no
-        retry sends the email again. Only a crash between the SMTP server's answer and that
-        note (one local transaction) sends it twice, under the same Message-ID."""
+        """Email the approver, then note at once that it went: the Pending write-back, an item
+        of its own, is that note. It is retried alone, and a rerun that finds it sends no
+        second email. Only a crash between the SMTP server's answer and that one local
+        transaction sends it twice, under the same Message-ID."""
         from connector.approvals import PENDING
 
         assert self.actions is not None
-        to, expires = self.actions.request_approval(item.action, item.key, item.record_id,
-                                                    values, self.now())
-        pending = OutboxItem(f"{item.key}:pending", item.record_id, item.action, "decision",
-                             {"field": self._approval_field(item.action), "value": PENDING,
-                              "unless": f"{item.key}:decision"})
-        self.state.commit([Commit(item.record_id, None, outbox=[pending])], self.now())
+        key = f"{item.key}:pending"
+        sent = self.state.item(key)
+        if sent is None:
+            to, expires = self.actions.request_approval(item.action, item.key, item.record_id,
+                                                        values, self.now())
+            sent = OutboxItem(key, item.record_id, item.action, "decision",
+                              {"field": self._approval_field(item.action), "value": PENDING,
+                               "unless": f"{item.key}:decision", "to": to,
+                               "until": f"{expires:%Y-%m-%d}"})
+            self.state.commit([Commit(item.record_id, None, outbox=[sent])], self.now())
         # Not done: it waits, visible in `outbox list`, until the approver decides.
-        raise _Waiting(f"awaiting the decision of {to} until {expires:%Y-%m-%d}")
+        raise _Waiting(f"awaiting the decision of {sent.payload['to']} until "
+                       f"{sent.payload['until']}")
 
     def _write_field(self, record_id: str, field_name: str, value: str) -> None:
         [result] = self.crm.write([(record_id, {self.mapping.crm_field(field_name): value})])

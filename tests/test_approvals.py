@@ -50,15 +50,14 @@ triggers:
 """
 
 
-@pytest.fixture
-def world(tmp_path, smtp):  # noqa: F811
-    url, inbox = smtp
+def approval_folders(tmp_path: Path, actions: str,
+                     keep: tuple[str, ...] = ("salesforce.yaml",)) -> tuple[Path, Path]:
+    """The shipped rules/ and mappings/ with these actions, an `approval_status` writeback
+    field, and only the mapping files in `keep`."""
     rules, mappings = tmp_path / "rules", tmp_path / "mappings"
     shutil.copytree(ROOT / "rules", rules)
     shutil.copytree(ROOT / "mappings", mappings)
-    (rules / "actions.yaml").write_text(APPROVAL_RULES)
-    workflows = (rules / "probability.yaml").read_text()
-    (rules / "probability.yaml").write_text(workflows.replace("actions: [notify-director]", ""))
+    (rules / "actions.yaml").write_text(actions)
     mapping = (mappings / "salesforce.yaml").read_text()
     mapping = mapping.replace("  rule: Probability_Rule__c",
                               "  approval_status: Approval_Status__c\n  rule: Probability_Rule__c",
@@ -67,8 +66,17 @@ def world(tmp_path, smtp):  # noqa: F811
                               "writeback: [probability, weighted_amount, rule, approval_status]")
     (mappings / "salesforce.yaml").write_text(mapping)
     for other in mappings.glob("*.yaml"):
-        if other.name != "salesforce.yaml":
+        if other.name not in keep:
             other.unlink()
+    return rules, mappings
+
+
+@pytest.fixture
+def world(tmp_path, smtp):  # noqa: F811
+    url, inbox = smtp
+    rules, mappings = approval_folders(tmp_path, APPROVAL_RULES)
+    workflows = (rules / "probability.yaml").read_text()
+    (rules / "probability.yaml").write_text(workflows.replace("actions: [notify-director]", ""))
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add_passthru("http://127.0.0.1")
         org = FakeOrg(rsps, Clock())
@@ -260,4 +268,27 @@ def test_a_crash_right_after_the_email_resends_it_under_the_same_message_id(worl
     app.pipeline.drain()
     first, second = approval_emails(inbox)
     assert first["Message-ID"] == second["Message-ID"]
+    assert org.records[DEAL]["Approval_Status__c"] == "Pending"
+
+
+def test_a_crash_after_the_note_sends_no_second_email(world):
+    """The note that the email went (the Pending write-back item) is there: the rerun of the
+    approval request goes straight to waiting."""
+    app, org, inbox = world
+    org.clock.advance(seconds=1)
+    app.pipeline.poll()
+    wait = app.state.wait
+
+    def crash(key, reason, now):
+        app.state.wait = wait
+        raise SystemExit("killed")
+
+    app.state.wait = crash
+    with pytest.raises(SystemExit):
+        app.pipeline.drain()
+    org.clock.advance(minutes=11)
+    app.pipeline.drain()
+    assert len(approval_emails(inbox)) == 1
+    [waiting] = app.state.items("waiting")
+    assert waiting.reason.startswith("awaiting the decision of manager@example.com until ")
     assert org.records[DEAL]["Approval_Status__c"] == "Pending"

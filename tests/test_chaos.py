@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +35,7 @@ from connector.files import load
 from connector.state.sqlite import SqliteState
 from tests.fake_salesforce import INSTANCE, Clock, FakeOrg
 from tests.smtp_server import smtp  # noqa: F401 - the fixture
+from tests.test_approvals import approval_folders
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [11, 12, 13, 14, 15]
@@ -124,24 +124,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def folders(tmp: Path) -> tuple[Path, Path]:
-    rules, mappings = tmp / "rules", tmp / "mappings"
-    shutil.copytree(ROOT / "rules", rules)
-    shutil.copytree(ROOT / "mappings", mappings)
-    (rules / "actions.yaml").write_text(ACTIONS)
-    mapping = (mappings / "salesforce.yaml").read_text()
-    mapping = mapping.replace("  rule: Probability_Rule__c",
-                              "  approval_status: Approval_Status__c\n  rule: Probability_Rule__c",
-                              1)
-    mapping = mapping.replace("writeback: [probability, weighted_amount, rule]",
-                              "writeback: [probability, weighted_amount, rule, approval_status]")
-    (mappings / "salesforce.yaml").write_text(mapping)
-    for other in mappings.glob("*.yaml"):
-        if other.name not in ("salesforce.yaml", "erp.yaml"):
-            other.unlink()
-    return rules, mappings
 
 
 class Node:
@@ -283,7 +265,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_repeats_nothing(tmp_path, tr
         inbox.messages.clear()
         home = tmp_path / f"seed{seed}"
         home.mkdir()
-        rules, mappings = folders(home)
+        rules, mappings = approval_folders(home, ACTIONS, keep=("salesforce.yaml", "erp.yaml"))
         routes = Registrar()
         org = FakeOrg(routes, Clock())    # type: ignore[arg-type]
         steps = scenario(org, seed)

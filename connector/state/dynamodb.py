@@ -351,10 +351,13 @@ class DynamoState:
                                        ":pending": _s("pending")})
 
     def in_flight(self, now: dt.datetime) -> list[OutboxItem]:
+        # A leased item was due when it was claimed: read the due ones only, not the retries
+        # that wait for a later time.
         found = [self._item(row) for row in self._query(
-            IndexName="status", KeyConditionExpression="#status = :pending",
-            FilterExpression="#lease_until > :now",
-            ExpressionAttributeValues={":pending": _s("pending"), ":now": _s(_iso(now))})]
+            IndexName="due", KeyConditionExpression="#due_pk = :due AND #due_sk < :after",
+            FilterExpression="#status = :pending AND #lease_until > :now",
+            ExpressionAttributeValues={":due": _s("due"), ":after": _s(_after(now)),
+                                       ":pending": _s("pending"), ":now": _s(_iso(now))})]
         return sorted(found, key=lambda i: (i.lease_until or _EPOCH, i.key))
 
     def reclaim(self, key: str, holder: str, now: dt.datetime) -> bool:

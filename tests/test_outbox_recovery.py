@@ -138,3 +138,27 @@ def test_the_holder_is_this_process_until_it_is_gone():
     assert holder.is_gone(f"{scope} pid {pid} started 1")       # the pid, reused by another
     assert not holder.is_gone(f"other-host#0000 pid {pid} started 1")   # never judged
     assert not holder.is_gone("") and holder.host_of(me).endswith(f"pid {pid}")
+
+
+def test_outbox_list_shows_what_is_in_flight_who_runs_it_and_until_when(world, capsys,
+                                                                       monkeypatch):
+    import datetime as dt
+
+    from connector.cli import main
+
+    app, _, _, _, _, path = world
+    keys = sorted(i.key for i in pushes(app).values())
+    now = dt.datetime.now(dt.UTC)
+    other = claim_in_another_process(path, now, keys[:1])
+    try:
+        monkeypatch.setenv("STATE_URL", f"sqlite:///{path}")
+        monkeypatch.setenv("COLUMNS", "250")
+        assert main(["outbox", "list"]) == 0
+    finally:
+        os.kill(other.pid, signal.SIGKILL)
+        other.wait()
+    said = capsys.readouterr().out
+    [line] = [s for s in said.splitlines() if keys[0] in s]
+    assert "in flight" in line and f"pid {other.pid}" in line
+    assert (now + LEASE).isoformat(timespec="seconds")[:16] in line
+    assert "6 items, 1 in flight" in said

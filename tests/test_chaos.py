@@ -173,7 +173,8 @@ class Sender:
         self.steps = collections.deque(steps)
         self.hook: tuple[bytes, dict[str, str]] | None = None   # sent, not yet acknowledged
         self.named: set[str] = set()
-        self.clicked: dict[str, list[tuple[str, int]]] = {}    # approval link -> answers
+        self.plan: dict[str, list[str]] = {}                   # approval -> links to click
+        self.clicked: dict[str, list[tuple[str, int]]] = {}    # approval -> answers
 
     def busy(self) -> bool:
         return bool(self.steps or self.hook or self._unclicked())
@@ -207,8 +208,8 @@ class Sender:
             time.sleep(0.02)   # killed under us, or not up: delivered again later
 
     def _unclicked(self) -> list[tuple[str, str]]:
-        """(link to POST, the approval's first link): one pick per approval, and sometimes
-        the other link too (a second click must change nothing)."""
+        """(link to POST, the approval it answers) still to click: one pick per approval
+        email, and for some the other link after it (a second click must change nothing)."""
         todo = []
         for message in list(self.inbox.messages):
             if not str(message["Subject"]).startswith("Approve"):
@@ -216,13 +217,14 @@ class Sender:
             text = message.get_body(("plain",)).get_content()
             links = dict(re.findall(r"(approve|reject) (https://\S+)", text))
             key = links["approve"]
-            done = self.clicked.get(key, [])
-            pick = links["approve" if self.rng.random() < 0.5 else "reject"]
-            if not done:
-                todo.append((urllib.parse.urlsplit(pick).path, key))
-            elif len(done) == 1 and self.rng.random() < 0.3:
-                other = links["reject"] if "approve" in done[0][0] else links["approve"]
-                todo.append((urllib.parse.urlsplit(other).path, key))
+            if key not in self.plan:
+                first, second = self.rng.sample(["approve", "reject"], 2)
+                self.plan[key] = [urllib.parse.urlsplit(links[d]).path
+                                  for d in ([first, second] if self.rng.random() < 0.3
+                                            else [first])]
+            answered = len(self.clicked.get(key, []))
+            if answered < len(self.plan[key]):
+                todo.append((self.plan[key][answered], key))
         return todo
 
 
@@ -349,7 +351,8 @@ def check(seed: int, org: FakeOrg, state: SqliteState, inbox: Any, tryton: Any,
                      and i.kind == "email"]
         assert followers == [f"{request.key}:{decided}:tell-owner"], (seed, followers)
     accepted = [a for answers in sender.clicked.values() for _, a in answers if a == 200]
-    assert len(accepted) <= len(approvals)
+    assert len(accepted) <= len(approvals)     # a second click, the other link: 409
+    assert all([a for _, a in answers].count(200) <= 1 for answers in sender.clicked.values())
     # Every email arrived; a copy only within the window, under the first's Message-ID.
     by_id = collections.Counter(str(m["Message-ID"]) for m in inbox.messages)
     subjects = collections.Counter(str(m["Subject"]).split(":")[0].split(" ")[0]

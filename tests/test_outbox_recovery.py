@@ -162,3 +162,19 @@ def test_outbox_list_shows_what_is_in_flight_who_runs_it_and_until_when(world, c
     assert "in flight" in line and f"pid {other.pid}" in line
     assert (now + LEASE).isoformat(timespec="seconds")[:16] in line
     assert "6 items, 1 in flight" in said
+
+
+def test_a_killed_process_not_yet_reaped_is_gone_too():
+    child = subprocess.Popen([sys.executable, "-c", "from connector.state import holder; "
+                              "print(holder.this_process(), flush=True); import time; "
+                              "time.sleep(60)"], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert child.stdout is not None
+    held = child.stdout.readline().strip()
+    assert not holder.is_gone(held)
+    os.kill(child.pid, signal.SIGKILL)
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)   # dead, left a zombie
+        assert holder.is_gone(held)
+    finally:
+        child.wait()

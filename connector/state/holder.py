@@ -27,11 +27,12 @@ def _read(path: str) -> str:
 
 def _started(pid: int) -> str | None:
     """The process's start time in clock ticks after boot (Linux); "" where /proc is absent
-    and the process exists; None when there is no such process."""
+    and the process exists; None when there is no such process, or only its zombie."""
     stat = _read(f"/proc/{pid}/stat")
     if stat:
         # The name, field 2, is in parentheses and may hold spaces: count after its end.
-        return stat.rpartition(")")[2].split()[19]
+        fields = stat.rpartition(")")[2].split()
+        return None if fields[0] in ("Z", "X") else fields[19]   # a zombie has stopped
     if Path("/proc/self/stat").exists():
         return None
     try:

@@ -73,7 +73,11 @@ class DrainReport:
 
 
 class _Waiting(Exception):
-    """The item ran and now waits for a person."""
+    """The item ran and now waits for a person; `then` is an item it added to run now."""
+
+    def __init__(self, reason: str, then: str | None = None) -> None:
+        super().__init__(reason)
+        self.then = then
 
 
 def utcnow() -> dt.datetime:
@@ -227,18 +231,10 @@ class Pipeline:
         for item in self.state.in_flight(self.now()):
             if item.holder != me and holder.is_gone(item.holder):
                 self.state.reclaim(item.key, item.holder, self.now())
-        # Items added while draining (an approval's write-back, a decision's actions) run in
-        # the same drain; each item runs at most once per drain.
-        tried: set[str] = set()
-        while len(tried) < limit and report.stopped is None:
-            batch = [i for i in self.state.due(self.now(), limit) if i.key not in tried]
-            if not batch:
+        for item in self.state.due(self.now(), limit):
+            self._drain_one(item, report, lease, me)
+            if report.stopped is not None:
                 break
-            for item in batch:
-                tried.add(item.key)
-                self._drain_one(item, report, lease, me)
-                if report.stopped is not None:
-                    break
         others = self.state.in_flight(self.now())
         report.in_flight = len(others)
         ends = [i.lease_until for i in others if i.lease_until is not None]
@@ -256,6 +252,9 @@ class Pipeline:
         except _Waiting as waiting:
             self.state.wait(item.key, str(waiting), now)
             report.results.append(f"{item.key}: {waiting}")
+            then = self.state.item(waiting.then) if waiting.then else None
+            if then is not None and then.status == "pending":
+                self._drain_one(then, report, lease, me)
             return
         except FatalError as exc:
             self.state.retry_later(item.key, str(exc), now + dt.timedelta(minutes=15))
@@ -339,7 +338,7 @@ class Pipeline:
             self.state.commit([Commit(item.record_id, None, outbox=[sent])], self.now())
         # Not done: it waits, visible in `outbox list`, until the approver decides.
         raise _Waiting(f"awaiting the decision of {sent.payload['to']} until "
-                       f"{sent.payload['until']}")
+                       f"{sent.payload['until']}", then=key)
 
     def _write_field(self, record_id: str, field_name: str, value: str) -> None:
         [result] = self.crm.write([(record_id, {self.mapping.crm_field(field_name): value})])

@@ -105,8 +105,10 @@ def decide(state: StateStore, rules: RuleSet, key: str, decision: str,
            now: dt.datetime) -> str:
     """Record an approver's decision once: 'recorded', 'already decided' or 'not pending'.
     What follows (the field written back, the actions named for the decision) is queued in the
-    outbox, so this needs neither the CRM nor the senders: only the state and the rules."""
-    from connector.state import Commit, OutboxItem
+    outbox, so this needs neither the CRM nor the senders: only the state and the rules.
+    The decision, what follows it and the request's end are one transaction that only the first
+    click gets through: a crash or a locked database leaves nothing, and the next click counts."""
+    from connector.state import OutboxItem
 
     request = state.item(key)
     if request is None or request.kind != "approval" or request.action not in rules.actions:
@@ -115,9 +117,6 @@ def decide(state: StateStore, rules: RuleSet, key: str, decision: str,
         return "already decided"
     if request.status == "done":
         return "not pending"
-    # Two clicks at the same instant: only one gets past this.
-    if not state.remember_notification(f"approval:{key}", now):
-        return "already decided"
     spec = rules.actions[request.action].spec
     follow = spec.on_approve if decision == "approve" else spec.on_reject
     items = [OutboxItem(f"{key}:decision", request.record_id, request.action, "decision",
@@ -125,6 +124,4 @@ def decide(state: StateStore, rules: RuleSet, key: str, decision: str,
     items += [OutboxItem(f"{key}:{decision}:{name}", request.record_id, name,
                          rules.actions[name].kind, dict(request.payload))
               for name in follow if name in rules.actions]
-    state.commit([Commit(request.record_id, None, outbox=items)], now)
-    state.done(key, now)
-    return "recorded"
+    return "recorded" if state.decide(key, items, now) else "already decided"

@@ -367,8 +367,12 @@ def forecast(
 
 
 def _print_drain(console: Console, drained: Any) -> None:
+    flight = ""
+    if drained.in_flight:
+        flight = (f", in flight {drained.in_flight} (held by another run; retried when its "
+                  f"lease ends, by {drained.in_flight_until})")
     console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
-                  f"{drained.parked}")
+                  f"{drained.parked}{flight}")
 
 
 def _app(rules: Path, mappings: Path) -> Any:
@@ -630,21 +634,34 @@ def outbox(
     """The actions, ERP syncs and records that wait, and what to do with them."""
     from connector.settings import load_settings
     from connector.state import open_state
+    from connector.state.holder import host_of
 
     state = open_state(load_settings().state_url)
     now = dt.datetime.now(dt.UTC)
     console = _out()
     if command is OutboxCommand.list:
         items = [i for i in state.items() if all_items or i.status != "done"]
+        flying = {i.key for i in state.in_flight(now)}
+
+        def shown(i: Any) -> tuple[str, dt.datetime | None, str]:
+            """Status, when it is retried, and why: an item in flight is retried when its
+            lease ends, if the process that runs it does not finish it first."""
+            if i.key in flying:
+                return ("in flight", i.lease_until,
+                        f"run by {host_of(i.holder)}" if i.holder else "run by another worker")
+            return i.status, i.next_at if i.status == "pending" else None, i.reason
+
         if format is ListFormat.json:
             print(json.dumps([dataclasses.asdict(i) for i in items], indent=2, default=str))
             raise typer.Exit(0)
+        rows = [(i, *shown(i)) for i in items]
         _print_table(console, "Outbox", ["key", "record", "kind", "status", "tries", "next"],
-                     [[i.key, i.record_id, i.kind, i.status, str(i.attempts),
-                       i.next_at.isoformat(timespec="seconds") if i.next_at and
-                       i.status == "pending" else ""] for i in items],
-                     reasons=[i.reason for i in items])
-        console.print(f"{len(items)} item{'s' if len(items) != 1 else ''}")
+                     [[i.key, i.record_id, i.kind, status, str(i.attempts),
+                       when.isoformat(timespec="seconds") if when else ""]
+                      for i, status, when, _ in rows],
+                     reasons=[reason for *_, reason in rows])
+        console.print(f"{len(items)} item{'s' if len(items) != 1 else ''}"
+                      + (f", {len(flying)} in flight" if flying else ""))
         raise typer.Exit(0)
     if command is OutboxCommand.drop:
         if not keys:

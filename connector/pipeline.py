@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,10 +37,10 @@ from connector.core.edges import rising_edges
 from connector.core.evaluate import Evaluator, Outcome
 from connector.core.ruleset import RuleSet
 from connector.core.values import parse_datetime
-from connector.crm import Crm, Record, json_value
+from connector.crm import Crm, Record, json_value, scrub
 from connector.errors import ConnectorError, FatalError, RecordError, RetriableError
 from connector.history.snapshots import Snapshotter
-from connector.state import Commit, OutboxItem, Snapshot, StateStore
+from connector.state import Commit, OutboxItem, Snapshot, StateStore, holder
 from connector.state.notices import store_notice
 
 __all__ = ["LEASE", "OVERLAP", "DrainReport", "Pipeline", "RunReport", "store_notice"]
@@ -82,6 +83,8 @@ class DrainReport:
     done: int = 0
     retrying: int = 0
     parked: int = 0
+    in_flight: int = 0                  # leased by another run now; retried when leases end
+    in_flight_until: str | None = None  # the last of those leases ends then (ISO, UTC)
     stopped: str | None = None
     results: list[str] = field(default_factory=list)
 
@@ -114,7 +117,11 @@ def full_calls(changed: list[bool], write_size: int) -> int:
 
 
 class _Waiting(Exception):
-    """The item ran and now waits for a person."""
+    """The item ran and now waits for a person; `then` is an item it added to run now."""
+
+    def __init__(self, reason: str, then: str | None = None) -> None:
+        super().__init__(reason)
+        self.then = then
 
 
 def utcnow() -> dt.datetime:
@@ -330,34 +337,58 @@ class Pipeline:
         self._process_pages(pages, report, force=force)
 
     # --- the outbox -------------------------------------------------------------------------
-    def drain(self, limit: int = 1000) -> DrainReport:
-        """Run the outbox items that are due: each effect once per idempotency key."""
+    def drain(self, limit: int = 1000, lease: dt.timedelta = LEASE) -> DrainReport:
+        """Run the outbox items that are due: each effect once per idempotency key. An item
+        is leased while it runs (in Lambda, pass the invocation's time left, so no lease
+        outlives the function); the leases of a run that died on this host are taken back
+        first. One item's failure, whatever it is, parks or delays that item alone."""
         report = DrainReport()
+        me = holder.this_process()
+        for item in self.state.in_flight(self.now()):
+            if item.holder != me and holder.is_gone(item.holder):
+                self.state.reclaim(item.key, item.holder, self.now())
         due = self.state.due(self.now(), limit)
-        together = self._drain_together(due, report)
+        together = self._drain_together(due, report, lease, me)
         for item in due:
             if item.key in together:
                 continue
-            now = self.now()
-            if not self.state.claim(item.key, now, LEASE):
-                continue
-            try:
-                result = self._run(item)
-            except _Waiting as waiting:
-                self.state.wait(item.key, str(waiting), now)
-                report.results.append(f"{item.key}: {waiting}")
-                continue
-            except FatalError as exc:
-                self.state.retry_later(item.key, str(exc), now + dt.timedelta(minutes=15))
-                report.stopped = str(exc)
+            self._drain_one(item, report, lease, me)
+            if report.stopped is not None:
                 break
-            except ConnectorError as exc:
-                self._failed(item, exc, now, report)
-                continue
-            self.state.done(item.key, self.now())
-            report.done += 1
-            report.results.append(f"{item.key}: {result}")
+        others = self.state.in_flight(self.now())
+        report.in_flight = len(others)
+        ends = [i.lease_until for i in others if i.lease_until is not None]
+        if ends:
+            report.in_flight_until = max(ends).isoformat(timespec="seconds")
         return report
+
+    def _drain_one(self, item: OutboxItem, report: DrainReport, lease: dt.timedelta,
+                   me: str) -> None:
+        now = self.now()
+        if not self.state.claim(item.key, now, lease, me):
+            return
+        try:
+            result = self._run(item)
+        except _Waiting as waiting:
+            self.state.wait(item.key, str(waiting), now)
+            report.results.append(f"{item.key}: {waiting}")
+            then = self.state.item(waiting.then) if waiting.then else None
+            if then is not None and then.status == "pending":
+                self._drain_one(then, report, lease, me)
+            return
+        except FatalError as exc:
+            self.state.retry_later(item.key, str(exc), now + dt.timedelta(minutes=15))
+            report.stopped = str(exc)
+            return
+        except ConnectorError as exc:
+            self._failed(item, exc, now, report)
+            return
+        except Exception as exc:  # a bug or a library's surprise: this item alone waits
+            self._park_unexpected(item, exc, now, report)
+            return
+        self.state.done(item.key, self.now())
+        report.done += 1
+        report.results.append(f"{item.key}: {result}")
 
     def _failed(self, item: OutboxItem, exc: ConnectorError, now: dt.datetime,
                 report: DrainReport) -> None:
@@ -374,7 +405,15 @@ class Pipeline:
             self.state.park(item.key, str(exc), now)
             report.parked += 1
 
-    def _drain_together(self, due: list[OutboxItem], report: DrainReport) -> set[str]:
+    def _park_unexpected(self, item: OutboxItem, exc: Exception, now: dt.datetime,
+                         report: DrainReport) -> None:
+        reason = self._unexpected(exc)
+        log.error("outbox item %s parked: %s", item.key, reason)
+        self.state.park(item.key, reason, now)
+        report.parked += 1
+
+    def _drain_together(self, due: list[OutboxItem], report: DrainReport,
+                        lease: dt.timedelta, me: str) -> set[str]:
         """The items of actions whose API takes many at once (Mailchimp: 500 members a call)
         run together, in as few calls as it allows; each still ends on its own. A crash
         after the call and before the items are marked done repeats it on the next run: these
@@ -387,9 +426,15 @@ class Pipeline:
                 groups.setdefault(item.action, []).append(item)
         for action, items in groups.items():
             now = self.now()
-            claimed = {i.key: i for i in items if self.state.claim(i.key, now, LEASE)}
-            outcomes = self.actions.run_many(action, {
-                key: decode_values(i.payload.get("values", {})) for key, i in claimed.items()})
+            claimed = {i.key: i for i in items if self.state.claim(i.key, now, lease, me)}
+            try:
+                outcomes = self.actions.run_many(action, {
+                    key: decode_values(i.payload.get("values", {}))
+                    for key, i in claimed.items()})
+            except Exception as exc:  # the whole call failed in a way no sender foresaw
+                for item in claimed.values():
+                    self._park_unexpected(item, exc, now, report)
+                continue
             for key, item in claimed.items():
                 outcome = outcomes[key]
                 if isinstance(outcome, ConnectorError):
@@ -399,6 +444,19 @@ class Pipeline:
                     report.done += 1
                     report.results.append(f"{key}: {outcome}")
         return {i.key for items in groups.values() for i in items}
+
+    def _unexpected(self, exc: Exception) -> str:
+        """The reason parked on an item that failed in a way no sender foresaw. The message
+        may quote a URL or a header: every secret this process knows is masked in it."""
+        from pydantic import SecretStr
+
+        settings = self.actions.settings if self.actions is not None else None
+        secrets = [value.get_secret_value() for value in
+                   (vars(settings).values() if settings is not None else ())
+                   if isinstance(value, SecretStr)]
+        secrets += [v for v in os.environ.values() if len(v) >= 8]
+        message = scrub(str(exc), sorted(filter(None, secrets), key=len, reverse=True))
+        return f"unexpected {type(exc).__name__}: {message[:300]}"
 
     def _run(self, item: OutboxItem) -> str:
         if item.kind in RECORD_KINDS:
@@ -423,14 +481,26 @@ class Pipeline:
         return str(self.rules.actions[action].spec.field)
 
     def _request_approval(self, item: OutboxItem, values: dict[str, Any]) -> str:
+        """Email the approver, then note at once that it went: the Pending write-back, an item
+        of its own, is that note. It is retried alone, and a rerun that finds it sends no
+        second email. Only a crash between the SMTP server's answer and that one local
+        transaction sends it twice, under the same Message-ID."""
         from connector.approvals import PENDING
 
         assert self.actions is not None
-        to, expires = self.actions.request_approval(item.action, item.key, item.record_id,
-                                                    values, self.now())
-        self._write_field(item.record_id, self._approval_field(item.action), PENDING)
+        key = f"{item.key}:pending"
+        sent = self.state.item(key)
+        if sent is None:
+            to, expires = self.actions.request_approval(item.action, item.key, item.record_id,
+                                                        values, self.now())
+            sent = OutboxItem(key, item.record_id, item.action, "decision",
+                              {"field": self._approval_field(item.action), "value": PENDING,
+                               "unless": f"{item.key}:decision", "to": to,
+                               "until": f"{expires:%Y-%m-%d}"})
+            self.state.commit([Commit(item.record_id, None, outbox=[sent])], self.now())
         # Not done: it waits, visible in `outbox list`, until the approver decides.
-        raise _Waiting(f"awaiting the decision of {to} until {expires:%Y-%m-%d}")
+        raise _Waiting(f"awaiting the decision of {sent.payload['to']} until "
+                       f"{sent.payload['until']}", then=key)
 
     def _write_field(self, record_id: str, field_name: str, value: str) -> None:
         [result] = self.crm.write([(record_id, {self.mapping.crm_field(field_name): value})])
@@ -444,6 +514,9 @@ class Pipeline:
         return decide(self.state, self.rules, key, decision, now or self.now())
 
     def _record_decision(self, item: OutboxItem) -> str:
+        unless = item.payload.get("unless")
+        if unless and self.state.item(unless) is not None:
+            return f"{item.payload['field']} left as decided"  # Pending came too late
         self._write_field(item.record_id, item.payload["field"], item.payload["value"])
         return f"{item.payload['field']} = {item.payload['value']}"
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import sqlite3
+import threading
 import urllib.parse
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 import responses
 
 from connector.app import build_app
+from connector.approvals import STATUS
 from connector.handlers.approvals import approval_route
 from connector.settings import Settings
 from connector.web import to_event
@@ -47,15 +50,14 @@ triggers:
 """
 
 
-@pytest.fixture
-def world(tmp_path, smtp):  # noqa: F811
-    url, inbox = smtp
+def approval_folders(tmp_path: Path, actions: str,
+                     keep: tuple[str, ...] = ("salesforce.yaml",)) -> tuple[Path, Path]:
+    """The shipped rules/ and mappings/ with these actions, an `approval_status` writeback
+    field, and only the mapping files in `keep`."""
     rules, mappings = tmp_path / "rules", tmp_path / "mappings"
     shutil.copytree(ROOT / "rules", rules)
     shutil.copytree(ROOT / "mappings", mappings)
-    (rules / "actions.yaml").write_text(APPROVAL_RULES)
-    workflows = (rules / "probability.yaml").read_text()
-    (rules / "probability.yaml").write_text(workflows.replace("actions: [notify-director]", ""))
+    (rules / "actions.yaml").write_text(actions)
     mapping = (mappings / "salesforce.yaml").read_text()
     mapping = mapping.replace("  rule: Probability_Rule__c",
                               "  approval_status: Approval_Status__c\n  rule: Probability_Rule__c",
@@ -64,8 +66,17 @@ def world(tmp_path, smtp):  # noqa: F811
                               "writeback: [probability, weighted_amount, rule, approval_status]")
     (mappings / "salesforce.yaml").write_text(mapping)
     for other in mappings.glob("*.yaml"):
-        if other.name != "salesforce.yaml":
+        if other.name not in keep:
             other.unlink()
+    return rules, mappings
+
+
+@pytest.fixture
+def world(tmp_path, smtp):  # noqa: F811
+    url, inbox = smtp
+    rules, mappings = approval_folders(tmp_path, APPROVAL_RULES)
+    workflows = (rules / "probability.yaml").read_text()
+    (rules / "probability.yaml").write_text(workflows.replace("actions: [notify-director]", ""))
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add_passthru("http://127.0.0.1")
         org = FakeOrg(rsps, Clock())
@@ -144,4 +155,140 @@ def test_expired_and_altered_links_change_nothing(world):
     expired = click(app, approve, "POST")
     assert expired["statusCode"] == 410 and "expired" in expired["body"]
     app.pipeline.drain()
+    assert org.records[DEAL]["Approval_Status__c"] == "Pending"
+
+
+def approval_emails(inbox):
+    return [m for m in inbox.messages if m["Subject"].startswith("Approve")]
+
+
+def test_a_decision_that_fails_to_record_is_not_lost(world, tmp_path):
+    """A crash or a locked database while the decision is written leaves nothing behind: the
+    approver's next click records it (it used to answer 'already decided' forever)."""
+    app, org, inbox = world
+    approve, _ = request_approval(app, org, inbox)
+    other = sqlite3.connect(tmp_path / "state.db")   # the disk fails under the decision
+    other.execute("CREATE TRIGGER fail BEFORE INSERT ON outbox WHEN NEW.key LIKE '%:decision' "
+                  "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    other.commit()
+    with pytest.raises(sqlite3.DatabaseError):
+        click(app, approve, "POST")
+    other.execute("DROP TRIGGER fail")
+    other.commit()
+    other.close()
+    assert click(app, approve, "POST")["statusCode"] == 200
+    app.pipeline.drain()
+    assert org.records[DEAL]["Approval_Status__c"] == "Approved"
+    assert len([m for m in inbox.messages if m["Subject"].startswith("Decision")]) == 1
+
+
+def test_two_clicks_at_the_same_instant_record_one_decision(world, tmp_path):
+    """Two processes (two `serve` threads, two Lambdas) on the same state: one decision wins,
+    and only its actions are queued."""
+    from connector.approvals import decide
+    from connector.state.sqlite import SqliteState
+
+    app, org, inbox = world
+    request_approval(app, org, inbox)
+    [waiting] = app.state.items("waiting")
+    stores = [SqliteState(tmp_path / "state.db") for _ in range(2)]
+    start = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def click_as(store, choice):
+        start.wait()
+        outcomes[choice] = decide(store, app.pipeline.rules, waiting.key, choice, org.clock())
+
+    threads = [threading.Thread(target=click_as, args=(s, c))
+               for s, c in zip(stores, ("approve", "reject"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes.values()) == ["already decided", "recorded"]
+    [won] = [c for c, o in outcomes.items() if o == "recorded"]
+    followers = [i.key for i in app.state.items() if i.key.startswith(f"{waiting.key}:")
+                 and i.kind == "email"]
+    assert followers == [f"{waiting.key}:{won}:tell-owner"]
+    app.pipeline.drain()
+    assert org.records[DEAL]["Approval_Status__c"] == STATUS[won]
+
+
+def test_the_approval_email_goes_once_when_the_pending_write_back_fails(world):
+    app, org, inbox = world
+    org.clock.advance(seconds=1)
+    app.pipeline.poll(fire_backfill=True)  # the seeded deal fires
+    org.invalid[DEAL] = "FIELD_CUSTOM_VALIDATION_EXCEPTION: Approval status is locked"
+    drained = app.pipeline.drain()
+    assert len(approval_emails(inbox)) == 1 and drained.parked == 1
+    [parked] = app.state.items("parked")
+    assert parked.key.endswith(":pending") and "locked" in parked.reason
+    assert app.state.items("waiting")[0].kind == "approval"   # the email is noted as sent
+    del org.invalid[DEAL]
+    app.state.release(None, org.clock())                      # the admin retries
+    app.pipeline.drain()
+    assert org.records[DEAL]["Approval_Status__c"] == "Pending"
+    assert len(approval_emails(inbox)) == 1
+
+
+def test_a_late_pending_write_never_overwrites_the_decision(world):
+    app, org, inbox = world
+    org.clock.advance(seconds=1)
+    app.pipeline.poll(fire_backfill=True)  # the seeded deal fires
+    org.invalid[DEAL] = "UNABLE_TO_LOCK_ROW"
+    app.pipeline.drain()
+    del org.invalid[DEAL]
+    text = approval_emails(inbox)[0].get_body(("plain",)).get_content()
+    approve = dict(re.findall(r"(approve|reject) (https://\S+)", text))["approve"]
+    assert click(app, approve, "POST")["statusCode"] == 200
+    app.pipeline.drain()
+    assert org.records[DEAL]["Approval_Status__c"] == "Approved"
+    app.state.release(None, org.clock())                      # the Pending write, late
+    app.pipeline.drain()
+    assert org.records[DEAL]["Approval_Status__c"] == "Approved"
+
+
+def test_a_crash_right_after_the_email_resends_it_under_the_same_message_id(world):
+    """The documented window: the SMTP server took the email, and the run died before the
+    state noted it. The rerun sends it again, with the same Message-ID, so the receiving side
+    can drop the copy."""
+    app, org, inbox = world
+    org.clock.advance(seconds=1)
+    app.pipeline.poll(fire_backfill=True)  # the seeded deal fires
+    commit = app.state.commit
+
+    def crash(commits, now):
+        app.state.commit = commit
+        raise SystemExit("killed")
+
+    app.state.commit = crash
+    with pytest.raises(SystemExit):
+        app.pipeline.drain()
+    org.clock.advance(minutes=11)                              # the dead run's lease ends
+    app.pipeline.drain()
+    first, second = approval_emails(inbox)
+    assert first["Message-ID"] == second["Message-ID"]
+    assert org.records[DEAL]["Approval_Status__c"] == "Pending"
+
+
+def test_a_crash_after_the_note_sends_no_second_email(world):
+    """The note that the email went (the Pending write-back item) is there: the rerun of the
+    approval request goes straight to waiting."""
+    app, org, inbox = world
+    org.clock.advance(seconds=1)
+    app.pipeline.poll(fire_backfill=True)  # the seeded deal fires
+    wait = app.state.wait
+
+    def crash(key, reason, now):
+        app.state.wait = wait
+        raise SystemExit("killed")
+
+    app.state.wait = crash
+    with pytest.raises(SystemExit):
+        app.pipeline.drain()
+    org.clock.advance(minutes=11)
+    app.pipeline.drain()
+    assert len(approval_emails(inbox)) == 1
+    [waiting] = app.state.items("waiting")
+    assert waiting.reason.startswith("awaiting the decision of manager@example.com until ")
     assert org.records[DEAL]["Approval_Status__c"] == "Pending"

@@ -148,3 +148,40 @@ def _worker():
     from connector.handlers.worker import lambda_handler
 
     return lambda_handler
+
+
+def test_one_bad_value_parks_its_item_and_never_reaches_the_dead_letter_queue(world):
+    import responses
+
+    world.rsps.replace(responses.POST, HOOK, body=RuntimeError("a library's surprise"))
+    world.webhook(fixture("apigw_v2_salesforce_outbound.json"))
+    answers = world.work()
+    assert all(a == {"batchItemFailures": []} for a in answers)
+    assert world.aws.messages(world.aws.dlq_url) == []
+    items = {i.action: i for i in world.items()}
+    assert items["push-marketing"].status == "parked"
+    assert items["push-marketing"].reason == "unexpected RuntimeError: a library's surprise"
+    assert items["notify-director"].status == "done" and len(sent_emails()) == 1
+
+
+def test_a_workers_lease_ends_with_its_invocation(world):
+    """Stopped at its timeout, a worker leaves no lease that outlives it: the next worker
+    takes the item as soon as the function's time is up."""
+    import datetime as dt
+
+    import responses
+
+    seen = []
+
+    def hook(request):  # while the push runs: what does the state say of its lease?
+        now = world.org.clock()
+        seen.extend((i.action, i.lease_until - now) for i in world.items()
+                    if i.lease_until is not None)
+        return 200, {}, "{}"
+
+    world.rsps.remove(responses.POST, HOOK)
+    world.rsps.add_callback(responses.POST, HOOK, hook)
+    world.webhook(fixture("apigw_v2_salesforce_outbound.json"))
+    world.work()          # each invocation has 120 s left (the harness's context)
+    assert [a for a, _ in seen] == ["push-marketing"]
+    assert dt.timedelta(seconds=110) < seen[0][1] <= dt.timedelta(seconds=120)

@@ -134,3 +134,41 @@ def test_parked_items_can_be_committed_directly(store):
                                                     status="parked", reason="unknown stage")])],
                  T0)
     assert store.due(T0) == [] and store.items("parked")[0].reason == "unknown stage"
+
+
+def test_a_claim_names_its_holder_and_only_that_holder_is_reclaimed(store):
+    store.commit([Commit("r1", "v1", outbox=[item("a"), item("b")])], T0)
+    assert store.claim("a", T0, LEASE, "host#1 pid 41 started 9") is True
+    [flying] = store.in_flight(T0 + dt.timedelta(minutes=1))
+    assert (flying.key, flying.holder, flying.lease_until) == ("a", "host#1 pid 41 started 9",
+                                                               T0 + LEASE)
+    assert store.in_flight(T0 + LEASE) == []                # a lease that ended is not in flight
+    assert store.reclaim("a", "host#1 pid 42 started 9", T0) is False   # not its holder
+    assert store.reclaim("b", "", T0) is False                          # not leased at all
+    assert store.reclaim("a", "host#1 pid 41 started 9", T0) is True
+    assert {i.key for i in store.due(T0)} == {"a", "b"} and store.in_flight(T0) == []
+    store.claim("a", T0, LEASE, "host#1 pid 43 started 9")
+    store.done("a", T0)
+    assert store.in_flight(T0) == [] and store.item("a").lease_until is None
+
+
+def decision(request, value, follow=()):
+    return [OutboxItem(f"{request}:decision", "r1", "approve-it", "decision",
+                       {"field": "approval_status", "value": value})] + [
+        OutboxItem(f"{request}:{value}:{name}", "r1", name, "email", {}) for name in follow]
+
+
+def test_the_first_decision_is_recorded_whole_and_a_second_changes_nothing(store):
+    store.commit([Commit("r1", "v1", outbox=[item("r1:approve-it:1", kind="approval")])], T0)
+    store.wait("r1:approve-it:1", "awaiting the decision", T0)
+    assert store.decide("r1:approve-it:1", decision("r1:approve-it:1", "Approved",
+                                                    ["erp-order", "tell-owner"]), T0) is True
+    assert store.decide("r1:approve-it:1", decision("r1:approve-it:1", "Rejected",
+                                                    ["tell-owner"]), T0) is False
+    items = {i.key: i for i in store.items()}
+    assert items["r1:approve-it:1"].status == "done"
+    assert items["r1:approve-it:1:decision"].payload["value"] == "Approved"
+    assert sorted(k for k in items if ":Rejected:" in k) == []
+    assert {i.key for i in store.due(T0)} == {"r1:approve-it:1:decision",
+                                              "r1:approve-it:1:Approved:erp-order",
+                                              "r1:approve-it:1:Approved:tell-owner"}

@@ -170,8 +170,20 @@ class WorkState:
     def ledger(self, record_id: str) -> dict[str, LedgerState]:
         return self.inner.ledger(record_id)
 
-    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta) -> bool:
-        return self.inner.claim(key, now, lease)
+    def decide(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
+        recorded = self.inner.decide(request, items, now)
+        if recorded:
+            self.added.extend(i.key for i in items if i.status == "pending")
+        return recorded
+
+    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta, holder: str = "") -> bool:
+        return self.inner.claim(key, now, lease, holder)
+
+    def in_flight(self, now: dt.datetime) -> list[OutboxItem]:
+        return self.inner.in_flight(now)
+
+    def reclaim(self, key: str, holder: str, now: dt.datetime) -> bool:
+        return self.inner.reclaim(key, holder, now)
 
     def done(self, key: str, now: dt.datetime) -> None:
         self.inner.done(key, now)

@@ -21,6 +21,7 @@ again once done, and the pipeline schedules its retries.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -41,6 +42,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 
 from connector.errors import RefusedInput
 from connector.handlers import runtime
+from connector.pipeline import LEASE
 
 logger = runtime.logger()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -58,16 +60,17 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config.register_lambda_context(context)
     if "Records" not in event and "detail" in event:
         # An EventBridge rule that targets the function itself (not the queue).
-        return work(record={"messageId": str(event.get("id", "")), "body": json.dumps(event)})
+        return work(record={"messageId": str(event.get("id", "")), "body": json.dumps(event)},
+                    lease=lease_for(context))
     return dict(process_partial_response(event=event, record_handler=handle_record,
                                          processor=processor, context=context))
 
 
-def handle_record(record: SQSRecord) -> dict[str, Any]:
+def handle_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, Any]:
     logger.set_correlation_id(record.message_id)
     logger.remove_keys(["outbox_key"])
     try:
-        return work(record=record.raw_event)
+        return work(record=record.raw_event, lease=lease_for(lambda_context))
     except IdempotencyAlreadyInProgressError:
         # The same message runs in another worker now; the state keeps either from doing it
         # twice, and the queue must not retry this copy.
@@ -75,11 +78,19 @@ def handle_record(record: SQSRecord) -> dict[str, Any]:
         return {"skipped": "in progress elsewhere"}
 
 
-def work(*, record: dict[str, Any]) -> dict[str, Any]:
-    return _idempotent()(record=record)
+def lease_for(context: Any) -> dt.timedelta:
+    """The lease on the items this invocation runs: its time left, so that when the function
+    is stopped at its timeout, the next worker can take the items at once."""
+    if context is None:
+        return LEASE
+    return min(LEASE, dt.timedelta(milliseconds=max(1000, context.get_remaining_time_in_millis())))
 
 
-def _idempotent_work(*, record: dict[str, Any]) -> dict[str, Any]:
+def work(*, record: dict[str, Any], lease: dt.timedelta = LEASE) -> dict[str, Any]:
+    return _idempotent()(record=record, lease=lease)
+
+
+def _idempotent_work(*, record: dict[str, Any], lease: dt.timedelta) -> dict[str, Any]:
     try:
         body = json.loads(record["body"])
     except (KeyError, TypeError, ValueError):
@@ -87,23 +98,24 @@ def _idempotent_work(*, record: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise PoisonMessage("the message body is not a JSON object")
     if "detail" in body and "detail-type" in body:
-        return _change_event(body)
+        return _change_event(body, lease)
     kind = body.get("kind")
     if kind == "outbox" and isinstance(body.get("key"), str) and body["key"]:
         logger.append_keys(outbox_key=body["key"])
-        return _run([body["key"]])
+        return _run([body["key"]], lease)
     if kind == "drain":
         return _fan_out()
     raise PoisonMessage(f"unknown message kind {str(kind)[:40]!r}")
 
 
-def _run(keys: list[str]) -> dict[str, Any]:
+def _run(keys: list[str], lease: dt.timedelta) -> dict[str, Any]:
     """Run these outbox items (each claimed first: never two workers on one), then queue the
-    items they added."""
+    items they added. Whatever one item raises parks that item with the reason (the drain's
+    rule): the message succeeds, and nothing reaches the dead-letter queue for one bad value."""
     rt = runtime.current()
     pipeline = rt.app.pipeline
     with rt.state.narrowed(keys):
-        report = pipeline.drain()
+        report = pipeline.drain(lease=lease)
     queued = rt.enqueue_added(exclude=keys)
     result = {**runtime.summary(report), "queued": queued}
     logger.info("outbox items run", extra=result)
@@ -118,7 +130,7 @@ def _fan_out() -> dict[str, Any]:
     return {"queued": queued}
 
 
-def _change_event(event: dict[str, Any]) -> dict[str, Any]:
+def _change_event(event: dict[str, Any], lease: dt.timedelta) -> dict[str, Any]:
     from connector.crm.events import WebhookRejected
     from connector.crm.salesforce.webhooks import parse_cdc_event
     from connector.state.notices import store_notice
@@ -146,7 +158,7 @@ def _change_event(event: dict[str, Any]) -> dict[str, Any]:
         keys.append(f"notice:{notice.dedupe_key}")
     if not keys:
         return {"notices": 0}
-    return {"notices": len(keys), **_run(keys)}
+    return {"notices": len(keys), **_run(keys, lease)}
 
 
 _idempotent_for: tuple[Any, Any] = (None, None)   # (runtime, its idempotent function)

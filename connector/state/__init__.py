@@ -42,6 +42,8 @@ class OutboxItem:
     next_at: dt.datetime | None = None
     reason: str = ""
     created: dt.datetime | None = None
+    lease_until: dt.datetime | None = None  # in flight until then, unless its holder is gone
+    holder: str = ""                        # who took it (connector.state.holder)
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,21 @@ class StateStore(Protocol):
         """Pending items whose time has come, oldest first."""
         ...
 
-    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta) -> bool:
-        """Take an item for running; False if another worker holds it."""
+    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta, holder: str = "") -> bool:
+        """Take an item for running, noting who holds it; False if another worker holds it."""
+        ...
+
+    def in_flight(self, now: dt.datetime) -> list[OutboxItem]:
+        """Pending items whose lease has not ended: being run now, or by a worker that died."""
+        ...
+
+    def reclaim(self, key: str, holder: str, now: dt.datetime) -> bool:
+        """End the lease on `key` if `holder` still holds it (a holder known to be gone)."""
+        ...
+
+    def decide(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
+        """In one transaction: unless `items[0]` (the decision) exists, add every item and
+        mark the approval `request` done. False, with nothing changed, if it existed."""
         ...
 
     def done(self, key: str, now: dt.datetime) -> None: ...

@@ -338,7 +338,10 @@ class DynamoState:
             json.loads(row["payload"]["S"]), status, int(row["attempts"]["N"]),
             dt.datetime.fromisoformat(row["next_at"]["S"]) if "next_at" in row else None,
             row.get("reason", {}).get("S", ""),
-            dt.datetime.fromisoformat(row["created"]["S"]) if "created" in row else None)
+            dt.datetime.fromisoformat(row["created"]["S"]) if "created" in row else None,
+            dt.datetime.fromisoformat(row["lease_until"]["S"])
+            if "lease_until" in row and status == "pending" else None,
+            row.get("holder", {}).get("S", ""))
 
     def due(self, now: dt.datetime, limit: int = 100) -> list[OutboxItem]:
         found: list[OutboxItem] = []
@@ -356,15 +359,62 @@ class DynamoState:
                 break
         return found
 
-    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta) -> bool:
+    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta, holder: str = "") -> bool:
         return self._conditional(
             "update_item", Key=_outbox_pk(key),
-            UpdateExpression="SET #lease_until = :until, #attempts = #attempts + :one, "
-                             "#updated = :now",
+            UpdateExpression="SET #lease_until = :until, #holder = :holder, "
+                             "#attempts = #attempts + :one, #updated = :now",
             ConditionExpression="attribute_exists(pk) AND #status = :pending AND "
                                 "(attribute_not_exists(#lease_until) OR #lease_until <= :now)",
             ExpressionAttributeValues={":until": _s(_iso(now + lease)), ":one": _n(1),
-                                       ":now": _s(_iso(now)), ":pending": _s("pending")})
+                                       ":holder": _s(holder), ":now": _s(_iso(now)),
+                                       ":pending": _s("pending")})
+
+    def in_flight(self, now: dt.datetime) -> list[OutboxItem]:
+        # A leased item was due when it was claimed: read the due ones only, not the retries
+        # that wait for a later time.
+        found = [self._item(row) for row in self._query(
+            IndexName="due", KeyConditionExpression="#due_pk = :due AND #due_sk < :after",
+            FilterExpression="#status = :pending AND #lease_until > :now",
+            ExpressionAttributeValues={":due": _s("due"), ":after": _s(_after(now)),
+                                       ":pending": _s("pending"), ":now": _s(_iso(now))})]
+        return sorted(found, key=lambda i: (i.lease_until or _EPOCH, i.key))
+
+    def reclaim(self, key: str, holder: str, now: dt.datetime) -> bool:
+        return self._conditional(
+            "update_item", Key=_outbox_pk(key),
+            UpdateExpression="SET #updated = :now REMOVE #lease_until",
+            ConditionExpression="#status = :pending AND #holder = :holder AND "
+                                "#lease_until > :now",
+            ExpressionAttributeValues={":pending": _s("pending"), ":holder": _s(holder),
+                                       ":now": _s(_iso(now))})
+
+    def decide(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
+        stamp = _iso(now)
+        writes: list[dict[str, Any]] = [{"Put": {
+            "TableName": self.table, "Item": self._outbox_row(item, now, stamp),
+            "ConditionExpression": "attribute_not_exists(pk)"}}
+            for item in items]
+        writes.append({"Update": {
+            "TableName": self.table, "Key": _outbox_pk(request),
+            "UpdateExpression": "SET #status = :done, #reason = :empty, #updated = :now, "
+                                "#expires_at = :expires REMOVE #lease_until, #due_pk, #due_sk",
+            "ConditionExpression": "attribute_exists(pk)",
+            "ExpressionAttributeNames": {f"#{n}": n for n in (
+                "status", "reason", "updated", "expires_at", "lease_until", "due_pk",
+                "due_sk")},
+            "ExpressionAttributeValues": {":done": _s("done"), ":empty": _s(""),
+                                          ":now": _s(stamp),
+                                          ":expires": {"N": _epoch(now + DONE_TTL)}}}})
+        for attempt in range(8):
+            try:
+                self._call("transact_write_items", TransactItems=writes)
+                return True
+            except _Cancelled as cancelled:
+                if "ConditionalCheckFailed" in cancelled.codes:
+                    return False      # the decision is there: the first one recorded wins
+                _pause(attempt)
+        raise RetriableError("DynamoDB kept cancelling the decision; try again")
 
     def done(self, key: str, now: dt.datetime) -> None:
         self._conditional(

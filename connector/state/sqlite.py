@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS outbox (
   key TEXT PRIMARY KEY, record_id TEXT NOT NULL, action TEXT NOT NULL, kind TEXT NOT NULL,
   payload TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
   next_at TEXT, lease_until TEXT, reason TEXT NOT NULL DEFAULT '', created TEXT NOT NULL,
-  updated TEXT NOT NULL);
+  updated TEXT NOT NULL, holder TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_at);
 """
 
@@ -73,6 +73,9 @@ class SqliteState:
         self._db.executescript(SCHEMA)
         self._db.executescript(SNAPSHOT_SCHEMA)
         self._columns: dict[tuple[str, ...], int] = {}   # field names -> snapshot_columns.id
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "holder" not in columns:  # a state file from before leases named their holder
+            self._db.execute("ALTER TABLE outbox ADD COLUMN holder TEXT NOT NULL DEFAULT ''")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -123,56 +126,83 @@ class SqliteState:
         return {a: LedgerState(bool(on), ep) for a, on, ep in rows}
 
     def commit(self, commits: Iterable[Commit], now: dt.datetime) -> None:
+        columns = dict(self._columns)
+        with self._tx() as db:
+            self._commit(db, commits, now, columns)
+        self._columns = columns
+
+    def _commit(self, db: sqlite3.Connection, commits: Iterable[Commit], now: dt.datetime,
+                columns: dict[tuple[str, ...], int]) -> None:
+        """The commit's rows, inside the caller's transaction; new snapshot field lists go into
+        `columns`, which the caller keeps only once the transaction committed."""
         stamp = _iso(now)
         commits = list(commits)
         changed: list[Snapshot] = []
-        columns = dict(self._columns)
-        with self._tx() as db:
-            last = _last_digests(db, {c.record_id for c in commits if c.snapshot is not None})
-            for c in commits:
-                if c.version is not None:
-                    db.execute("INSERT OR IGNORE INTO handled (record_id, version, at) "
-                               "VALUES (?, ?, ?)", (c.record_id, c.version, stamp))
-                for action, entry in c.ledger.items():
-                    db.execute("INSERT INTO ledger (record_id, action, active, episode) "
-                               "VALUES (?, ?, ?, ?) ON CONFLICT (record_id, action) "
-                               "DO UPDATE SET active = excluded.active, "
-                               "episode = excluded.episode",
-                               (c.record_id, action, int(entry.active), entry.episode))
-                for item in c.outbox:
-                    # OR IGNORE: an item already there (same idempotency key) stays as it is.
-                    db.execute("INSERT OR IGNORE INTO outbox (key, record_id, action, kind, "
-                               "payload, status, attempts, next_at, reason, created, updated) "
-                               "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-                               (item.key, item.record_id, item.action, item.kind,
-                                json.dumps(item.payload, default=str), item.status,
-                                _iso(item.next_at or now), item.reason, stamp, stamp))
-                snapshot = c.snapshot
-                if snapshot is not None and snapshot.digest != last.get(c.record_id):
-                    last[c.record_id] = snapshot.digest
-                    changed.append(snapshot)
-            self._append(db, changed, columns)
-        self._columns = columns
+        last = _last_digests(db, {c.record_id for c in commits if c.snapshot is not None})
+        for c in commits:
+            if c.version is not None:
+                db.execute("INSERT OR IGNORE INTO handled (record_id, version, at) "
+                           "VALUES (?, ?, ?)", (c.record_id, c.version, stamp))
+            for action, entry in c.ledger.items():
+                db.execute("INSERT INTO ledger (record_id, action, active, episode) "
+                           "VALUES (?, ?, ?, ?) ON CONFLICT (record_id, action) "
+                           "DO UPDATE SET active = excluded.active, "
+                           "episode = excluded.episode",
+                           (c.record_id, action, int(entry.active), entry.episode))
+            for item in c.outbox:
+                # OR IGNORE: an item already there (same idempotency key) stays as it is.
+                db.execute("INSERT OR IGNORE INTO outbox (key, record_id, action, kind, "
+                           "payload, status, attempts, next_at, reason, created, updated) "
+                           "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                           (item.key, item.record_id, item.action, item.kind,
+                            json.dumps(item.payload, default=str), item.status,
+                            _iso(item.next_at or now), item.reason, stamp, stamp))
+            snapshot = c.snapshot
+            if snapshot is not None and snapshot.digest != last.get(c.record_id):
+                last[c.record_id] = snapshot.digest
+                changed.append(snapshot)
+        self._append(db, changed, columns)
 
     # --- outbox -------------------------------------------------------------------------------
     def _items(self, where: str, args: Iterable[Any]) -> list[OutboxItem]:
         rows = self._query("SELECT key, record_id, action, kind, payload, status, attempts, "
-                           "next_at, reason, created FROM outbox " + where, args)
-        return [OutboxItem(k, r, a, kind, json.loads(p), s, n, _time(nx), why, _time(c))
-                for k, r, a, kind, p, s, n, nx, why, c in rows]
+                           "next_at, reason, created, lease_until, holder FROM outbox " + where,
+                           args)
+        return [OutboxItem(k, r, a, kind, json.loads(p), s, n, _time(nx), why, _time(c),
+                           _time(lease) if s == "pending" else None, holder)
+                for k, r, a, kind, p, s, n, nx, why, c, lease, holder in rows]
 
     def due(self, now: dt.datetime, limit: int = 100) -> list[OutboxItem]:
         return self._items("WHERE status = 'pending' AND next_at <= ? AND "
                            "(lease_until IS NULL OR lease_until <= ?) ORDER BY next_at, key "
                            "LIMIT ?", (_iso(now), _iso(now), limit))
 
-    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta) -> bool:
+    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta, holder: str = "") -> bool:
         with self._tx() as db:
-            cur = db.execute("UPDATE outbox SET lease_until = ?, attempts = attempts + 1, "
-                             "updated = ? WHERE key = ? AND status = 'pending' AND "
-                             "(lease_until IS NULL OR lease_until <= ?)",
-                             (_iso(now + lease), _iso(now), key, _iso(now)))
+            cur = db.execute("UPDATE outbox SET lease_until = ?, holder = ?, "
+                             "attempts = attempts + 1, updated = ? WHERE key = ? AND "
+                             "status = 'pending' AND (lease_until IS NULL OR lease_until <= ?)",
+                             (_iso(now + lease), holder, _iso(now), key, _iso(now)))
             return cur.rowcount == 1
+
+    def in_flight(self, now: dt.datetime) -> list[OutboxItem]:
+        return self._items("WHERE status = 'pending' AND lease_until > ? ORDER BY lease_until, "
+                           "key", (_iso(now),))
+
+    def reclaim(self, key: str, holder: str, now: dt.datetime) -> bool:
+        with self._tx() as db:
+            return db.execute("UPDATE outbox SET lease_until = NULL, updated = ? WHERE key = ? "
+                              "AND status = 'pending' AND holder = ? AND lease_until > ?",
+                              (_iso(now), key, holder, _iso(now))).rowcount == 1
+
+    def decide(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM outbox WHERE key = ?", (items[0].key,)).fetchone():
+                return False
+            self._commit(db, [Commit(items[0].record_id, None, outbox=items)], now, {})
+            db.execute("UPDATE outbox SET status = 'done', lease_until = NULL, reason = '', "
+                       "updated = ? WHERE key = ?", (_iso(now), request))
+            return True
 
     def done(self, key: str, now: dt.datetime) -> None:
         with self._tx() as db:

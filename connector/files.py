@@ -362,6 +362,12 @@ def load_mapping_file(path: Path, findings: list[Finding]) -> Mapping | None:
         findings += validation_findings(exc, schema.MappingSpec, doc.data, locate)
         return None
     mapping, problems = compile_mapping(spec, locate, doc.path)
+    if spec.locale is not None:
+        from connector.locales import known_locale
+
+        unknown = known_locale(spec.locale)
+        if unknown:
+            problems.append(Finding.at(locate(("locale",)), "error", "schema", unknown))
     findings += problems
     return None if problems else mapping
 

@@ -84,9 +84,12 @@ def _number(text: str, name: str) -> Decimal | None:
     whole, dot, cents = body.partition(".")
     groups = whole.split(",")
     ok = (all(g.isdecimal() for g in groups) and (not dot or cents.isdecimal())
-          and (len(groups) == 1 or (1 <= len(groups[0]) <= 3
+          and (len(groups) == 1 or (1 <= len(groups[0]) <= 3 and groups[0][0] != "0"
                                     and all(len(g) == 3 for g in groups[1:]))))
-    if not ok:
+    # without a locale, 1,500 and 1.500 are refused: each reads as 1500 and as 1.5
+    two_ways = (len(groups) == 2 and not dot) or (
+        len(groups) == 1 and len(cents) == 3 and 1 <= len(whole) <= 3 and whole[0] != "0")
+    if not ok or two_ways:
         raise Refused(name, text.strip())
     try:
         return Decimal(t.replace(",", ""))

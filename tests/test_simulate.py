@@ -499,11 +499,11 @@ from connector.core.evaluate import _differs  # noqa: E402
 from connector.core.expressions import parse_formula  # noqa: E402
 from connector.core.forecast import month_of  # noqa: E402
 from connector.core.values import (  # noqa: E402
+    EXPORT,
     FieldType,
     as_text,
     for_write,
     parse_cache,
-    parse_value,
     same,
     writer_for,
 )
@@ -568,19 +568,23 @@ def test_a_compiled_formula_equals_the_interpreted_one(source, values):
 TEXTS = ["", " ", "0", "60", "60%", " 60.50 ", "1,234.50", "12.500,00", "abc", "2026-11-26",
          "2026-02-30", "2026-11-26T10:00:00.000+0000", "true", "No", "Firm", " firm ", "0123",
          "1234.50", "1234.", ".5", "-5", "+5", "٣٤", "²", "Firm ", "Ünïcode", "5e3", "1_000",
-         "NaN", "Infinity", "12 500"]
+         "NaN", "Infinity", "12 500", "1.500", "1,500", "-250.000", "01/05/2027", "31/12/2026",
+         "$ 1.234,50"]
 KINDS = [None, "text", "number", "money", "percent", "integer", "date", "datetime", "boolean"]
 
 
-@given(st.sampled_from(KINDS), st.lists(st.sampled_from(TEXTS), max_size=30))
-def test_a_parse_cache_answers_as_parsing_each_time(kind, texts):
+@given(st.sampled_from(KINDS), st.lists(st.sampled_from(TEXTS), max_size=30),
+       st.sampled_from([None, "es_CO", "en_US"]))
+def test_a_parse_cache_answers_as_parsing_each_time(kind, texts, locale):
+    from connector.core.values import EXPORT, guess_value
+    from connector.locales import locale_cells
+
     ftype = FieldType(kind) if kind else None  # type: ignore[arg-type]
-    cache = parse_cache(ftype, "f", limit=3)  # a small limit: past it too
+    cells = EXPORT if locale is None else locale_cells(locale)
+    cache = parse_cache(ftype, "f", limit=3, cells=cells)  # a small limit: past it too
 
     def plain(text: str) -> object:
-        from connector.core.values import guess_value
-
-        return guess_value(text) if ftype is None else parse_value(text, ftype, "f")
+        return guess_value(text) if ftype is None else cells.reader(ftype, "f")(text)
 
     for text in texts:
         assert result(cache.__getitem__, text) == result(plain, text)
@@ -592,7 +596,7 @@ def test_a_parse_cache_answers_as_parsing_each_time(kind, texts):
 def test_the_row_reader_reads_as_the_mapping_does(cells, upper):
     mapping = rules().mapping
     header = [h.upper() for h in ref.HEADER] if upper else list(ref.HEADER)
-    by_dict = result(mapping.read, dict(zip(header, cells)))
+    by_dict = result(lambda raw: mapping.read(raw, EXPORT), dict(zip(header, cells)))
     by_cells = result(mapping.row_reader(header), cells)
     assert by_cells == by_dict
 
@@ -741,7 +745,7 @@ def test_the_row_reader_of_some_fields_reads_as_a_mapping_of_those_fields(cells,
     mapping = rules().mapping
     only = replace(mapping, fields={n: f for n, f in mapping.fields.items() if n in names},
                    types={n: t for n, t in mapping.types.items() if n in names})
-    by_dict = result(only.read, dict(zip(ref.HEADER, cells)))
+    by_dict = result(lambda raw: only.read(raw, EXPORT), dict(zip(ref.HEADER, cells)))
     assert result(mapping.row_reader(list(ref.HEADER), names), cells) == by_dict
 
 

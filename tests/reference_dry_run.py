@@ -236,22 +236,29 @@ def month(d: dt.date) -> str:
     return f"{d.year:04d}-{d.month:02d}"
 
 
-def forecast(expected: list[Expected], by: str = "month", as_is: bool = False
-             ) -> tuple[dict[str, Totals], Counter[str]]:
+def forecast(expected: list[Expected], by: str = "month", as_is: bool = False,
+             today: dt.date | None = None) -> tuple[dict[str, Totals], Counter[str]]:
     """Per month (or owner, or stage): count, amount, amount x probability / 100, unrounded;
-    and why the others were left out."""
+    and why the others were left out (SPEC 6.1): lost deals are not in the pipeline; an open
+    deal due before `today` is in one "overdue" row (by month)."""
     buckets: dict[str, Totals] = {}
     left: Counter[str] = Counter()
     for e in expected:
         if not e.read_ok or (not as_is and e.error is not None):
             left["failed"] += 1
             continue
+        stage_key = _key(e.stage)
+        if stage_key in {_key(s) for s in LOST}:
+            left["lost"] += 1
+            continue
         p = e.old_probability if as_is else e.probability
         if by == "month":
             if e.close_date is None:
                 left["without a close date"] += 1
                 continue
-            key = month(e.close_date)
+            is_open = stage_key not in {_key(s) for s in WON}
+            overdue = is_open and today is not None and e.close_date < today
+            key = "overdue" if overdue else month(e.close_date)
         else:
             key = (e.owner if by == "owner" else e.stage) or ""
             if not key:

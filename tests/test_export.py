@@ -191,7 +191,7 @@ def test_an_export_with_only_a_header_gives_an_output_with_only_a_header(tmp_pat
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "empty"), (b"\n\n  \n", "empty"),
     (b"Id,Name,Id\n1,a,2\n", "the header repeats Id"),
-    (HEADER.encode() + b"\nA1,Caf\xe9\n", "not UTF-8"),
+    (HEADER.encode() + b"\nA1,Caf\x81\n", "neither UTF-8 nor Windows-1252"),
 ])
 def test_unreadable_csv_files_are_configuration_errors(tmp_path, content, message):
     source = tmp_path / "export.csv"

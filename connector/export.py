@@ -77,6 +77,7 @@ class Dialect:
     delimiter: str = ","
     encoding: str = "utf-8"
     bom: bool = False
+    line_end: str = "\n"
 
 
 class Export:
@@ -98,7 +99,7 @@ class Export:
             bom = self._binary.read(3) == codecs.BOM_UTF8
             text_encoding = self._encoding(encoding, bom)
             self._binary.seek(0)
-            self.dialect = Dialect(self._delimiter(delimiter, text_encoding), text_encoding, bom)
+            self.dialect = self._dialect(delimiter, text_encoding, bom)
             self._binary.seek(0)
         except BaseException:
             self._binary.close()
@@ -146,25 +147,27 @@ class Export:
                           "--encoding says otherwise")
         return "cp1252"
 
-    def _delimiter(self, forced: str | None, encoding: str) -> str:
-        """The one of `, ; tab |` the header line has most of, outside quotes."""
+    def _dialect(self, forced: str | None, encoding: str, bom: bool) -> Dialect:
+        """The delimiter: the one of `, ; tab |` the header line has most of, outside quotes;
+        and the line end the header line has."""
+        head = self._binary.read(_CHUNK).decode(encoding, errors="replace").lstrip("\ufeff")
+        line = next((x for x in head.splitlines(keepends=True) if x.strip()), "")
+        line_end = "\r\n" if line.endswith("\r\n") else "\n"
         if forced is not None:
             forced = {"tab": "\t", "\\t": "\t"}.get(forced, forced)
             if len(forced) != 1 or forced in '"\r\n':
                 raise ConfigurationError(f"--delimiter {forced!r}: give one character "
                                          "(, ; | or tab)")
-            return forced
+            return Dialect(forced, encoding, bom, line_end)
         if self.kind != "csv":
-            return ","
-        head = self._binary.read(_CHUNK).decode(encoding, errors="replace").lstrip("\ufeff")
-        line = next((x for x in head.splitlines() if x.strip()), "")
+            return Dialect(",", encoding, bom, line_end)
         bare = re.sub(r'"[^"]*"', "", line)
         counts = sorted(((bare.count(d), d) for d in DELIMITERS), reverse=True)
         if counts[0][0] and counts[0][0] == counts[1][0]:
             raise ConfigurationError(
                 f"{self.path}: the header line has as many {counts[0][1]!r} as {counts[1][1]!r}"
                 "; say which separates the columns with --delimiter")
-        return counts[0][1] if counts[0][0] else ","
+        return Dialect(counts[0][1] if counts[0][0] else ",", encoding, bom, line_end)
 
     def close(self) -> None:
         self._text.close()
@@ -421,6 +424,7 @@ class ExportWriter:
         if self.kind == "csv":
             self._lines: list[str] = []
             self._delimiter = csv_dialect.delimiter
+            self._line_end = csv_dialect.line_end
             self._csv = csv.writer(_Collect(self._lines), lineterminator="\n",
                                    delimiter=self._delimiter)
             self.write_rows([header])
@@ -451,7 +455,7 @@ class ExportWriter:
                 else:
                     self._csv.writerow(cells)
             lines.append("")
-            self._file.write("\n".join(lines))
+            self._file.write(self._line_end.join(lines))
         finally:
             lines.clear()  # written, or failed: never written twice
 

@@ -234,7 +234,7 @@ class Export:
         quoted = rows.quoted
         delimiter = self.dialect.delimiter
         number = rows.next  # the line where the next row starts
-        after_blank = False
+        after_blank = in_footer = False
         try:
             # _Lines' own loop, inlined: one method call per row costs a fifth of reading it
             for text in self._text:
@@ -251,9 +251,10 @@ class Export:
                 if (not first or first.isspace()) and not any(c.strip() for c in raw):
                     after_blank = True
                     continue
-                if after_blank or self.footer is not None:  # a footer starts after a blank line
+                if after_blank or in_footer:  # a footer starts after a blank line
                     after_blank = False
                     if self._in_footer(line, raw):
+                        in_footer = True
                         continue
                 if len(raw) != width:
                     yield line, raw, None, f"the row {self.width_error(raw)}"

@@ -205,6 +205,7 @@ class DealFields:
     status_field: str = ""
     status: Callable[[Any], str] = _open
     currency: str = ""
+    status_written: bool = False  # whether the rules may change the status field
 
 
 def _currency(code: Any) -> str:
@@ -241,7 +242,7 @@ class MonthPairs:
         sums = self._sums
         deal = self.deal
         add_after, add_as_is = self.after.month_adder(deal), self.as_is.month_adder(deal)
-        status, currency = deal.status_field, deal.currency
+        status, currency, written = deal.status_field, deal.currency, deal.status_written
 
         def add(after: Mapping[str, Any], read: Mapping[str, Any]) -> None:
             amount = read.get("amount")
@@ -250,8 +251,9 @@ class MonthPairs:
             if (type(amount) is Decimal and type(probability) in _NUMBERS
                     and (type(read_probability) in _NUMBERS or read_probability is None)
                     and after.get("amount") is amount and after.get("close_date") is close_date):
-                key = (close_date, probability, read_probability, after.get(status),
-                       read.get(status), read.get(currency))
+                key = (close_date, probability, read_probability, read.get(status),
+                       after.get(status) if written else None,
+                       read.get(currency) if currency else None)
                 total = sums.get(key)
                 if total is not None:
                     total[0] += 1
@@ -269,7 +271,9 @@ class MonthPairs:
         """Weights the sums into the two forecasts."""
         status = self.deal.status
         for key, (n, amount) in self._sums.items():
-            close_date, probability, read_probability, stage, read_stage, code = key
+            close_date, probability, read_probability, read_stage, stage, code = key
+            if not self.deal.status_written:
+                stage = read_stage
             currency = _currency(code) if self.deal.currency else None
             self.after.add(amount, probability, close_date, None, status(stage), currency, n)
             self.as_is.add(amount, read_probability, close_date, None, status(read_stage),

@@ -283,20 +283,15 @@ class _GuessCache(ParseCache):
         return value
 
 
-KEPT, NUMBERS_KEPT = 4096, 32_768  # amounts vary most, and a miss costs ten hits (~5 MB)
-
-
-def parse_cache(ftype: FieldType | None, field: str, limit: int | None = None,
+def parse_cache(ftype: FieldType | None, field: str, limit: int = 4096,
                 cells: Cells = EXPORT) -> ParseCache:
-    """The ParseCache for one field's column of an export whose cells `cells` reads, keeping
-    `limit` values (default: KEPT, NUMBERS_KEPT for a number column)."""
+    """The ParseCache for one field's column of an export whose cells `cells` reads."""
     if ftype is None:
-        return _GuessCache(guess_value, limit or KEPT)
+        return _GuessCache(guess_value, limit)
     parse = cells.reader(ftype, field)
-    if ftype.kind in ("number", "money", "percent", "integer"):
-        limit = limit or NUMBERS_KEPT
-        return _NumberCache(parse, limit) if cells is EXPORT else ParseCache(parse, limit)
-    return ParseCache(parse, limit or KEPT)
+    if ftype.kind in ("number", "money", "percent", "integer") and cells is EXPORT:
+        return _NumberCache(parse, limit)
+    return ParseCache(parse, limit)
 
 
 def guess_value(raw: object) -> Value:

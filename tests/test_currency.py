@@ -200,3 +200,19 @@ def test_rates_online_from_currency_type_and_dated_conversion_rate():
 def test_an_org_without_a_corporate_currency_is_refused():
     with pytest.raises(ValueError, match="no corporate currency"):
         rates_from_salesforce(lambda soql: [])
+
+
+def test_the_chart_shows_open_pipeline_won_and_overdue_apart(tmp_path, capsys):
+    args = project(tmp_path, "corporate: USD\nrates:\n  COP: 4000\n  EUR: 0.92\n")
+    chart = tmp_path / "forecast.svg"
+    main(["forecast", *args, "--chart", str(chart)])
+    svg = chart.read_text(encoding="utf-8")
+    buckets, _ = expected()
+    overdue = buckets["overdue"][1]  # M04 12,000 + M05 8,000,000 COP (2,000) + M15 5,000
+    assert cents(overdue) == "19000.00"
+    assert f"<title>overdue open pipeline: {cents(overdue)}</title>" in svg
+    assert ">overdue</text>" in svg.split("</title>", 1)[1]  # its own column, first
+    # 2026-10 holds only the won EUR deal: all of it won, none of it open
+    won = cents(Fraction(50000) / RATES["EUR"])
+    assert f"<title>2026-10 won: {won}</title>" in svg
+    assert "<title>2026-10 open pipeline: 0.00</title>" in svg

@@ -113,7 +113,7 @@ class Forecast:
             if status == OPEN and today is not None and close_date < today:
                 key = OVERDUE
             else:
-                key = _MONTHS.get(close_date) or month_of(close_date)
+                key = month_of(close_date)
         elif not key:
             left[f"without an {self.by}" if self.by == "owner" else
                  f"without a {self.by}"] += opportunities

@@ -205,8 +205,8 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     failures, the forecast on the rules' and on the export's own probabilities) and, with
     `out`, every row with what would be written. The loop runs once per row of exports of a
     million rows, so what it calls is bound to locals first."""
-    summary = Summary(forecast=Forecast(today=today, rates=options.rates),
-                      forecast_as_is=Forecast(today=today, rates=options.rates))
+    summary = Summary(forecast=Forecast(due_by=today, rates=options.rates),
+                      forecast_as_is=Forecast(due_by=today, rates=options.rates))
     decide = Evaluator(rules).decider()
     deal = deal_fields(rules)
     forecasts = MonthPairs(summary.forecast, summary.forecast_as_is, deal)

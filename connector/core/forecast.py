@@ -80,12 +80,12 @@ def money(value: Decimal) -> str:
 @dataclass
 class Forecast:
     """Buckets by key, and the opportunities that could not be placed in one, by reason.
-    `today` makes open deals due before it overdue (by month only); `rates` converts amounts
-    whose `currency` is given; `order` lists keys that come first, in that order (stages in
-    pipeline order); the other keys follow sorted."""
+    Open deals due before `due_by` (the run's today) are overdue (by month only); `rates`
+    converts amounts whose `currency` is given; `order` lists keys that come first, in that
+    order (stages in pipeline order); the other keys follow sorted."""
 
     by: str = "month"
-    today: dt.date | None = None
+    due_by: dt.date | None = None
     rates: Rates | None = None
     order: tuple[str, ...] = ()
     buckets: dict[str, Bucket] = field(default_factory=dict)
@@ -109,8 +109,8 @@ class Forecast:
             if not isinstance(close_date, dt.date):
                 left["without a close date"] += opportunities
                 return
-            today = self.today
-            if status == OPEN and today is not None and close_date < today:
+            due_by = self.due_by
+            if status == OPEN and due_by is not None and close_date < due_by:
                 key = OVERDUE
             else:
                 key = month_of(close_date)

@@ -126,14 +126,17 @@ class Export:
             return "utf-8"
         decoder = codecs.getincrementaldecoder("utf-8")()
         offset = 0
-        while chunk := self._binary.read(_SCAN):
-            if not chunk.isascii():
+        while True:
+            chunk = self._binary.read(_SCAN)
+            # ASCII is UTF-8: only other bytes, or a character cut at the chunk's edge, decoded
+            if not chunk.isascii() or decoder.getstate()[0] or not chunk:
                 try:
-                    decoder.decode(chunk)
+                    decoder.decode(chunk, final=not chunk)
                 except UnicodeDecodeError as exc:
                     return self._windows_1252(offset + exc.start, chunk)
+            if not chunk:
+                return "utf-8"
             offset += len(chunk)
-        return "utf-8"
 
     def _windows_1252(self, where: int, chunk: bytes) -> str:
         while chunk:
@@ -143,7 +146,7 @@ class Export:
                     f"{self.path}: neither UTF-8 nor Windows-1252 text (byte "
                     f"{chunk[min(undefined)]:#04x}); give the file's encoding with --encoding")
             chunk = self._binary.read(_SCAN)
-        self.notes.append(f"{self.path}: not UTF-8 (byte {where}), read as Windows-1252; "
+        self.notes.append(f"{self.path}: not UTF-8 (at byte {where}), read as Windows-1252; "
                           "--encoding says otherwise")
         return "cp1252"
 

@@ -592,3 +592,18 @@ def test_a_mappings_locale_is_checked_and_used(tmp_path, capsys):
     assert record["Weighted_Amount__c"] == 150  # 1.500 is 1500 in es_CO; at 10 %
     assert main(["simulate", str(source), "--locale", "xx_NOPE", *config]) == 2
     assert "--locale" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("tail", "encoding"), [
+    ("é".encode() + b"x", "utf-8"),   # a character cut at the edge of a chunk
+    (b"\xc3xyz", "cp1252"),           # a UTF-8 lead byte, then ASCII in the next chunk
+    (b"\xc3", "cp1252"),              # a UTF-8 sequence the file ends in the middle of
+])
+def test_a_character_at_the_edge_of_a_chunk(tmp_path, tail, encoding):
+    from connector import export as module
+
+    source = tmp_path / "export.csv"
+    head = (HEADER + "\nA1,").encode()
+    source.write_bytes(head + b"a" * (module._SCAN - len(head) - 1) + tail)
+    with Export(source) as export:
+        assert export.dialect.encoding == encoding

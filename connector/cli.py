@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +26,9 @@ from rich.table import Table
 from connector.core.findings import Finding
 from connector.errors import ConfigurationError
 from connector.files import Loaded, load
+
+if TYPE_CHECKING:
+    from connector.simulate import ReadOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Homologated win probabilities for CRM opportunities: check the rules, "
@@ -190,7 +193,7 @@ DelimiterOpt = Annotated[str | None, typer.Option(
 
 
 def _read_options(locale: str | None, encoding: str | None, delimiter: str | None,
-                  mappings: Path) -> Any:
+                  mappings: Path) -> ReadOptions:
     """What the command line says about reading the export, checked before any row; the
     currency rates from the mappings folder."""
     from connector.files import load_rates

@@ -113,7 +113,7 @@ def deal_fields(rules: RuleSet) -> DealFields:
     currency = "currency" if "currency" in rules.mapping.fields else ""
     closed = rules.closed
     if closed is None:
-        return DealFields(currency=currency)
+        return DealFields(currency=currency, written=written_by(rules))
     statuses = {CLOSED_WON: WON, CLOSED_LOST: LOST}
     seen: dict[Any, str] = {}
 
@@ -123,8 +123,14 @@ def deal_fields(rules: RuleSet) -> DealFields:
             found = seen[value] = statuses.get(closed.state(value) or "", OPEN)
         return found
 
-    written = closed.field in rules.mapping.writeback or closed.field in rules.computed
-    return DealFields(closed.field, status, currency, written)
+    return DealFields(closed.field, status, currency, written_by(rules))
+
+
+def written_by(rules: RuleSet) -> frozenset[str]:
+    """The fields the rules may change: the writeback ones, the computed ones and those a
+    workflow sets."""
+    return frozenset(rules.mapping.writeback) | frozenset(rules.computed) | {
+        name for w in rules.workflows for name in w.sets}
 
 
 def stage_order(rules: RuleSet) -> tuple[str, ...]:

@@ -200,12 +200,13 @@ def _open(_value: Any) -> str:
 class DealFields:
     """Where a record's forecast status and currency are: `status` reads the value of
     `status_field` (the rules' closed field) as OPEN, WON or LOST; `currency` is the canonical
-    field of the currency ('' when none is mapped: one currency)."""
+    field of the currency ('' when none is mapped: one currency); `written` the fields the
+    rules may change (the others are, after the rules, what was read)."""
 
     status_field: str = ""
     status: Callable[[Any], str] = _open
     currency: str = ""
-    status_written: bool = False  # whether the rules may change the status field
+    written: frozenset[str] = frozenset({"amount", "close_date"})
 
 
 def _currency(code: Any) -> str:
@@ -242,7 +243,9 @@ class MonthPairs:
         sums = self._sums
         deal = self.deal
         add_after, add_as_is = self.after.month_adder(deal), self.as_is.month_adder(deal)
-        status, currency, written = deal.status_field, deal.currency, deal.status_written
+        status, currency = deal.status_field, deal.currency
+        stage_written = status in deal.written
+        stable = not {"amount", "close_date"} & deal.written
 
         def add(after: Mapping[str, Any], read: Mapping[str, Any]) -> None:
             amount = read.get("amount")
@@ -250,9 +253,10 @@ class MonthPairs:
             probability, read_probability = after.get("probability"), read.get("probability")
             if (type(amount) is Decimal and type(probability) in _NUMBERS
                     and (type(read_probability) in _NUMBERS or read_probability is None)
-                    and after.get("amount") is amount and after.get("close_date") is close_date):
+                    and (stable or after.get("amount") is amount
+                         and after.get("close_date") is close_date)):
                 key = (close_date, probability, read_probability, read.get(status),
-                       after.get(status) if written else None,
+                       after.get(status) if stage_written else None,
                        read.get(currency) if currency else None)
                 total = sums.get(key)
                 if total is not None:
@@ -272,7 +276,7 @@ class MonthPairs:
         status = self.deal.status
         for key, (n, amount) in self._sums.items():
             close_date, probability, read_probability, read_stage, stage, code = key
-            if not self.deal.status_written:
+            if self.deal.status_field not in self.deal.written:
                 stage = read_stage
             currency = _currency(code) if self.deal.currency else None
             self.after.add(amount, probability, close_date, None, status(stage), currency, n)

@@ -253,8 +253,8 @@ class MonthPairs:
             probability, read_probability = after.get("probability"), read.get("probability")
             if (type(amount) is Decimal and type(probability) in _NUMBERS
                     and (type(read_probability) in _NUMBERS or read_probability is None)
-                    and (stable or after.get("amount") is amount
-                         and after.get("close_date") is close_date)):
+                    and (stable or (after.get("amount") is amount
+                                    and after.get("close_date") is close_date))):
                 key = (close_date, probability, read_probability, read.get(status),
                        after.get(status) if stage_written else None,
                        read.get(currency) if currency else None)

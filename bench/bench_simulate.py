@@ -223,21 +223,6 @@ def main() -> int:
         assert summary is not None
         right &= _counted(summary, args.rows, bad)
 
-        spanish = Path(tmp) / "export-es_CO.csv"
-        bad_es = generate(spanish, args.rows, es_co=True)
-        floors, runs = [], []
-        for _ in range(args.repeat):
-            floors.append(floor(spanish, out, "cp1252", ";"))
-            seconds, summary = run_simulate(spanish, out, "es_CO")
-            runs.append(seconds)
-        es_ratio = min(runs) / min(floors)
-        print(f"  es_CO, ';', Windows-1252 ({spanish.stat().st_size / 1e6:.1f} MB, --locale "
-              f"es_CO): floor {min(floors):.3f} s, simulate {min(runs):.3f} s")
-        print(f"  ratios: default {ratio:.2f}x its floor (target {TARGET_RATIO:.0f}x: "
-              f"{_met(ratio <= TARGET_RATIO)}); es_CO {es_ratio:.2f}x its floor (target "
-              f"{TARGET_LOCALE_RATIO:.0f}x: {_met(es_ratio <= TARGET_LOCALE_RATIO)})")
-        right &= _counted(summary, args.rows, bad_es)
-
         small = measure_memory(source, out)
         print(f"  peak memory at {args.rows:,} rows: {small['max_rss_kib'] / 1024:.1f} MiB "
               f"(simulate {small['seconds']:.2f} s in a fresh process)")
@@ -253,6 +238,23 @@ def main() -> int:
                 print(f"WRONG: read {big['read']} of {args.big}, failed {big['failed']} "
                       f"(expected {bad})")
                 right = False
+
+        # after the memory runs: a child forked from a parent grown by this part would start
+        # with the parent's resident size
+        spanish = Path(tmp) / "export-es_CO.csv"
+        bad_es = generate(spanish, args.rows, es_co=True)
+        floors, runs = [], []
+        for _ in range(args.repeat):
+            floors.append(floor(spanish, out, "cp1252", ";"))
+            seconds, summary = run_simulate(spanish, out, "es_CO")
+            runs.append(seconds)
+        es_ratio = min(runs) / min(floors)
+        print(f"  es_CO, ';', Windows-1252 ({spanish.stat().st_size / 1e6:.1f} MB, --locale "
+              f"es_CO): floor {min(floors):.3f} s, simulate {min(runs):.3f} s")
+        print(f"  ratios: default {ratio:.2f}x its floor (target {TARGET_RATIO:.0f}x: "
+              f"{_met(ratio <= TARGET_RATIO)}); es_CO {es_ratio:.2f}x its floor (target "
+              f"{TARGET_LOCALE_RATIO:.0f}x: {_met(es_ratio <= TARGET_LOCALE_RATIO)})")
+        right &= _counted(summary, args.rows, bad_es)
     return 0 if right else 1
 
 

@@ -336,10 +336,9 @@ def forecast(
     options = _read_options(locale, encoding, delimiter, mappings)
     loaded = _load_or_exit(rules, mappings, mapping)
     assert loaded.rules is not None
-    notes: list[str] = []
     with _progress(f"forecasting {input.name}") as progress:
-        result = run_forecast(loaded.rules, input, when, by.value, as_is, progress, options,
-                              notes)
+        result, notes = run_forecast(loaded.rules, input, when, by.value, as_is, progress,
+                                     options)
     _notes(notes)
     rows = result.rows()
     total = result.total()
@@ -377,7 +376,7 @@ def forecast(
 
         if by is not ForecastBy.month:
             _err().print("the chart shows months; --by is ignored for it")
-            result = run_forecast(loaded.rules, input, when, "month", as_is, options=options)
+            result, _ = run_forecast(loaded.rules, input, when, "month", as_is, options=options)
         chart.write_text(forecast_svg(result.rows()), encoding="utf-8")
         _err().print(f"chart: {escape(str(chart))}")
     raise typer.Exit(1 if "failed" in left else 0)

@@ -301,10 +301,9 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
 
 def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
              as_is: bool = False, progress: Progress | None = None,
-             options: ReadOptions = ReadOptions(), notes: list[str] | None = None
-             ) -> Forecast:
-    """The forecast; what it left out (records that failed, lost ...) is in its `left_out`.
-    What reading the export detected or skipped is added to `notes`."""
+             options: ReadOptions = ReadOptions()) -> tuple[Forecast, list[str]]:
+    """The forecast (what it left out, records that failed, lost ..., is in its `left_out`)
+    and what reading the export detected or skipped (Export.notes)."""
     result = Forecast(by, today, options.rates, stage_order(rules) if by == "stage" else ())
     deal = deal_fields(rules)
     add = _adder(result, deal)
@@ -324,9 +323,7 @@ def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
                     add(decide(values, today)[0], values)
                 except RecordError:
                     result.fail()
-        if notes is not None:
-            notes += export.notes
-    return result
+    return result, export.notes
 
 
 def _grouped_by(rules: RuleSet, by: str, export: Export) -> set[str]:

@@ -217,7 +217,7 @@ def test_whatever_the_data_the_totals_are_the_sums_over_the_records(data, by, as
         for n, r in enumerate(data):
             r["Id"] = f"H{n}"
         ref.write_export(source, data)
-        result = forecast(rules(), source, TODAY, by, as_is)
+        result, _ = forecast(rules(), source, TODAY, by, as_is)
     expected = [ref.expect(n + 2, r, TODAY) for n, r in enumerate(data)]
     buckets, left = ref.forecast(expected, by, as_is, TODAY)
     rows = result.rows()
@@ -283,8 +283,8 @@ def test_the_dry_runs_forecasts_are_the_forecast_commands(data):
             r["Id"] = f"H{n}"
         ref.write_export(source, data)
         summary = simulate(rules(), source, None, TODAY)
-        after = forecast(rules(), source, TODAY)
-        as_is = forecast(rules(), source, TODAY, as_is=True)
+        after, _ = forecast(rules(), source, TODAY)
+        as_is, _ = forecast(rules(), source, TODAY, as_is=True)
     assert _bucket_map(summary.forecast) == _bucket_map(after)
     assert summary.forecast.left_out == after.left_out
     assert _bucket_map(summary.forecast_as_is) == _bucket_map(as_is)
@@ -350,6 +350,6 @@ def test_an_amount_the_writeback_rounds_is_forecast_rounded_in_both(tmp_path):
         {"Id": f"R{n}", "StageName": "Prospecting", "Amount": amount, "CloseDate": "2027-01-15"}
         for n, amount in enumerate(["392000.555", "1000.005", "20000.004", "5"])])
     summary = simulate(loaded.rules, source, None, TODAY)
-    after = forecast(loaded.rules, source, TODAY)
+    after, _ = forecast(loaded.rules, source, TODAY)
     assert _bucket_map(summary.forecast) == _bucket_map(after)
     assert _bucket_map(summary.forecast)["2027-01"][1] == Decimal("413005.57")  # each rounded

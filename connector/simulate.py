@@ -288,6 +288,10 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
         if output is not None:
             output.close()
         summary.notes = export.notes
+        if export.footer_records is not None and export.footer_records != read:
+            summary.notes.append(f"{source}: the report's footer counts "
+                                 f"{export.footer_records} records, {read} were read: is the "
+                                 "export whole?")
     forecasts.close()
     summary.forecast.fail(failed)
     summary.forecast_as_is.fail(unread)

@@ -607,3 +607,17 @@ def test_a_character_at_the_edge_of_a_chunk(tmp_path, tail, encoding):
     source.write_bytes(head + b"a" * (module._SCAN - len(head) - 1) + tail)
     with Export(source) as export:
         assert export.dialect.encoding == encoding
+
+
+def test_a_footer_that_counts_other_records_than_were_read_is_said(tmp_path):
+    """"Grand Totals (2 records)" with one row read: the export was cut (or a row was taken
+    for the footer); the dry run says so."""
+    source = tmp_path / "export.csv"
+    source.write_text("\n".join([HEADER, csv_line(row("A1")), csv_line(row("A2")), *FOOTER])
+                      + "\n", encoding="utf-8")
+    assert simulate(rules(), source, None, TODAY).notes == [
+        f"{source}: line 5: skipped the report's footer ('Grand Totals (2 records)' ...)"]
+    source.write_text("\n".join([HEADER, csv_line(row("A1")), *FOOTER]) + "\n",
+                      encoding="utf-8")
+    assert simulate(rules(), source, None, TODAY).notes[1] == (
+        f"{source}: the report's footer counts 2 records, 1 were read: is the export whole?")

@@ -349,8 +349,12 @@ def forecast(
     elif format is TableFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow([by.value, "opportunities", "amount", "weighted_amount"])
-        for b in [*rows, total]:
+        for b in rows:
             writer.writerow([b.key, b.opportunities, money(b.amount), money(b.weighted_amount)])
+        for why, n in left.items():  # counted, not summed: no amounts
+            writer.writerow([f"left out: {why}", n, "", ""])
+        writer.writerow([total.key, total.opportunities, money(total.amount),
+                         money(total.weighted_amount)])
     else:
         basis = "the export's own probabilities" if as_is else "the rules' probabilities"
         currency = f", in {result.currency}" if result.currency else ""

@@ -124,8 +124,12 @@ def test_csv_and_text_formats_show_the_same_numbers(capsys):
     assert main(["forecast", str(EXAMPLE), "--format", "csv", *CONFIG]) == 1
     lines = list(csv.reader(capsys.readouterr().out.splitlines()))
     assert lines[0] == ["month", "opportunities", "amount", "weighted_amount"]
-    assert lines[1:-1] == [[m["month"], str(m["opportunities"]), m["amount"],
-                            m["weighted_amount"]] for m in months]
+    reasons = left_out["reasons"]
+    assert lines[1:-1 - len(reasons)] == [[m["month"], str(m["opportunities"]), m["amount"],
+                                           m["weighted_amount"]] for m in months]
+    # what was left out, counted by reason, before the total
+    assert lines[-1 - len(reasons):-1] == [[f"left out: {why}", str(n), "", ""]
+                                           for why, n in reasons.items()]
     buckets, _ = ref.forecast(example_model(), today=TODAY)
     exact = cents(sum((t.weighted for t in buckets.values()), Decimal(0)))
     amount = cents(sum((t.amount for t in buckets.values()), Decimal(0)))

@@ -120,7 +120,9 @@ def deal_fields(rules: RuleSet) -> DealFields:
     def status(value: Any) -> str:
         found = seen.get(value)
         if found is None:
-            found = seen[value] = statuses.get(closed.state(value) or "", OPEN)
+            found = statuses.get(closed.state(value) or "", OPEN)
+            if len(seen) < 4096:  # a few stages; a column of garbage must not grow it
+                seen[value] = found
         return found
 
     return DealFields(closed.field, status, currency, written_by(rules))

@@ -118,6 +118,8 @@ def deal_fields(rules: RuleSet) -> DealFields:
     seen: dict[Any, str] = {}
 
     def status(value: Any) -> str:
+        if type(value) is not str:  # blank, or what a JSON export holds (a list, a number)
+            return statuses.get(closed.state(value) or "", OPEN)
         found = seen.get(value)
         if found is None:
             found = statuses.get(closed.state(value) or "", OPEN)

@@ -621,3 +621,15 @@ def test_a_footer_that_counts_other_records_than_were_read_is_said(tmp_path):
                       encoding="utf-8")
     assert simulate(rules(), source, None, TODAY).notes[1] == (
         f"{source}: the report's footer counts 2 records, 1 were read: is the export whole?")
+
+
+def test_a_json_record_whose_stage_is_a_list_fails_alone(tmp_path):
+    source = tmp_path / "export.json"
+    source.write_text(json.dumps([
+        {"Id": "J1", "StageName": ["Prospecting"], "Amount": 10, "CloseDate": "2027-01-01",
+         "Probability": 10},
+        {"Id": "J2", "StageName": "Prospecting", "Amount": 10, "CloseDate": "2027-01-01",
+         "Probability": 10}]), encoding="utf-8")
+    summary = simulate(rules(), source, None, TODAY)
+    assert (summary.read, summary.failed) == (2, 1)
+    assert summary.forecast_as_is.total().opportunities == 2  # read, so in the as-is forecast

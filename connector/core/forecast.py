@@ -258,7 +258,12 @@ class MonthPairs:
                 key = (close_date, probability, read_probability, read.get(status),
                        after.get(status) if stage_written else None,
                        read.get(currency) if currency else None)
-                total = sums.get(key)
+                try:
+                    total = sums.get(key)
+                except TypeError:  # an unhashable value (a list from JSON): the long way
+                    add_after(after)
+                    add_as_is(read)
+                    return
                 if total is not None:
                     total[0] += 1
                     total[1] += amount

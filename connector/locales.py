@@ -19,7 +19,7 @@ from babel import Locale, UnknownLocaleError
 from babel import dates as babel_dates
 from babel import numbers as babel_numbers
 
-from connector.core.values import LOCALE_HINT, Cells, parse_iso_date
+from connector.core.values import Cells, parse_iso_date
 from connector.errors import ConfigurationError, RecordError
 
 _PLAIN = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")  # as Data Loader writes numbers: 2500.00
@@ -89,7 +89,6 @@ class LocaleCells(Cells):
             rf"(?P<lead>-)?\s*(?:(?:{currency})\s*)?(?P<number>\S(?:.*?\S)??)\s*(?:{currency})?"
             rf"\s*(?:{percent}|%)?")
         self._date, self._order, self.date_example = _short_date(locale)
-        self._plain_point = self._point == "." and self._group == ","  # the fast case
 
     def number(self, text: str, field: str) -> Decimal | None:
         cell = text.strip()
@@ -159,5 +158,4 @@ def _short_date(locale: Locale) -> tuple[re.Pattern[str], tuple[str, ...], str]:
     return re.compile(regex), tuple(order), example
 
 
-__all__ = ["LOCALE_HINT", "LocaleCells", "known_locale", "locale_cells",
-           "strict_number_pattern"]
+__all__ = ["LocaleCells", "known_locale", "locale_cells", "strict_number_pattern"]

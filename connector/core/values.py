@@ -154,8 +154,6 @@ class Cells:
     is an error naming both and how to say which (connector.locales reads a locale's way).
     An API's values are not cells: `parse_number` reads them as the machine writes them."""
 
-    name: str | None = None
-
     def number(self, text: str, field: str) -> Decimal | None:
         cell = text.strip()
         body = cell[:-1].rstrip() if cell.endswith("%") else cell

@@ -1,4 +1,5 @@
-"""A small SVG bar chart of the forecast: unweighted and weighted amounts per month.
+"""A small SVG bar chart of the forecast: per month, the open pipeline, what is already won and
+the weighted amount; overdue deals in a column of their own, first.
 
 Written by hand rather than with a plotting library: the chart is one kind of picture, it must
 embed in a self-contained HTML page and open offline, and a plotting stack (matplotlib: ~40 MB,
@@ -10,11 +11,14 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
-from connector.core.forecast import Bucket
+from connector.core.forecast import OVERDUE, Bucket
 
 WIDTH, HEIGHT = 760, 320
 LEFT, RIGHT, TOP, BOTTOM = 84, 16, 36, 48
-AMOUNT_COLOUR, WEIGHTED_COLOUR = "#b8c7dc", "#2f5d8a"
+AMOUNT_COLOUR, WON_COLOUR, WEIGHTED_COLOUR = "#b8c7dc", "#5a9e6f", "#2f5d8a"
+OVERDUE_COLOUR = "#d08770"
+LEGEND = (("open pipeline", AMOUNT_COLOUR), ("won", WON_COLOUR),
+          ("weighted (amount x probability)", WEIGHTED_COLOUR), ("overdue", OVERDUE_COLOUR))
 
 
 def _nice_ceiling(value: Decimal) -> Decimal:
@@ -44,7 +48,8 @@ def forecast_svg(buckets: list[Bucket], title: str = "Forecast per expected clos
     namespace = 'xmlns="http://www.w3.org/2000/svg" ' if standalone else ""
     width = max(WIDTH, LEFT + RIGHT + 64 * len(buckets))  # room for every month's label
     plot_w, plot_h = width - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    top = _nice_ceiling(max((b.amount for b in buckets), default=Decimal(0)))
+    top = _nice_ceiling(max((max(b.amount - b.won, b.won, b.weighted_amount)
+                             for b in buckets), default=Decimal(0)))
     parts = [f'<svg {namespace}viewBox="0 0 {width} {HEIGHT}" '
              f'width="{width}" height="{HEIGHT}" role="img" aria-label="{escape(title)}" '
              'font-family="sans-serif" font-size="12">',
@@ -59,12 +64,14 @@ def forecast_svg(buckets: list[Bucket], title: str = "Forecast per expected clos
                      f'{_short(value)}</text>')
     if buckets:
         slot = plot_w / len(buckets)
-        bar = max(2.0, slot * 0.36)
+        bar = max(2.0, slot * 0.26)
         for i, b in enumerate(buckets):
             x = LEFT + i * slot + slot / 2
-            for offset, value, colour, label in ((-bar, b.amount, AMOUNT_COLOUR, "amount"),
-                                                  (0, b.weighted_amount, WEIGHTED_COLOUR,
-                                                   "weighted")):
+            open_colour = OVERDUE_COLOUR if b.key == OVERDUE else AMOUNT_COLOUR
+            for offset, value, colour, label in (
+                    (-1.5 * bar, b.amount - b.won, open_colour, "open pipeline"),
+                    (-0.5 * bar, b.won, WON_COLOUR, "won"),
+                    (0.5 * bar, b.weighted_amount, WEIGHTED_COLOUR, "weighted")):
                 h = float(max(value, Decimal(0)) / top) * plot_h
                 parts.append(
                     f'<rect x="{x + offset:.1f}" y="{TOP + plot_h - h:.1f}" width="{bar:.1f}" '
@@ -75,11 +82,10 @@ def forecast_svg(buckets: list[Bucket], title: str = "Forecast per expected clos
     else:
         parts.append(f'<text x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" '
                      'text-anchor="middle">no opportunity with a close date and an amount</text>')
-    legend_y = HEIGHT - 14
-    parts.append(f'<rect x="{LEFT}" y="{legend_y - 10}" width="12" height="12" '
-                 f'fill="{AMOUNT_COLOUR}"/><text x="{LEFT + 18}" y="{legend_y}">amount</text>')
-    parts.append(f'<rect x="{LEFT + 90}" y="{legend_y - 10}" width="12" height="12" '
-                 f'fill="{WEIGHTED_COLOUR}"/><text x="{LEFT + 108}" y="{legend_y}">'
-                 'weighted amount (amount x probability)</text>')
+    legend_y, x = HEIGHT - 14, LEFT
+    for label, colour in LEGEND:
+        parts.append(f'<rect x="{x}" y="{legend_y - 10}" width="12" height="12" '
+                     f'fill="{colour}"/><text x="{x + 18}" y="{legend_y}">{label}</text>')
+        x += 30 + 7 * len(label)
     parts.append("</svg>")
     return "\n".join(parts)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.cells import cell_len
@@ -30,6 +30,9 @@ from connector.errors import ConfigurationError
 from connector.files import Loaded, load
 from connector.i18n import choose_language, ngettext, set_language
 from connector.i18n import gettext as _
+
+if TYPE_CHECKING:
+    from connector.simulate import ReadOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Homologated win probabilities for CRM opportunities: check the rules, "
@@ -216,6 +219,41 @@ TodayOpt = Annotated[str | None, typer.Option(
     "--today", help="The date formulas see as today (YYYY-MM-DD); default: the real today.")]
 
 
+LocaleOpt = Annotated[str | None, typer.Option(
+    "--locale", help="How the export writes numbers and dates, a CLDR locale such as es_CO "
+                     "(default: the mapping's 'locale:'; none: ISO dates, plain numbers).")]
+EncodingOpt = Annotated[str | None, typer.Option(
+    "--encoding", help="The export's encoding (default: UTF-8, else Windows-1252).")]
+DelimiterOpt = Annotated[str | None, typer.Option(
+    "--delimiter", help="The export's column separator (default: detected among , ; tab |).")]
+
+
+def _read_options(locale: str | None, encoding: str | None, delimiter: str | None,
+                  mappings: Path) -> ReadOptions:
+    """What the command line says about reading the export, checked before any row; the
+    currency rates from the mappings folder."""
+    from connector.files import load_rates
+    from connector.simulate import ReadOptions
+
+    if locale is not None:
+        from connector.locales import known_locale
+
+        unknown = known_locale(locale)
+        if unknown:
+            raise typer.BadParameter(unknown, param_hint="--locale")
+    rates, problems = load_rates(mappings)
+    if problems:
+        _print_findings(problems, _err())
+        raise typer.Exit(2)
+    return ReadOptions(locale, encoding, delimiter, rates)
+
+
+def _notes(notes: list[str]) -> None:
+    console = _err()
+    for note in notes:
+        console.print(escape(note))
+
+
 def _today(value: str | None) -> dt.date:
     if value is None:
         return dt.date.today()
@@ -254,13 +292,15 @@ def simulate(
     report: Annotated[Path | None, typer.Option(
         "--report", help="Write a self-contained HTML report.")] = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
-    today: TodayOpt = None,
+    today: TodayOpt = None, locale: LocaleOpt = None, encoding: EncodingOpt = None,
+    delimiter: DelimiterOpt = None,
 ) -> None:
     """Dry run over an export: which workflow each record gets, what would be written, which
     actions would fire. Writes nothing to the CRM, sends nothing."""
     from connector.simulate import simulate as run_simulation
 
     when = _today(today)
+    options = _read_options(locale, encoding, delimiter, mappings)
     loaded = _load_or_exit(rules, mappings, mapping)
     assert loaded.rules is not None
     for path, kinds in ((out, (".csv", ".json")), (report, (".html", ".htm"))):
@@ -270,7 +310,9 @@ def simulate(
 
     runner = ActionRunner(loaded.rules, rules, mappings)
     with _progress(f"simulating {input.name}") as progress:
-        summary = run_simulation(loaded.rules, input, out, when, progress, runner.render)
+        summary = run_simulation(loaded.rules, input, out, when, progress, runner.render,
+                                 options)
+    _notes(summary.notes)
     console = _out()
     console.print(f"{summary.read} records from {escape(str(input))} (rule set "
                   f"{loaded.rules.version}, today {when.isoformat()})")
@@ -311,14 +353,16 @@ def forecast(
     by: Annotated[ForecastBy, typer.Option("--by")] = ForecastBy.month,
     format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.text,
     chart: Annotated[Path | None, typer.Option(
-        "--chart", help="Write an SVG chart of amount and weighted amount per month.")] = None,
+        "--chart", help="Write an SVG chart of the pipeline, won and overdue per month.")] = None,
     as_is: Annotated[bool, typer.Option(
         "--as-is", help="Use the export's own probabilities, not the rules'.")] = False,
     mapping: MappingOpt = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
-    today: TodayOpt = None,
+    today: TodayOpt = None, locale: LocaleOpt = None, encoding: EncodingOpt = None,
+    delimiter: DelimiterOpt = None,
 ) -> None:
-    """The weighted pipeline per expected close month (or owner, or stage)."""
+    """The weighted pipeline per expected close month (or owner, or stage): open and won deals,
+    overdue ones in one row, in the corporate currency; what was left out, counted."""
     from connector.core.forecast import money
     from connector.simulate import forecast as run_forecast
 
@@ -326,44 +370,57 @@ def forecast(
     if chart is not None and chart.suffix.casefold() != ".svg":
         raise typer.BadParameter(f"{chart}: the chart is written as SVG; name it .svg",
                                  param_hint="--chart")
+    options = _read_options(locale, encoding, delimiter, mappings)
     loaded = _load_or_exit(rules, mappings, mapping)
     assert loaded.rules is not None
     with _progress(f"forecasting {input.name}") as progress:
-        result, failed = run_forecast(loaded.rules, input, when, by.value, as_is, progress)
+        result, notes = run_forecast(loaded.rules, input, when, by.value, as_is, progress,
+                                     options)
+    _notes(notes)
     rows = result.rows()
+    total = result.total()
+    left = result.left_out
     if format is TableFormat.json:
-        print(json.dumps([b.as_json(by.value) for b in rows], indent=2))
+        print(json.dumps([b.as_json(by.value) for b in rows] + [result.left_out_json()],
+                         indent=2))
     elif format is TableFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow([by.value, "opportunities", "amount", "weighted_amount"])
         for b in rows:
             writer.writerow([b.key, b.opportunities, money(b.amount), money(b.weighted_amount)])
+        for why, n in left.items():  # counted, not summed: no amounts
+            writer.writerow([f"left out: {why}", n, "", ""])
+        writer.writerow([total.key, total.opportunities, money(total.amount),
+                         money(total.weighted_amount)])
     else:
         basis = "the export's own probabilities" if as_is else "the rules' probabilities"
+        currency = f", in {result.currency}" if result.currency else ""
         t = Table(by.value, "opportunities", "amount", "weighted amount",
-                  title=f"Forecast by {by.value}, on {basis}")
+                  title=f"Forecast by {by.value}, on {basis}{currency}")
         for b in rows:
             t.add_row(escape(b.key), str(b.opportunities), money(b.amount),
                       money(b.weighted_amount))
-        total = result.total()
         t.add_section()
         t.add_row("total", str(total.opportunities), money(total.amount),
                   money(total.weighted_amount), style="bold")
+        if left:
+            t.add_row("left out", str(sum(left.values())), "", "")
+            for why, n in left.items():
+                t.add_row(f"  {escape(why)}", str(n), "", "")
         _out().print(t)
-    notes = [f"{n} {why}" for why, n in result.left_out.items()]
-    if failed:
-        notes.append(f"{failed} failed (run 'simulate' to see why)")
-    if notes:
-        _err().print("left out: " + ", ".join(notes))
+    if left and format is not TableFormat.text:
+        _err().print("left out: " + ", ".join(f"{n} {escape(why)}" for why, n in left.items()))
+    if "failed" in left:
+        _err().print("(run 'simulate' to see why records failed)")
     if chart is not None:
         from connector.chart import forecast_svg
 
         if by is not ForecastBy.month:
             _err().print("the chart shows months; --by is ignored for it")
-            result, _ = run_forecast(loaded.rules, input, when, "month", as_is)
+            result, _ = run_forecast(loaded.rules, input, when, "month", as_is, options=options)
         chart.write_text(forecast_svg(result.rows()), encoding="utf-8")
         _err().print(f"chart: {escape(str(chart))}")
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(1 if "failed" in left else 0)
 
 
 def _print_drain(console: Console, drained: Any) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from connector import currency
 from connector.core import schema
 from connector.core.findings import Finding, Where, did_you_mean
 from connector.core.mapping import Mapping
@@ -356,12 +357,22 @@ def load_mapping_file(path: Path, findings: list[Finding]) -> Mapping | None:
     def locate(at: DataPath) -> Where:
         return Where(doc.path, doc.line_of(at))
 
+    if path.name == currency.FILE:
+        findings += currency.rates_from_file(doc.data, locate)[1]
+        return None
+
     try:
         spec = schema.MappingSpec.model_validate(doc.data)
     except ValidationError as exc:
         findings += validation_findings(exc, schema.MappingSpec, doc.data, locate)
         return None
     mapping, problems = compile_mapping(spec, locate, doc.path)
+    if spec.locale is not None:
+        from connector.locales import known_locale
+
+        unknown = known_locale(spec.locale)
+        if unknown:
+            problems.append(Finding.at(locate(("locale",)), "error", "schema", unknown))
     findings += problems
     return None if problems else mapping
 
@@ -528,6 +539,17 @@ def version_of(paths: Iterable[Path]) -> str:
         except OSError:
             pass
     return h.hexdigest()[:12]
+
+
+def load_rates(mappings_dir: Path) -> tuple[currency.CurrencyRates | None, list[Finding]]:
+    """`mappings/currencies.yaml` (none: no rates), or every problem in it."""
+    path = mappings_dir / currency.FILE
+    if not path.is_file():
+        return None, []
+    doc, problems = read_yaml(path)
+    if doc is None or problems:
+        return None, problems
+    return currency.rates_from_file(doc.data, lambda at: Where(doc.path, doc.line_of(at)))
 
 
 def load(rules_dir: Path, mappings_dir: Path, crm: str | None = None,

@@ -14,12 +14,22 @@ from typing import Any
 
 from connector.core.compiled import Names
 from connector.core.evaluate import ActionDue, Decision, Evaluator
-from connector.core.forecast import Forecast, MonthPairs, as_decimal
+from connector.core.findings import did_you_mean
+from connector.core.forecast import (
+    LOST,
+    OPEN,
+    WON,
+    DealFields,
+    Forecast,
+    MonthPairs,
+    Rates,
+    as_decimal,
+)
 from connector.core.mapping import ID
-from connector.core.ruleset import RuleSet
-from connector.core.values import as_text
-from connector.errors import ConnectorError, RecordError
-from connector.export import Export, ExportWriter
+from connector.core.ruleset import CLOSED_LOST, CLOSED_WON, RuleSet
+from connector.core.values import EXPORT, Cells, as_text
+from connector.errors import ConfigurationError, ConnectorError, RecordError
+from connector.export import Dialect, Export, ExportWriter
 
 SHOWN = 500  # changes and failures kept for the report; the counts cover every record
 PREVIEWS = 50  # actions rendered for the report (rendering costs more than evaluating)
@@ -30,29 +40,112 @@ Progress = Callable[[int, int], None]  # (bytes read, file size)
 Record = tuple[int, Any, dict[str, Any] | None, str | None]
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read an export, where the command line says: its locale (else the mapping's),
+    its encoding and delimiter (else detected), and the currency rates for the forecast."""
+
+    locale: str | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    rates: Rates | None = None
+
+    def open(self, source: Path) -> Export:
+        return Export(source, self.encoding, self.delimiter)
+
+    def cells(self, rules: RuleSet) -> Cells:
+        locale = self.locale or rules.mapping.locale
+        if locale is None:
+            return EXPORT
+        from connector.locales import locale_cells
+
+        return locale_cells(locale)
+
+
 def records(rules: RuleSet, export: Export, progress: Progress | None = None,
-            names: Collection[str] | None = None) -> Iterator[Record]:
+            names: Collection[str] | None = None, cells: Cells = EXPORT) -> Iterator[Record]:
     """Each row of the export as (line, raw, values, error): `raw` is the row as the file has it
     (a CSV row's list of cells, or a JSON object), `values` its canonical typed values, or None
     with the reason it cannot be read. One row in memory at a time. With `names`, a CSV row's
-    values hold only those fields (and the id)."""
+    values hold only those fields (and the id). `cells` reads numbers and dates in text."""
     rows: Iterator[Record]
     if export.kind == "csv":
-        rows = export.records(rules.mapping.row_reader(export.read_header(), names))
+        rows = export.records(rules.mapping.row_reader(export.read_header(), names, cells))
     else:
-        rows = _json_records(rules, export)
+        rows = _json_records(rules, export, cells)
     return rows if progress is None else _reporting(rows, export, progress)
 
 
-def _json_records(rules: RuleSet, export: Export) -> Iterator[Record]:
+def _json_records(rules: RuleSet, export: Export, cells: Cells) -> Iterator[Record]:
     for row in export.rows():
         if "__error__" in row.data:
             yield row.number, {}, None, f"the row {row.data['__error__']}"
             continue
         try:
-            yield row.number, row.data, rules.mapping.read(row.data), None
+            yield row.number, row.data, rules.mapping.read(row.data, cells), None
         except RecordError as exc:
             yield row.number, row.data, None, str(exc)
+
+
+def require_columns(rules: RuleSet, export: Export, names: Collection[str]) -> None:
+    """Before any row: every field in `names` the mapping has (but its `optional` ones) must be
+    a column of a CSV export, else a configuration error naming the missing fields, the columns
+    found and a near one. A JSON export's records carry their own fields: not checked."""
+    if export.kind != "csv":
+        return
+    mapping = rules.mapping
+    header = export.read_header()
+    columns = mapping.columns(header)
+    missing = [mapping.crm_field(n) + did_you_mean(mapping.crm_field(n), header)
+               for n in mapping.fields if n in names and n not in mapping.optional
+               and columns.get(n) is None]
+    if missing:
+        raise ConfigurationError(
+            f"{export.path}: the columns the rules read are not in its header: "
+            f"{', '.join(missing)}; found {', '.join(header)}. Export those fields, name them "
+            f"in the mapping ({mapping.source or '--mapping'}), or list those that may be absent "
+            "under 'optional:' in it")
+
+
+def deal_fields(rules: RuleSet) -> DealFields:
+    """Where a record's forecast status (won, lost, open: the rules' closed states) and its
+    currency (the canonical `currency` field, when mapped) are."""
+    currency = "currency" if "currency" in rules.mapping.fields else ""
+    closed = rules.closed
+    if closed is None:
+        return DealFields(currency=currency, written=written_by(rules))
+    statuses = {CLOSED_WON: WON, CLOSED_LOST: LOST}
+    seen: dict[Any, str] = {}
+
+    def status(value: Any) -> str:
+        if type(value) is not str:  # blank, or what a JSON export holds (a list, a number)
+            return statuses.get(closed.state(value) or "", OPEN)
+        found = seen.get(value)
+        if found is None:
+            found = statuses.get(closed.state(value) or "", OPEN)
+            if len(seen) < 4096:  # a few stages; a column of garbage must not grow it
+                seen[value] = found
+        return found
+
+    return DealFields(closed.field, status, currency, written_by(rules))
+
+
+def written_by(rules: RuleSet) -> frozenset[str]:
+    """The fields the rules may change: the writeback ones, the computed ones and those a
+    workflow sets."""
+    return frozenset(rules.mapping.writeback) | frozenset(rules.computed) | {
+        name for w in rules.workflows for name in w.sets}
+
+
+def stage_order(rules: RuleSet) -> tuple[str, ...]:
+    """The stages in pipeline order: the values of the factor on the closed field, as listed,
+    then the won ones."""
+    closed = rules.closed
+    if closed is None:
+        return ()
+    factor = next((f for f in rules.factors if f.field == closed.field), None)
+    values = factor.values if factor is not None else ()
+    return values + tuple(v for v in closed.labels if closed.state(v) == CLOSED_WON)
 
 
 def _reporting(rows: Iterator[Record], export: Export, progress: Progress) -> Iterator[Record]:
@@ -107,6 +200,7 @@ class Summary:
     forecast: Forecast = field(default_factory=Forecast)
     forecast_as_is: Forecast = field(default_factory=Forecast)
     previews: list[Shown] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what reading the export detected, skipped
 
     @property
     def ok(self) -> bool:
@@ -115,31 +209,40 @@ class Summary:
 
 def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
              progress: Progress | None = None,
-             preview: Callable[[str, Mapping[str, Any]], Any] | None = None) -> Summary:
+             preview: Callable[[str, Mapping[str, Any]], Any] | None = None,
+             options: ReadOptions = ReadOptions()) -> Summary:
     """Replays `source` through the rules: the summary (counts, the first SHOWN changes and
     failures, the forecast on the rules' and on the export's own probabilities) and, with
     `out`, every row with what would be written. The loop runs once per row of exports of a
     million rows, so what it calls is bound to locals first."""
-    summary = Summary()
+    summary = Summary(forecast=Forecast(due_by=today, rates=options.rates),
+                      forecast_as_is=Forecast(due_by=today, rates=options.rates))
     decide = Evaluator(rules).decider()
-    forecasts = MonthPairs(summary.forecast, summary.forecast_as_is)
+    deal = deal_fields(rules)
+    forecasts = MonthPairs(summary.forecast, summary.forecast_as_is, deal)
     add_to_forecasts = forecasts.adder()
-    add_as_is = summary.forecast_as_is.month_adder()  # the records the rules fail
+    add_as_is = summary.forecast_as_is.month_adder(deal)  # the records the rules fail
+    cells = options.cells(rules)
+    needed = _needed(rules)
     per_workflow, actions, reasons = summary.per_workflow, summary.actions, summary.reasons
     changes_shown, failures_shown = summary.changes, summary.failures
-    read = changed = failed = 0
+    read = changed = failed = unread = 0
     # the actions that would fire, counted per set fired together; a route's own, once
     fired_together: Counter[tuple[str, ...]] = Counter()
     route_actions: dict[Any, tuple[str, ...]] = {}
-    with Export(source) as export:
+    with options.open(source) as export:
+        require_columns(rules, export, needed - set(rules.mapping.writeback))
         output: _Output | None = None
+        write: Callable[[Any, dict[str, Any], str, str], None] | None = None
         if out is not None and export.kind == "csv":
-            output = _Output(out, export.read_header(), rules, export.kind)
-        complete = _completer(rules, export)
-        for line, raw, values, error in records(rules, export, progress, _needed(rules)):
+            output = _Output(out, export.read_header(), rules, export.kind, export.dialect)
+            write = output.write
+        complete = _completer(rules, export, cells)
+        for line, raw, values, error in records(rules, export, progress, needed, cells):
             read += 1
-            if output is None and out is not None:  # JSON: the header is the first record's
+            if write is None and out is not None:  # JSON: the header is the first record's
                 output = _Output(out, export.header, rules, export.kind)
+                write = output.write
             decision: Decision | None = None
             if values is not None:
                 try:
@@ -149,13 +252,15 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                     add_as_is(values)
             if decision is None:
                 failed += 1
+                if values is None:
+                    unread += 1
                 reason = error or "unknown error"
                 reasons[_reason_kind(reason)] += 1
                 if len(failures_shown) < SHOWN:
                     failures_shown.append(Failure(line, _record_id(rules, export, raw, values),
                                                   reason))
-                if output is not None:
-                    output.write(raw, _NO_CHANGES, "", reason)
+                if write is not None:
+                    write(raw, _NO_CHANGES, "", reason)
                 continue
             after, route, changes, due = decision
             rule = route.rule
@@ -181,13 +286,20 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                         as_text(complete(raw, after).get("name")),
                         rule, before, {k: as_text(v) for k, v in changes.items()},
                         route.factors))
-            if output is not None:
-                output.write(raw, changes, rule, "")
+            if write is not None:
+                write(raw, changes, rule, "")
         if out is not None and output is None:  # a JSON export with no records
             output = _Output(out, export.header, rules, export.kind)
         if output is not None:
             output.close()
+        summary.notes = export.notes
+        if export.footer_records is not None and export.footer_records != read:
+            summary.notes.append(f"{source}: the report's footer counts "
+                                 f"{export.footer_records} records, {read} were read: is the "
+                                 "export whole?")
     forecasts.close()
+    summary.forecast.fail(failed)
+    summary.forecast_as_is.fail(unread)
     for names, n in fired_together.items():
         for action in names:
             actions[action] += n
@@ -197,24 +309,42 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
 
 
 def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
-             as_is: bool = False, progress: Progress | None = None) -> tuple[Forecast, int]:
-    """The forecast and the number of records that failed (left out, with their reason)."""
-    result = Forecast(by)
-    add = _adder(result)
+             as_is: bool = False, progress: Progress | None = None,
+             options: ReadOptions = ReadOptions()) -> tuple[Forecast, list[str]]:
+    """The forecast (what it left out, records that failed, lost ..., is in its `left_out`)
+    and what reading the export detected or skipped (Export.notes)."""
+    result = Forecast(by, today, options.rates, stage_order(rules) if by == "stage" else ())
+    deal = deal_fields(rules)
+    add = _adder(result, deal)
     decide = Evaluator(rules).decider()
-    failed = 0
-    with Export(source) as export:
-        for _line, _raw, values, _error in records(rules, export, progress):
+    cells = options.cells(rules)
+    needed = {"amount", "close_date", deal.currency, deal.status_field} | (
+        {"probability"} if as_is else rules.names_read() - set(rules.mapping.writeback))
+    with options.open(source) as export:
+        require_columns(rules, export, needed | _grouped_by(rules, by, export))
+        for _line, _raw, values, _error in records(rules, export, progress, cells=cells):
             if values is None:
-                failed += 1
+                result.fail()
             elif as_is:
                 add(values, values)
             else:
                 try:
                     add(decide(values, today)[0], values)
                 except RecordError:
-                    failed += 1
-    return result, failed
+                    result.fail()
+    return result, export.notes
+
+
+def _grouped_by(rules: RuleSet, by: str, export: Export) -> set[str]:
+    """The field a forecast groups by must be a column too: for owners, the first of the
+    owner fields the mapping has that the file has, else the first the mapping has."""
+    if by == "month":
+        return set()
+    mapped = [n for n in GROUP_FIELDS[by] if n in rules.mapping.fields]
+    if export.kind != "csv" or not mapped:
+        return set(mapped[:1]) if mapped else {by}
+    columns = rules.mapping.columns(export.read_header())
+    return set(next(([n] for n in mapped if columns.get(n) is not None), mapped[:1]))
 
 
 def _distinct_actions(due: tuple[ActionDue, ...]) -> tuple[str, ...]:
@@ -228,14 +358,16 @@ def _needed(rules: RuleSet) -> set[str]:
     and every typed one (a bad value fails its row, whichever field it is in). The others,
     untyped text a template or the report may show (names, owners), are read only for the
     rows shown: a column of distinct names costs more to read than some of the rules."""
-    return rules.names_read() | {"amount", "close_date", "probability"} | set(rules.mapping.types)
+    return (rules.names_read() | {"amount", "close_date", "probability"}
+            | set(rules.mapping.types) | {"currency"} & set(rules.mapping.fields))
 
 
-def _completer(rules: RuleSet, export: Export) -> Callable[[Any, Mapping[str, Any]], Names]:
+def _completer(rules: RuleSet, export: Export, cells: Cells
+               ) -> Callable[[Any, Mapping[str, Any]], Names]:
     """(raw row, values after the rules) -> those values with every field of the row."""
     if export.kind != "csv":
         return lambda _raw, values: Names(values)  # a JSON record is read whole
-    read_all = rules.mapping.row_reader(export.read_header())
+    read_all = rules.mapping.row_reader(export.read_header(), cells=cells)
 
     def complete(raw: Any, values: Mapping[str, Any]) -> Names:
         whole = Names(read_all(raw))
@@ -247,19 +379,23 @@ def _completer(rules: RuleSet, export: Export) -> Callable[[Any, Mapping[str, An
 GROUP_FIELDS = {"owner": ("owner_name", "owner", "owner_email"), "stage": ("stage",)}
 
 
-def _adder(fc: Forecast) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
-    """Adds one record to a forecast: `values` give the amount, probability and close date
-    (after the rules, or as read for the as-is forecast), `read` the owner or stage."""
+def _adder(fc: Forecast, deal: DealFields
+           ) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
+    """Adds one record to a forecast: `values` give the amount, probability, close date and
+    status (after the rules, or as read for the as-is forecast), `read` the owner or stage."""
     if fc.by == "month":
-        add_values = fc.month_adder()
+        add_values = fc.month_adder(deal)
         return lambda values, _read: add_values(values)
     add = fc.add
     names = GROUP_FIELDS[fc.by]
+    status, currency = deal.status, deal.currency
 
     def by_key(values: Mapping[str, Any], read: Mapping[str, Any]) -> None:
         key = next((as_text(read.get(n)) for n in names if read.get(n)), None)
+        code = values.get(currency) if currency else None
         add(as_decimal(values.get("amount")), as_decimal(values.get("probability")),
-            _date(values.get("close_date")), key)
+            _date(values.get("close_date")), key, status(values.get(deal.status_field)),
+            None if not currency else as_text(code).strip().upper())
     return by_key
 
 
@@ -301,9 +437,10 @@ class _Output:
 
     BATCH = 512  # CSV rows handed to csv.writer at a time (writerows: one call, not 512)
 
-    def __init__(self, path: Path, header: list[str], rules: RuleSet, kind: str) -> None:
+    def __init__(self, path: Path, header: list[str], rules: RuleSet, kind: str,
+                 dialect: Dialect = Dialect()) -> None:
         out_header, self.columns = _output_header(header, rules)
-        self.writer = ExportWriter(path, out_header)
+        self.writer = ExportWriter(path, out_header, dialect)
         self.header = header
         self.json = self.writer.kind == "json"
         self.width = len(header)
@@ -311,27 +448,33 @@ class _Output:
         self.index = {name: out_header.index(column) for name, column in self.columns.items()}
         self.batch: list[list[str]] = []
         # CSV in and CSV out: the row's own list of cells is patched and written, no dict.
-        self.write = self._write_cells if kind == "csv" and not self.json else self._write_record
+        self.write = self._cells_writer() if kind == "csv" and not self.json else \
+            self._write_record
 
-    def _write_cells(self, raw: list[str], changes: dict[str, Any], rule: str,
-                     error: str) -> None:
-        row = raw
-        if len(row) != self.width:  # a row with too few or too many cells: fit the header
-            row = (row + [""] * self.width)[:self.width]
-        if self.added:
-            row.extend(self.added)
-        if changes:
-            index = self.index
-            for name, value in changes.items():  # text as it is: a call less per cell
-                row[index[name]] = value if type(value) is str else as_text(value)
-            row.extend((rule, ";".join(changes), error))
-        else:
-            row.extend((rule, "", error))
-        batch = self.batch
-        batch.append(row)
-        if len(batch) >= self.BATCH:
-            self.writer.write_rows(batch)
-            batch.clear()
+    def _cells_writer(self) -> Callable[[list[str], dict[str, Any], str, str], None]:
+        """Writes a CSV row given as the input's cells, patched: a closure over what it needs,
+        a row's attribute lookups cost a tenth of writing it."""
+        width, added, index, batch = self.width, self.added, self.index, self.batch
+        write_rows, size = self.writer.write_rows, self.BATCH
+
+        def write(raw: list[str], changes: dict[str, Any], rule: str, error: str) -> None:
+            row = raw
+            if len(row) != width:  # a row with too few or too many cells: fit the header
+                row = (row + [""] * width)[:width]
+            if added:
+                row.extend(added)
+            if changes:
+                for name, value in changes.items():  # text as it is: a call less per cell
+                    row[index[name]] = value if type(value) is str else as_text(value)
+                row.extend((rule, ";".join(changes), error))
+            else:
+                row.extend((rule, "", error))
+            batch.append(row)
+            if len(batch) >= size:
+                write_rows(batch)
+                batch.clear()
+
+        return write
 
     def _write_record(self, raw: Any, changes: dict[str, Any], rule: str, error: str) -> None:
         record = dict(zip(self.header, raw)) if isinstance(raw, list) else dict(raw)

@@ -84,9 +84,12 @@ def _number(text: str, name: str) -> Decimal | None:
     whole, dot, cents = body.partition(".")
     groups = whole.split(",")
     ok = (all(g.isdecimal() for g in groups) and (not dot or cents.isdecimal())
-          and (len(groups) == 1 or (1 <= len(groups[0]) <= 3
+          and (len(groups) == 1 or (1 <= len(groups[0]) <= 3 and groups[0][0] != "0"
                                     and all(len(g) == 3 for g in groups[1:]))))
-    if not ok:
+    # without a locale, 1,500 and 1.500 are refused: each reads as 1500 and as 1.5
+    two_ways = (len(groups) == 2 and not dot) or (
+        len(groups) == 1 and len(cents) == 3 and 1 <= len(whole) <= 3 and whole[0] != "0")
+    if not ok or two_ways:
         raise Refused(name, text.strip())
     try:
         return Decimal(t.replace(",", ""))
@@ -233,22 +236,29 @@ def month(d: dt.date) -> str:
     return f"{d.year:04d}-{d.month:02d}"
 
 
-def forecast(expected: list[Expected], by: str = "month", as_is: bool = False
-             ) -> tuple[dict[str, Totals], Counter[str]]:
+def forecast(expected: list[Expected], by: str = "month", as_is: bool = False,
+             today: dt.date | None = None) -> tuple[dict[str, Totals], Counter[str]]:
     """Per month (or owner, or stage): count, amount, amount x probability / 100, unrounded;
-    and why the others were left out."""
+    and why the others were left out (SPEC 6.1): lost deals are not in the pipeline; an open
+    deal due before `today` is in one "overdue" row (by month)."""
     buckets: dict[str, Totals] = {}
     left: Counter[str] = Counter()
     for e in expected:
         if not e.read_ok or (not as_is and e.error is not None):
             left["failed"] += 1
             continue
+        stage_key = _key(e.stage)
+        if stage_key in {_key(s) for s in LOST}:
+            left["lost"] += 1
+            continue
         p = e.old_probability if as_is else e.probability
         if by == "month":
             if e.close_date is None:
                 left["without a close date"] += 1
                 continue
-            key = month(e.close_date)
+            is_open = stage_key not in {_key(s) for s in WON}
+            overdue = is_open and today is not None and e.close_date < today
+            key = "overdue" if overdue else month(e.close_date)
         else:
             key = (e.owner if by == "owner" else e.stage) or ""
             if not key:

@@ -64,6 +64,11 @@ def test_json_has_the_spec_shape_and_the_models_sums(capsys):
     assert code == 1  # the six bad rows are left out, and said so
     assert "6 failed" in err
     assert isinstance(months, list) and months
+    left_out = months.pop()
+    buckets, left = ref.forecast(example_model(), today=TODAY)
+    assert left_out == {"month": "left out", "opportunities": sum(left.values()),
+                        "reasons": {"lost": left["lost"], "failed": 6}}
+    assert left["lost"] > 0
     for m in months:
         assert list(m) == ["month", "opportunities", "amount", "weighted_amount"]
         assert re.fullmatch(r"\d{4}-\d{2}", m["month"])
@@ -71,62 +76,76 @@ def test_json_has_the_spec_shape_and_the_models_sums(capsys):
         assert MONEY.match(m["amount"]) and MONEY.match(m["weighted_amount"])
     keys = [m["month"] for m in months]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
-    buckets, left = ref.forecast(example_model())
     assert {m["month"]: (m["opportunities"], m["amount"], m["weighted_amount"])
             for m in months} == {k: (t.opportunities, cents(t.amount), cents(t.weighted))
                                  for k, t in buckets.items()}
-    assert left == {"failed": 6}
     # open deals close 2026-12 .. 2027-08, closed ones 2026-06 .. 2026-11 (examples/README.md)
     assert keys[0] == "2026-06" and keys[-1] == "2027-08"
 
 
 def test_as_is_uses_the_exports_own_probabilities(capsys):
     code, months, err = run_json(capsys, "--as-is")
-    buckets, left = ref.forecast(example_model(), as_is=True)
+    left_out = months.pop()
+    buckets, left = ref.forecast(example_model(), as_is=True, today=TODAY)
     assert {m["month"]: (m["opportunities"], m["amount"], m["weighted_amount"])
             for m in months} == {k: (t.opportunities, cents(t.amount), cents(t.weighted))
                                  for k, t in buckets.items()}
     # two amounts cannot be read at all; the deal without a close date is left out, not lost
-    assert left == {"failed": 2, "without a close date": 1}
+    assert left == {"failed": 2, "without a close date": 1, "lost": left["lost"]}
+    assert left_out["reasons"] == dict(left)
     assert "1 without a close date" in err and "2 failed" in err
     assert code == 1
     _, by_rules, _ = run_json(capsys)
-    assert [m["weighted_amount"] for m in months] != [m["weighted_amount"] for m in by_rules]
+    assert [m["weighted_amount"] for m in months] != [m["weighted_amount"] for m in by_rules[:-1]]
 
 
 @pytest.mark.parametrize("by", ["owner", "stage"])
 def test_by_owner_and_by_stage(capsys, by):
     code, rows, _ = run_json(capsys, "--by", by)
     assert code == 1
+    assert rows.pop()[by] == "left out"
     for r in rows:
         assert list(r) == [by, "opportunities", "amount", "weighted_amount"]
     keys = [r[by] for r in rows]
-    assert keys == sorted(keys)
-    buckets, _ = ref.forecast(example_model(), by=by)
+    buckets, _ = ref.forecast(example_model(), by=by, today=TODAY)
     assert {r[by]: (r["opportunities"], r["amount"], r["weighted_amount"]) for r in rows} == {
         k: (t.opportunities, cents(t.amount), cents(t.weighted)) for k, t in buckets.items()}
-    if by == "stage":  # closed deals are in: won at 100 %, lost at 0 %
+    if by == "owner":
+        assert keys == sorted(keys)
+    else:  # in pipeline order (rules/factors.yaml lists the stage factor's values), then won
+        assert keys == ref.STAGES + ref.WON
         won = next(r for r in rows if r["stage"] == "Closed Won")
-        assert won["amount"] == won["weighted_amount"]
-        assert next(r for r in rows if r["stage"] == "Closed Lost")["weighted_amount"] == "0.00"
+        assert won["amount"] == won["weighted_amount"]  # won at 100 %; lost ones are left out
 
 
 def test_csv_and_text_formats_show_the_same_numbers(capsys):
     _, months, _ = run_json(capsys)
+    left_out = months.pop()
     assert main(["forecast", str(EXAMPLE), "--format", "csv", *CONFIG]) == 1
     lines = list(csv.reader(capsys.readouterr().out.splitlines()))
     assert lines[0] == ["month", "opportunities", "amount", "weighted_amount"]
-    assert lines[1:] == [[m["month"], str(m["opportunities"]), m["amount"],
-                          m["weighted_amount"]] for m in months]
+    reasons = left_out["reasons"]
+    assert lines[1:-1 - len(reasons)] == [[m["month"], str(m["opportunities"]), m["amount"],
+                                           m["weighted_amount"]] for m in months]
+    # what was left out, counted by reason, before the total
+    assert lines[-1 - len(reasons):-1] == [[f"left out: {why}", str(n), "", ""]
+                                           for why, n in reasons.items()]
+    buckets, _ = ref.forecast(example_model(), today=TODAY)
+    exact = cents(sum((t.weighted for t in buckets.values()), Decimal(0)))
+    amount = cents(sum((t.amount for t in buckets.values()), Decimal(0)))
+    count = sum(t.opportunities for t in buckets.values())
+    assert lines[-1] == ["total", str(count), amount, exact]  # CSV ends with the total row
     assert main(["forecast", str(EXAMPLE), "--format", "text", *CONFIG]) == 1
     text = capsys.readouterr().out
     for m in months:
         assert re.search(rf"{m['month']}\s.*\s{re.escape(m['weighted_amount'])}", text)
     total = sum(Decimal(m["weighted_amount"]) for m in months)
-    buckets, _ = ref.forecast(example_model())
-    exact = cents(sum((t.weighted for t in buckets.values()), Decimal(0)))
     assert abs(Decimal(exact) - total) <= Decimal("0.01") * len(months)  # each month rounded
     assert re.search(rf"total\s.*\s{re.escape(exact)}", text)
+    # what was left out is in the table's footer, by reason
+    assert re.search(rf"left out\s.*\s{left_out['opportunities']}\s", text)
+    for why, n in left_out["reasons"].items():
+        assert re.search(rf"{why}\s.*\s{n}\s", text)
 
 
 def test_records_without_a_close_date_or_an_amount_are_reported(tmp_path, capsys):
@@ -139,12 +158,16 @@ def test_records_without_a_close_date_or_an_amount_are_reported(tmp_path, capsys
     ]
     with source.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["Id", "Name", "StageName", "Amount", "CloseDate", "Probability"])
-        writer.writerows([*r, "10"] for r in rows)
+        writer.writerow(["Id", "Name", "StageName", "Amount", "CloseDate", "Probability",
+                         "Proposal_Type__c", "Relationship_Level__c"])
+        writer.writerows([*r, "10", "", ""] for r in rows)
     assert main(["forecast", str(source), "--format", "json", *CONFIG]) == 1
     printed = capsys.readouterr()
-    assert json.loads(printed.out) == [{"month": "2027-01", "opportunities": 1,
-                                        "amount": "1000.00", "weighted_amount": "100.00"}]
+    assert json.loads(printed.out)[:-1] == [{"month": "2027-01", "opportunities": 1,
+                                             "amount": "1000.00", "weighted_amount": "100.00"}]
+    assert json.loads(printed.out)[-1] == {
+        "month": "left out", "opportunities": 3,
+        "reasons": {"without an amount": 2, "failed": 1}}
     # the rules need a close date (days_to_close): that record fails; the others are counted
     assert "2 without an amount" in printed.err and "1 failed" in printed.err
     assert main(["forecast", str(source), "--format", "json", "--as-is", *CONFIG]) == 0
@@ -198,9 +221,9 @@ def test_whatever_the_data_the_totals_are_the_sums_over_the_records(data, by, as
         for n, r in enumerate(data):
             r["Id"] = f"H{n}"
         ref.write_export(source, data)
-        result, failed = forecast(rules(), source, TODAY, by, as_is)
+        result, _ = forecast(rules(), source, TODAY, by, as_is)
     expected = [ref.expect(n + 2, r, TODAY) for n, r in enumerate(data)]
-    buckets, left = ref.forecast(expected, by, as_is)
+    buckets, left = ref.forecast(expected, by, as_is, TODAY)
     rows = result.rows()
     # each bucket, and so the totals, are the sums over the records placed in it
     assert {b.key: (b.opportunities, b.amount, b.weighted_amount) for b in rows} == {
@@ -212,15 +235,18 @@ def test_whatever_the_data_the_totals_are_the_sums_over_the_records(data, by, as
                                                      e.probability) / 100
                                          for e in expected if _placed(e, by, as_is)),
                                         Decimal(0))
-    # nothing is dropped silently: placed + left out (by reason) + failed = every record
-    assert failed == left.pop("failed", 0)
+    # nothing is dropped silently: placed + left out (by reason, failures too) = every record
     assert result.left_out == dict(left)
-    assert total.opportunities + sum(result.left_out.values()) + failed == len(data)
-    assert [b.key for b in rows] == sorted(b.key for b in rows)
+    assert total.opportunities + sum(result.left_out.values()) == len(data)
+    keys = [b.key for b in rows]
+    if by != "stage":  # overdue first, then the months (or owners) in order
+        assert keys == sorted(keys, key=lambda k: (k != "overdue", k))
 
 
 def _placed(e: ref.Expected, by: str, as_is: bool) -> bool:
     if not e.read_ok or (not as_is and e.error is not None):
+        return False
+    if e.stage and e.stage.strip().casefold() in {s.casefold() for s in ref.LOST}:
         return False
     key = e.close_date if by == "month" else (e.owner if by == "owner" else e.stage)
     p = e.old_probability if as_is else e.probability
@@ -237,7 +263,8 @@ def test_the_cli_json_total_is_the_rounded_exact_sum(tmp_path, capsys):
         writer.writerows([f"R{i}", "Qualification", a, "2027-03-15", "33"]
                          for i, a in enumerate(amounts))
     assert main(["forecast", str(source), "--format", "json", "--as-is", *CONFIG]) == 0
-    [month] = json.loads(capsys.readouterr().out)
+    [month, left_out] = json.loads(capsys.readouterr().out)
+    assert left_out == {"month": "left out", "opportunities": 0, "reasons": {}}
     exact = sum(Decimal(a) * 33 / 100 for a in amounts)
     assert month == {"month": "2027-03", "opportunities": 4, "amount": "10.16",
                      "weighted_amount": cents(exact)}

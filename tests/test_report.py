@@ -93,8 +93,8 @@ def expected_numbers(source: Path = EXAMPLE) -> dict[str, object]:
     rows = ref.read_csv_with_lines(source.read_text(encoding="utf-8"))
     expected = [ref.expect(line, row, TODAY) for line, row in rows]
     ok = [e for e in expected if e.error is None]
-    buckets, _ = ref.forecast(expected)
-    as_is, _ = ref.forecast(expected, as_is=True)
+    buckets, _ = ref.forecast(expected, today=TODAY)
+    as_is, _ = ref.forecast(expected, as_is=True, today=TODAY)
     return {
         "read": len(expected), "failed": len(expected) - len(ok),
         "changed": sum(1 for e in ok if e.changed),

@@ -285,7 +285,8 @@ def test_the_report_opens_in_chromium_with_the_right_numbers(tmp_path, browser):
     assert (int(shown["total"][0]), *shown["total"][1:]) == want["total"]
     assert [tuple(f) for f in shown["failures"]] == want["failures"]
     assert shown["chart"][0] >= 700 and shown["chart"][1] == 320
-    assert shown["bars"] == 2 * len(shown["months"]) + 2  # two per month, two in the legend
+    # three per month (open pipeline, won, weighted), four in the legend (and overdue)
+    assert shown["bars"] == 3 * len(shown["months"]) + 4
     assert shown["cardsVisible"]
 
 

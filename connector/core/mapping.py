@@ -6,10 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from collections.abc import Mapping as MappingABC
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from connector.core.values import TEXT, FieldType, guess_value, parse_cache, parse_value
+from connector.core.values import (
+    EXPORT,
+    TEXT,
+    Cells,
+    FieldType,
+    guess_value,
+    parse_cache,
+    parse_value,
+)
 
 ID = "id"  # the canonical name of the record id, whatever the CRM calls it
 
@@ -24,6 +32,8 @@ class Mapping:
     writeback: tuple[str, ...]
     types: dict[str, FieldType] = field(default_factory=dict)
     source: str | None = None                    # the file it came from
+    locale: str | None = None                    # how its exports write numbers and dates
+    optional: frozenset[str] = frozenset()       # fields an export may lack (read as blank)
 
     @property
     def canonical_names(self) -> frozenset[str]:
@@ -49,16 +59,21 @@ class Mapping:
         """A copy whose types come from the CRM (describe), the file's own as fallback."""
         merged = dict(self.types)
         merged.update(types)
-        return Mapping(self.crm, self.object, self.id_field, self.modified_field, self.fields,
-                       self.writeback, merged, self.source)
+        return replace(self, types=merged)
 
-    def read(self, raw: MappingABC[str, Any]) -> dict[str, Any]:
-        """Canonical typed values from one CRM record. A bad value raises RecordError."""
+    def read(self, raw: MappingABC[str, Any], cells: Cells | None = None) -> dict[str, Any]:
+        """Canonical typed values from one CRM record (from an export: its text cells read by
+        `cells`). A bad value raises RecordError."""
         values: dict[str, Any] = {ID: _lookup(raw, self.id_field)}
         for name, crm_field in self.fields.items():
             value = _lookup(raw, crm_field)
             ftype = self.types.get(name)
-            values[name] = parse_value(value, ftype, name) if ftype else guess_value(value)
+            if ftype is None:
+                values[name] = guess_value(value)
+            elif cells is not None and isinstance(value, str):
+                values[name] = cells.reader(ftype, name)(value)
+            else:
+                values[name] = parse_value(value, ftype, name)
         return values
 
     def columns(self, header: list[str]) -> dict[str, int | None]:
@@ -80,15 +95,16 @@ class Mapping:
         out.update({name: find(crm_field) for name, crm_field in self.fields.items()})
         return out
 
-    def row_reader(self, header: list[str], names: Collection[str] | None = None
-                   ) -> Callable[[list[str]], dict[str, Any]]:
+    def row_reader(self, header: list[str], names: Collection[str] | None = None,
+                   cells: Cells = EXPORT) -> Callable[[list[str]], dict[str, Any]]:
         """A faster `read` for the rows of a CSV export, given as lists of cell texts that share
         one header: each column is found once, not once per row, and each field's values are
         parsed once per distinct text (ParseCache), not once per row. The reader is written
         out as one dict display, `{'id': cells[0], 'stage': _c1[cells[2]], ...}`, at half the
         cost of a loop over the fields; its entries are evaluated in the mapping's order, so a
         bad value raises from its cache, the first in that order, as in `read`. A column the
-        file lacks reads as blank. With `names`, only those fields (and the id) are read."""
+        file lacks reads as blank. With `names`, only those fields (and the id) are read;
+        `cells` reads numbers and dates (without a locale, or in one)."""
         columns = self.columns(header)
         id_index = columns.pop(ID)
         scope: dict[str, Any] = {"__builtins__": {}}
@@ -100,7 +116,7 @@ class Mapping:
                 entries.append(f"{name!r}: None")
                 continue
             cache = f"_c{len(scope)}"
-            scope[cache] = parse_cache(self.types.get(name), name)
+            scope[cache] = parse_cache(self.types.get(name), name, cells=cells)
             entries.append(f"{name!r}: {cache}[cells[{index}]]")  # a miss parses (__missing__)
         source = "def read(cells):\n    return {" + ", ".join(entries) + "}"
         exec(compile(source, "<row reader>", "exec"), scope)  # names as literals (repr)

@@ -276,9 +276,14 @@ def compile_mapping(spec: schema.MappingSpec, locate: Locate, source: str | None
             c.error(("types", name), "reference",
                     f"'types' names '{name}', which is not in 'fields'"
                     f"{did_you_mean(name, spec.fields)}")
+    for i, name in enumerate(spec.optional):
+        if name not in spec.fields:
+            c.error(("optional", i), "reference",
+                    f"'optional' names '{name}', which is not in 'fields'"
+                    f"{did_you_mean(name, spec.fields)}")
     types = {n: FieldType(k) for n, k in spec.types.items() if k in KINDS}  # type: ignore[arg-type]
     mapping = Mapping(spec.crm, spec.object, spec.id, spec.modified, dict(spec.fields),
-                      tuple(spec.writeback), types, source)
+                      tuple(spec.writeback), types, source, spec.locale, frozenset(spec.optional))
     return mapping, c.findings
 
 

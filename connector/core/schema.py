@@ -207,3 +207,7 @@ class MappingSpec(_Strict):
     writeback: list[StrictStr] = Field(default_factory=list)
     # Types the CRM cannot tell us (an export has only text); Salesforce's describe wins.
     types: dict[str, FieldKind] = Field(default_factory=dict)
+    # How exports write numbers and dates (a CLDR locale id: es_CO); none: ISO and plain only.
+    locale: StrictStr | None = None
+    # Fields an export may lack (read as blank); any other field the rules read must be there.
+    optional: list[StrictStr] = Field(default_factory=list)

@@ -19,8 +19,8 @@ KINDS: tuple[str, ...] = ("text", "number", "money", "percent", "integer", "date
                           "boolean")
 Value = object  # str | Decimal | int | bool | date | datetime | None
 
-# A plain number, optionally with comma thousands separators ("1,234,567.50").
-_NUMBER = re.compile(r"^[+-]?(\d+|\d{1,3}(,\d{3})+)(\.\d+)?$")
+# A plain number, optionally with comma thousands separators ("1,234,567.50"; not "0,500").
+_NUMBER = re.compile(r"^[+-]?(\d+|[1-9]\d{0,2}(,\d{3})+)(\.\d+)?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -78,12 +78,19 @@ def parse_date(raw: object, field: str) -> dt.date | None:
     text = str(raw).strip()
     if not text:
         return None
+    return parse_iso_date(text, field)
+
+
+def parse_iso_date(text: str, field: str, also: str = "") -> dt.date:
+    """An ISO date, or a date-time or offset whose date is taken; `also` names the other
+    form the caller accepts, for the message."""
     try:
         if _DATE.match(text):
             return dt.date.fromisoformat(text)
         return parse_datetime(text, field).date()  # type: ignore[union-attr]
     except (ValueError, RecordError):
-        raise RecordError(f"{field}: {text!r} is not a date (expected YYYY-MM-DD)") from None
+        raise RecordError(f"{field}: {text!r} is not a date (expected YYYY-MM-DD{also})"
+                          ) from None
 
 
 def parse_datetime(raw: object, field: str) -> dt.datetime | None:
@@ -134,6 +141,74 @@ def parse_value(raw: object, ftype: FieldType, field: str) -> Value:
     return raw
 
 
+LOCALE_HINT = "give the export's locale (--locale, or 'locale:' in the mapping)"
+# A number a locale could have grouped, read two ways without one: 1.500, 1,500, -250.000
+_TWO_WAYS = re.compile(r"^[+-]?[1-9]\d{0,2}[.,]\d{3}$")
+_DAY_MONTH = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4})$")
+
+
+class Cells:
+    """How an export's text cells are read as numbers and dates, when no locale is given: ISO
+    dates (a date-time or offset allowed), numbers with a point for decimals and a grouping
+    comma only where it cannot be read two ways (1,234.50). A cell that reads as two values
+    is an error naming both and how to say which (connector.locales reads a locale's way).
+    An API's values are not cells: `parse_number` reads them as the machine writes them."""
+
+    def number(self, text: str, field: str) -> Decimal | None:
+        cell = text.strip()
+        body = cell[:-1].rstrip() if cell.endswith("%") else cell
+        if _TWO_WAYS.match(body):
+            sign, digits = ("-", body[1:]) if body[0] in "+-" else ("", body)
+            head, mark, tail = digits[:-4], digits[-4], digits[-3:]
+            grouped = Decimal(sign + head + tail)
+            pointed = Decimal(f"{sign}{head}.{tail}")
+            readings = (f"{pointed} ('{mark}' as the decimal sign) or {grouped} ('{mark}' "
+                        "grouping thousands)")
+            raise RecordError(f"{field}: {text!r} reads two ways: {readings}; {LOCALE_HINT}")
+        try:
+            return parse_number(cell, field)
+        except RecordError:
+            raise RecordError(f"{field}: {text!r} is not a number (expected 1234.50); if the "
+                              f"export writes numbers another way, {LOCALE_HINT}") from None
+
+    def date(self, text: str, field: str) -> dt.date | None:
+        cell = text.strip()
+        if not cell:
+            return None
+        found = _DAY_MONTH.match(cell)
+        if found is None:
+            return parse_iso_date(cell, field)
+        first, second, year = int(found[1]), int(found[3]), int(found[4])
+        readings = []
+        for month, day, how in ((first, second, "month first, as en_US writes it"),
+                                (second, first, "day first, as es_CO writes it")):
+            try:
+                readings.append(f"{dt.date(year, month, day)} ({how})")
+            except ValueError:
+                pass
+        if len(readings) == 2 and first != second:
+            raise RecordError(f"{field}: {text!r} reads two ways: {' or '.join(readings)}; "
+                              f"{LOCALE_HINT}")
+        raise RecordError(f"{field}: {text!r} is not a date (expected YYYY-MM-DD); for dates "
+                          f"written the locale's way, {LOCALE_HINT}")
+
+    def reader(self, ftype: FieldType, field: str) -> Callable[[object], Value]:
+        """One field's parser for its cells: text through this reader, other values (a JSON
+        export's numbers) as `parse_value` reads them."""
+        kind = ftype.kind
+        if kind in ("number", "money", "percent", "integer"):
+            number = self.number
+            return lambda raw: (number(raw, field) if isinstance(raw, str)
+                                else parse_number(raw, field))
+        if kind == "date":
+            date = self.date
+            return lambda raw: date(raw, field) if isinstance(raw, str) else parse_date(raw, field)
+        return parser_for(ftype, field)
+
+
+EXPORT = Cells()  # an export read without a locale
+
+
 def parser_for(ftype: FieldType | None, field: str) -> Callable[[object], Value]:
     """`parse_value` for one field (or `guess_value` when its type is unknown), with the choice
     by kind made once instead of once per value."""
@@ -175,14 +250,17 @@ class ParseCache(dict):  # type: ignore[type-arg]
 
 
 class _NumberCache(ParseCache):
-    """A number column: amounts are often all different, so the miss is made cheap too."""
+    """A number column read without a locale: amounts are often all different, so the miss
+    is made cheap too."""
 
     __slots__ = ()
 
     def __missing__(self, raw: str) -> Value:
         whole, dot, fraction = raw.partition(".")
-        if whole.isdecimal() and (fraction.isdecimal() if dot else True):
-            value: Value = Decimal(raw)  # '392000', '1234.50': what _NUMBER says, without it
+        if whole.isdecimal() and (not dot or (fraction.isdecimal() and (
+                len(fraction) != 3 or not 0 < len(whole) < 4 or whole[0] == "0"))):
+            # '392000', '1234.50': what _NUMBER says, without it; not '1.500' (_TWO_WAYS)
+            value: Value = Decimal(raw)
         else:
             value = self.parse(raw)
         if len(self) < self.limit:
@@ -203,13 +281,15 @@ class _GuessCache(ParseCache):
         return value
 
 
-def parse_cache(ftype: FieldType | None, field: str, limit: int = 4096) -> ParseCache:
-    """The ParseCache for one field's column."""
+def parse_cache(ftype: FieldType | None, field: str, limit: int = 4096,
+                cells: Cells = EXPORT) -> ParseCache:
+    """The ParseCache for one field's column of an export whose cells `cells` reads."""
     if ftype is None:
         return _GuessCache(guess_value, limit)
-    if ftype.kind in ("number", "money", "percent", "integer"):
-        return _NumberCache(parser_for(ftype, field), limit)
-    return ParseCache(parser_for(ftype, field), limit)
+    parse = cells.reader(ftype, field)
+    if ftype.kind in ("number", "money", "percent", "integer") and cells is EXPORT:
+        return _NumberCache(parse, limit)
+    return ParseCache(parse, limit)
 
 
 def guess_value(raw: object) -> Value:

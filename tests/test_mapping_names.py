@@ -76,3 +76,26 @@ def test_api_names_and_relationship_paths_pass(tmp_path, capsys, crm, key, patte
     replace_line(mappings / f"{crm}.yaml", pattern, f"{key}: {good}")
     code, out = check(capsys, rules, mappings)
     assert "not an API name" not in out and code == 0, out
+
+
+def test_an_export_mapping_of_column_labels_reads_exports_and_never_reaches_the_crm(tmp_path):
+    """A Salesforce report names its columns by label ("Close Date"): a mapping that says
+    `labels: true` may use them, reads exports with them, and is refused for the CRM itself."""
+    from connector.core.mapping import Mapping
+    from connector.crm import open_crm
+    from connector.errors import ConfigurationError
+    from connector.files import load
+
+    label_mapping = ROOT / "tests" / "exports" / "mappings" / "report_en.yaml"
+    loaded = load(ROOT / "rules", ROOT / "mappings", mapping_file=label_mapping)
+    assert loaded.ok, loaded.findings
+    mapping = loaded.rules.mapping
+    assert mapping.labels and mapping.fields["close_date"] == "Close Date"
+    with pytest.raises(ConfigurationError, match="labels: true"):
+        open_crm(None, mapping, None)
+    # without the key, the same labels are refused as API names
+    plain = tmp_path / "report.yaml"
+    plain.write_text(label_mapping.read_text().replace("labels: true", "labels: false"))
+    refused = load(ROOT / "rules", ROOT / "mappings", mapping_file=plain)
+    assert not refused.ok and any("is not an API name" in f.message for f in refused.findings)
+    assert isinstance(mapping, Mapping)

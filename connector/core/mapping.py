@@ -34,6 +34,7 @@ class Mapping:
     source: str | None = None                    # the file it came from
     locale: str | None = None                    # how its exports write numbers and dates
     optional: frozenset[str] = frozenset()       # fields an export may lack (read as blank)
+    labels: bool = False                         # fields are column labels: exports only
 
     @property
     def canonical_names(self) -> frozenset[str]:

@@ -252,6 +252,8 @@ def _check_names(spec: schema.MappingSpec, c: _Collector) -> None:
     hubspot_type_id = spec.crm == "hubspot" and _HUBSPOT_OBJECT_TYPE_ID.fullmatch(spec.object)
     if not hubspot_type_id and (why := _api_name_problem(spec.object)):
         c.error(("object",), "schema", f"object: {why}")
+    if spec.labels:  # column labels of an export: never in a query (open_crm refuses them)
+        return
     for key in ("id", "modified"):
         if why := _api_name_problem(getattr(spec, key)):
             c.error((key,), "schema", f"{key}: {why}")
@@ -283,7 +285,8 @@ def compile_mapping(spec: schema.MappingSpec, locate: Locate, source: str | None
                     f"{did_you_mean(name, spec.fields)}")
     types = {n: FieldType(k) for n, k in spec.types.items() if k in KINDS}  # type: ignore[arg-type]
     mapping = Mapping(spec.crm, spec.object, spec.id, spec.modified, dict(spec.fields),
-                      tuple(spec.writeback), types, source, spec.locale, frozenset(spec.optional))
+                      tuple(spec.writeback), types, source, spec.locale, frozenset(spec.optional),
+                      spec.labels)
     return mapping, c.findings
 
 

@@ -211,3 +211,6 @@ class MappingSpec(_Strict):
     locale: StrictStr | None = None
     # Fields an export may lack (read as blank); any other field the rules read must be there.
     optional: list[StrictStr] = Field(default_factory=list)
+    # The fields are an export's column labels (a Salesforce report: "Close Date"), not API
+    # names: such a mapping reads exports only, and is refused for the CRM itself.
+    labels: bool = False

@@ -90,6 +90,10 @@ class Crm(Protocol):
 def open_crm(settings: Any, mapping: Mapping, closed: Closed | None) -> Crm:
     """The adapter of the CRM the mapping names (`crm: hubspot` -> connector.crm.hubspot), built
     from the settings; the rules' `closed` states tell it the closed-won and closed-lost values."""
+    if mapping.labels:
+        raise ConfigurationError(
+            f"{mapping.source or 'the mapping'} names export column labels (labels: true): it "
+            "reads exports only; the CRM needs a mapping of API names")
     name = f"{__name__}.{mapping.crm}"
     try:
         package = importlib.import_module(name)

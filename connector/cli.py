@@ -208,8 +208,8 @@ def table(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
         _print_table(console, f"Decision table ({rs.version})",
                      [*names, "workflow", "probability"], table_rows)
         if rs.closed:
-            console.print(f"closed deals, outside the table: {rs.closed.field} in "
-                          f"won -> closed-won (100 %), lost -> closed-lost (0 %)")
+            console.print(_("closed deals, outside the table: {field} in won -> closed-won "
+                            "(100 %), lost -> closed-lost (0 %)").format(field=rs.closed.field))
     raise typer.Exit(1 if failed else 0)
 
 
@@ -248,6 +248,14 @@ def _read_options(locale: str | None, encoding: str | None, delimiter: str | Non
     return ReadOptions(locale, encoding, delimiter, rates)
 
 
+def _shown_locale(option: str | None, mapping: str | None) -> str | None:
+    """How money and dates are shown to a person: the export's locale (--locale, the
+    mapping's), else the person's own (LANG=es_CO.UTF-8), else plainly."""
+    from connector.i18n import person_locale
+
+    return option or mapping or person_locale(os.environ)
+
+
 def _notes(notes: list[str]) -> None:
     console = _err()
     for note in notes:
@@ -260,7 +268,7 @@ def _today(value: str | None) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)",
+        raise typer.BadParameter(_("'{value}' is not a date (YYYY-MM-DD)").format(value=value),
                                  param_hint="--today") from None
 
 
@@ -305,7 +313,8 @@ def simulate(
     assert loaded.rules is not None
     for path, kinds in ((out, (".csv", ".json")), (report, (".html", ".htm"))):
         if path is not None and path.suffix.casefold() not in kinds:
-            raise typer.BadParameter(f"{path}: use {' or '.join(kinds)}")
+            raise typer.BadParameter(_("{path}: use {kinds}").format(
+                path=path, kinds=_(" or ").join(kinds)))
     from connector.actions import ActionRunner
 
     runner = ActionRunner(loaded.rules, rules, mappings)
@@ -314,29 +323,35 @@ def simulate(
                                  options)
     _notes(summary.notes)
     console = _out()
-    console.print(f"{summary.read} records from {escape(str(input))} (rule set "
-                  f"{loaded.rules.version}, today {when.isoformat()})")
+    console.print(_("{n} records from {file} (rule set {version}, today {today})").format(
+        n=summary.read, file=escape(str(input)), version=loaded.rules.version,
+        today=when.isoformat()))
     console.print("  " + ", ".join(f"{k} {v}" for k, v in sorted(summary.per_workflow.items())))
     unchanged = summary.read - summary.changed - summary.failed
-    console.print(f"would change {summary.changed}, unchanged {unchanged}, failed "
-                  f"{summary.failed}")
+    console.print(_("would change {changed}, unchanged {unchanged}, failed {failed}").format(
+        changed=summary.changed, unchanged=unchanged, failed=summary.failed))
     if summary.actions:
-        console.print("actions that would fire: " + ", ".join(
+        console.print(_("actions that would fire:") + " " + ", ".join(
             f"{k} {v}" for k, v in sorted(summary.actions.items())))
-        console.print("  (on a change; a first sync is a backfill and fires none of them)")
+        console.print("  " + _("(on a change; a first sync is a backfill and fires none of "
+                               "them)"))
     if summary.failures:
-        console.print("[red]failed[/red]:")
+        console.print("[red]" + _("failed") + "[/red]:")
         for f in summary.failures:
-            console.print(f"  line {f.line} ({escape(f.record_id or '?')}): {escape(f.reason)}")
+            console.print("  " + _("line {line} ({id}): {reason}").format(
+                line=f.line, id=escape(f.record_id or "?"), reason=escape(f.reason)))
         if summary.failed > len(summary.failures):
-            console.print(f"  ... and {summary.failed - len(summary.failures)} more")
+            console.print("  " + _("... and {n} more").format(
+                n=summary.failed - len(summary.failures)))
     if out is not None:
-        console.print(f"wrote {escape(str(out))}")
+        console.print(_("wrote {file}").format(file=escape(str(out))))
     if report is not None:
         from connector.report import render
 
-        report.write_text(render(loaded.rules, summary, input, when), encoding="utf-8")
-        console.print(f"report: {escape(str(report))}")
+        report.write_text(render(loaded.rules, summary, input, when,
+                                 _shown_locale(options.locale, loaded.rules.mapping.locale)),
+                          encoding="utf-8")
+        console.print(_("report: {file}").format(file=escape(str(report))))
     raise typer.Exit(0 if summary.ok else 1)
 
 
@@ -368,7 +383,8 @@ def forecast(
 
     when = _today(today)
     if chart is not None and chart.suffix.casefold() != ".svg":
-        raise typer.BadParameter(f"{chart}: the chart is written as SVG; name it .svg",
+        raise typer.BadParameter(_("{chart}: the chart is written as SVG; name it .svg")
+                                 .format(chart=chart),
                                  param_hint="--chart")
     options = _read_options(locale, encoding, delimiter, mappings)
     loaded = _load_or_exit(rules, mappings, mapping)
@@ -393,43 +409,55 @@ def forecast(
         writer.writerow([total.key, total.opportunities, money(total.amount),
                          money(total.weighted_amount)])
     else:
-        basis = "the export's own probabilities" if as_is else "the rules' probabilities"
-        currency = f", in {result.currency}" if result.currency else ""
-        t = Table(by.value, "opportunities", "amount", "weighted amount",
-                  title=f"Forecast by {by.value}, on {basis}{currency}")
+        from connector.formatting import format_money
+
+        shown = _shown_locale(options.locale, loaded.rules.mapping.locale)
+
+        def cash(value: Any) -> str:  # as a person reads money in the mapping's locale
+            return format_money(value, shown, result.currency if shown else None)
+
+        basis = _("the export's own probabilities") if as_is else _("the rules' probabilities")
+        currency = _(", in {currency}").format(currency=result.currency) \
+            if result.currency else ""
+        group = {"month": _("month"), "owner": _("owner"), "stage": _("stage")}[by.value]
+        t = Table(group, _("opportunities"), _("amount"), _("weighted amount"),
+                  title=_("Forecast by {group}, on {basis}").format(group=group, basis=basis)
+                  + currency)
         for b in rows:
-            t.add_row(escape(b.key), str(b.opportunities), money(b.amount),
-                      money(b.weighted_amount))
+            t.add_row(escape(b.key), str(b.opportunities), cash(b.amount),
+                      cash(b.weighted_amount))
         t.add_section()
-        t.add_row("total", str(total.opportunities), money(total.amount),
-                  money(total.weighted_amount), style="bold")
+        t.add_row(_("total"), str(total.opportunities), cash(total.amount),
+                  cash(total.weighted_amount), style="bold")
         if left:
-            t.add_row("left out", str(sum(left.values())), "", "")
+            t.add_row(_("left out"), str(sum(left.values())), "", "")
             for why, n in left.items():
                 t.add_row(f"  {escape(why)}", str(n), "", "")
         _out().print(t)
     if left and format is not TableFormat.text:
-        _err().print("left out: " + ", ".join(f"{n} {escape(why)}" for why, n in left.items()))
+        _err().print(_("left out:") + " " + ", ".join(f"{n} {escape(why)}"
+                                                      for why, n in left.items()))
     if "failed" in left:
-        _err().print("(run 'simulate' to see why records failed)")
+        _err().print(_("(run 'simulate' to see why records failed)"))
     if chart is not None:
         from connector.chart import forecast_svg
 
         if by is not ForecastBy.month:
-            _err().print("the chart shows months; --by is ignored for it")
-            result, _ = run_forecast(loaded.rules, input, when, "month", as_is, options=options)
+            _err().print(_("the chart shows months; --by is ignored for it"))
+            result, _notes_again = run_forecast(loaded.rules, input, when, "month", as_is,
+                                                options=options)
         chart.write_text(forecast_svg(result.rows()), encoding="utf-8")
-        _err().print(f"chart: {escape(str(chart))}")
+        _err().print(_("chart: {file}").format(file=escape(str(chart))))
     raise typer.Exit(1 if "failed" in left else 0)
 
 
 def _print_drain(console: Console, drained: Any) -> None:
     flight = ""
     if drained.in_flight:
-        flight = (f", in flight {drained.in_flight} (held by another run; retried when its "
-                  f"lease ends, by {drained.in_flight_until})")
-    console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
-                  f"{drained.parked}{flight}")
+        flight = _(", in flight {n} (held by another run; retried when its lease ends, by "
+                   "{until})").format(n=drained.in_flight, until=drained.in_flight_until)
+    console.print(_("outbox: done {done}, retrying {retrying}, parked {parked}").format(
+        done=drained.done, retrying=drained.retrying, parked=drained.parked) + flight)
 
 
 def _app(rules: Path, mappings: Path) -> Any:
@@ -444,7 +472,8 @@ def _since(value: str | None) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise typer.BadParameter(f"'{value}' is not an ISO date or date-time",
+        raise typer.BadParameter(_("'{value}' is not an ISO date or date-time").format(
+                                     value=value),
                                  param_hint="--since") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
@@ -466,15 +495,18 @@ def sync(
     pipeline = application.pipeline
     report = pipeline.poll(since=_since(since), dry_run=dry_run, fire_backfill=fire_backfill)
     console = _out()
-    console.print(f"read {report.read}, already handled {report.skipped}, written "
-                  f"{report.written}, unchanged {report.unchanged}, parked {report.parked}, "
-                  f"failed {report.failed}, actions queued {report.actions}"
-                  + (" (dry run: nothing written)" if dry_run else ""))
+    console.print(_("read {read}, already handled {skipped}, written {written}, unchanged "
+                    "{unchanged}, parked {parked}, failed {failed}, actions queued {actions}")
+                  .format(read=report.read, skipped=report.skipped, written=report.written,
+                          unchanged=report.unchanged, parked=report.parked,
+                          failed=report.failed, actions=report.actions)
+                  + (" " + _("(dry run: nothing written)") if dry_run else ""))
     if report.backfill and not fire_backfill:
-        console.print(f"first sync, a backfill: {report.backfilled} actions whose conditions "
-                      "were already true are recorded as the past and not fired "
-                      "(--fire-backfill fires them)")
-    console.print(f"API calls: {application.crm.calls} (+ {application.crm.auth_calls} login)")
+        console.print(_("first sync, a backfill: {n} actions whose conditions were already true "
+                        "are recorded as the past and not fired (--fire-backfill fires them)")
+                      .format(n=report.backfilled))
+    console.print(_("API calls: {calls} (+ {logins} login)").format(
+        calls=application.crm.calls, logins=application.crm.auth_calls))
     for reason in report.reasons:
         console.print(f"  {escape(reason)}")
     drained = None
@@ -482,8 +514,9 @@ def sync(
         drained = pipeline.drain()
         _print_drain(console, drained)
     if report.stopped:
-        _err().print(f"[red]stopped[/red]: {escape(report.stopped)} (cursor kept at "
-                     f"{report.cursor})")
+        _err().print("[red]" + _("stopped") + "[/red]: " + _(
+            "{reason} (cursor kept at {cursor})").format(reason=escape(report.stopped),
+                                                         cursor=report.cursor))
         raise typer.Exit(1)
     bad = report.failed or report.parked or (drained is not None and drained.parked)
     raise typer.Exit(1 if bad else 0)
@@ -496,11 +529,14 @@ def sweep(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
     application = _app(rules, mappings)
     report = application.pipeline.sweep()
     console = _out()
-    console.print(f"open records {report.read}, written {report.written}, unchanged "
-                  f"{report.unchanged}, failed {report.failed}, actions queued {report.actions}")
-    console.print(f"API calls: {application.crm.calls} (+ {application.crm.auth_calls} login)")
+    console.print(_("open records {read}, written {written}, unchanged {unchanged}, failed "
+                    "{failed}, actions queued {actions}").format(
+        read=report.read, written=report.written, unchanged=report.unchanged,
+        failed=report.failed, actions=report.actions))
+    console.print(_("API calls: {calls} (+ {logins} login)").format(
+        calls=application.crm.calls, logins=application.crm.auth_calls))
     if report.stopped:
-        _err().print(f"[red]stopped[/red]: {escape(report.stopped)}")
+        _err().print("[red]" + _("stopped") + f"[/red]: {escape(report.stopped)}")
         raise typer.Exit(1)
     drained = application.pipeline.drain()
     _print_drain(console, drained)
@@ -552,7 +588,8 @@ def history_export(
     application = _app(rules, mappings)
     mapping = application.loaded.rules.mapping
     count = write_snapshot_csv(application.state.read_snapshots(), file, mapping)
-    _out().print(f"wrote {count:,} snapshots to {escape(str(file))}")
+    _out().print(_("wrote {n} snapshots to {file}").format(n=f"{count:,}",
+                                                           file=escape(str(file))))
 
 
 @app.command()
@@ -593,8 +630,8 @@ def serve(
 
     server = make_server(host, port, dispatch)
     worker.start()
-    _err().print(f"serving on http://{host}:{server.server_port} (rule set "
-                 f"{application.version}); Ctrl-C to stop")
+    _err().print(_("serving on {url} (rule set {version}); Ctrl-C to stop").format(
+        url=f"http://{host}:{server.server_port}", version=application.version))
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -634,16 +671,19 @@ def diff(
         print(json.dumps(result.as_json(), indent=2))
     else:
         console = _out()
-        console.print(f"{result.read} records from {escape(str(input))}: {result.changed} "
-                      f"would change (rules {result.before_version} -> "
-                      f"{result.after_version})")
-        moves = Table("before", "after", "records", title="Workflows that change")
+        console.print(_("{n} records from {file}: {changed} would change (rules {before} -> "
+                        "{after})").format(n=result.read, file=escape(str(input)),
+                                           changed=result.changed,
+                                           before=result.before_version,
+                                           after=result.after_version))
+        moves = Table(_("before"), _("after"), _("records"), title=_("Workflows that change"))
         for (old_rule, new_rule), n in sorted(result.moves.items()):
             if old_rule != new_rule:
                 moves.add_row(escape(old_rule), escape(new_rule), str(n))
         if moves.row_count:
             console.print(moves)
-        months = Table("month", "before", "after", "change", title="Weighted forecast")
+        months = Table(_("month"), _("before"), _("after"), _("change"),
+                       title=_("Weighted forecast"))
         total_before = total_after = None
         for month, old_w, new_w in result.months():
             months.add_row(month, money(old_w), money(new_w), money(new_w - old_w))
@@ -651,18 +691,19 @@ def diff(
             total_after = new_w if total_after is None else total_after + new_w
         if total_before is not None and total_after is not None:
             months.add_section()
-            months.add_row("total", money(total_before), money(total_after),
+            months.add_row(_("total"), money(total_before), money(total_after),
                            money(total_after - total_before), style="bold")
         console.print(months)
-        for label, counts in (("newly due", result.newly), ("no longer due", result.stopped)):
+        for label, counts in ((_("actions newly due:"), result.newly),
+                              (_("actions no longer due:"), result.stopped)):
             if counts:
-                console.print(f"actions {label}: " + ", ".join(
+                console.print(label + " " + ", ".join(
                     f"{escape(k)} {v}" for k, v in sorted(counts.items())))
     if report is not None:
         from connector.diff_report import render_diff
 
         report.write_text(render_diff(result, input, before, when), encoding="utf-8")
-        _err().print(f"report: {escape(str(report))}")
+        _err().print(_("report: {file}").format(file=escape(str(report))))
     raise typer.Exit(0)
 
 
@@ -717,16 +758,17 @@ def outbox(
                        when.isoformat(timespec="seconds") if when else ""]
                       for i, status, when, _ in rows],
                      reasons=[reason for *_, reason in rows])
-        console.print(f"{len(items)} item{'s' if len(items) != 1 else ''}"
-                      + (f", {len(flying)} in flight" if flying else ""))
+        console.print(ngettext("{n} item", "{n} items", len(items)).format(n=len(items))
+                      + (_(", {n} in flight").format(n=len(flying)) if flying else ""))
         raise typer.Exit(0)
     if command is OutboxCommand.drop:
         if not keys:
-            raise typer.BadParameter("name the keys to drop (see 'outbox list')")
-        console.print(f"dropped {state.drop(keys)}")
+            raise typer.BadParameter(_("name the keys to drop (see 'outbox list')"))
+        console.print(_("dropped {n}").format(n=state.drop(keys)))
         raise typer.Exit(0)
     released = state.release(keys or None, now)
-    console.print(f"{released} item{'s' if released != 1 else ''} back in the queue")
+    console.print(ngettext("{n} item back in the queue", "{n} items back in the queue",
+                           released).format(n=released))
     application = _app(rules, mappings)
     drained = application.pipeline.drain()
     _print_drain(console, drained)

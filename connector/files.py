@@ -5,6 +5,7 @@ checked by the schema, meaning checked by the core, and every problem reported a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import hashlib
 import os
@@ -24,6 +25,7 @@ from connector.core import schema
 from connector.core.findings import Finding, Where, did_you_mean
 from connector.core.mapping import Mapping
 from connector.core.ruleset import RuleSet, compile_mapping, compile_rules
+from connector.i18n import language_of, translate
 
 DataPath = tuple[str | int, ...]
 
@@ -587,6 +589,8 @@ def load(rules_dir: Path, mappings_dir: Path, crm: str | None = None,
                 if p not in seen:
                     seen.add(p)
                     findings.append(p)
-            if name == chosen and spec is not None:
-                rules = compiled
+            if name == chosen and spec is not None and compiled is not None:
+                # the explanation a sales rep reads in the CRM is in the mapping's language
+                label = translate(language_of(compiled.mapping.locale), "rules")
+                rules = dataclasses.replace(compiled, explanation_label=label)
     return Loaded(rules, findings, {k: m for k, (m, _) in mappings.items()}, docs, version)

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
-__all__ = ["LANGUAGES", "choose_language", "gettext", "language", "ngettext", "set_language"]
+__all__ = ["LANGUAGES", "choose_language", "gettext", "language", "language_of", "ngettext",
+           "person_locale", "set_language", "translate"]
 
 DOMAIN = "messages"
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -70,6 +71,36 @@ def _catalog(code: str) -> _gettext.NullTranslations:
 
 def gettext(message: str) -> str:
     return _current.gettext(message)
+
+
+def translate(code: str, message: str) -> str:
+    """`message` in language `code`, whatever the process speaks: text written into the CRM
+    (the `explanation` field) is in the mapping's language, for the sales reps who read it."""
+    return _catalog(code if code in LANGUAGES else "en").gettext(message)
+
+
+def person_locale(environ: Mapping[str, str]) -> str | None:
+    """The locale a person reads in, when their environment names a territory
+    (`LANG=es_CO.UTF-8` -> es_CO): how money and dates are shown when the mapping names no
+    locale of its own. None for a bare language, C or POSIX."""
+    from babel import Locale, UnknownLocaleError
+
+    for value in (environ.get("CRM_AUTOMATION_LANG"), environ.get("LANG")):
+        if value:
+            name = value.split(".")[0].split("@")[0].replace("-", "_")
+            if "_" not in name:
+                return None
+            try:
+                Locale.parse(name)
+            except (UnknownLocaleError, ValueError):
+                return None
+            return name
+    return None
+
+
+def language_of(locale: str | None) -> str:
+    """The language of a CLDR locale id (`es_CO` -> es); English without one."""
+    return choose_language(locale, {}) if locale else "en"
 
 
 def ngettext(singular: str, plural: str, n: int) -> str:

@@ -13,7 +13,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from html import escape
 from pathlib import Path
@@ -116,8 +116,11 @@ def _cell(value: object, numeric: bool = False, sort: object = None) -> str:
     return f"<td{cls}{key}>{escape(str(value))}</td>"
 
 
-def _money_cell(value: Decimal, locale: str | None) -> str:
-    return _cell(format_money(value, locale), True, money(value))
+Cash = Callable[[Decimal], str]  # money as a person reads it, in the mapping's locale
+
+
+def _money_cell(value: Decimal, cash: Cash) -> str:
+    return _cell(cash(value), True, money(value))
 
 
 def page(title: str, body: Iterable[str], script: bool = True) -> str:
@@ -143,6 +146,11 @@ def render(rules: RuleSet, summary: Summary, source: Path, today: dt.date,
     on_rules = summary.forecast.total().weighted_amount
     as_exported = summary.forecast_as_is.total().weighted_amount
     effect = on_rules - as_exported
+    currency = summary.forecast.currency if locale else None
+
+    def cash(value: Decimal) -> str:
+        return format_money(value, locale, currency)
+
     body = [
         _tag("h1", _("Dry run of {file}").format(file=source.name)),
         '<p class="muted">' + escape(_(
@@ -155,13 +163,13 @@ def render(rules: RuleSet, summary: Summary, source: Path, today: dt.date,
         _card(_("unchanged"), "records-unchanged", unchanged),
         _card(_("failed"), "records-failed", summary.failed, "bad" if summary.failed else ""),
         _card(_("weighted forecast on the rules"), "forecast-rules",
-              format_money(on_rules, locale)),
+              cash(on_rules)),
         _card(_("the rules' effect on the forecast"), "forecast-effect",
-              ("+" if effect > 0 else "") + format_money(effect, locale),
+              ("+" if effect > 0 else "") + cash(effect),
               "good" if effect > 0 else "bad" if effect < 0 else ""),
         "</div>",
     ]
-    body += _forecast(summary.forecast, summary.forecast_as_is, locale)
+    body += _forecast(summary.forecast, summary.forecast_as_is, cash)
     body += _workflows(rules, summary)
     body += _changes(rules, summary)
     body += _actions(rules, summary)
@@ -197,7 +205,7 @@ def _filter(table: str, count: int) -> str:
             f'<span id="{table}-shown">{count}</span> {escape(shown)}</span></p>')
 
 
-def _forecast(fc: Forecast, as_is: Forecast, locale: str | None) -> list[str]:
+def _forecast(fc: Forecast, as_is: Forecast, cash: Cash) -> list[str]:
     rows = fc.rows()
     before = {b.key: b for b in as_is.rows()}
     out = [_tag("h2", _("Forecast: as exported and on the rules")),
@@ -209,17 +217,17 @@ def _forecast(fc: Forecast, as_is: Forecast, locale: str | None) -> list[str]:
         old = before.get(b.key)
         diff = b.weighted_amount - old.weighted_amount if old else b.weighted_amount
         out.append(f'<tr data-month="{escape(b.key)}">{_cell(b.key)}'
-                   f"{_cell(b.opportunities, True)}{_money_cell(b.amount, locale)}"
-                   f"{_money_cell(b.weighted_amount, locale)}"
-                   f"{_money_cell(old.weighted_amount, locale) if old else _cell('', True)}"
-                   f"{_money_cell(diff, locale)}</tr>")
+                   f"{_cell(b.opportunities, True)}{_money_cell(b.amount, cash)}"
+                   f"{_money_cell(b.weighted_amount, cash)}"
+                   f"{_money_cell(old.weighted_amount, cash) if old else _cell('', True)}"
+                   f"{_money_cell(diff, cash)}</tr>")
     out.append("</tbody>")
     t, old_total = fc.total(), as_is.total().weighted_amount
     total = _tag("th", _("total"))
     out.append(f'<tfoot><tr id="forecast-total">{total}'
-               f"{_cell(t.opportunities, True)}{_money_cell(t.amount, locale)}"
-               f"{_money_cell(t.weighted_amount, locale)}{_money_cell(old_total, locale)}"
-               f"{_money_cell(t.weighted_amount - old_total, locale)}</tr></tfoot></table></div>")
+               f"{_cell(t.opportunities, True)}{_money_cell(t.amount, cash)}"
+               f"{_money_cell(t.weighted_amount, cash)}{_money_cell(old_total, cash)}"
+               f"{_money_cell(t.weighted_amount - old_total, cash)}</tr></tfoot></table></div>")
     if fc.left_out:
         out.append("<p>" + escape(_("Left out of the forecast: {reasons}.").format(
             reasons=", ".join(f"{n} {why}" for why, n in fc.left_out.items()))) + "</p>")

@@ -16,7 +16,7 @@ from connector.i18n import choose_language
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "connector"
 SPANISH = PACKAGE / "locale" / "es" / "LC_MESSAGES" / "messages.po"
-KEYWORDS = {"_": None, "ngettext": (1, 2)}
+KEYWORDS = {"_": None, "ngettext": (1, 2), "translate": (2,)}
 
 
 def _marked() -> set[str | tuple[str, str]]:
@@ -114,6 +114,36 @@ def test_no_message_is_marked_inside_an_f_string() -> None:
             text = tok.string
             is_f_string = tok.type == tokenize.STRING and text.lstrip("rbRB")[:1] in "fF"
             if is_f_string and any(f"{p}{call}(" in text for p in "{ (,+"
-                                   for call in ("_", "ngettext")):
+                                   for call in ("_", "ngettext", "translate")):
                 found.append(f"{path.relative_to(ROOT)}:{tok.start[0]}")
     assert not found, found
+
+
+def test_the_main_job_in_spanish_end_to_end(tmp_path, monkeypatch, capsys) -> None:
+    """What `LANG=es_CO.UTF-8 scripts/try` runs: Spanish messages, money as Bogotá writes it,
+    the same exit codes as in English."""
+    import re as regex
+
+    monkeypatch.delenv("CRM_AUTOMATION_LANG", raising=False)
+    example = ROOT / "examples" / "opportunities.csv"
+    config = ["--rules", str(ROOT / "rules"), "--mappings", str(ROOT / "mappings"),
+              "--today", "2026-11-26"]
+    codes = {}
+    for lang in ("en_US.UTF-8", "es_CO.UTF-8"):
+        monkeypatch.setenv("LANG", lang)
+        codes[lang] = (
+            main(["check", "--rules", str(ROOT / "rules"), "--mappings", str(ROOT / "mappings")]),
+            main(["simulate", str(example), "--report", str(tmp_path / f"{lang}.html"),
+                  *config]),
+            main(["forecast", str(example), *config]))
+        out = capsys.readouterr().out
+        if lang.startswith("es"):
+            assert "cambiarían" in out and "con error" in out and "Forecast por mes" in out
+            assert regex.search(r"total +│ \d+ +│ \d{1,3}(\.\d{3})+,\d{2} ", out), "es_CO money"
+            html = (tmp_path / f"{lang}.html").read_text(encoding="utf-8")
+            assert '<html lang="es">' in html and "Tabla de decisión" in html
+            assert regex.search(r">\d{1,3}(\.\d{3})+,\d{2}<", html)
+        else:
+            assert "would change" in out
+            assert regex.search(r"total +│ \d+ +│ \d{1,3}(,\d{3})+\.\d{2} ", out), "en_US money"
+    assert codes["en_US.UTF-8"] == codes["es_CO.UTF-8"] == (0, 1, 1)

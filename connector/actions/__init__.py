@@ -103,8 +103,9 @@ class ActionRunner:
 
             links = {"approve_url": "(approve link)", "reject_url": "(reject link)",
                      "expires_on": "(expiry)"} if action.kind == "approval" else {}
-            return Preview(name, action.kind, render_email(action.spec, {**values, **links},
-                                                           self.rules_dir))
+            return Preview(name, action.kind, render_email(
+                action.spec, {**values, **links}, self.rules_dir,
+                locale=self.rules.mapping.locale))
         if action.kind == "http":
             from connector.actions.http import render_request
 
@@ -138,7 +139,8 @@ class ActionRunner:
         if action.kind == "email":
             from connector.actions.email import render_email
 
-            message = render_email(action.spec, values, self.rules_dir, self.environ)
+            message = render_email(action.spec, values, self.rules_dir, self.environ,
+                                   self.rules.mapping.locale)
             return str(sender(message, key))
         if action.kind == "http":
             from connector.actions.http import render_request
@@ -195,7 +197,7 @@ class ActionRunner:
             secret.get_secret_value(), Claim(key, record_id, name, decision, expires))
             for decision in ("approve", "reject")}
         message = render_email(spec, {**values, **links, "expires_on": expires.date()},
-                               self.rules_dir, self.environ)
+                               self.rules_dir, self.environ, self.rules.mapping.locale)
         self._sender("email")(message, key)
         return ", ".join(message["to"]), expires
 

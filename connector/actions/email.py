@@ -33,15 +33,17 @@ from connector.templates import (
 
 
 def render_email(spec: EmailSpec, values: Mapping[str, Any], rules_dir: Path,
-                 environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 environ: Mapping[str, str] | None = None, locale: str | None = None
+                 ) -> dict[str, Any]:
     """To, cc, subject, and the text and HTML bodies, `${NAME}` read from `environ` (left as
-    written without it: a preview). A template that fails, or a recipient that is not one
-    address, fails this record."""
+    written without it: a preview), the `money`, `percent` and `date` filters in `locale` (the
+    mapping's). A template that fails, or a recipient that is not one address, fails this
+    record."""
     to = [_recipient(t, values, environ) for t in spec.to]
     cc = [_recipient(t, values, environ) for t in spec.cc]
-    subject = " ".join(str(render_value(spec.subject, values, environ)).split())
+    subject = " ".join(str(render_value(spec.subject, values, environ, locale)).split())
     if spec.template:
-        env = make_environment(rules_dir)
+        env = make_environment(rules_dir, locale)
         try:
             template = env.get_template(spec.template)
             body = template.render(render_context(values, environ))
@@ -54,7 +56,7 @@ def render_email(spec: EmailSpec, values: Mapping[str, Any], rules_dir: Path,
             raise TemplateRenderError(spec.template, exc.message or type(exc).__name__) from None
         is_html = spec.template.casefold().endswith((".html", ".htm"))
     else:
-        body = str(render_value(spec.body or "", values, environ))
+        body = str(render_value(spec.body or "", values, environ, locale))
         is_html = False
     if is_html:
         text = html.unescape(re.sub(r"<[^>]+>", "", body))

@@ -66,3 +66,20 @@ def test_without_the_field_nothing_is_written(tmp_path: Path) -> None:
     with out.open(newline="", encoding="utf-8") as f:
         header = next(csv.reader(f))
     assert "Probability_Why__c" not in header
+
+
+def test_the_explanation_is_in_the_mappings_language(tmp_path: Path) -> None:
+    """A sales rep in Bogotá reads it in Spanish, whatever language the admin's shell speaks."""
+    mappings = _mappings_with_explanation(tmp_path)
+    path = mappings / "salesforce.yaml"
+    path.write_text(path.read_text().replace("crm: salesforce", "crm: salesforce\nlocale: es_CO"))
+    loaded = load(ROOT / "rules", mappings)
+    assert loaded.ok, loaded.findings
+    rules = loaded.rules
+    assert rules is not None
+    record = {"id": "006A", "stage": "Prospecting", "proposal_type": "Firm",
+              "relationship_level": "New", "amount": None, "close_date": dt.date(2027, 1, 5)}
+    outcome = Evaluator(rules).evaluate(record, dt.date(2026, 12, 1))
+    assert outcome.values["explanation"] == (
+        f"p10: stage=Prospecting, proposal=Firm, relationship=New, size=small · reglas "
+        f"{rules.version}")

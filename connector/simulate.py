@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.core.compiled import Names
-from connector.core.evaluate import ActionDue, Decision, Evaluator
+from connector.core.evaluate import ActionDue, Decision, Evaluator, explanation
 from connector.core.findings import did_you_mean
 from connector.core.forecast import (
     LOST,
@@ -233,7 +233,8 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     with options.open(source) as export:
         require_columns(rules, export, needed - set(rules.mapping.writeback))
         output: _Output | None = None
-        write: Callable[[Any, dict[str, Any], str, str], None] | None = None
+        write: Callable[[Any, dict[str, Any], str, str, str], None] | None = None
+        whys: dict[Any, str] = {}  # a route's why, once: every record it takes shares it
         if out is not None and export.kind == "csv":
             output = _Output(out, export.read_header(), rules, export.kind, export.dialect)
             write = output.write
@@ -260,7 +261,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                     failures_shown.append(Failure(line, _record_id(rules, export, raw, values),
                                                   reason))
                 if write is not None:
-                    write(raw, _NO_CHANGES, "", reason)
+                    write(raw, _NO_CHANGES, "", reason, "")
                 continue
             after, route, changes, due = decision
             rule = route.rule
@@ -287,7 +288,10 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                         rule, before, {k: as_text(v) for k, v in changes.items()},
                         route.factors))
             if write is not None:
-                write(raw, changes, rule, "")
+                why = whys.get(route)
+                if why is None:
+                    why = whys[route] = explanation(rules, rule, route.factors)
+                write(raw, changes, rule, "", why)
         if out is not None and output is None:  # a JSON export with no records
             output = _Output(out, export.header, rules, export.kind)
         if output is not None:
@@ -433,7 +437,8 @@ _NO_CHANGES: dict[str, Any] = {}
 
 class _Output:
     """The output file: each input row, the writeback columns set to what would be written,
-    and `_rule`, `_changed`, `_error`."""
+    and `_rule`, `_changed`, `_error`, `_why` (the factor values that chose the workflow) and,
+    for each writeback column, `_before_<column>`: its value as read."""
 
     BATCH = 512  # CSV rows handed to csv.writer at a time (writerows: one call, not 512)
 
@@ -444,31 +449,36 @@ class _Output:
         self.header = header
         self.json = self.writer.kind == "json"
         self.width = len(header)
-        self.added = [""] * (len(out_header) - 3 - len(header))  # writeback columns it lacked
+        # writeback columns it lacked (blank: not in the input)
+        self.added = [""] * (len(out_header) - 4 - len(self.columns) - len(header))
         self.index = {name: out_header.index(column) for name, column in self.columns.items()}
+        self.olds = list(self.index.values())  # the writeback cells, read before they change
         self.batch: list[list[str]] = []
         # CSV in and CSV out: the row's own list of cells is patched and written, no dict.
         self.write = self._cells_writer() if kind == "csv" and not self.json else \
             self._write_record
 
-    def _cells_writer(self) -> Callable[[list[str], dict[str, Any], str, str], None]:
+    def _cells_writer(self) -> Callable[[list[str], dict[str, Any], str, str, str], None]:
         """Writes a CSV row given as the input's cells, patched: a closure over what it needs,
         a row's attribute lookups cost a tenth of writing it."""
         width, added, index, batch = self.width, self.added, self.index, self.batch
-        write_rows, size = self.writer.write_rows, self.BATCH
+        write_rows, size, olds = self.writer.write_rows, self.BATCH, self.olds
 
-        def write(raw: list[str], changes: dict[str, Any], rule: str, error: str) -> None:
+        def write(raw: list[str], changes: dict[str, Any], rule: str, error: str,
+                  why: str) -> None:
             row = raw
             if len(row) != width:  # a row with too few or too many cells: fit the header
                 row = (row + [""] * width)[:width]
             if added:
                 row.extend(added)
+            before = [row[i] for i in olds]
             if changes:
                 for name, value in changes.items():  # text as it is: a call less per cell
                     row[index[name]] = value if type(value) is str else as_text(value)
-                row.extend((rule, ";".join(changes), error))
+                row.extend((rule, ";".join(changes), error, why))
             else:
-                row.extend((rule, "", error))
+                row.extend((rule, "", error, why))
+            row.extend(before)
             batch.append(row)
             if len(batch) >= size:
                 write_rows(batch)
@@ -476,13 +486,18 @@ class _Output:
 
         return write
 
-    def _write_record(self, raw: Any, changes: dict[str, Any], rule: str, error: str) -> None:
+    def _write_record(self, raw: Any, changes: dict[str, Any], rule: str, error: str,
+                      why: str) -> None:
         record = dict(zip(self.header, raw)) if isinstance(raw, list) else dict(raw)
+        before = {f"_before_{column}": record.get(column, "")
+                  for column in self.columns.values()}
         for name, value in changes.items():
             record[self.columns[name]] = _json_value(value) if self.json else as_text(value)
         record["_rule"] = rule
         record["_changed"] = ";".join(changes)
         record["_error"] = error
+        record["_why"] = why
+        record.update(before)
         self.writer.write(record)
 
     def close(self) -> None:
@@ -492,8 +507,9 @@ class _Output:
 
 
 def _output_header(header: list[str], rules: RuleSet) -> tuple[list[str], dict[str, str]]:
-    """The input's columns (writeback columns added when missing) and _rule, _changed, _error;
-    plus canonical writeback name -> the column it is written to."""
+    """The input's columns (writeback columns added when missing), _rule, _changed, _error,
+    _why and each writeback column's value before; plus canonical writeback name -> the column
+    it is written to."""
     out = list(header)
     found = rules.mapping.columns(header)
     columns: dict[str, str] = {}
@@ -505,7 +521,8 @@ def _output_header(header: list[str], rules: RuleSet) -> tuple[list[str], dict[s
         else:
             column = header[index]
         columns[name] = column
-    return out + ["_rule", "_changed", "_error"], columns
+    return (out + ["_rule", "_changed", "_error", "_why"]
+            + [f"_before_{column}" for column in columns.values()], columns)
 
 
 def _json_value(value: Any) -> Any:

@@ -66,9 +66,12 @@ def compare(inputs: list[tuple[int, dict[str, str]]], header: list[str],
     expected = [ref.expect(line, row, TODAY) for line, row in inputs]
     by_fold = {h.casefold(): h for h in out_header}
     assert out_header[:len(header)] == header
-    assert out_header[-3:] == ["_rule", "_changed", "_error"]
+    added = out_header.index("_rule")
+    assert out_header[added:added + 4] == ["_rule", "_changed", "_error", "_why"]
     for name in ref.WRITEBACK:  # a writeback column the input lacks is added
         assert ref.COLUMNS[name].casefold() in by_fold
+    written = [by_fold[ref.COLUMNS[name].casefold()] for name in ref.WRITEBACK]
+    assert out_header[added + 4:] == [f"_before_{column}" for column in written]
     assert len(out_rows) == len(expected)
     for e, (line, row), got in zip(expected, inputs, out_rows):
         where = f"line {line} ({e.record_id})"
@@ -80,6 +83,8 @@ def compare(inputs: list[tuple[int, dict[str, str]]], header: list[str],
             else:
                 want = row.get(column, "")
             assert got[out_column] == want, f"{where}: {column}"
+            if name in ref.WRITEBACK:  # and what it held before, as read
+                assert got[f"_before_{out_column}"] == row.get(column, ""), where
         if e.error is not None:
             assert got["_error"], f"{where}: should fail ({e.error.field} {e.error.value})"
             assert e.error.field in got["_error"] and e.error.value in got["_error"], where
@@ -89,6 +94,7 @@ def compare(inputs: list[tuple[int, dict[str, str]]], header: list[str],
             assert got["_error"] == "", f"{where}: {got['_error']}"
             assert got["_rule"] == e.rule, where
             assert got["_changed"] == ";".join(e.changed), where
+            assert got["_why"].startswith(e.rule) and " · rules " in got["_why"], where
     return expected
 
 
@@ -170,7 +176,11 @@ def test_out_json_holds_the_rows_with_numbers_and_the_three_columns(tmp_path):
     for (line, row), got in zip(inputs, rows):
         e = ref.expect(line, row, TODAY)
         assert list(got)[:len(ref.HEADER)] == ref.HEADER
-        assert list(got)[-3:] == ["_rule", "_changed", "_error"]
+        assert list(got)[len(ref.HEADER):] == [
+            "_rule", "_changed", "_error", "_why",
+            *(f"_before_{ref.COLUMNS[name]}" for name in ref.WRITEBACK)]
+        for name in ref.WRITEBACK:
+            assert got[f"_before_{ref.COLUMNS[name]}"] == row[ref.COLUMNS[name]]
         assert got["Id"] == row["Id"] and got["Name"] == row["Name"]
         if e.error is not None:
             assert got["_error"] and got["_rule"] == ""
@@ -458,7 +468,8 @@ def test_the_real_maven_dataset(tmp_path, capsys):
     out_header, rows = read_output(out)
     assert out_header[:8] == list(data[0])
     assert out_header[8:] == ["Probability", "Weighted_Amount", "Rule", "_rule", "_changed",
-                              "_error"]
+                              "_error", "_why", "_before_Probability",
+                              "_before_Weighted_Amount", "_before_Rule"]
     want_rule = {"Won": "closed-won", "Lost": "closed-lost", "Engaging": "p40",
                  "Prospecting": "p10"}
     want_p = {"Won": "100", "Lost": "0", "Engaging": "40", "Prospecting": "10"}

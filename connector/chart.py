@@ -12,13 +12,18 @@ from decimal import Decimal
 from html import escape
 
 from connector.core.forecast import OVERDUE, Bucket
+from connector.i18n import gettext as _
 
 WIDTH, HEIGHT = 760, 320
 LEFT, RIGHT, TOP, BOTTOM = 84, 16, 36, 48
 AMOUNT_COLOUR, WON_COLOUR, WEIGHTED_COLOUR = "#b8c7dc", "#5a9e6f", "#2f5d8a"
 OVERDUE_COLOUR = "#d08770"
-LEGEND = (("open pipeline", AMOUNT_COLOUR), ("won", WON_COLOUR),
-          ("weighted (amount x probability)", WEIGHTED_COLOUR), ("overdue", OVERDUE_COLOUR))
+
+
+def _legend() -> tuple[tuple[str, str], ...]:
+    return ((_("open pipeline"), AMOUNT_COLOUR), (_("won"), WON_COLOUR),
+            (_("weighted (amount x probability)"), WEIGHTED_COLOUR),
+            (_("overdue"), OVERDUE_COLOUR))
 
 
 def _nice_ceiling(value: Decimal) -> Decimal:
@@ -40,11 +45,12 @@ def _short(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
-def forecast_svg(buckets: list[Bucket], title: str = "Forecast per expected close month",
+def forecast_svg(buckets: list[Bucket], title: str | None = None,
                  standalone: bool = True) -> str:
     """The chart as an SVG document (`standalone`, for a .svg file) or as markup to put inside
     an HTML page, where the SVG namespace is implied and an `http://` URL, even one that is only
     a namespace name, has no place in a page that must show it refers to nothing outside."""
+    title = title or _("Forecast per expected close month")
     namespace = 'xmlns="http://www.w3.org/2000/svg" ' if standalone else ""
     width = max(WIDTH, LEFT + RIGHT + 64 * len(buckets))  # room for every month's label
     plot_w, plot_h = width - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -65,27 +71,29 @@ def forecast_svg(buckets: list[Bucket], title: str = "Forecast per expected clos
     if buckets:
         slot = plot_w / len(buckets)
         bar = max(2.0, slot * 0.26)
+        open_label, won_label, weighted_label = _("open pipeline"), _("won"), _("weighted")
         for i, b in enumerate(buckets):
             x = LEFT + i * slot + slot / 2
             open_colour = OVERDUE_COLOUR if b.key == OVERDUE else AMOUNT_COLOUR
             for offset, value, colour, label in (
-                    (-1.5 * bar, b.amount - b.won, open_colour, "open pipeline"),
-                    (-0.5 * bar, b.won, WON_COLOUR, "won"),
-                    (0.5 * bar, b.weighted_amount, WEIGHTED_COLOUR, "weighted")):
+                    (-1.5 * bar, b.amount - b.won, open_colour, open_label),
+                    (-0.5 * bar, b.won, WON_COLOUR, won_label),
+                    (0.5 * bar, b.weighted_amount, WEIGHTED_COLOUR, weighted_label)):
                 h = float(max(value, Decimal(0)) / top) * plot_h
                 parts.append(
                     f'<rect x="{x + offset:.1f}" y="{TOP + plot_h - h:.1f}" width="{bar:.1f}" '
-                    f'height="{h:.1f}" fill="{colour}"><title>{escape(b.key)} {label}: '
+                    f'height="{h:.1f}" fill="{colour}"><title>{escape(b.key)} {escape(label)}: '
                     f'{value.quantize(Decimal("0.01"))}</title></rect>')
             parts.append(f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">'
                          f'{escape(b.key)}</text>')
     else:
+        empty = escape(_("no opportunity with a close date and an amount"))
         parts.append(f'<text x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" '
-                     'text-anchor="middle">no opportunity with a close date and an amount</text>')
+                     f'text-anchor="middle">{empty}</text>')
     legend_y, x = HEIGHT - 14, LEFT
-    for label, colour in LEGEND:
+    for label, colour in _legend():
         parts.append(f'<rect x="{x}" y="{legend_y - 10}" width="12" height="12" '
-                     f'fill="{colour}"/><text x="{x + 18}" y="{legend_y}">{label}</text>')
+                     f'fill="{colour}"/><text x="{x + 18}" y="{legend_y}">{escape(label)}</text>')
         x += 30 + 7 * len(label)
     parts.append("</svg>")
     return "\n".join(parts)

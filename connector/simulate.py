@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.core.compiled import Names
-from connector.core.evaluate import ActionDue, Decision, Evaluator, explanation
+from connector.core.evaluate import ActionDue, Decision, Evaluator
 from connector.core.findings import did_you_mean
 from connector.core.forecast import (
     LOST,
@@ -289,8 +289,8 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                         route.factors))
             if write is not None:
                 why = whys.get(route)
-                if why is None:
-                    why = whys[route] = explanation(rules, rule, route.factors)
+                if why is None:  # no comma: a plain CSV line is written without csv's quoting
+                    why = whys[route] = " · ".join(f"{k}={v}" for k, v in route.factors.items())
                 write(raw, changes, rule, "", why)
         if out is not None and output is None:  # a JSON export with no records
             output = _Output(out, export.header, rules, export.kind)
@@ -437,8 +437,9 @@ _NO_CHANGES: dict[str, Any] = {}
 
 class _Output:
     """The output file: each input row, the writeback columns set to what would be written,
-    and `_rule`, `_changed`, `_error`, `_why` (the factor values that chose the workflow) and,
-    for each writeback column, `_before_<column>`: its value as read."""
+    and `_rule`, `_changed`, `_error`, `_why` (the factor values that chose the workflow, `·`
+    between them; blank for a closed deal) and, for each writeback column,
+    `_before_<column>`: its value as read."""
 
     BATCH = 512  # CSV rows handed to csv.writer at a time (writerows: one call, not 512)
 

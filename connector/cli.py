@@ -329,6 +329,66 @@ def forecast(
     raise typer.Exit(1 if failed else 0)
 
 
+class Engine(str, Enum):
+    duckdb = "duckdb"
+    python = "python"
+
+
+InputOpt = Annotated[Path | None, typer.Option(
+    "--input", help="A snapshot history CSV (history export); default: the state store's.",
+    exists=True, dir_okay=False)]
+EngineOpt = Annotated[Engine, typer.Option(
+    "--engine", help="duckdb (any size) or python (the reference, for small histories).")]
+
+
+def _date(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)",
+                                 param_hint=option) from None
+
+
+def _suffix(path: Path | None, kinds: tuple[str, ...], option: str) -> None:
+    if path is not None and path.suffix.casefold() not in kinds:
+        raise typer.BadParameter(f"{path}: name it {' or '.join(kinds)}", param_hint=option)
+
+
+@app.command()
+def calibrate(
+    input: InputOpt = None,
+    horizon: Annotated[int | None, typer.Option(
+        "--horizon", min=0, help="Judge each deal as it was DAYS before it closed.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only deals closed on or after DATE.")] = None,
+    format: Annotated[CheckFormat, typer.Option("--format")] = CheckFormat.text,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Write an HTML report with the reliability diagram.")] = None,
+    propose: Annotated[Path | None, typer.Option(
+        "--propose", help="Write the rule file with each probability set to what was won.")
+    ] = None,
+    backtest: Annotated[str | None, typer.Option(
+        "--backtest", help="Fit on deals closed before DATE, score on those closed after.")
+    ] = None,
+    engine: EngineOpt = Engine.duckdb,
+    mapping: MappingOpt = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """Do the workflows' probabilities match what was won? Per workflow, with its interval."""
+    from connector.history.commands import calibrate_command
+
+    _suffix(report, (".html", ".htm"), "--report")
+    _suffix(propose, (".yaml", ".yml"), "--propose")
+    loaded = _load_or_exit(rules, mappings, mapping)
+    assert loaded.rules is not None
+    code = calibrate_command(loaded.rules, rules, mappings, input, engine.value, horizon,
+                             _date(since, "--since"), format.value, report, propose,
+                             _date(backtest, "--backtest"), _out(), _err())
+    raise typer.Exit(code)
+
+
 def _print_drain(console: Console, drained: Any) -> None:
     console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
                   f"{drained.parked}")

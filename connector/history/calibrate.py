@@ -20,7 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 from connector.history.engine import History
-from connector.history.source import WON, Failures, Plan, Snap, deals, state_at
+from connector.history.source import WON, Failures, Plan, Reference, state_at
 
 # (combination, CRM probability, won, closed before the backtest date (None: no backtest), k)
 Key = tuple[tuple[int, ...], Decimal | None, bool, bool | None, int]
@@ -30,10 +30,10 @@ MINIMUM_DEALS = 10  # fewer deals than this in a workflow: its interval is shown
 LEVEL = 0.95
 
 
-def counts_reference(snaps: list[Snap], failures: Failures, horizon: int | None = None,
+def counts_reference(ref: Reference, horizon: int | None = None,
                      since: dt.date | None = None, split: dt.date | None = None) -> Counts:
     out: Counts = Counter()
-    for rows in deals(snaps, failures):
+    for rows in ref.deals:
         last = rows[-1]
         if last.state is None:
             continue
@@ -53,6 +53,13 @@ def counts_reference(snaps: list[Snap], failures: Failures, horizon: int | None 
                 assert s.combo is not None
                 out[(s.combo, s.crm, won, fit, 1)] += 1
     return out
+
+
+def counts(source: History | Reference, horizon: int | None = None,
+           since: dt.date | None = None, split: dt.date | None = None) -> Counts:
+    if isinstance(source, Reference):
+        return counts_reference(source, horizon, since, split)
+    return counts_engine(source, horizon, since, split)
 
 
 def counts_engine(history: History, horizon: int | None = None, since: dt.date | None = None,

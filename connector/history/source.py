@@ -189,3 +189,19 @@ def state_at(rows: list[Snap], day: dt.date) -> Snap | None:
             break
         found = s
     return found
+
+
+@dataclass
+class Reference:
+    """A history read the reference way: every typed row in memory (for tests and small
+    histories; `engine.History` is the same for millions of rows)."""
+
+    plan: Plan
+    deals: list[list[Snap]]  # each deal's snapshots in time order
+    failures: Failures
+
+
+def reference(plan: Plan, path: Path) -> Reference:
+    failures = Failures()
+    snaps = read_reference(plan, path, failures)
+    return Reference(plan, list(deals(snaps, failures)), failures)

@@ -1,0 +1,170 @@
+"""The history commands' work, for `connector.cli`: open the history on the chosen engine, run
+one analysis, print it (text, CSV or JSON) and write its picture or page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from connector.core.ruleset import RuleSet
+from connector.errors import ConfigurationError
+from connector.files import display, load
+from connector.history.calibrate import (
+    Calibration,
+    Counts,
+    base_rate,
+    calibrate,
+    counts,
+    current_forecast,
+    deals_in,
+    number,
+    rate,
+    rules_score,
+)
+from connector.history.engine import History, opened
+from connector.history.inputs import history_file
+from connector.history.source import Failures, Plan, Reference, plan_for, reference
+
+
+@contextmanager
+def history(rules: RuleSet, given: Path | None, engine: str) -> Iterator[History | Reference]:
+    plan = plan_for(rules)
+    with history_file(rules, given) as path:
+        if engine == "python":
+            yield reference(plan, path)
+        else:
+            with opened(plan, path) as h:
+                yield h
+
+
+def _failures(failures: Failures, console: Console) -> None:
+    if failures.rows or failures.deals:
+        console.print(f"left out: {failures.rows} rows that could not be read, {failures.deals} "
+                      "deals with two rows at one instant"
+                      + "".join(f"\n  {escape(r)}" for r in failures.reasons))
+
+
+def _split(c: Counts, fit: bool) -> Counts:
+    return Counts({k: n for k, n in c.items() if k[3] is fit})
+
+
+def calibrate_command(rules: RuleSet, rules_dir: Path, mappings_dir: Path, given: Path | None,
+                      engine: str,
+                      horizon: int | None, since: dt.date | None, fmt: str,
+                      report: Path | None, propose_to: Path | None, backtest: dt.date | None,
+                      out: Console, err: Console) -> int:
+    from connector.history.propose import diff, propose, rewrite, rules_file
+
+    with history(rules, given, engine) as h:
+        plan = h.plan
+        every = counts(h, horizon, since, backtest)
+        failures = h.failures
+    result = calibrate(plan, every, failures)
+    doc: dict[str, Any] = result.as_json()
+    fit = _split(every, True) if backtest else every
+    proposal = None
+    if propose_to is not None or backtest is not None:
+        if not fit:
+            raise ConfigurationError("no closed deal to propose from"
+                                     + (f" before {backtest}" if backtest else ""))
+        proposal = propose(plan, fit)
+    if backtest is not None:
+        assert proposal is not None
+        test = _split(every, False)
+        base = base_rate(fit)
+        doc["backtest"] = _backtest(plan, fit, test, base, proposal.forecast(plan), backtest)
+    if fmt == "json":
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_calibration(result, doc, out)
+        _failures(failures, err)
+    if propose_to is not None:
+        assert proposal is not None
+        source = rules_file(rules_dir)
+        old = source.read_text(encoding="utf-8")
+        new = rewrite(old, proposal)
+        _proven(rules_dir, mappings_dir, source, new)
+        propose_to.write_text(new, encoding="utf-8")
+        (err if fmt == "json" else out).print(
+            escape(diff(old, new, display(source)) or "no change: the table fits the evidence")
+            + f"\nproposed table: {escape(str(propose_to))} (replaces {escape(display(source))})")
+    if report is not None:
+        from connector.history.report import calibration_html
+
+        report.write_text(calibration_html(result, str(given or "the state store"),
+                                           rules.version), encoding="utf-8")
+        err.print(f"report: {escape(str(report))}")
+    return 1 if failures.rows or failures.deals else 0
+
+
+def _backtest(plan: Plan, fit: Counts, test: Counts, base: Fraction, proposed: Any,
+              date: dt.date) -> dict[str, Any]:
+    from connector.history.calibrate import crm_score, score
+
+    now = rules_score(test, current_forecast(plan))
+    new = rules_score(test, proposed)
+    flat = score((base, k[2], Fraction(n, k[4])) for k, n in test.items())
+    crm = crm_score(test)
+    return {"date": date.isoformat(), "fit_deals": deals_in(fit), "test_deals": deals_in(test),
+            "brier_current": rate(now.brier) if now else None,
+            "brier_proposed": rate(new.brier) if new else None,
+            "brier_base_rate": rate(flat.brier) if flat else None,
+            "brier_crm": rate(crm.brier) if crm else None,
+            "ece_current": rate(now.ece) if now else None,
+            "ece_proposed": rate(new.ece) if new else None}
+
+
+def _proven(rules_dir: Path, mappings_dir: Path, source: Path, text: str) -> None:
+    """The proposal goes through `check` before it is written: it must hold as the rules do."""
+    from connector.core.proof import prove
+
+    with tempfile.TemporaryDirectory(prefix="crm-propose-") as folder:
+        copy = Path(folder) / "rules"
+        shutil.copytree(rules_dir, copy)
+        (copy / source.relative_to(rules_dir)).write_text(text, encoding="utf-8")
+        loaded = load(copy, mappings_dir)
+        errors = [f for f in loaded.findings if f.severity == "error"]
+        if loaded.rules is not None and not errors:
+            errors = [f for f in prove(loaded.rules) if f.severity == "error"]
+        if errors:  # pragma: no cover - only numbers change; a proof failing is a bug here
+            raise ConfigurationError("the proposed table does not pass check: "
+                                     + "; ".join(f.message for f in errors))
+
+
+def _print_calibration(result: Calibration, doc: dict[str, Any], out: Console) -> None:
+    t = Table("workflow", "says", "deals", "wins", "won", "95 % interval", "verdict",
+              title=f"Calibration over {result.deals} closed deals")
+    for w in result.workflows:
+        verdict = w.verdict
+        style = "red" if verdict == "outside" else ("dim" if verdict == "too few" else "")
+        t.add_row(escape(w.workflow), f"{w.probability}%", str(number(w.deals)),
+                  str(number(w.wins)), rate(w.observed) if w.observed is not None else "-",
+                  f"{rate(w.low)} to {rate(w.high)}", f"[{style}]{verdict}[/{style}]"
+                  if style else verdict)
+    out.print(t)
+    for name, part in (("rules", doc["rules"]), ("CRM as it was", doc["crm"]),
+                       ("base rate", doc["base_rate"])):
+        if part is None:
+            out.print(f"{name}: no probability recorded")
+            continue
+        out.print(f"{name}: Brier {part['brier']} (reliability {part['reliability']}, "
+                  f"resolution {part['resolution']}, uncertainty {part['uncertainty']}), "
+                  f"ECE {part['ece']}")
+    out.print(f"no verdict below {doc['minimum_deals']} deals in a workflow")
+    back = doc.get("backtest")
+    if back:
+        out.print(f"backtest on deals closed from {back['date']} ({back['test_deals']} deals; "
+                  f"fitted on {back['fit_deals']}): Brier current {back['brier_current']}, "
+                  f"proposed {back['brier_proposed']}, base rate {back['brier_base_rate']}, "
+                  f"CRM {back['brier_crm']}")

@@ -48,10 +48,10 @@ def counts_reference(ref: Reference, horizon: int | None = None,
                 assert s.combo is not None
                 out[(s.combo, s.crm, won, fit, len(opens))] += 1
         else:
-            s = state_at(rows, closed_on - dt.timedelta(days=horizon))
-            if s is not None and s.state is None:
-                assert s.combo is not None
-                out[(s.combo, s.crm, won, fit, 1)] += 1
+            then = state_at(rows, closed_on - dt.timedelta(days=horizon))
+            if then is not None and then.state is None:
+                assert then.combo is not None
+                out[(then.combo, then.crm, won, fit, 1)] += 1
     return out
 
 

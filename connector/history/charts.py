@@ -66,9 +66,7 @@ def reliability_svg(points: list[tuple[str, float, float | None, float, float, b
 def waterfall_svg(month: str, start: Decimal, steps: list[tuple[str, Decimal]], end: Decimal,
                   title: str, standalone: bool = True) -> str:
     """Start, one bar per bucket (up green, down red, from where the previous left off), end."""
-    bars = [("start", Decimal(0), start), *[(n, Decimal(0), v) for n, v in steps],
-            ("end", Decimal(0), end)]
-    width = max(640, PAD * 2 + 62 * len(bars))
+    width = max(640, PAD * 2 + 62 * (len(steps) + 2))
     height = 320
     level = start
     tops = [start, end]

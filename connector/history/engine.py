@@ -164,8 +164,8 @@ class History:
             if f.bands is not None:
                 index_of[j] = _band_sql(f, value_of[f.field])
             select.append(f"{index_of[j]} AS f{j}")
-        for alias, name in (("amount", plan.amount), ("close", plan.close), ("crm", plan.crm)):
-            select.append(f"{value_of[name]} AS {alias}" if name else f"NULL AS {alias}")
+        for alias, field in (("amount", plan.amount), ("close", plan.close), ("crm", plan.crm)):
+            select.append(f"{value_of[field]} AS {alias}" if field else f"NULL AS {alias}")
         open_bad = " OR ".join(f"f{j} < 0" for j in range(len(rules.factors))) or "false"
         self.con.execute(
             "CREATE TEMP VIEW parsed AS SELECT " + ", ".join(select) + ", ("

@@ -195,8 +195,8 @@ def rewrite(text: str, proposal: Proposal) -> str:
             if name is not None and node is not None and name.value in proposal.workflows:
                 spans.append((node.start_mark.index, node.end_mark.index,
                               _number(proposal.workflows[name.value])))
-    for start, end, value in sorted(spans, reverse=True):
-        text = text[:start] + value + text[end:]
+    for start, end, number in sorted(spans, reverse=True):
+        text = text[:start] + number + text[end:]
     return text
 
 

@@ -13,6 +13,7 @@ deal with two different rows at the same instant cannot be ordered, so it is lef
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -130,7 +131,7 @@ def utc(ts: dt.datetime) -> dt.datetime:
     """A naive UTC date-time: an offset is applied, a naive time is taken as UTC."""
     if ts.tzinfo is None:
         return ts
-    return ts.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return ts.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def read_reference(plan: Plan, path: Path, failures: Failures) -> list[Snap]:
@@ -175,7 +176,7 @@ def deals(snaps: Iterable[Snap], failures: Failures) -> Iterator[list[Snap]]:
         by_id.setdefault(s.id, []).append(s)
     for rows in by_id.values():
         rows.sort(key=lambda s: s.ts)
-        if any(a.ts == b.ts for a, b in zip(rows, rows[1:])):
+        if any(a.ts == b.ts for a, b in itertools.pairwise(rows)):
             failures.deals += 1
             continue
         yield rows

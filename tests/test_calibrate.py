@@ -1,0 +1,203 @@
+"""calibrate: the engine agrees with the reference exactly; wrong workflows are found and
+right ones are not; the proposal lowers the Brier score on a later period and passes check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from history_gen import (
+    ROOT,
+    calibration_history,
+    example_rules,
+    row,
+    write,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.stats import binomtest
+
+from connector.cli import main
+from connector.history.calibrate import counts, score, wilson
+from connector.history.engine import opened
+from connector.history.source import plan_for, reference
+
+CONFIG = ["--rules", str(ROOT / "rules"), "--mappings", str(ROOT / "mappings")]
+# mostly good values, some bad ones: a bad row must fail alone, the same way on both paths
+STAGES = ["Negotiation/Review", "Closed Won", "Prospecting", "Closed Lost", "Qualification",
+          "Cancelled", "Proposal/Price Quote"] * 3 + ["Bogus", ""]
+AMOUNTS = ["1000", "25000.50", "250000", "100000", "20000"] * 3 + [
+    "1,500.00", "", "abc", "-5", " 20000 "]
+
+
+def both(path: Path, **kw: object):  # type: ignore[no-untyped-def]
+    plan = plan_for(example_rules())
+    ref = reference(plan, path)
+    with opened(plan, path) as h:
+        fast = counts(h, **kw)  # type: ignore[arg-type]
+        engine_failures = (h.failures.rows, h.failures.deals)
+    return counts(ref, **kw), fast, (ref.failures.rows, ref.failures.deals), engine_failures  # type: ignore[arg-type]
+
+
+NONEMPTY: list[bool] = []
+
+snapshot = st.tuples(
+    st.sampled_from(["A", "B", "C", "D", "E"]),
+    st.integers(0, 60),                          # day
+    st.integers(0, 23),                          # hour
+    st.sampled_from(STAGES),
+    st.sampled_from(AMOUNTS),
+    st.sampled_from(["Firm", "Budgetary", "", "firm "]),
+    st.sampled_from(["Strategic", "New", "", "Trusted", "Nope"]),
+    st.sampled_from(["", "10", "55.5", "10", "20", "x"]),
+    st.sampled_from(["2026-02-01"] * 6 + ["2026-02-30", ""]),
+)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(snapshot, min_size=10, max_size=40), st.sampled_from([None, 0, 2]),
+       st.sampled_from([None, dt.date(2026, 1, 3)]), st.sampled_from([None, dt.date(2026, 1, 5)]))
+def test_engine_agrees_with_reference(tmp_path: Path, rows, horizon, since, split) -> None:  # type: ignore[no-untyped-def]
+    base = dt.datetime(2026, 1, 1)
+    # time mostly moves on row by row; `day` 0 puts a row back at the first one's instant
+    path = write(tmp_path / "h.csv", [
+        [deal, "n", stage, amount, close, proposal, rel, "o", "o@x", "a", crm, "", "",
+         (base + dt.timedelta(hours=(day and 6 * i) + hour)).isoformat()]
+        for i, (deal, day, hour, stage, amount, proposal, rel, crm, close) in enumerate(rows)])
+    ref, fast, ref_failed, fast_failed = both(path, horizon=horizon, since=since, split=split)
+    assert fast == ref
+    assert fast_failed == ref_failed
+    NONEMPTY.append(bool(ref))
+
+
+def test_closing_snapshot_and_weights(tmp_path: Path) -> None:
+    """A deal with k open snapshots adds 1/k per snapshot; with a horizon, the one in force."""
+    close = dt.date(2026, 3, 1)
+    path = write(tmp_path / "h.csv", [
+        row("A", dt.datetime(2026, 1, 1), "Prospecting", 1000, close),
+        row("A", dt.datetime(2026, 2, 1), "Negotiation/Review", 1000, close, "Firm", "Strategic"),
+        row("A", dt.datetime(2026, 2, 20), "Negotiation/Review", 1000, close, "Firm", "Strategic"),
+        row("A", close, "Closed Won", 1000, close),
+        row("B", dt.datetime(2026, 1, 1), "Prospecting", 1000, close),  # still open: not judged
+    ])
+    assert main(["calibrate", "--input", str(path), "--format", "json", *CONFIG]) == 0
+    ref, fast, *_ = both(path)
+    assert ref == fast
+    per = {k[0]: Fraction(n, k[4]) for k, n in ref.items()}
+    assert sorted(per.values()) == [Fraction(1, 3), Fraction(2, 3)]
+    ref, _, *_ = both(path, horizon=15)  # 2026-02-14: the snapshot of 2026-02-01
+    assert [(k[0][0], k[4]) for k in ref] == [(0, 1)]
+
+
+def _truth(wrong: set[str]) -> dict[str, float]:
+    rules = example_rules()
+    truth = {}
+    for w in rules.workflows:
+        p = float(w.probability) / 100
+        truth[w.name] = (p - 0.25 if p > 0.5 else p + 0.25) if w.name in wrong else p
+    return truth
+
+
+def test_calibrate_flags_exactly_the_wrong_workflows(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Over 10 seeded histories, every workflow off by 25 points is outside its interval, and
+    the right ones are flagged about as often as a 95 % interval allows (5 %)."""
+    wrong = {"p80", "p40", "p20"}
+    false_alarms = right_verdicts = 0
+    for seed in range(10):
+        path = calibration_history(tmp_path / f"h{seed}.csv", seed, _truth(wrong), 250)
+        assert main(["calibrate", "--input", str(path), "--format", "json", *CONFIG]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        for w in doc["workflows"]:
+            if w["workflow"] in wrong:
+                assert w["verdict"] == "outside", (seed, w)
+            else:
+                right_verdicts += 1
+                false_alarms += w["verdict"] == "outside"
+    assert right_verdicts == 60
+    # P(more than 8 of 60 outside | each 5 %) < 1 %
+    assert false_alarms <= 8, false_alarms
+
+
+def test_propose_lowers_brier_later_and_passes_check(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    truth = _truth({"p80", "p40", "p20", "p90"})
+    path = calibration_history(tmp_path / "h.csv", 7, truth, 300)
+    proposed = tmp_path / "probability.yaml"
+    assert main(["calibrate", "--input", str(path), "--format", "json", "--backtest",
+                 "2025-01-01", "--propose", str(proposed), *CONFIG]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    back = doc["backtest"]
+    assert back["fit_deals"] > 1000 and back["test_deals"] > 500
+    assert Fraction(back["brier_proposed"]) < Fraction(back["brier_current"])
+    # only numbers change, and check accepts the result
+    old = (ROOT / "rules" / "probability.yaml").read_text().splitlines()
+    new = proposed.read_text().splitlines()
+    assert len(old) == len(new)
+    changed = [(a, b) for a, b in zip(old, new) if a != b]
+    assert changed and all("probability:" in a and "probability:" in b for a, b in changed)
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    shutil.copy(proposed, rules / "probability.yaml")
+    assert main(["check", "--rules", str(rules), "--mappings", str(ROOT / "mappings")]) == 0
+    values = [int(b.split("probability:")[1].strip(" }")) for _, b in changed]
+    assert all(1 <= v <= 99 for v in values)
+
+
+def test_propose_weights(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    (rules / "probability.yaml").write_text(
+        "probability:\n  min: 10\n  max: 90\n  step: 5\n"
+        "  weights: {stage: 5, proposal: 2, relationship: 3, size: 1}   # best guess\n")
+    path = calibration_history(tmp_path / "h.csv", 3, _truth(set()), 120)
+    proposed = tmp_path / "p.yaml"
+    config = ["--rules", str(rules), "--mappings", str(ROOT / "mappings")]
+    code = main(["calibrate", "--input", str(path), "--propose", str(proposed), *config])
+    assert code == 0
+    text = proposed.read_text()
+    assert "# best guess" in text and "weights: {stage:" in text
+    shutil.copy(proposed, rules / "probability.yaml")
+    assert main(["check", *config]) == 0
+    capsys.readouterr()
+
+
+def test_wilson_is_scipy_for_whole_counts() -> None:
+    for wins, deals in ((0, 10), (3, 10), (50, 80), (80, 80)):
+        ci = binomtest(wins, deals).proportion_ci(0.95, method="wilson")
+        assert wilson(Fraction(wins), Fraction(deals)) == (ci.low, ci.high)
+        # the written-out formula (weighted counts) gives the same numbers
+        low, high = wilson(Fraction(wins * 3 + 1, 3) - Fraction(1, 3), Fraction(deals))
+        assert low == pytest.approx(ci.low) and high == pytest.approx(ci.high)
+
+
+@given(st.lists(st.tuples(st.integers(0, 100), st.booleans(), st.integers(1, 5)), min_size=1))
+def test_murphy_decomposition_is_exact(items) -> None:  # type: ignore[no-untyped-def]
+    s = score((Fraction(p, 100), won, Fraction(1, k)) for p, won, k in items)
+    assert s is not None
+    assert s.brier == s.reliability - s.resolution + s.uncertainty
+
+
+def test_report_and_text(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = calibration_history(tmp_path / "h.csv", 1, _truth({"p80"}), 40)
+    report = tmp_path / "r.html"
+    assert main(["calibrate", "--input", str(path), "--report", str(report), *CONFIG]) == 0
+    out = capsys.readouterr().out
+    assert "p80" in out and "outside" in out and "Brier" in out
+    html = report.read_text()
+    assert "<svg" in html and 'id="workflows"' in html and "http" not in html
+
+
+def test_missing_column_is_a_configuration_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "h.csv"
+    path.write_text("Id,StageName,as_of\nA,Prospecting,2026-01-01\n")
+    assert main(["calibrate", "--input", str(path), *CONFIG]) == 2
+    assert "Proposal_Type__c" in capsys.readouterr().err
+
+
+def test_the_property_saw_judged_deals() -> None:
+    """The random histories above are not all empty or all failed."""
+    assert sum(NONEMPTY) >= 10, (sum(NONEMPTY), len(NONEMPTY))

@@ -389,6 +389,31 @@ def calibrate(
     raise typer.Exit(code)
 
 
+@app.command()
+def movement(
+    from_: Annotated[str, typer.Option("--from", help="The first date (YYYY-MM-DD).")],
+    to: Annotated[str, typer.Option("--to", help="The second date (YYYY-MM-DD).")],
+    input: InputOpt = None,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.text,
+    details: Annotated[bool, typer.Option("--details", help="List the deals behind each bucket.")
+                       ] = False,
+    chart: Annotated[Path | None, typer.Option("--chart", help="Write an SVG waterfall.")] = None,
+    engine: EngineOpt = Engine.duckdb,
+    mapping: MappingOpt = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """What moved the open pipeline of each close month between two dates."""
+    from connector.history.commands import movement_command
+
+    _suffix(chart, (".svg",), "--chart")
+    first, second = _date(from_, "--from"), _date(to, "--to")
+    assert first is not None and second is not None
+    loaded = _load_or_exit(rules, mappings, mapping)
+    assert loaded.rules is not None
+    raise typer.Exit(movement_command(loaded.rules, input, engine.value, first, second,
+                                      format.value, details, chart, _out(), _err()))
+
+
 def _print_drain(console: Console, drained: Any) -> None:
     console.print(f"outbox: done {drained.done}, retrying {drained.retrying}, parked "
                   f"{drained.parked}")

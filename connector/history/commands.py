@@ -168,3 +168,88 @@ def _print_calibration(result: Calibration, doc: dict[str, Any], out: Console) -
                   f"fitted on {back['fit_deals']}): Brier current {back['brier_current']}, "
                   f"proposed {back['brier_proposed']}, base rate {back['brier_base_rate']}, "
                   f"CRM {back['brier_crm']}")
+
+
+def movement_command(rules: RuleSet, given: Path | None, engine: str, first: dt.date,
+                     second: dt.date, fmt: str, details: bool, chart: Path | None,
+                     out: Console, err: Console) -> int:
+    import csv
+    import sys
+
+    from connector.history.movement import BUCKETS, movement
+
+    if second < first:
+        raise ConfigurationError(f"--to {second} is before --from {first}")
+    with history(rules, given, engine) as h:
+        result = movement(h, first, second, details)
+        failures = h.failures
+    months = sorted(result.months.items())
+    if fmt == "json":
+        doc = result.as_json()
+        if details:
+            doc["details"] = [_detail_json(d) for d in result.details]
+        print(json.dumps(doc, indent=2))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["month", "bucket", "deals", "unweighted", "weighted"])
+        for month, mo in months:
+            writer.writerow([month, "start", "", mo.unweighted.start, mo.weighted.start])
+            for b in BUCKETS:
+                writer.writerow([month, b, mo.deals[b], mo.unweighted.changes[b],
+                                 mo.weighted.changes[b]])
+            writer.writerow([month, "end", "", mo.unweighted.end, mo.weighted.end])
+        if details:
+            writer.writerow([])
+            writer.writerow(["month", "bucket", "id", "cause", "unweighted", "weighted"])
+            for d in result.details:
+                writer.writerow([d.month, d.bucket, d.id, d.cause, d.unweighted, d.weighted])
+    else:
+        for month, mo in months:
+            t = Table("", "deals", "unweighted", "weighted",
+                      title=f"{month}: pipeline from {first} to {second}")
+            t.add_row("start", "", str(mo.unweighted.start), str(mo.weighted.start))
+            for b in BUCKETS:
+                if mo.deals[b]:
+                    note = ""
+                    if b.startswith("probability_"):
+                        note = f" ({mo.causes['rules']} rules, {mo.causes['factors']} factors)"
+                    t.add_row(b.replace("_", " ") + note, str(mo.deals[b]),
+                              str(mo.unweighted.changes[b]), str(mo.weighted.changes[b]))
+            t.add_row("end", "", str(mo.unweighted.end), str(mo.weighted.end), style="bold")
+            out.print(t)
+        if details:
+            t = Table("month", "bucket", "id", "cause", "unweighted", "weighted",
+                      title="The deals behind each bucket")
+            for d in result.details:
+                t.add_row(d.month, d.bucket, escape(d.id), d.cause, str(d.unweighted),
+                          str(d.weighted))
+            out.print(t)
+        out.print("probability moves: 'rules' = same factor values (the rule set or the CRM's "
+                  "own figure changed), 'factors' = the deal's factors changed")
+        _failures(failures, err)
+    if chart is not None:
+        from decimal import Decimal
+
+        from connector.history.charts import waterfall_svg
+
+        start = sum((mo.weighted.start for _, mo in months), Decimal("0.00"))
+        end = sum((mo.weighted.end for _, mo in months), Decimal("0.00"))
+        steps = [(b, sum((mo.weighted.changes[b] for _, mo in months), Decimal("0.00")))
+                 for b in BUCKETS]
+        chart.write_text(waterfall_svg(f"{first} to {second}", start,
+                                       [s for s in steps if s[1]], end,
+                                       "Weighted pipeline, all months,"), encoding="utf-8")
+        err.print(f"chart: {escape(str(chart))}")
+    return 1 if failures.rows or failures.deals else 0
+
+
+def _detail_json(d: Any) -> dict[str, Any]:
+    def side(s: Any) -> dict[str, Any] | None:
+        if s is None:
+            return None
+        return {"state": s.state, "close_date": s.close.isoformat() if s.close else None,
+                "amount": str(s.value), "probability": None if s.crm is None else str(s.crm)}
+
+    return {"month": d.month, "bucket": d.bucket, "id": d.id, "cause": d.cause or None,
+            "unweighted": str(d.unweighted), "weighted": str(d.weighted),
+            "before": side(d.before), "after": side(d.after)}

@@ -398,6 +398,7 @@ def movement(
     details: Annotated[bool, typer.Option("--details", help="List the deals behind each bucket.")
                        ] = False,
     chart: Annotated[Path | None, typer.Option("--chart", help="Write an SVG waterfall.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write an HTML page.")] = None,
     engine: EngineOpt = Engine.duckdb,
     mapping: MappingOpt = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
@@ -406,12 +407,44 @@ def movement(
     from connector.history.commands import movement_command
 
     _suffix(chart, (".svg",), "--chart")
+    _suffix(report, (".html", ".htm"), "--report")
     first, second = _date(from_, "--from"), _date(to, "--to")
     assert first is not None and second is not None
     loaded = _load_or_exit(rules, mappings, mapping)
     assert loaded.rules is not None
     raise typer.Exit(movement_command(loaded.rules, input, engine.value, first, second,
-                                      format.value, details, chart, _out(), _err()))
+                                      format.value, details, chart, report, _out(), _err()))
+
+
+@app.command()
+def accuracy(
+    lags: Annotated[str, typer.Option(
+        "--lags", help="Days before each month began, comma-separated.")] = "30,60,90",
+    input: InputOpt = None,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.text,
+    chart: Annotated[Path | None, typer.Option(
+        "--chart", help="Write an SVG chart (the first lag).")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write an HTML page.")] = None,
+    engine: EngineOpt = Engine.duckdb,
+    mapping: MappingOpt = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """How close was the forecast made N days before each past month, to what was won?"""
+    from connector.history.commands import accuracy_command
+
+    try:
+        days = [int(x) for x in lags.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"'{lags}': give whole days, like 30,60,90",
+                                 param_hint="--lags") from None
+    if not days or any(d < 0 for d in days):
+        raise typer.BadParameter(f"'{lags}': give whole days, like 30,60,90", param_hint="--lags")
+    _suffix(chart, (".svg",), "--chart")
+    _suffix(report, (".html", ".htm"), "--report")
+    loaded = _load_or_exit(rules, mappings, mapping)
+    assert loaded.rules is not None
+    raise typer.Exit(accuracy_command(loaded.rules, input, engine.value, days, format.value,
+                                      chart, report, _out(), _err()))
 
 
 def _print_drain(console: Console, drained: Any) -> None:

@@ -172,7 +172,7 @@ def _print_calibration(result: Calibration, doc: dict[str, Any], out: Console) -
 
 def movement_command(rules: RuleSet, given: Path | None, engine: str, first: dt.date,
                      second: dt.date, fmt: str, details: bool, chart: Path | None,
-                     out: Console, err: Console) -> int:
+                     report: Path | None, out: Console, err: Console) -> int:
     import csv
     import sys
 
@@ -227,7 +227,7 @@ def movement_command(rules: RuleSet, given: Path | None, engine: str, first: dt.
         out.print("probability moves: 'rules' = same factor values (the rule set or the CRM's "
                   "own figure changed), 'factors' = the deal's factors changed")
         _failures(failures, err)
-    if chart is not None:
+    if chart is not None or report is not None:
         from decimal import Decimal
 
         from connector.history.charts import waterfall_svg
@@ -236,10 +236,19 @@ def movement_command(rules: RuleSet, given: Path | None, engine: str, first: dt.
         end = sum((mo.weighted.end for _, mo in months), Decimal("0.00"))
         steps = [(b, sum((mo.weighted.changes[b] for _, mo in months), Decimal("0.00")))
                  for b in BUCKETS]
-        chart.write_text(waterfall_svg(f"{first} to {second}", start,
-                                       [s for s in steps if s[1]], end,
-                                       "Weighted pipeline, all months,"), encoding="utf-8")
-        err.print(f"chart: {escape(str(chart))}")
+
+        def svg(standalone: bool) -> str:
+            return waterfall_svg(f"{first} to {second}", start, [s for s in steps if s[1]], end,
+                                 "Weighted pipeline, all months,", standalone)
+
+        if chart is not None:
+            chart.write_text(svg(True), encoding="utf-8")
+            err.print(f"chart: {escape(str(chart))}")
+        if report is not None:
+            from connector.history.report import movement_html
+
+            report.write_text(movement_html(result, [svg(False)]), encoding="utf-8")
+            err.print(f"report: {escape(str(report))}")
     return 1 if failures.rows or failures.deals else 0
 
 
@@ -253,3 +262,54 @@ def _detail_json(d: Any) -> dict[str, Any]:
     return {"month": d.month, "bucket": d.bucket, "id": d.id, "cause": d.cause or None,
             "unweighted": str(d.unweighted), "weighted": str(d.weighted),
             "before": side(d.before), "after": side(d.after)}
+
+
+def accuracy_command(rules: RuleSet, given: Path | None, engine: str, lags: list[int],
+                     fmt: str, chart: Path | None, report: Path | None, out: Console,
+                     err: Console) -> int:
+    import csv
+    import sys
+
+    from connector.history.accuracy import accuracy, summaries
+
+    with history(rules, given, engine) as h:
+        lines = accuracy(h, h.plan, lags)
+        failures = h.failures
+    summary = summaries(lines, lags)
+    if fmt == "json":
+        print(json.dumps([x.as_json() for x in lines], indent=2))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["month", "lag", "forecast", "forecast_crm", "won", "error"])
+        for x in lines:
+            d = x.as_json()
+            writer.writerow([d[k] if d[k] is not None else "" for k in
+                             ("month", "lag", "forecast", "forecast_crm", "won", "error")])
+    else:
+        t = Table("month", "lag", "forecast (rules)", "forecast (CRM)", "won", "error",
+                  title="Forecast accuracy: said before the month began vs won")
+        for x in lines:
+            d = x.as_json()
+            t.add_row(d["month"], str(x.lag), d["forecast"], d["forecast_crm"] or "-", d["won"],
+                      d["error"])
+        out.print(t)
+        for s in summary:
+            crm = (f"; CRM: MAPE {s.mape_crm}%, bias {s.bias_crm}"
+                   if s.bias_crm is not None else "")
+            out.print(f"{s.lag} days ahead, {s.months} months: rules MAPE "
+                      f"{s.mape if s.mape is not None else '-'}%, bias {s.bias}{crm}")
+        _failures(failures, err)
+    if chart is not None and lags:
+        from connector.history.charts import accuracy_svg
+
+        chart.write_text(accuracy_svg([(x.month, x.forecast, x.forecast_crm, x.won)
+                                       for x in lines if x.lag == lags[0]], lags[0]),
+                         encoding="utf-8")
+        err.print(f"chart: {escape(str(chart))}")
+    if report is not None:
+        from connector.history.report import accuracy_html
+
+        report.write_text(accuracy_html(lines, summary, lags, str(given or "the state store"),
+                                        rules.version), encoding="utf-8")
+        err.print(f"report: {escape(str(report))}")
+    return 1 if failures.rows or failures.deals else 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from html import escape
 
+from connector.history.accuracy import Line, Summary
 from connector.history.calibrate import Calibration, number, rate
-from connector.history.charts import reliability_svg
+from connector.history.charts import accuracy_svg, reliability_svg
+from connector.history.movement import BUCKETS, Movement
 from connector.report import CSS, _cell
 
 
@@ -62,3 +64,50 @@ def calibration_html(result: Calibration, source: str, version: str) -> str:
                     f"{failed.deals} deals with two rows at one instant. "
                     + escape("; ".join(failed.reasons)) + "</p>")
     return page("Calibration", body)
+
+
+def accuracy_html(lines: list[Line], summary: list[Summary], lags: list[int], source: str,
+                  version: str) -> str:
+    body = [f'<p class="muted">{escape(source)}, rule set {escape(version)}. The forecast is '
+            "the current rules on each deal as it was that many days before the month began; "
+            "the CRM's is its own probability then. Error = forecast - won.</p>",
+            '<table id="accuracy-summary"><tr><th>days ahead</th><th>months</th>'
+            "<th>MAPE, rules</th><th>bias, rules</th><th>MAPE, CRM</th><th>bias, CRM</th></tr>"]
+    for s in summary:
+        body.append(f"<tr>{_cell(s.lag, True)}{_cell(s.months, True)}"
+                    f"{_cell(f'{s.mape}%' if s.mape is not None else '-', True)}"
+                    f"{_cell(s.bias, True)}"
+                    f"{_cell(f'{s.mape_crm}%' if s.mape_crm is not None else '-', True)}"
+                    f"{_cell(s.bias_crm if s.bias_crm is not None else '-', True)}</tr>")
+    body.append("</table>")
+    for lag in lags:
+        body.append(f"<h2>{lag} days ahead</h2>")
+        body.append(accuracy_svg([(x.month, x.forecast, x.forecast_crm, x.won)
+                                  for x in lines if x.lag == lag], lag, standalone=False))
+    body.append('<table id="accuracy"><tr><th>month</th><th>days ahead</th><th>forecast</th>'
+                "<th>forecast, CRM</th><th>won</th><th>error</th></tr>")
+    for x in lines:
+        d = x.as_json()
+        body.append("<tr>" + "".join(_cell(d[k] if d[k] is not None else "-", k != "month")
+                                     for k in ("month", "lag", "forecast", "forecast_crm",
+                                               "won", "error")) + "</tr>")
+    body.append("</table>")
+    return page("Forecast accuracy", body)
+
+
+def movement_html(result: Movement, charts: list[str]) -> str:
+    body = [f'<p class="muted">The open pipeline of each close month from {result.first} to '
+            f"{result.second}: each deal in one bucket; start + changes = end.</p>", *charts]
+    for month, mo in sorted(result.months.items()):
+        body.append(f'<h2>{escape(month)}</h2><table class="movement" data-month="{month}">'
+                    "<tr><th></th><th>deals</th><th>unweighted</th><th>weighted</th></tr>")
+        body.append(f"<tr>{_cell('start')}{_cell('')}{_cell(mo.unweighted.start, True)}"
+                    f"{_cell(mo.weighted.start, True)}</tr>")
+        for b in BUCKETS:
+            if mo.deals[b]:
+                body.append(f"<tr>{_cell(b.replace('_', ' '))}{_cell(mo.deals[b], True)}"
+                            f"{_cell(mo.unweighted.changes[b], True)}"
+                            f"{_cell(mo.weighted.changes[b], True)}</tr>")
+        body.append(f"<tr><th>end</th>{_cell('')}{_cell(mo.unweighted.end, True)}"
+                    f"{_cell(mo.weighted.end, True)}</tr></table>")
+    return page("Pipeline movement", body)

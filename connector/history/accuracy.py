@@ -116,7 +116,7 @@ def accuracy(source: History | Reference, plan: Plan, lags: list[int]) -> list[L
             crm[(month, lag)] += amount * (p or Decimal(0)) / 100
     seen = sorted({m for m, _ in forecast} | set(won))
     past: list[str] = []  # every month from the first seen to the last the history covers
-    month = seen[0] if seen else None
+    month: str | None = seen[0] if seen else None
     while month is not None and latest is not None and last_day(month) <= latest:
         past.append(month)
         month = month_of(last_day(month) + dt.timedelta(days=1))

@@ -116,10 +116,11 @@ def accuracy(source: History | Reference, plan: Plan, lags: list[int]) -> list[L
             crm[(month, lag)] += amount * (p or Decimal(0)) / 100
     seen = sorted({m for m, _ in forecast} | set(won))
     past: list[str] = []  # every month from the first seen to the last the history covers
-    month: str | None = seen[0] if seen else None
-    while month is not None and latest is not None and last_day(month) <= latest:
-        past.append(month)
-        month = month_of(last_day(month) + dt.timedelta(days=1))
+    if seen and latest is not None:
+        step = seen[0]
+        while last_day(step) <= latest:
+            past.append(step)
+            step = month_of(last_day(step) + dt.timedelta(days=1))
     return [Line(m, lag, forecast.get((m, lag), Decimal(0)),
                  crm.get((m, lag), Decimal(0)) if has_crm else None, won.get(m, Decimal(0)))
             for m in past for lag in lags]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from history_gen import ROOT, example_rules, row, write
@@ -95,8 +95,9 @@ def _independent_pipeline(rows: list[list[str]], day: dt.date) -> dict[str, tupl
     for r in last.values():
         if r[2] in ("Closed Won", "Closed Lost"):
             continue
-        amount = Decimal(r[3]).quantize(Decimal("0.01"))
-        weighted = (Decimal(r[3]) * Decimal(r[10]) / 100).quantize(Decimal("0.01"))
+        cent = Decimal("0.01")  # each deal's value to the cent, halves up, as documented
+        amount = Decimal(r[3]).quantize(cent, ROUND_HALF_UP)
+        weighted = (Decimal(r[3]) * Decimal(r[10]) / 100).quantize(cent, ROUND_HALF_UP)
         u, w = out.get(r[4][:7], (Decimal(0), Decimal(0)))
         out[r[4][:7]] = (u + amount, w + weighted)
     return out

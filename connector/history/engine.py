@@ -60,15 +60,23 @@ class History:
     def _col(self, name: str) -> str:
         return f"coalesce(c{self.cols[name]}, '')"
 
-    def _text_dictionary(self, name: str, table: str, factors: list[Factor], closed: bool
-                         ) -> None:
+    def _distinct(self, column: str, where: str = "") -> list[str]:
+        return [t for (t,) in self.con.execute(
+            f"SELECT DISTINCT {column} FROM cells {where}").fetchall()]
+
+    def _insert(self, table: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
+        self.con.execute(f"CREATE TEMP TABLE {table} ({columns})")
+        if rows:
+            marks = ", ".join("?" for _ in rows[0])
+            self.con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+
+    def _text_dictionary(self, name: str, texts: list[str], table: str, factors: list[Factor],
+                         closed: bool) -> None:
         """One field's distinct texts typed in Python: `bad` (the text does not parse), the
         closed state, the index for each factor on the field (-1: not one of its values)."""
-        mapping = self.plan.rules.mapping
-        parse = parse_cache(mapping.type_of(name), name, limit=0)
+        parse = parse_cache(self.plan.rules.mapping.type_of(name), name, limit=0)
         rows: list[tuple[Any, ...]] = []
-        texts = self.con.execute(f"SELECT DISTINCT {self._col(name)} FROM raw").fetchall()
-        for (text,) in texts:
+        for text in texts:
             try:
                 value = parse[text]
             except RecordError as exc:
@@ -90,19 +98,13 @@ class History:
                     indices.append(-1)
             rows.append((text, False, state, *indices))
         extra = "".join(f", i{k} INTEGER" for k in range(len(factors)))
-        self.con.execute(f"CREATE TEMP TABLE {table} (t VARCHAR, bad BOOLEAN, st VARCHAR{extra})")
-        if rows:
-            marks = ", ".join("?" for _ in rows[0])
-            self.con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+        self._insert(table, f"t VARCHAR, bad BOOLEAN, st VARCHAR{extra}", rows)
 
-    def _number_dictionary(self, name: str, table: str) -> None:
+    def _number_dictionary(self, name: str, texts: list[str], table: str) -> None:
         """The texts of a numeric field that are not plain digits, typed in Python."""
         parse = parse_cache(self.plan.rules.mapping.type_of(name), name, limit=0)
-        rows: list[tuple[str, Decimal | None, bool]] = []
-        texts = self.con.execute(
-            f"SELECT DISTINCT {self._col(name)} AS t FROM raw "
-            f"WHERE NOT regexp_full_match(t, {_q(PLAIN)})").fetchall()
-        for (text,) in texts:
+        rows: list[tuple[Any, ...]] = []
+        for text in texts:
             try:
                 value = parse[text]
             except RecordError as exc:
@@ -114,84 +116,12 @@ class History:
                 rows.append((text, None, True))
             else:
                 rows.append((text, value, False))
-        self.con.execute(f"CREATE TEMP TABLE {table} (t VARCHAR, v DECIMAL(38,10), bad BOOLEAN)")
-        if rows:
-            self.con.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", rows)
+        self._insert(table, "t VARCHAR, v DECIMAL(38,10), bad BOOLEAN", rows)
 
-    def _reason(self, text: str) -> None:
-        if len(self.failures.reasons) < 5 and text not in self.failures.reasons:
-            self.failures.reasons.append(text)
-
-    def _build(self) -> None:
-        plan, rules = self.plan, self.plan.rules
-        closed = rules.closed
-        assert closed is not None
-        numeric = {n for n in (plan.amount, plan.crm) if n}
-        numeric |= {f.field for f in rules.factors if f.bands is not None}
-        joins: list[str] = []
-        bad: list[str] = ["ts IS NULL"]
-        select = [f"{self._col(ID)} AS id",
-                  f"TRY_CAST(NULLIF(trim({self._col(AS_OF)}), '') AS TIMESTAMPTZ)::TIMESTAMP AS ts"]
-        value_of: dict[str, str] = {}
-        for k, name in enumerate(sorted(numeric)):
-            table = f"n{k}"
-            self._number_dictionary(name, table)
-            text = self._col(name)
-            joins.append(f"LEFT JOIN {table} ON {table}.t = {text}")
-            value_of[name] = (f"CASE WHEN regexp_full_match({text}, {_q(PLAIN)}) "
-                              f"THEN CAST({text} AS DECIMAL(38,10)) ELSE {table}.v END")
-            bad.append(f"coalesce({table}.bad, false)")
-        index_of: dict[int, str] = {}
-        texts = [n for n in plan.names if n not in numeric and n != plan.close]
-        for k, name in enumerate(texts):
-            table = f"d{k}"
-            on_field = [(j, f) for j, f in enumerate(rules.factors)
-                        if f.field == name and f.bands is None]
-            self._text_dictionary(name, table, [f for _, f in on_field], name == closed.field)
-            joins.append(f"LEFT JOIN {table} ON {table}.t = {self._col(name)}")
-            bad.append(f"{table}.bad")
-            for m, (j, _) in enumerate(on_field):
-                index_of[j] = f"{table}.i{m}"
-            if name == closed.field:
-                select.append(f"{table}.st AS state")
-        if plan.close:
-            # a date column has few distinct texts: typed in Python like the picklists
-            self._date_dictionary(plan.close)
-            joins.append(f"LEFT JOIN dd ON dd.t = {self._col(plan.close)}")
-            bad.append("dd.bad")
-            value_of[plan.close] = "dd.v"
-        for j, f in enumerate(rules.factors):
-            if f.bands is not None:
-                index_of[j] = _band_sql(f, value_of[f.field])
-            select.append(f"{index_of[j]} AS f{j}")
-        for alias, field in (("amount", plan.amount), ("close", plan.close), ("crm", plan.crm)):
-            select.append(f"{value_of[field]} AS {alias}" if field else f"NULL AS {alias}")
-        open_bad = " OR ".join(f"f{j} < 0" for j in range(len(rules.factors))) or "false"
-        self.con.execute(
-            "CREATE TEMP VIEW parsed AS SELECT " + ", ".join(select) + ", ("
-            + " OR ".join(bad) + ") AS bad FROM raw " + " ".join(joins))
-        factors = ", ".join(f"CASE WHEN state IS NULL THEN f{j} END AS f{j}"
-                            for j in range(len(rules.factors)))
-        self.con.execute(
-            "CREATE TEMP VIEW good AS SELECT id, ts, CAST(ts AS DATE) AS day, state, "
-            f"{factors + ', ' if factors else ''}amount, close, crm FROM parsed "
-            f"WHERE NOT bad AND (state IS NOT NULL OR NOT ({open_bad}))")
-        # Deals with two rows at one instant cannot be ordered: left out whole.
-        self.con.execute(
-            "CREATE TEMP TABLE tied AS SELECT DISTINCT id FROM "
-            "(SELECT id, ts, count(*) OVER (PARTITION BY id, ts) AS n FROM good) WHERE n > 1")
-        self.con.execute("CREATE TEMP VIEW typed AS SELECT * FROM good ANTI JOIN tied USING (id)")
-        total, good = self.con.execute(
-            "SELECT (SELECT count(*) FROM raw), (SELECT count(*) FROM good)").fetchone() or (0, 0)
-        self.failures.rows = total - good
-        (self.failures.deals,) = self.con.execute("SELECT count(*) FROM tied").fetchone() or (0,)
-        if self.failures.rows and not self.failures.reasons:
-            self.failures.reasons.append("as_of is not an ISO date-time")
-
-    def _date_dictionary(self, name: str) -> None:
+    def _date_dictionary(self, name: str, texts: list[str]) -> None:
         parse = parse_cache(self.plan.rules.mapping.type_of(name), name, limit=0)
-        rows: list[tuple[str, dt.date | None, bool]] = []
-        for (text,) in self.con.execute(f"SELECT DISTINCT {self._col(name)} FROM raw").fetchall():
+        rows: list[tuple[Any, ...]] = []
+        for text in texts:
             try:
                 value = parse[text]
             except RecordError as exc:
@@ -204,9 +134,95 @@ class History:
             if not ok:
                 self._reason(f"{name}: {text!r} is not a date")
             rows.append((text, value if ok else None, not ok))
-        self.con.execute("CREATE TEMP TABLE dd (t VARCHAR, v DATE, bad BOOLEAN)")
-        if rows:
-            self.con.executemany("INSERT INTO dd VALUES (?, ?, ?)", rows)
+        self._insert("dd", "t VARCHAR, v DATE, bad BOOLEAN", rows)
+
+    def _reason(self, text: str) -> None:
+        if len(self.failures.reasons) < 5 and text not in self.failures.reasons:
+            self.failures.reasons.append(text)
+
+    def _build(self) -> None:
+        plan, rules = self.plan, self.plan.rules
+        closed = rules.closed
+        assert closed is not None
+        numeric = sorted({n for n in (plan.amount, plan.crm) if n}
+                         | {f.field for f in rules.factors if f.bands is not None})
+        texts = [n for n in plan.names if n not in numeric and n != plan.close]
+        # The one read of the file: the cells the analyses need, numbers cast where plain.
+        cells = [f"{self._col(ID)} AS id", f"{_timestamp(self._col(AS_OF))} AS ts"]
+        cells += [f"{self._col(n)} AS t{k}" for k, n in enumerate(texts)]
+        if plan.close:
+            cells.append(f"{self._col(plan.close)} AS tc")
+        for k, name in enumerate(numeric):
+            text = self._col(name)
+            plain = f"regexp_full_match({text}, {_q(PLAIN)})"
+            cells.append(f"CASE WHEN {plain} THEN CAST({text} AS DECIMAL(38,10)) END AS v{k}")
+            cells.append(f"CASE WHEN {plain} THEN NULL ELSE {text} END AS x{k}")
+        self.con.execute("CREATE TABLE cells AS SELECT " + ", ".join(cells) + " FROM raw")
+        joins: list[str] = []
+        bad: list[str] = ["ts IS NULL"]
+        select = ["id", "ts"]
+        value_of: dict[str, str] = {}
+        for k, name in enumerate(numeric):
+            table = f"n{k}"
+            self._number_dictionary(name, self._distinct(f"x{k}", f"WHERE x{k} IS NOT NULL"),
+                                    table)
+            joins.append(f"LEFT JOIN {table} ON {table}.t = x{k}")
+            value_of[name] = f"coalesce(v{k}, {table}.v)"
+            bad.append(f"coalesce({table}.bad, false)")
+        index_of: dict[int, str] = {}
+        for k, name in enumerate(texts):
+            table = f"d{k}"
+            on_field = [(j, f) for j, f in enumerate(rules.factors)
+                        if f.field == name and f.bands is None]
+            self._text_dictionary(name, self._distinct(f"t{k}"), table,
+                                  [f for _, f in on_field], name == closed.field)
+            joins.append(f"LEFT JOIN {table} ON {table}.t = t{k}")
+            bad.append(f"{table}.bad")
+            for m, (j, _) in enumerate(on_field):
+                index_of[j] = f"{table}.i{m}"
+            if name == closed.field:
+                select.append(f"{table}.st AS state")
+        if plan.close:
+            # a date column has few distinct texts: typed in Python like the picklists
+            self._date_dictionary(plan.close, self._distinct("tc"))
+            joins.append("LEFT JOIN dd ON dd.t = tc")
+            bad.append("dd.bad")
+            value_of[plan.close] = "dd.v"
+        for j, f in enumerate(rules.factors):
+            if f.bands is not None:
+                index_of[j] = _band_sql(f, value_of[f.field])
+            select.append(f"{index_of[j]} AS f{j}")
+        for alias, field in (("amount", plan.amount), ("close", plan.close), ("crm", plan.crm)):
+            select.append(f"{value_of[field]} AS {alias}" if field else f"NULL AS {alias}")
+        open_bad = " OR ".join(f"f{j} < 0" for j in range(len(rules.factors))) or "false"
+        self.con.execute(
+            "CREATE TABLE parsed AS SELECT " + ", ".join(select) + ", ("
+            + " OR ".join(bad) + ") AS bad FROM cells " + " ".join(joins))
+        self.con.execute("DROP TABLE cells")
+        factors = ", ".join(f"CASE WHEN state IS NULL THEN f{j} END AS f{j}"
+                            for j in range(len(rules.factors)))
+        self.con.execute(
+            "CREATE VIEW good AS SELECT id, ts, CAST(ts AS DATE) AS day, state, "
+            f"{factors + ', ' if factors else ''}amount, close, crm FROM parsed "
+            f"WHERE NOT bad AND (state IS NOT NULL OR NOT ({open_bad}))")
+        # Deals with two rows at one instant cannot be ordered: left out whole.
+        self.con.execute("CREATE TABLE tied AS SELECT DISTINCT id FROM good "
+                         "GROUP BY id, ts HAVING count(*) > 1")
+        self.con.execute("CREATE VIEW typed AS SELECT * FROM good ANTI JOIN tied USING (id)")
+        total, good = self.con.execute("SELECT (SELECT count(*) FROM parsed), "
+                                       "(SELECT count(*) FROM good)").fetchone() or (0, 0)
+        self.failures.rows = total - good
+        (self.failures.deals,) = self.con.execute("SELECT count(*) FROM tied").fetchone() or (0,)
+        if self.failures.rows and not self.failures.reasons:
+            self.failures.reasons.append("as_of is not an ISO date-time")
+
+
+def _timestamp(text: str) -> str:
+    """`as_of` as a UTC time. The cast with an offset costs twice the plain one, so it is
+    used only where there may be one (a '+', or a '-' after the date)."""
+    return (f"CASE WHEN contains({text}, '+') OR contains(substr({text}, 11), '-') "
+            f"THEN TRY_CAST({text} AS TIMESTAMPTZ)::TIMESTAMP "
+            f"ELSE TRY_CAST({text} AS TIMESTAMP) END")
 
 
 def _band_sql(f: Factor, value: str) -> str:
@@ -221,10 +237,14 @@ def _band_sql(f: Factor, value: str) -> str:
 
 @contextmanager
 def opened(plan: Plan, path: Path) -> Iterator[History]:
-    """The history on a fresh in-memory DuckDB that spills to a temporary folder."""
+    """The history on a fresh DuckDB database in a temporary folder."""
     with tempfile.TemporaryDirectory(prefix="crm-history-") as spill:
-        # without the ICU extension, DuckDB keeps every time in UTC, as the reference does
-        con = duckdb.connect(config={"memory_limit": MEMORY, "temp_directory": spill})
+        # on disk, compressed, so the typed history need not fit in memory; without the ICU
+        # extension DuckDB keeps every time in UTC, as the reference does
+        # (and no progress bar: it would be written into the command's own output)
+        con = duckdb.connect(str(Path(spill) / "history.duckdb"),
+                             config={"memory_limit": MEMORY, "temp_directory": spill})
+        con.execute("SET enable_progress_bar = false")
         try:
             yield History(plan, path, con)
         except duckdb.Error as exc:

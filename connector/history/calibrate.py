@@ -2,7 +2,8 @@
 
 Each closed deal is judged as it was while open: by default every open snapshot, a deal with k
 of them adding 1/k per snapshot (each deal weighs 1 in total); with a horizon, the one snapshot
-in force that many days before it closed. Both paths (reference and DuckDB) reduce a history to
+in force at the end of the day that many days before it closed (the closing snapshot aside).
+Both paths (reference and DuckDB) reduce a history to
 the same `Counts`: how many snapshots share a factor combination, a CRM probability, an outcome,
 a side of the backtest date and a k. Everything here is computed from those, exactly, in
 fractions, and rounded only when shown.
@@ -48,7 +49,8 @@ def counts_reference(ref: Reference, horizon: int | None = None,
                 assert s.combo is not None
                 out[(s.combo, s.crm, won, fit, len(opens))] += 1
         else:
-            then = state_at(rows, closed_on - dt.timedelta(days=horizon))
+            # as it was that many days before, the closing snapshot itself aside
+            then = state_at(rows[:-1], closed_on - dt.timedelta(days=horizon))
             if then is not None and then.state is None:
                 assert then.combo is not None
                 out[(then.combo, then.crm, won, fit, 1)] += 1
@@ -68,17 +70,20 @@ def counts_engine(history: History, horizon: int | None = None, since: dt.date |
     factors = "".join(f"t.f{j}, " for j in range(n))
     since_sql = f"AND t.day >= DATE '{since.isoformat()}'" if since else ""
     fit = f"c.closed_on < DATE '{split.isoformat()}'" if split else "NULL"
+    # one pass per deal for its last snapshot and its number of open ones (k)
     closing = (
-        "WITH last AS (SELECT id, max(ts) AS ts FROM typed GROUP BY id), "
-        "closing AS (SELECT t.id, t.day AS closed_on, t.state = 'won' AS won FROM typed t "
-        f"JOIN last USING (id, ts) WHERE t.state IS NOT NULL {since_sql}) ")
+        "WITH per AS (SELECT id, max(ts) AS ts, count(*) FILTER (WHERE state IS NULL) AS k "
+        "FROM typed GROUP BY id), "
+        "closing AS (SELECT t.id, t.ts AS closed_at, t.day AS closed_on, "
+        "t.state = 'won' AS won, per.k "
+        f"FROM typed t JOIN per USING (id, ts) WHERE t.state IS NOT NULL {since_sql}) ")
     if horizon is None:
-        sql = (closing + f"SELECT {factors}t.crm, c.won, {fit} AS fit, "
-               "count(*) OVER (PARTITION BY t.id) AS k FROM typed t JOIN closing c USING (id) "
-               "WHERE t.state IS NULL")
+        sql = (closing + f"SELECT {factors}t.crm, c.won, {fit} AS fit, c.k "
+               "FROM typed t JOIN closing c USING (id) WHERE t.state IS NULL")
     else:
         sql = (closing + ", pick AS (SELECT t.id, max(t.ts) AS ts FROM typed t JOIN closing c "
-               f"USING (id) WHERE t.day <= c.closed_on - {int(horizon)} GROUP BY t.id) "
+               f"USING (id) WHERE t.day <= c.closed_on - {int(horizon)} AND t.ts < c.closed_at "
+               "GROUP BY t.id) "
                f"SELECT {factors}t.crm, c.won, {fit} AS fit, 1 AS k FROM typed t "
                "JOIN pick USING (id, ts) JOIN closing c USING (id) WHERE t.state IS NULL")
     rows = history.con.execute(f"SELECT *, count(*) FROM ({sql}) GROUP BY ALL").fetchall()

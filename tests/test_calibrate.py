@@ -198,3 +198,26 @@ def test_missing_column_is_a_configuration_error(tmp_path: Path, capsys) -> None
     assert main(["calibrate", "--input", str(path), *CONFIG]) == 2
     assert "Proposal_Type__c" in capsys.readouterr().err
 
+
+
+def test_the_state_stores_snapshots_without_input(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """No --input: the configured store's snapshots (StateStore.read_snapshots: CRM field ->
+    text, plus as_of) are read by the same engine."""
+    import csv
+
+    import connector.state as state
+    from connector.state.sqlite import SqliteState
+
+    path = calibration_history(tmp_path / "h.csv", 2, _truth(set()), 20)
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+
+    class WithSnapshots(SqliteState):
+        def read_snapshots(self):  # type: ignore[no-untyped-def]
+            return iter(sorted(rows, key=lambda r: (r["Id"], r["as_of"])))
+
+    monkeypatch.setattr(state, "open_state", lambda url: WithSnapshots(str(tmp_path / "s.db")))
+    assert main(["calibrate", "--format", "json", *CONFIG]) == 0
+    from_store = json.loads(capsys.readouterr().out)
+    assert main(["calibrate", "--input", str(path), "--format", "json", *CONFIG]) == 0
+    assert from_store == json.loads(capsys.readouterr().out)

@@ -4,6 +4,7 @@ the forecast accuracy per month."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from html import escape
 
@@ -19,6 +20,17 @@ def _open(width: int, height: int, title: str, standalone: bool) -> list[str]:
             f'role="img" aria-label="{escape(title)}" font-family="sans-serif" font-size="12">',
             f"<title>{escape(title)}</title>",
             f'<text x="{PAD}" y="20" font-size="14" font-weight="bold">{escape(title)}</text>']
+
+
+def _grid(top: Decimal, width: int, y: Callable[[Decimal], float]) -> list[str]:
+    """Five horizontal lines from 0 to `top`, labelled on the left."""
+    out = []
+    for i in range(5):
+        v = top * i / 4
+        out.append(f'<line x1="{PAD}" x2="{width - PAD}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                   'stroke="#eee"/>')
+        out.append(f'<text x="{PAD - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{_short(v)}</text>')
+    return out
 
 
 def reliability_svg(points: list[tuple[str, float, float | None, float, float, bool]],
@@ -84,11 +96,7 @@ def waterfall_svg(month: str, start: Decimal, steps: list[tuple[str, Decimal]], 
     def y(v: Decimal) -> float:
         return 36 + plot_h - float(max(v, Decimal(0)) / top) * plot_h
 
-    for i in range(5):
-        v = top * i / 4
-        parts.append(f'<line x1="{PAD}" x2="{width - PAD}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
-                     'stroke="#eee"/>')
-        parts.append(f'<text x="{PAD - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{_short(v)}</text>')
+    parts += _grid(top, width, y)
     for i, (name, a, b) in enumerate(spans):
         colour = COLOUR if name in ("start", "end") else ("#2e7d32" if b >= a else OUTSIDE)
         x = PAD + i * slot + slot * 0.15
@@ -118,11 +126,7 @@ def accuracy_svg(rows: list[tuple[str, Decimal, Decimal | None, Decimal]], lag: 
     def y(v: Decimal) -> float:
         return 36 + plot_h - float(max(v, Decimal(0)) / top) * plot_h
 
-    for i in range(5):
-        v = top * i / 4
-        parts.append(f'<line x1="{PAD}" x2="{width - PAD}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
-                     'stroke="#eee"/>')
-        parts.append(f'<text x="{PAD - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{_short(v)}</text>')
+    parts += _grid(top, width, y)
     for i, (month, rules, crm, won) in enumerate(rows):
         x = PAD + i * slot + slot / 2
         bar = slot * 0.3

@@ -100,9 +100,10 @@ class History:
         extra = "".join(f", i{k} INTEGER" for k in range(len(factors)))
         self._insert(table, f"t VARCHAR, bad BOOLEAN, st VARCHAR{extra}", rows)
 
-    def _number_dictionary(self, name: str, texts: list[str], table: str) -> None:
-        """The texts of a numeric field that are not plain digits, typed in Python."""
+    def _value_dictionary(self, name: str, texts: list[str], table: str, kind: str) -> None:
+        """Texts of a number or date field typed in Python: the value, or `bad`."""
         parse = parse_cache(self.plan.rules.mapping.type_of(name), name, limit=0)
+        wanted, sql = (Decimal, "DECIMAL(38,10)") if kind == "number" else (dt.date, "DATE")
         rows: list[tuple[Any, ...]] = []
         for text in texts:
             try:
@@ -111,30 +112,13 @@ class History:
                 self._reason(str(exc))
                 rows.append((text, None, True))
                 continue
-            if value is not None and not isinstance(value, Decimal):
-                self._reason(f"{name}: {text!r} is not a number")
-                rows.append((text, None, True))
-            else:
-                rows.append((text, value, False))
-        self._insert(table, "t VARCHAR, v DECIMAL(38,10), bad BOOLEAN", rows)
-
-    def _date_dictionary(self, name: str, texts: list[str]) -> None:
-        parse = parse_cache(self.plan.rules.mapping.type_of(name), name, limit=0)
-        rows: list[tuple[Any, ...]] = []
-        for text in texts:
-            try:
-                value = parse[text]
-            except RecordError as exc:
-                self._reason(str(exc))
-                rows.append((text, None, True))
-                continue
-            if isinstance(value, dt.datetime):
+            if isinstance(value, dt.datetime) and kind == "date":
                 value = value.date()
-            ok = value is None or isinstance(value, dt.date)
+            ok = value is None or isinstance(value, wanted)
             if not ok:
-                self._reason(f"{name}: {text!r} is not a date")
+                self._reason(f"{name}: {text!r} is not a {kind}")
             rows.append((text, value if ok else None, not ok))
-        self._insert("dd", "t VARCHAR, v DATE, bad BOOLEAN", rows)
+        self._insert(table, f"t VARCHAR, v {sql}, bad BOOLEAN", rows)
 
     def _reason(self, text: str) -> None:
         if len(self.failures.reasons) < 5 and text not in self.failures.reasons:
@@ -164,8 +148,8 @@ class History:
         value_of: dict[str, str] = {}
         for k, name in enumerate(numeric):
             table = f"n{k}"
-            self._number_dictionary(name, self._distinct(f"x{k}", f"WHERE x{k} IS NOT NULL"),
-                                    table)
+            self._value_dictionary(name, self._distinct(f"x{k}", f"WHERE x{k} IS NOT NULL"),
+                                   table, "number")
             joins.append(f"LEFT JOIN {table} ON {table}.t = x{k}")
             value_of[name] = f"coalesce(v{k}, {table}.v)"
             bad.append(f"coalesce({table}.bad, false)")
@@ -184,7 +168,7 @@ class History:
                 select.append(f"{table}.st AS state")
         if plan.close:
             # a date column has few distinct texts: typed in Python like the picklists
-            self._date_dictionary(plan.close, self._distinct("tc"))
+            self._value_dictionary(plan.close, self._distinct("tc"), "dd", "date")
             joins.append("LEFT JOIN dd ON dd.t = tc")
             bad.append("dd.bad")
             value_of[plan.close] = "dd.v"

@@ -221,3 +221,21 @@ def test_the_state_stores_snapshots_without_input(tmp_path: Path, monkeypatch, c
     from_store = json.loads(capsys.readouterr().out)
     assert main(["calibrate", "--input", str(path), "--format", "json", *CONFIG]) == 0
     assert from_store == json.loads(capsys.readouterr().out)
+
+
+def test_file_shapes_read_alike(tmp_path: Path) -> None:
+    """A BOM, CRLF line ends, quoted commas and line breaks, blank and ',,,' lines: the
+    engine reads them as the reference does."""
+    header = ",".join(["Id", "Name", "StageName", "Amount", "CloseDate", "Proposal_Type__c",
+                       "Relationship_Level__c", "Owner.Name", "Owner.Email", "Account.Name",
+                       "Probability", "Weighted_Amount__c", "Probability_Rule__c", "as_of"])
+    text = ("\ufeff" + header + "\r\n"
+            'A,"a, b",Prospecting,1000,2026-03-01,,,o,o@x,acc,10,,,2026-01-01T10:00:00\r\n'
+            "\r\n"
+            'A,"multi\r\nline",Closed Won,1000,2026-03-01,,,o,o@x,acc,10,,,2026-03-01\r\n'
+            ",,,,,,,,,,,,,\r\n")
+    path = tmp_path / "h.csv"
+    path.write_bytes(text.encode("utf-8"))
+    ref, fast, ref_failed, fast_failed = both(path)
+    assert ref == fast and len(ref) == 1
+    assert ref_failed == fast_failed == (0, 0)

@@ -52,9 +52,14 @@ class History:
             header = export.read_header()
         self.cols = columns_of(plan, header, path)
         columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header)))
+        every = ", ".join(f"c{i}" for i in range(len(header)))
+        # blank lines (',,,' from a spreadsheet too) are no rows, as the reference reads them;
+        # only a row whose first cell is blank is looked at whole
         con.execute(
             f"CREATE TEMP VIEW raw AS SELECT * FROM read_csv({_q(str(path))}, header=true, "
-            f"columns={{{columns}}}, delim=',', quote='\"', escape='\"', auto_detect=false)")
+            f"columns={{{columns}}}, delim=',', quote='\"', escape='\"', auto_detect=false) "
+            "WHERE CASE WHEN trim(coalesce(c0, '')) <> '' THEN true "
+            f"ELSE trim(concat_ws('', {every})) <> '' END")
         self._build()
 
     def _col(self, name: str) -> str:

@@ -1,6 +1,7 @@
 """Issue 4's benchmark: (a) Salesforce API calls for a sync of N = 10,000 records read and
 M = 1,500 written, against the floor ceil(N/2000) + ceil(M/1000); (b) webhook handling latency
-(verify + store + acknowledge) per request on `serve`, on loopback.
+(verify + store + acknowledge) per request on `serve`, on loopback; (c) issue 16: the same sync
+with and without snapshots: time (target at most 1.15x) and API calls (target: the same).
 
 The org is the fake one the tests use (tests/fake_salesforce.py, on `responses`): the calls
 counted are the HTTP requests the connector really makes. Exit 1 if a count is above the floor.
@@ -19,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import responses
 
@@ -27,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from connector.app import build_app  # noqa: E402
 from connector.handlers.webhook import route  # noqa: E402
+from connector.pipeline import Pipeline  # noqa: E402
 from connector.settings import Settings  # noqa: E402
 from connector.web import make_server  # noqa: E402
 from tests.fake_salesforce import INSTANCE, Clock, FakeOrg  # noqa: E402
@@ -35,19 +38,27 @@ N, M = 10_000, 1_500
 SECRET = "bench-secret"
 
 
+def org_of(rsps: responses.RequestsMock) -> FakeOrg:
+    org = FakeOrg(rsps, Clock())
+    for i in range(N):
+        # M records need a new probability; the others already hold what the rules give.
+        changed = i < M
+        org.add(f"006{i:015d}", StageName="Prospecting", Amount=5000,
+                Probability=50 if changed else 10, Weighted_Amount__c=500,
+                Probability_Rule__c="p10")
+    return org
+
+
+def app_of(org: FakeOrg, state: Path) -> Any:
+    settings = Settings(_env_file=None, salesforce_instance_url=INSTANCE,
+                        salesforce_access_token="00Dxx!bench", state_url=f"sqlite:///{state}")
+    return build_app(ROOT / "rules", ROOT / "mappings", settings, now=org.clock)
+
+
 def api_calls(tmp: Path) -> bool:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        org = FakeOrg(rsps, Clock())
-        for i in range(N):
-            # M records need a new probability; the others already hold what the rules give.
-            changed = i < M
-            org.add(f"006{i:015d}", StageName="Prospecting", Amount=5000,
-                    Probability=50 if changed else 10, Weighted_Amount__c=500,
-                    Probability_Rule__c="p10")
-        settings = Settings(_env_file=None, salesforce_instance_url=INSTANCE,
-                            salesforce_access_token="00Dxx!bench",
-                            state_url=f"sqlite:///{tmp / 'state.db'}")
-        app = build_app(ROOT / "rules", ROOT / "mappings", settings, now=org.clock)
+        org = org_of(rsps)
+        app = app_of(org, tmp / "state.db")
         pipeline = app.pipeline
         describe = org.api_calls
         org.clock.advance(seconds=1)
@@ -98,10 +109,60 @@ def latency(tmp: Path, requests: int = 300) -> None:
           f"ms, max {ms[-1]:.2f} ms (each stored notice is one SQLite transaction)")
 
 
+def snapshot_cost(tmp: Path, rounds: int = 5) -> bool:
+    """The sync of (a), then its echoes, with and without snapshots, alternately, each on a
+    fresh org and state. The commit's own time is shown apart."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    commits: dict[bool, list[float]] = {True: [], False: []}
+    calls: dict[bool, set[int]] = {True: set(), False: set()}
+    stored: dict[bool, int] = {}
+    for n in range(rounds):
+        for keep in (False, True) if n % 2 else (True, False):
+            with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+                org = org_of(rsps)
+                app = app_of(org, tmp / f"snap-{n}-{keep}.db")
+                state = app.state
+                commit, spent = state.commit, [0.0]
+
+                def timed(*args: Any, _commit: Any = commit, _spent: list[float] = spent
+                          ) -> None:
+                    started = time.process_time()
+                    _commit(*args)
+                    _spent[0] += time.process_time() - started
+
+                state.commit = timed
+                described = app.pipeline.rules
+                pipeline = Pipeline(described, app.crm, state, now=org.clock, snapshots=keep)
+                before = org.api_calls
+                started = time.process_time()
+                for _ in range(2):   # the sync, then its echoes
+                    org.clock.advance(seconds=1)
+                    pipeline.poll()
+                times[keep].append(time.process_time() - started)
+                commits[keep].append(spent[0])
+                calls[keep].add(org.api_calls - before)
+                stored[keep] = sum(1 for _ in state.read_snapshots())
+    # CPU time of this process (the fake org runs in it too): the machine may be shared, and
+    # wall time would measure the others' work. Each round runs both, so each round's ratio
+    # compares runs made under the same conditions; the median of those is the figure.
+    ratios = sorted(w / wo for w, wo in zip(times[True], times[False], strict=True))
+    print(f"(c) sync of N={N:,} (M={M:,} written) and its echoes, with and without snapshots, "
+          f"{rounds} rounds: CPU time, medians {statistics.median(times[False]):.2f} s "
+          f"without, {statistics.median(times[True]):.2f} s with ({stored[True]:,} snapshots "
+          f"stored): ratio {statistics.median(ratios):.3f} (each round's: "
+          f"{', '.join(f'{r:.3f}' for r in ratios)}; target at most 1.15); state commits "
+          f"alone {statistics.median(commits[False]):.3f} s vs "
+          f"{statistics.median(commits[True]):.3f} s; API calls {sorted(calls[False])} "
+          f"without, {sorted(calls[True])} with")
+    return calls[True] == calls[False] and len(calls[True]) == 1 and stored[False] == 0 \
+        and stored[True] == N + M
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         ok = api_calls(Path(folder))
         latency(Path(folder))
+        ok = snapshot_cost(Path(folder)) and ok
     return 0 if ok else 1
 
 

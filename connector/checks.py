@@ -3,14 +3,18 @@ action templates (every variable must be a field the rules know) and `mappings/e
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
 from jinja2 import meta, nodes
 
 from connector.core.expressions import RESERVED
-from connector.core.findings import Finding, did_you_mean
+from connector.core.findings import Finding, Where, did_you_mean
 from connector.core.ruleset import RuleSet
+from connector.core.schema import AudienceSpec
 from connector.files import display
 from connector.templates import make_environment
 
@@ -41,9 +45,11 @@ def _unknown(source: str, known: set[str], env: jinja2.Environment
 
 
 APPROVAL_NAMES = {"approve_url", "reject_url", "expires_on"}  # what an approval email adds
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
 
 
-def check_templates(rules: RuleSet, rules_dir: Path) -> list[Finding]:
+def check_templates(rules: RuleSet, rules_dir: Path,
+                    environ: Mapping[str, str] | None = None) -> list[Finding]:
     findings: list[Finding] = []
     known = known_names(rules)
     env = make_environment(rules_dir)
@@ -67,9 +73,21 @@ def check_templates(rules: RuleSet, rules_dir: Path) -> list[Finding]:
                     extra = APPROVAL_NAMES if action.kind == "approval" else set()
                     findings += _file_findings(action.name, path, known | extra, env)
         elif action.kind == "http":
+            findings += [Finding.at(where, "error", "schema",
+                                    f"action '{action.name}' headers: {name!r} is not an HTTP "
+                                    "header name (letters, digits and - are)")
+                         for name in action.spec.headers if not _HEADER_NAME.fullmatch(name)]
             texts.append(("url", action.spec.url))
             texts += [(f"headers.{k}", v) for k, v in action.spec.headers.items()]
             texts += [("json", t) for t in _strings(action.spec.json_body)]
+        elif action.kind == "audience":
+            spec = action.spec
+            texts.append(("email", spec.email))
+            texts += [(f"merge_fields.{k}", t) for k, v in spec.merge_fields.items()
+                      for t in _strings(v)]
+            texts += [("tags", t) for t in spec.tags + spec.remove_tags]
+            findings += _audience_findings(action.name, spec, where,
+                                           os.environ if environ is None else environ)
         for part, text in texts:
             problems = _unknown(text, known | (APPROVAL_NAMES if action.kind == "approval"
                                                else set()), env)
@@ -83,6 +101,36 @@ def check_templates(rules: RuleSet, rules_dir: Path) -> list[Finding]:
                     f"action '{action.name}' {part}: unknown variable '{name}'"
                     f"{did_you_mean(name, known)}"))
     return findings
+
+
+_VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+# Mailchimp's merge tags and Brevo's attribute names are capitals (Mailchimp: 10 at most).
+_FIELD_NAME = {"mailchimp": re.compile(r"[A-Z][A-Z0-9_]{0,9}"),
+               "brevo": re.compile(r"[A-Z][A-Z0-9_]*")}
+
+
+def _audience_findings(name: str, spec: AudienceSpec, where: Where,
+                       environ: Mapping[str, str]) -> list[Finding]:
+    """An audience action names its list and reads the address from the record."""
+    out = []
+    if "{" not in spec.email:
+        out.append(Finding.at(where, "error", "template", f"action '{name}' email: "
+                              f"{spec.email!r} is the same address for every deal: use the "
+                              "contact's field, such as \"{{ contact_email }}\""))
+    for variable in _VARIABLE.findall(str(spec.list_id)):
+        if not environ.get(variable):
+            out.append(Finding.at(where, "warning", "reference", f"action '{name}' list: "
+                                  f"{variable} is not set here; sync needs it"))
+    if spec.provider == "brevo" and not _VARIABLE.search(str(spec.list_id)) \
+            and not str(spec.list_id).isdigit():
+        out.append(Finding.at(where, "error", "schema", f"action '{name}' list: Brevo list "
+                              f"ids are numbers, not {spec.list_id!r}"))
+    for key in spec.merge_fields:
+        if not _FIELD_NAME[spec.provider].fullmatch(key):
+            out.append(Finding.at(where, "warning", "schema", f"action '{name}' merge_fields."
+                                  f"{key}: {spec.provider} names its fields in capitals, such "
+                                  "as FNAME: check the list's fields"))
+    return out
 
 
 def _file_findings(action: str, path: Path, known: set[str], env: jinja2.Environment

@@ -26,6 +26,8 @@ from rich.table import Table
 from connector.core.findings import Finding
 from connector.errors import ConfigurationError
 from connector.files import Loaded, load
+from connector.i18n import choose_language, ngettext, set_language
+from connector.i18n import gettext as _
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Homologated win probabilities for CRM opportunities: check the rules, "
@@ -60,17 +62,19 @@ def _print_findings(findings: list[Finding], console: Console) -> None:
         where = ""
         if f.file:
             where = f"{f.file}:{f.line}: " if f.line else f"{f.file}: "
-        console.print(f"{escape(where)}[{colour}]{f.severity}[/{colour}]: {escape(f.message)}")
+        severity = _("error") if f.severity == "error" else _("warning")
+        console.print(f"{escape(where)}[{colour}]{severity}[/{colour}]: {escape(f.message)}")
         if f.example:
-            console.print("    example: " + escape(", ".join(f"{k}={v}"
-                                                          for k, v in f.example.items())))
+            console.print("    " + _("example: {combination}").format(combination=escape(
+                ", ".join(f"{k}={v}" for k, v in f.example.items()))))
 
 
 def _folders(rules: Path, mappings: Path) -> None:
     """A folder that is not there is a usage error (exit 2), not a finding about the rules."""
     for path, option in ((rules, "--rules"), (mappings, "--mappings")):
         if not path.is_dir():
-            raise typer.BadParameter(f"no folder at {path}", param_hint=option)
+            raise typer.BadParameter(_("no folder at {path}").format(path=path),
+                                     param_hint=option)
 
 
 def _load_or_exit(rules: Path, mappings: Path, mapping: Path | None = None) -> Loaded:
@@ -108,18 +112,21 @@ def check(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
         for n in rs.sizes:
             combos *= n
         warnings = sum(f.severity == "warning" for f in findings)
-        console.print(
-            f"[green]ok[/green]: {len(rs.factors)} factors ({combos:,} combinations), "
-            f"{len(rs.workflows)} workflows: exactly one matches every combination"
-            + (f"; {warnings} warning{'s' if warnings != 1 else ''}" if warnings else "")
-            + f" (rule set {rs.version})")
+        line = _("{factors} factors ({combinations} combinations), {workflows} workflows: "
+                 "exactly one matches every combination").format(
+            factors=len(rs.factors), combinations=f"{combos:,}", workflows=len(rs.workflows))
+        if warnings:
+            line += "; " + ngettext("{n} warning", "{n} warnings", warnings).format(n=warnings)
+        line += " " + _("(rule set {version})").format(version=rs.version)
+        console.print(f"[green]ok[/green]: {line}")
         timed = rs.time_dependent_triggers
         if timed:
-            console.print("time-dependent triggers (they need the daily sweep): "
-                          + ", ".join(t.name for t in timed))
+            console.print(_("time-dependent triggers (they need the daily sweep): {names}")
+                          .format(names=", ".join(t.name for t in timed)))
     else:
         errors = sum(f.severity == "error" for f in findings)
-        console.print(f"[red]{errors} error{'s' if errors != 1 else ''}[/red]")
+        console.print("[red]" + ngettext("{n} error", "{n} errors", errors).format(n=errors)
+                      + "[/red]")
     raise typer.Exit(0 if ok else 1)
 
 
@@ -519,6 +526,54 @@ def sweep(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
     raise typer.Exit(1 if report.failed or report.parked or drained.parked else 0)
 
 
+history_app = typer.Typer(no_args_is_help=True, help="Snapshots of the opportunities as they "
+                          "were: fill them from the CRM's history, export them as CSV.")
+app.add_typer(history_app, name="history")
+
+
+@history_app.command("pull")
+def history_pull(
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only history from this ISO date or date-time on.")] = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """Read the CRM's history of the mapped fields (Salesforce OpportunityHistory and
+    OpportunityFieldHistory, HubSpot propertiesWithHistory) into the snapshots."""
+    from connector.history.pull import pull
+
+    application = _app(rules, mappings)
+    rule_set = application.loaded.rules
+    report = pull(application.crm, rule_set, application.state, application.now(),
+                  _since(since))
+    console = _out()
+    console.print(f"opportunities {report.opportunities:,}, history values {report.changes:,}"
+                  f", snapshots added {report.snapshots:,}; API calls {report.api_calls:,}")
+    if report.orphans:
+        console.print(f"history values of opportunities not read (deleted?): "
+                      f"{report.orphans:,}, left out")
+    if report.approximated:
+        console.print("approximated: fields with no history keep the value read now in "
+                      "every past snapshot:")
+        for name, count in sorted(report.approximated.items()):
+            used = " [bold](read by the rules)[/bold]" if name in report.read_by_rules else ""
+            console.print(f"  {escape(name)}: {count:,} of {report.opportunities:,} "
+                          f"opportunities{used}")
+
+
+@history_app.command("export")
+def history_export(
+    file: Annotated[Path, typer.Argument(help="The CSV to write.")],
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """Write the snapshots as CSV: the mapping's CRM fields, then as_of (ISO date-time)."""
+    from connector.history.snapshots import write_snapshot_csv
+
+    application = _app(rules, mappings)
+    mapping = application.loaded.rules.mapping
+    count = write_snapshot_csv(application.state.read_snapshots(), file, mapping)
+    _out().print(f"wrote {count:,} snapshots to {escape(str(file))}")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
@@ -565,6 +620,68 @@ def serve(
     finally:
         worker.stop()
         server.server_close()
+
+
+@app.command()
+def diff(
+    input: Annotated[Path, typer.Argument(help="A CSV or JSON export with the CRM's field names.",
+                                          exists=True, dir_okay=False)],
+    before: Annotated[str, typer.Option(
+        "--before", help="The rules before the change: a folder, or a git ref (its rules/).")],
+    format: Annotated[CheckFormat, typer.Option("--format")] = CheckFormat.text,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Write a self-contained HTML report.")] = None,
+    mapping: MappingOpt = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+    today: TodayOpt = None,
+) -> None:
+    """The effect of a rule change on an export: records that change workflow, the forecast
+    per month before and after, actions that would newly fire or stop."""
+    from connector.core.forecast import money
+    from connector.rulediff import compare, rules_at
+
+    when = _today(today)
+    if report is not None and report.suffix.casefold() not in (".html", ".htm"):
+        raise typer.BadParameter(f"{report}: use .html", param_hint="--report")
+    after = _load_or_exit(rules, mappings, mapping)
+    with rules_at(before, rules) as before_folder:
+        old = _load_or_exit(before_folder, mappings, mapping)
+    assert old.rules is not None and after.rules is not None
+    result = compare(old.rules, after.rules, input, when)
+    if format is CheckFormat.json:
+        print(json.dumps(result.as_json(), indent=2))
+    else:
+        console = _out()
+        console.print(f"{result.read} records from {escape(str(input))}: {result.changed} "
+                      f"would change (rules {result.before_version} -> "
+                      f"{result.after_version})")
+        moves = Table("before", "after", "records", title="Workflows that change")
+        for (old_rule, new_rule), n in sorted(result.moves.items()):
+            if old_rule != new_rule:
+                moves.add_row(escape(old_rule), escape(new_rule), str(n))
+        if moves.row_count:
+            console.print(moves)
+        months = Table("month", "before", "after", "change", title="Weighted forecast")
+        total_before = total_after = None
+        for month, old_w, new_w in result.months():
+            months.add_row(month, money(old_w), money(new_w), money(new_w - old_w))
+            total_before = old_w if total_before is None else total_before + old_w
+            total_after = new_w if total_after is None else total_after + new_w
+        if total_before is not None and total_after is not None:
+            months.add_section()
+            months.add_row("total", money(total_before), money(total_after),
+                           money(total_after - total_before), style="bold")
+        console.print(months)
+        for label, counts in (("newly due", result.newly), ("no longer due", result.stopped)):
+            if counts:
+                console.print(f"actions {label}: " + ", ".join(
+                    f"{escape(k)} {v}" for k, v in sorted(counts.items())))
+    if report is not None:
+        from connector.diff_report import render_diff
+
+        report.write_text(render_diff(result, input, before, when), encoding="utf-8")
+        _err().print(f"report: {escape(str(report))}")
+    raise typer.Exit(0)
 
 
 class OutboxCommand(str, Enum):
@@ -622,23 +739,50 @@ def format_number(value: object) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line in-process and return its exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
+    lang, args = _take_lang(args)
+    set_language(choose_language(lang, os.environ))
     try:
         app(args=args, prog_name="crm-automation")
     except SystemExit as exc:  # typer ends every run this way, usage errors with 2
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     except ConfigurationError as exc:
-        _err().print(f"[red]configuration error[/red]: {escape(str(exc))}")
+        _err().print("[red]" + _("configuration error") + f"[/red]: {escape(str(exc))}")
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the admin gets one line, never a traceback
         if os.environ.get("CRM_AUTOMATION_DEBUG"):
             raise
-        _err().print(f"[red]unexpected error[/red]: {escape(type(exc).__name__)}: "
-                     f"{escape(str(exc))} (set CRM_AUTOMATION_DEBUG=1 for details)")
+        _err().print("[red]" + _("unexpected error") + f"[/red]: {escape(type(exc).__name__)}: "
+                     f"{escape(str(exc))} " + _("(set CRM_AUTOMATION_DEBUG=1 for details)"))
         return 2
     return 0
+
+
+def _take_lang(args: list[str]) -> tuple[str | None, list[str]]:
+    """`--lang es` or `--lang=es`, wherever it stands (before or after the command), and the
+    arguments without it: the language is set before typer runs, so that its own usage errors
+    are reported in it too."""
+    rest: list[str] = []
+    lang = None
+    it = iter(args)
+    for arg in it:
+        if arg == "--lang":
+            lang = next(it, None)
+        elif arg.startswith("--lang="):
+            lang = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return lang, rest
+
+
+@app.callback()
+def _options(lang: Annotated[str | None, typer.Option(
+        "--lang", help="The language of messages: es or en (default: CRM_AUTOMATION_LANG, "
+                       "then LANG).")] = None) -> None:
+    """Homologated win probabilities for CRM opportunities."""
+    del lang  # taken by main() before typer runs (see _take_lang): listed here for --help
 
 
 def run() -> None:

@@ -5,7 +5,8 @@ runs from the command line, from `serve` and from the Lambda handlers.
 The order of a batch is what makes it safe to crash at any line:
   1. drop the versions `(id, modstamp)` already handled (poll overlap, webhook redelivery);
   2. evaluate; 3. write back only what changed;
-  4. commit, in one transaction, the handled versions, the ledger and the new outbox items;
+  4. commit, in one transaction, the handled versions, the ledger, the new outbox items and
+     the snapshots of the records whose values changed;
   5. only then move the cursor past the batch.
 A crash before 4 redoes the batch: the write-back now computes to no change, and the rising
 edges, never recorded, fire once. A crash before 5 re-reads records already handled: dropped.
@@ -27,7 +28,8 @@ from connector.core.ruleset import RuleSet
 from connector.core.values import parse_datetime
 from connector.crm import Crm, Record, json_value
 from connector.errors import ConnectorError, FatalError, RecordError, RetriableError
-from connector.state import Commit, OutboxItem, StateStore
+from connector.history.snapshots import Snapshotter
+from connector.state import Commit, OutboxItem, Snapshot, StateStore
 from connector.state.notices import store_notice
 
 __all__ = ["LEASE", "OVERLAP", "DrainReport", "Pipeline", "RunReport", "store_notice"]
@@ -81,7 +83,7 @@ class Pipeline:
     def __init__(self, rules: RuleSet, crm: Crm, state: StateStore,
                  actions: ActionRunner | None = None,
                  now: Callable[[], dt.datetime] = utcnow,
-                 today: Callable[[], dt.date] | None = None) -> None:
+                 today: Callable[[], dt.date] | None = None, snapshots: bool = True) -> None:
         self.rules = rules
         self.mapping = rules.mapping
         self.crm = crm
@@ -92,6 +94,8 @@ class Pipeline:
         self.today = today or (lambda: self.now().astimezone(dt.UTC).date())
         self.evaluator = Evaluator(rules)
         self.cursor_name = f"{self.mapping.crm}:{self.mapping.object}"
+        # Each record's values as read, kept when they changed (SPEC 8).
+        self.snapshots = Snapshotter(rules.mapping, rules.closed) if snapshots else None
 
     # --- one batch ------------------------------------------------------------------------
     def process(self, records: list[Record], report: RunReport, dry_run: bool = False,
@@ -103,10 +107,13 @@ class Pipeline:
         done = set() if force else self.state.handled(
             (rid, v) for rid, v, _ in versioned if v is not None)
         todo: list[tuple[str, str | None, Outcome | None, str | None]] = []
+        taken: list[Snapshot | None] = []   # one a record in todo, kept if it changed
         for rid, version, raw in versioned:
             if version is not None and (rid, version) in done:
                 report.skipped += 1
                 continue
+            taken.append(self.snapshots.take(raw, now) if self.snapshots and not dry_run
+                         else None)
             try:
                 todo.append((rid, version, self.evaluator.evaluate(self.mapping.read(raw),
                                                                     today), None))
@@ -117,8 +124,8 @@ class Pipeline:
                    for rid, _, outcome, _ in todo if outcome is not None and outcome.changes]
         results = {} if dry_run or not updates else {r.id: r for r in self.crm.write(updates)}
         commits: list[Commit] = []
-        for rid, version, outcome, error in todo:
-            commit = Commit(rid, version)
+        for (rid, version, outcome, error), snapshot in zip(todo, taken, strict=True):
+            commit = Commit(rid, version, snapshot=snapshot)
             commits.append(commit)
             if outcome is None:
                 report.failed += 1
@@ -217,7 +224,11 @@ class Pipeline:
     def drain(self, limit: int = 1000) -> DrainReport:
         """Run the outbox items that are due: each effect once per idempotency key."""
         report = DrainReport()
-        for item in self.state.due(self.now(), limit):
+        due = self.state.due(self.now(), limit)
+        together = self._drain_together(due, report)
+        for item in due:
+            if item.key in together:
+                continue
             now = self.now()
             if not self.state.claim(item.key, now, LEASE):
                 continue
@@ -231,23 +242,54 @@ class Pipeline:
                 self.state.retry_later(item.key, str(exc), now + dt.timedelta(minutes=15))
                 report.stopped = str(exc)
                 break
-            except RetriableError as exc:
-                if item.attempts + 1 >= MAX_ATTEMPTS:
-                    self.state.park(item.key, f"gave up after {MAX_ATTEMPTS} tries: {exc}", now)
-                    report.parked += 1
-                else:
-                    self.state.retry_later(item.key, str(exc), now + backoff(
-                        item.attempts + 1, exc.retry_after))
-                    report.retrying += 1
-                continue
             except ConnectorError as exc:
-                self.state.park(item.key, str(exc), now)
-                report.parked += 1
+                self._failed(item, exc, now, report)
                 continue
             self.state.done(item.key, self.now())
             report.done += 1
             report.results.append(f"{item.key}: {result}")
         return report
+
+    def _failed(self, item: OutboxItem, exc: ConnectorError, now: dt.datetime,
+                report: DrainReport) -> None:
+        """A retriable failure waits for its next try (parked after MAX_ATTEMPTS); any other
+        is parked with its reason."""
+        if isinstance(exc, RetriableError) and item.attempts + 1 < MAX_ATTEMPTS:
+            self.state.retry_later(item.key, str(exc), now + backoff(item.attempts + 1,
+                                                                     exc.retry_after))
+            report.retrying += 1
+        elif isinstance(exc, RetriableError):
+            self.state.park(item.key, f"gave up after {MAX_ATTEMPTS} tries: {exc}", now)
+            report.parked += 1
+        else:
+            self.state.park(item.key, str(exc), now)
+            report.parked += 1
+
+    def _drain_together(self, due: list[OutboxItem], report: DrainReport) -> set[str]:
+        """The items of actions whose API takes many at once (Mailchimp: 500 members a call)
+        run together, in as few calls as it allows; each still ends on its own. A crash
+        after the call and before the items are marked done repeats it on the next run: these
+        calls are upserts. Returns the keys handled here."""
+        if self.actions is None:
+            return set()
+        groups: dict[str, list[OutboxItem]] = {}
+        for item in due:
+            if item.kind not in RECORD_KINDS and self.actions.batches(item.action):
+                groups.setdefault(item.action, []).append(item)
+        for action, items in groups.items():
+            now = self.now()
+            claimed = {i.key: i for i in items if self.state.claim(i.key, now, LEASE)}
+            outcomes = self.actions.run_many(action, {
+                key: decode_values(i.payload.get("values", {})) for key, i in claimed.items()})
+            for key, item in claimed.items():
+                outcome = outcomes[key]
+                if isinstance(outcome, ConnectorError):
+                    self._failed(item, outcome, now, report)
+                else:
+                    self.state.done(key, self.now())
+                    report.done += 1
+                    report.results.append(f"{key}: {outcome}")
+        return {i.key for items in groups.values() for i in items}
 
     def _run(self, item: OutboxItem) -> str:
         if item.kind in RECORD_KINDS:

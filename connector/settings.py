@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     erp_password: SecretStr | None = None
     smtp_url: str | None = None
     email_from: str | None = None
+    # Email marketing (audience actions)
+    mailchimp_api_key: SecretStr | None = None   # ends in the data centre, e.g. -us21
+    brevo_api_key: SecretStr | None = None
 
     # Approvals: the key that signs one-click links, and the address they point to
     approval_secret: SecretStr | None = None
@@ -136,7 +139,8 @@ class Settings(BaseSettings):
         values = [self.salesforce_access_token, self.salesforce_password,
                   self.salesforce_security_token, self.salesforce_client_secret,
                   self.webhook_secret, self.hubspot_client_secret, self.erp_password,
-                  self.approval_secret, self.hubspot_access_token]
+                  self.approval_secret, self.hubspot_access_token, self.mailchimp_api_key,
+                  self.brevo_api_key]
         return [s.get_secret_value() for s in values
                 if s is not None and s.get_secret_value()]
 

@@ -72,6 +72,7 @@ class Change:
     rule: str
     before: dict[str, str]
     after: dict[str, str]
+    factors: dict[str, str] = field(default_factory=dict)  # why: the values that chose `rule`
 
 
 @dataclass
@@ -81,7 +82,6 @@ class Failure:
     reason: str
 
 
-@dataclass
 @dataclass
 class Shown:
     """One action as it would be sent: rendered, never sent (or why it cannot be rendered)."""
@@ -179,7 +179,8 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                     changes_shown.append(Change(
                         line, _record_id(rules, export, raw, values),
                         as_text(complete(raw, after).get("name")),
-                        rule, before, {k: as_text(v) for k, v in changes.items()}))
+                        rule, before, {k: as_text(v) for k, v in changes.items()},
+                        route.factors))
             if output is not None:
                 output.write(raw, changes, rule, "")
         if out is not None and output is None:  # a JSON export with no records

@@ -141,7 +141,7 @@ def test_shape_errors_name_the_key_and_the_line(tmp_path: Path) -> None:
 
     assert mapping is None
     lines = where(findings)
-    assert (1, "erp: Input should be 'tryton' or 'rest' (got 'sap')") in lines
+    assert (1, "erp: Input should be 'tryton', 'rest' or 'odoo' (got 'sap')") in lines
     assert any(line == 6 and "unknown key 'headers'" in msg and "did you mean 'header'" in msg
                for line, msg in lines), lines
 
@@ -173,3 +173,20 @@ def test_rest_reserves_the_body_keys(tmp_path: Path) -> None:
     assert mapping is None
     assert where(findings) == [(8, "'customer' is reserved in the REST order body; rename "
                                    "this header field")]
+
+
+def test_an_odoo_mapping_names_a_product_per_line_and_leaves_the_connectors_fields(
+        tmp_path: Path) -> None:
+    odoo = GOOD.replace("erp: tryton", "erp: odoo").replace(
+        '    description: "{{ name }}"\n  lines', '    client_order_ref: "{{ name }}"\n  lines')
+    mapping, findings = load(tmp_path, odoo)
+    assert mapping is None
+    assert where(findings) == [
+        (8, "'client_order_ref' is set by the connector on an Odoo order (the external id, "
+            "the customer, the opportunity id); remove it"),
+        (10, "order.lines[0]: an Odoo sale line needs a product: add 'product: <internal "
+            "reference or name>'")]
+    fixed = GOOD.replace("erp: tryton", "erp: odoo").replace("quantity: 1",
+                                                             "quantity: 1\n      product: SRV")
+    mapping, findings = load(tmp_path, fixed)
+    assert mapping is not None and findings == []

@@ -42,6 +42,34 @@ def kill_after(lines: int) -> None:
     sys.settrace(tracer)
 
 
+def kill_at_random(run, seed: int, runs: int = 4, lines: int = 30_000) -> int:
+    """`run()` `runs` times, each killed at a random line (when it gets that far); the kills."""
+    rng = random.Random(seed)
+    kills = 0
+    for _ in range(runs):
+        kill_after(rng.randint(50, lines))
+        try:
+            run()
+        except Killed:
+            kills += 1
+        finally:
+            sys.settrace(None)
+    return kills
+
+
+def add_deals(org: FakeOrg) -> None:
+    """20 won deals over 3 accounts, 5 lost and 5 open."""
+    for i in range(20):
+        org.add(f"006W{i:014d}", StageName="Closed Won", Amount=1000 + i * 250.5,
+                Name=f"Won deal {i}", CloseDate="2026-11-20",
+                Account={"Name": ACCOUNTS[i % 3]})
+    for i in range(5):
+        org.add(f"006L{i:014d}", StageName="Closed Lost", Amount=5000,
+                CloseDate="2026-11-20", Account={"Name": "Lost Ltd"})
+        org.add(f"006O{i:014d}", StageName="Qualification", Amount=5000,
+                Account={"Name": "Open Inc"})
+
+
 @pytest.fixture
 def world(tmp_path, tryton, monkeypatch):
     monkeypatch.setenv("MARKETING_WEBHOOK_URL", HOOK)
@@ -49,15 +77,7 @@ def world(tmp_path, tryton, monkeypatch):
         rsps.add_passthru("http://127.0.0.1")
         rsps.add(responses.POST, HOOK, json={})
         org = FakeOrg(rsps, Clock())
-        for i in range(20):
-            org.add(f"006W{i:014d}", StageName="Closed Won", Amount=1000 + i * 250.5,
-                    Name=f"Won deal {i}", CloseDate="2026-11-20",
-                    Account={"Name": ACCOUNTS[i % 3]})
-        for i in range(5):
-            org.add(f"006L{i:014d}", StageName="Closed Lost", Amount=5000,
-                    CloseDate="2026-11-20", Account={"Name": "Lost Ltd"})
-            org.add(f"006O{i:014d}", StageName="Qualification", Amount=5000,
-                    Account={"Name": "Open Inc"})
+        add_deals(org)
         url, database, username, password = tryton
         settings = Settings(_env_file=None, salesforce_instance_url=INSTANCE,
                             salesforce_access_token="00Dxx!session", erp_url=url,
@@ -99,16 +119,7 @@ def test_twenty_won_deals_make_twenty_orders_for_three_customers(world):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_kills_then_reruns_still_make_one_order_per_won_deal(world, seed):
     settings, org, tryton = world
-    rng = random.Random(seed)
-    kills = 0
-    for _ in range(4):
-        kill_after(rng.randint(50, 30_000))
-        try:
-            sync(settings, org)
-        except Killed:
-            kills += 1
-        finally:
-            sys.settrace(None)
+    kills = kill_at_random(lambda: sync(settings, org), seed)
     # A killed worker's claim on an outbox item lapses after the lease; then the rerun.
     org.clock.advance(seconds=LEASE.total_seconds() + 1)
     app = sync(settings, org)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import shutil
 from pathlib import Path
 
 from connector.actions import ActionRunner
 from connector.files import load
 from connector.report import render
 from connector.simulate import simulate
+from tests.test_audience_sync import ACTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "opportunities.csv"
@@ -43,3 +45,25 @@ def test_previews_are_rendered_and_nothing_is_sent():
     assert order is not None and order["reference"] == kinds["erp-order"].record_id
     page = render(rules, summary, EXAMPLE, dt.date(2026, 11, 26))
     assert 'id="previews"' in page and "Approval needed: " in page
+
+
+def test_audience_previews_show_the_member_and_never_the_list_from_the_environment(tmp_path):
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules_dir)
+    (rules_dir / "actions.yaml").write_text(ACTIONS, encoding="utf-8")
+    rules = load(rules_dir, ROOT / "mappings").rules
+    runner = ActionRunner(rules, rules_dir, ROOT / "mappings", senders={
+        "audience": never, "audience-batch": never}, environ={"NURTURE_LIST": "secret-list"})
+
+    summary = simulate(rules, EXAMPLE, None, dt.date(2026, 11, 26), preview=runner.render)
+
+    shown = next(p for p in summary.previews if p.action == "nurture")
+    with EXAMPLE.open(encoding="utf-8-sig", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["Id"] == shown.record_id)
+    assert shown.kind == "audience" and shown.rendered == {
+        "provider": "mailchimp", "list": "${NURTURE_LIST}", "email": row["Owner.Email"],
+        "status": "subscribed", "merge_fields": {"FNAME": row["Owner.Name"], "DEAL": row["Name"]},
+        "tags": ["nurture", row["Proposal_Type__c"]] if row["Proposal_Type__c"] else ["nurture"],
+        "remove_tags": []}
+    page = render(rules, summary, EXAMPLE, dt.date(2026, 11, 26))
+    assert row["Owner.Email"] in page and "secret-list" not in page

@@ -119,25 +119,41 @@ def write_report(tmp_path: Path, source: Path = EXAMPLE) -> str:
 
 
 def check_self_contained(html: str, raw: bool = True) -> None:
-    """No script, nothing fetched: no external file, font, stylesheet or image. `raw` also
-    searches the text itself (for exports whose own text cannot contain these words)."""
+    """Nothing fetched: no external file, font, stylesheet or image; links only within the
+    page; at most one script, inline, and the page's Content-Security-Policy allows only it
+    (by hash). `raw` also searches the text itself (for exports whose own text cannot contain
+    these words)."""
     doc = parse(html)
+    scripts = doc.find_all("script")
+    assert len(scripts) <= 1
     for node in doc.find_all():
-        assert node.tag not in ("script", "link", "img", "iframe", "object", "embed", "image",
-                                "use", "foreignobject", "base"), node.tag
+        assert node.tag not in ("link", "img", "iframe", "object", "embed", "image",
+                                "use", "foreignobject", "base", "form"), node.tag
         for name, value in node.attrs.items():
             assert not name.startswith("on"), f"an inline event handler: {name}"
-            assert name not in ("src", "href", "xlink:href", "srcset", "action"), name
+            assert name not in ("src", "xlink:href", "srcset", "action"), name
+            if name == "href":
+                assert (value or "").startswith("#"), f"a link out of the page: {value}"
             assert "url(" not in (value or "").casefold(), value
+    [policy] = [m.attrs["content"] for m in doc.find_all("meta")
+                if m.attrs.get("http-equiv") == "Content-Security-Policy"]
+    assert "default-src 'none'" in (policy or "")
+    if scripts:
+        import base64
+        import hashlib
+
+        digest = base64.b64encode(hashlib.sha256(scripts[0].text.encode()).digest()).decode()
+        assert f"script-src 'sha256-{digest}'" in (policy or "")
     for style in doc.find_all("style"):
         css = style.text.casefold()
         for needle in ("url(", "@import", "@font-face", "http:", "https:"):
             assert needle not in css, needle
     if raw:
         lowered = html.casefold()
-        for needle in ("<script", "http://", "https://", "//fonts.", "@import", "@font-face",
-                       "url(", "<link", " src=", " href=", "javascript:"):
+        for needle in ("http://", "https://", "//fonts.", "@import", "@font-face",
+                       "url(", "<link", " src=", "javascript:", "fetch(", "xmlhttprequest"):
             assert needle not in lowered, f"the report refers outside itself: {needle!r}"
+        assert lowered.count("<script") <= 1
 
 
 def test_the_report_is_self_contained(tmp_path):

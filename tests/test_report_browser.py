@@ -262,9 +262,9 @@ def test_the_report_opens_in_chromium_with_the_right_numbers(tmp_path, browser):
               [...document.querySelectorAll('#workflows tr[data-workflow]')]
               .map(tr => [tr.dataset.workflow, cells(tr).at(-1)])),
           months: Object.fromEntries([...document.querySelectorAll('#forecast tr[data-month]')]
-              .map(tr => [tr.dataset.month, cells(tr).slice(1)])),
-          total: cells(document.getElementById('forecast-total')).slice(1),
-          failures: [...document.querySelectorAll('#failures tr')].slice(1)
+              .map(tr => [tr.dataset.month, cells(tr).slice(1, 5)])),
+          total: cells(document.getElementById('forecast-total')).slice(1, 5),
+          failures: [...document.querySelectorAll('#failures tbody tr')]
               .map(tr => cells(tr).slice(0, 2)),
           chart: [svg.width, svg.height],
           bars: document.querySelectorAll('svg rect').length,
@@ -315,3 +315,70 @@ def test_today_is_shown_in_the_report(tmp_path, browser):
     text = browser.evaluate("document.body.innerText")
     assert f"today = {dt.date(2026, 11, 26).isoformat()}" in text
     assert "Nothing was written to the CRM" in text
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_nothing_overflows_on_a_desktop_or_a_phone(tmp_path, browser, width):
+    report = tmp_path / "report.html"
+    main(["simulate", str(EXAMPLE), "--report", str(report), *CONFIG])
+    browser.open(report.as_uri())
+    browser.send("Emulation.setDeviceMetricsOverride", width=width, height=HEIGHT,
+                 deviceScaleFactor=1, mobile=width < 600)
+    sizes = browser.evaluate("""(() => ({
+        page: document.documentElement.scrollWidth, view: window.innerWidth,
+        body: document.body.scrollWidth,
+        wide: [...document.body.querySelectorAll('*')]
+            .filter(e => !e.closest('.scroll'))
+            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+            .map(e => e.tagName + (e.id ? '#' + e.id : '')).slice(0, 5),
+        previewsOpen: [...document.querySelectorAll('#previews details')]
+            .filter(d => d.open).length,
+        previews: document.querySelectorAll('#previews details').length,
+    }))()""")
+    data = browser.screenshot()
+    (tmp_path / f"report-{width}.png").write_bytes(data)
+    assert png_pixels(data)[0] == width
+    assert sizes["view"] == width
+    assert sizes["page"] <= width and sizes["body"] <= width, sizes
+    assert sizes["wide"] == [], sizes
+    assert sizes["previews"] > 0 and sizes["previewsOpen"] == 0  # collapsed by default
+    assert browser.problems() == []
+
+
+def test_tables_sort_and_filter_and_a_record_says_why(tmp_path, browser):
+    report = tmp_path / "report.html"
+    main(["simulate", str(EXAMPLE), "--report", str(report), *CONFIG])
+    browser.open(report.as_uri())
+    lines = "[...document.querySelectorAll('#changes tbody tr')].map(r => +r.cells[0].dataset.sort)"
+    first = browser.evaluate(lines)
+    assert first == sorted(first) and len(first) > 10
+    browser.evaluate("document.querySelector('#changes thead th').click()")
+    assert browser.evaluate(lines) == sorted(first)  # ascending (already was)
+    browser.evaluate("document.querySelector('#changes thead th').click()")
+    assert browser.evaluate(lines) == sorted(first, reverse=True)
+    # filter by typing, as a person would
+    shown = browser.evaluate("""(() => {
+        const input = document.getElementById('changes-filter');
+        input.value = 'p90';
+        input.dispatchEvent(new Event('input'));
+        const rows = [...document.querySelectorAll('#changes tbody tr')];
+        const has = r => r.textContent.toLowerCase().includes('p90');
+        return {visible: rows.filter(r => !r.hidden).map(r => r.dataset.rule),
+                wrong: rows.filter(r => r.hidden === has(r)).length,
+                count: document.getElementById('changes-shown').textContent};
+    })()""")
+    assert "p90" in shown["visible"] and shown["wrong"] == 0
+    assert shown["count"] == str(len(shown["visible"]))
+    # a workflow's count in the decision table filters the changes to its records
+    picked = browser.evaluate("""(() => {
+        document.querySelector('#workflows a[data-rule="p20"]').click();
+        return [...document.querySelectorAll('#changes tbody tr')]
+            .filter(r => !r.hidden).map(r => r.dataset.rule);
+    })()""")
+    assert picked and set(picked) == {"p20"}
+    # why: the factor values that matched and the workflow's file:line
+    why = browser.evaluate("""[...document.querySelectorAll('#changes tbody tr')]
+        .find(r => r.dataset.rule === 'p90').querySelector('.why').textContent""")
+    assert "stage=Negotiation/Review" in why and "proposal=Firm" in why
+    assert "probability.yaml:4" in why
+    assert browser.problems() == []

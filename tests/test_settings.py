@@ -61,6 +61,8 @@ def test_every_spec_variable_is_read_from_the_environment(monkeypatch, tmp_path)
         "ERP_PASSWORD": "erp-pass-0123",
         "SMTP_URL": "smtp://mail.example:25",
         "EMAIL_FROM": "crm@example.com",
+        "MAILCHIMP_API_KEY": "mc-0123456789abcdef-us21",
+        "BREVO_API_KEY": "xkeysib-0123456789",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -77,7 +79,8 @@ def test_every_spec_variable_is_read_from_the_environment(monkeypatch, tmp_path)
     for secret in s.secrets():
         assert secret not in shown
     assert set(s.secrets()) == {TOKEN, PASSWORD, "AbCdEfGhIjKlMnOp", CLIENT_SECRET,
-                                "whsec-0123456789", "hs-secret-0123", "erp-pass-0123"}
+                                "whsec-0123456789", "hs-secret-0123", "erp-pass-0123",
+                                "mc-0123456789abcdef-us21", "xkeysib-0123456789"}
 
 
 def test_a_dotenv_file_is_read(tmp_path):

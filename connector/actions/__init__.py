@@ -3,7 +3,8 @@ with an idempotency key, so a retry or a rerun never repeats its effect; `previe
 without sending anything (the dry run shows these).
 
 Kinds: `email` (SMTP on one machine, SES in the cloud), `http` (a push to another platform),
-`erp` (a closed-won deal becomes a sales order).
+`erp` (a closed-won deal becomes a sales order), `audience` (the contact into an email-marketing
+list: Mailchimp, Brevo).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.core.ruleset import Action, RuleSet
-from connector.errors import ConfigurationError, RecordError
+from connector.errors import ConfigurationError, ConnectorError, RecordError
 
 # --- the record's values as the outbox keeps them (JSON, types kept) ------------------------
 
@@ -94,7 +95,8 @@ class ActionRunner:
             raise RecordError(f"action '{name}' is no longer in the rules") from None
 
     def render(self, name: str, values: Mapping[str, Any]) -> Preview:
-        """What the action would send, rendered; nothing is sent."""
+        """What the action would send, rendered; nothing is sent. `${NAME}` stays as written:
+        previews go into reports, and the variables hold URLs and tokens."""
         action = self.action(name)
         if action.kind in ("email", "approval"):
             from connector.actions.email import render_email
@@ -106,8 +108,11 @@ class ActionRunner:
         if action.kind == "http":
             from connector.actions.http import render_request
 
-            return Preview(name, "http", render_request(action.spec, values, self.environ,
-                                                        resolve_url=False))
+            return Preview(name, "http", render_request(action.spec, values))
+        if action.kind == "audience":
+            from connector.actions.audience import render_member
+
+            return Preview(name, "audience", render_member(action.spec, values))
         order = self.erp_mapping().order_for(values)
         return Preview(name, "erp", {"reference": order.reference,
                                      "customer": order.customer.match,
@@ -133,14 +138,44 @@ class ActionRunner:
         if action.kind == "email":
             from connector.actions.email import render_email
 
-            message = render_email(action.spec, values, self.rules_dir)
+            message = render_email(action.spec, values, self.rules_dir, self.environ)
             return str(sender(message, key))
         if action.kind == "http":
             from connector.actions.http import render_request
 
             return str(sender(render_request(action.spec, values, self.environ), key))
-        order = self.erp_mapping().order_for(values)
+        if action.kind == "audience":
+            from connector.actions.audience import render_member
+
+            return str(sender(render_member(action.spec, values, self.environ), key))
+        order = self.erp_mapping().order_for(values, self.environ)
         return f"sales order {sender(order, key)}"
+
+    def batches(self, name: str) -> bool:
+        """Whether this action's items run together (`run_many`): Mailchimp takes 500
+        members in one call."""
+        action = self.rules.actions.get(name)
+        return action is not None and action.kind == "audience" and \
+            action.spec.provider == "mailchimp"
+
+    def run_many(self, name: str, items: Mapping[str, Mapping[str, Any]]
+                 ) -> dict[str, str | ConnectorError]:
+        """Perform the action for many idempotency keys (key -> the record's values) in as
+        few calls as the API allows; what came of each, by key. A record that cannot be
+        rendered fails alone."""
+        from connector.actions.audience import render_member
+
+        action = self.action(name)
+        outcomes: dict[str, str | ConnectorError] = {}
+        members = {}
+        for key, values in items.items():
+            try:
+                members[key] = render_member(action.spec, values, self.environ)
+            except ConnectorError as exc:
+                outcomes[key] = exc
+        if members:
+            outcomes.update(self._sender("audience-batch")(members))
+        return outcomes
 
     def request_approval(self, name: str, key: str, record_id: str,
                          values: Mapping[str, Any], now: dt.datetime) -> tuple[str, dt.datetime]:
@@ -160,7 +195,7 @@ class ActionRunner:
             secret.get_secret_value(), Claim(key, record_id, name, decision, expires))
             for decision in ("approve", "reject")}
         message = render_email(spec, {**values, **links, "expires_on": expires.date()},
-                               self.rules_dir)
+                               self.rules_dir, self.environ)
         self._sender("email")(message, key)
         return ", ".join(message["to"]), expires
 
@@ -185,6 +220,13 @@ def _default_sender(kind: str, runner: ActionRunner) -> Callable[..., Any]:
         from connector.actions.http import HttpSender
 
         return HttpSender().send
+    if kind in ("audience", "audience-batch"):
+        from connector.actions.audience import AudienceSender
+
+        mailchimp, brevo = settings.mailchimp_api_key, settings.brevo_api_key
+        audiences = AudienceSender(mailchimp.get_secret_value() if mailchimp else None,
+                                   brevo.get_secret_value() if brevo else None)
+        return audiences.send if kind == "audience" else audiences.send_many
     from connector.erp import connect_erp
 
     if not settings.erp_url:

@@ -11,6 +11,7 @@ import html
 import re
 import smtplib
 from collections.abc import Mapping
+from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -21,22 +22,29 @@ import jinja2
 from connector.actions import opaque
 from connector.core.schema import EmailSpec
 from connector.errors import ConfigurationError, RecordError, RetriableError
-from connector.templates import InvalidTemplate, TemplateRenderError, make_environment, render_value
+from connector.templates import (
+    ENV_REFERENCE,
+    InvalidTemplate,
+    TemplateRenderError,
+    make_environment,
+    render_context,
+    render_value,
+)
 
 
-def render_email(spec: EmailSpec, values: Mapping[str, Any], rules_dir: Path) -> dict[str, Any]:
-    """To, cc, subject, and the text and HTML bodies. A template that fails fails this record."""
-    to = [str(render_value(t, values)).strip() for t in spec.to]
-    cc = [str(render_value(t, values)).strip() for t in spec.cc]
-    missing = [t for t, r in zip(spec.to + spec.cc, to + cc) if not r]
-    if missing:
-        raise RecordError(f"email recipient {missing[0]!r} is empty for this opportunity")
-    subject = " ".join(str(render_value(spec.subject, values)).split())
+def render_email(spec: EmailSpec, values: Mapping[str, Any], rules_dir: Path,
+                 environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """To, cc, subject, and the text and HTML bodies, `${NAME}` read from `environ` (left as
+    written without it: a preview). A template that fails, or a recipient that is not one
+    address, fails this record."""
+    to = [_recipient(t, values, environ) for t in spec.to]
+    cc = [_recipient(t, values, environ) for t in spec.cc]
+    subject = " ".join(str(render_value(spec.subject, values, environ)).split())
     if spec.template:
         env = make_environment(rules_dir)
         try:
             template = env.get_template(spec.template)
-            body = template.render(**values)
+            body = template.render(render_context(values, environ))
         except jinja2.TemplateNotFound:
             raise ConfigurationError(f"email template {spec.template} not found under "
                                      f"{rules_dir}") from None
@@ -46,7 +54,7 @@ def render_email(spec: EmailSpec, values: Mapping[str, Any], rules_dir: Path) ->
             raise TemplateRenderError(spec.template, exc.message or type(exc).__name__) from None
         is_html = spec.template.casefold().endswith((".html", ".htm"))
     else:
-        body = str(render_value(spec.body or "", values))
+        body = str(render_value(spec.body or "", values, environ))
         is_html = False
     if is_html:
         text = html.unescape(re.sub(r"<[^>]+>", "", body))
@@ -58,7 +66,51 @@ def render_email(spec: EmailSpec, values: Mapping[str, Any], rules_dir: Path) ->
     return {"to": to, "cc": cc, "subject": subject, "text": text, "html": html_body}
 
 
+def _recipient(template: str, values: Mapping[str, Any],
+               environ: Mapping[str, str] | None) -> str:
+    # Each `to:` / `cc:` entry is one recipient: a field holding "a@x.com, b@evil.example"
+    # must not add one.
+    text = str(render_value(template, values, environ)).strip()
+    if not text:
+        raise RecordError(f"email recipient {template!r} is empty for this opportunity")
+    # A preview keeps `${NAME}` as written: check it as the address it will be.
+    problem = address_problem(text if environ is not None else
+                              ENV_REFERENCE.sub("name@example.invalid", text))
+    if problem:
+        # A variable's value is not quoted: only the record's own data is.
+        shown = "" if ENV_REFERENCE.search(template) else \
+            f" is {text if len(text) <= 80 else text[:77] + '...'!r}"
+        raise RecordError(f"email recipient {template!r}{shown} for this opportunity: "
+                          f"{problem}")
+    return text
+
+
+def address_problem(text: str) -> str | None:
+    """Why `text` is not exactly one email address ("Ann <ann@acme.com>" is one), or None."""
+    if re.search(r"[\x00-\x1f\x7f]", text):
+        return "it holds a line break or a control character"
+    try:
+        header = policy.default.header_factory("To", text)
+        groups = header.groups
+    except (IndexError, ValueError, TypeError):  # the parser's own failures on odd input
+        return "not an email address"
+    addresses = [a for g in groups for a in g.addresses]
+    if len(addresses) > 1:
+        return f"{len(addresses)} addresses where one is expected"
+    if header.defects or len(groups) != 1 or groups[0].display_name is not None or \
+            not addresses or not addresses[0].username or not addresses[0].domain:
+        return "not an email address"
+    return None
+
+
 def build_message(rendered: Mapping[str, Any], sender: str, key: str) -> EmailMessage:
+    try:
+        return _message(rendered, sender, key)
+    except ValueError as exc:  # a header the email library refuses: this message cannot go
+        raise RecordError(f"the email cannot be built: {exc}") from None
+
+
+def _message(rendered: Mapping[str, Any], sender: str, key: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(rendered["to"])
@@ -70,6 +122,13 @@ def build_message(rendered: Mapping[str, Any], sender: str, key: str) -> EmailMe
     message.set_content(rendered["text"])
     message.add_alternative(rendered["html"], subtype="html")
     return message
+
+
+def checked_sender(sender: str) -> str:
+    problem = address_problem(sender)
+    if problem:
+        raise ConfigurationError(f"EMAIL_FROM must be one email address: {problem}")
+    return sender
 
 
 class SmtpSender:
@@ -85,7 +144,10 @@ class SmtpSender:
         self.tls = parts.scheme == "smtps"
         self.user = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None
-        self.sender = sender
+        if not f"{self.user or ''}{self._password or ''}".isascii():
+            # smtplib sends the login as ASCII: anything else fails on every email
+            raise ConfigurationError("the user and password in SMTP_URL must be ASCII")
+        self.sender = checked_sender(sender)
         self.timeout = timeout
 
     def send(self, rendered: Mapping[str, Any], key: str) -> str:
@@ -93,13 +155,21 @@ class SmtpSender:
         try:
             smtp_class = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
             with smtp_class(self.host, self.port, timeout=self.timeout) as smtp:
+                smtp.ehlo()  # the server's extensions are known only after EHLO
                 if not self.tls and smtp.has_extn("starttls"):
                     smtp.starttls()
+                    smtp.ehlo()
                 if self.user and self._password:
+                    if not smtp.has_extn("auth"):
+                        raise ConfigurationError("SMTP_URL has a user and password, but the "
+                                                 "SMTP server offers no login (AUTH) here")
                     smtp.login(self.user, self._password)
                 smtp.send_message(message)
         except smtplib.SMTPAuthenticationError:
             raise ConfigurationError("the SMTP server refused the login in SMTP_URL") from None
+        except smtplib.SMTPNotSupportedError:
+            raise RecordError("the SMTP server cannot take this email's non-ASCII addresses "
+                              "(no SMTPUTF8)") from None
         except smtplib.SMTPRecipientsRefused as exc:
             raise RecordError(f"the SMTP server refused the recipients "
                               f"{', '.join(exc.recipients)}") from None

@@ -1,7 +1,8 @@
 """HTTP actions: a JSON push to another platform (email marketing, a data warehouse, ...).
 
 The URL comes from the environment (`url: "${MARKETING_WEBHOOK_URL}"`), never from the rule
-file, so a rule set can be shared without its endpoints and tokens. Each request carries an
+file, so a rule set can be shared without its endpoints and tokens; headers and the body may
+name variables too (`Authorization: "Bearer ${MARKETING_TOKEN}"`). Each request carries an
 `Idempotency-Key` derived from the opportunity, the action and the rising edge.
 """
 
@@ -11,27 +12,19 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from connector.actions import opaque
 from connector.core.schema import HttpSpec
-from connector.crm import json_value
+from connector.crm import json_value, scrub
 from connector.errors import ConfigurationError, RecordError, RetriableError
 from connector.retry import retry_after_seconds
-from connector.templates import render_structure, render_value
+from connector.templates import ENV_REFERENCE, render_structure, render_value, resolve
 
-_VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
-
-
-def resolve(text: str, environ: Mapping[str, str]) -> str:
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if not environ.get(name):
-            raise ConfigurationError(f"set {name}: an HTTP action's URL refers to it")
-        return environ[name]
-
-    return _VARIABLE.sub(value, text)
+# What a header value may hold (RFC 9110 5.5): visible characters, spaces and tabs, Latin-1.
+_NOT_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -42,15 +35,33 @@ def _jsonable(obj: Any) -> Any:
     return json_value(obj)
 
 
-def render_request(spec: HttpSpec, values: Mapping[str, Any], environ: Mapping[str, str],
-                   resolve_url: bool = True) -> dict[str, Any]:
-    """Method, URL, headers and JSON body. In a preview the URL stays `${NAME}`: the real one
-    may hold a token."""
-    url = resolve(spec.url, environ) if resolve_url else spec.url
-    headers = {k: resolve(str(render_value(v, values)), environ) for k, v in spec.headers.items()}
-    body = _jsonable(render_structure(spec.json_body, values)) if spec.json_body is not None \
-        else None
-    return {"method": spec.method, "url": url, "headers": headers, "json": body}
+def render_request(spec: HttpSpec, values: Mapping[str, Any],
+                   environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Method, URL, headers and JSON body, `${NAME}` read from `environ`. Without it (a
+    preview) `${NAME}` stays as written: the real URL or token is a secret."""
+    headers = {name: _header_value(name, template, values, environ)
+               for name, template in spec.headers.items()}
+    body = _jsonable(render_structure(spec.json_body, values, environ)) \
+        if spec.json_body is not None else None
+    return {"method": spec.method, "url": resolve(spec.url, environ), "headers": headers,
+            "json": body}
+
+
+def _header_value(name: str, template: str, values: Mapping[str, Any],
+                  environ: Mapping[str, str] | None) -> str:
+    """A header's one line. A variable that breaks it is the admin's to fix; a field that
+    breaks it fails this record alone. Neither message quotes the value."""
+    for variable in ENV_REFERENCE.findall(template):
+        if environ is not None and _NOT_IN_HEADER.search(environ.get(variable, "").strip()):
+            raise ConfigurationError(f"{variable} holds a line break or a character an HTTP "
+                                     f"header cannot carry: it is used in header {name}")
+    text = str(render_value(template, values, environ)).strip()
+    bad = _NOT_IN_HEADER.search(text)
+    if bad:
+        what = "a line break" if bad.group() in "\r\n" else \
+            f"a character an HTTP header cannot carry (U+{ord(bad.group()):04X})"
+        raise RecordError(f"header {name}: the value for this opportunity holds {what}")
+    return text
 
 
 class HttpSender:
@@ -64,11 +75,29 @@ class HttpSender:
         body = None
         if request["json"] is not None:
             headers.setdefault("Content-Type", "application/json")
-            body = json.dumps(request["json"])
+            try:
+                body = json.dumps(request["json"], allow_nan=False)
+            except (TypeError, ValueError) as exc:  # a rendered value JSON cannot carry
+                raise RecordError(f"the JSON body cannot be sent: {exc}") from None
+        url = request["url"]
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or \
+                re.search(r"[\x00-\x1f\x7f]", url):
+            raise _bad_url("it is not an http(s) URL")
         try:
-            response = self.session.request(request["method"], request["url"], headers=headers,
+            response = self.session.request(request["method"], url, headers=headers,
                                             data=body, timeout=self.timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
+            raise RetriableError(f"HTTP {request['method']} failed: {type(exc).__name__}") \
+                from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema) as exc:
+            raise _bad_url(type(exc).__name__) from None
+        except requests.exceptions.InvalidHeader:
+            # The values were checked when rendered: what is left is a header's name.
+            raise ConfigurationError("an HTTP action's header name is not a valid HTTP header "
+                                     "name: check its headers: in the rules") from None
+        except requests.RequestException as exc:  # the answer broke off: the next try may pass
             raise RetriableError(f"HTTP {request['method']} failed: {type(exc).__name__}") \
                 from None
         status = response.status_code
@@ -76,5 +105,15 @@ class HttpSender:
             raise RetriableError(f"HTTP {status} from the endpoint; will retry",
                                  retry_after_seconds(response.headers.get("Retry-After")))
         if status >= 400:
-            raise RecordError(f"HTTP {status} from the endpoint: {response.text[:200]!r}")
+            # The answer may echo what was sent (a token, the URL): never quote those.
+            sent = [url, parts.path, parts.query, *headers.values(),
+                    *(word for value in headers.values() for word in value.split())]
+            answer = scrub(response.text[:200], [s for s in sent if len(s) >= 8])
+            raise RecordError(f"HTTP {status} from the endpoint: {answer!r}")
         return f"HTTP {request['method']} {status}"
+
+
+def _bad_url(reason: str) -> ConfigurationError:
+    # Never the URL itself: it may carry a token.
+    return ConfigurationError(f"an HTTP action's URL cannot be used ({reason}): check the "
+                              "variable its url: names")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connector.actions.email import build_message
+from connector.actions.email import build_message, checked_sender
 from connector.errors import ConfigurationError, FatalError, RecordError, RetriableError
 
 _RETRIABLE = frozenset({"TooManyRequestsException", "LimitExceededException",
@@ -37,12 +37,12 @@ class SesSender:
             import boto3
 
             client = boto3.client("sesv2")
-        self.sender = sender
+        self.sender = checked_sender(sender)
         self.configuration_set = configuration_set
         self._ses = client
 
     def send(self, rendered: Mapping[str, Any], key: str) -> str:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
         message = build_message(rendered, self.sender, key)
         request: dict[str, Any] = {
@@ -57,6 +57,8 @@ class SesSender:
             answer = self._ses.send_email(**request)
         except ClientError as exc:
             raise _translate(exc, self.sender) from None
+        except ParamValidationError as exc:  # checked before SES sees it: this message's values
+            raise RecordError(f"Amazon SES cannot take this email: {exc}") from None
         except BotoCoreError as exc:
             raise RetriableError(f"cannot reach Amazon SES ({type(exc).__name__})") from None
         return f"email to {', '.join(rendered['to'])} (SES {answer.get('MessageId', '?')})"

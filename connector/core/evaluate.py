@@ -17,6 +17,7 @@ from connector.core.mapping import ID
 from connector.core.ruleset import (
     CLOSED_LOST,
     CLOSED_WON,
+    EXPLANATION,
     PROBABILITY,
     Closed,
     Factor,
@@ -157,6 +158,8 @@ class Evaluator:
         # one compiled `finish` per route shape (formulas are the rule set's own objects,
         # which live as long as this evaluator, so their ids name them)
         self._finishers: dict[tuple[Any, ...], Callable[..., Finish]] = {}
+        # the explanation is the route's own text: written like a literal, when it is mapped
+        self._explains = EXPLANATION in rules.mapping.fields
         self._closed_routes = {state: self._closed_route(state) for state in _CLOSED_PROBABILITY}
         self._decide = self._decider()
 
@@ -183,6 +186,8 @@ class Evaluator:
         literals, formulas = self._split(self._closed_plan)
         assign = {PROBABILITY: _CLOSED_PROBABILITY[state], "rule": state,
                   "won": state == CLOSED_WON, "lost": state == CLOSED_LOST, **literals}
+        if self._explains:
+            assign[EXPLANATION] = explanation(self.rules, state, {})
         return self._with_writes(_Route(state, assign, formulas, {}, ()))
 
     def _with_writes(self, route: _Route) -> _Route:
@@ -251,6 +256,8 @@ class Evaluator:
         workflow = rules.workflows[hits[0]]
         literals, formulas = self._split(self._plans[workflow.name])
         assign = {**factors, "rule": workflow.name, "won": False, "lost": False, **literals}
+        if self._explains:
+            assign[EXPLANATION] = explanation(rules, workflow.name, factors)
         route = self._with_writes(_Route(workflow.name, assign, formulas, factors,
                                          self._action_sources[workflow.name]))
         if len(self._routes) < 1_000_000:
@@ -388,6 +395,14 @@ class Evaluator:
 
 
 Decision = tuple[Names, _Route, dict[str, Any], tuple[ActionDue, ...]]
+
+
+def explanation(rules: RuleSet, rule: str, factors: Mapping[str, str]) -> str:
+    """Why a record has its probability, in a line a sales rep reads in the CRM:
+    `p60: stage=Proposal/Price Quote, proposal=Firm · rules 344c5c68ec2a`."""
+    shown = ", ".join(f"{k}={v}" for k, v in factors.items())
+    head = f"{rule}: {shown}" if shown else rule
+    return f"{head} · {rules.explanation_label} {rules.version}"
 
 
 def _finisher(route: _Route, writeback: tuple[str, ...], scales: dict[str, int]

@@ -29,6 +29,16 @@ class Mapping:
     def canonical_names(self) -> frozenset[str]:
         return frozenset(self.fields) | {ID}
 
+    @property
+    def crm_fields(self) -> list[str]:
+        """The CRM fields read: the id, the modification stamp, then the mapped fields in the
+        mapping's order, each once."""
+        return list(dict.fromkeys((self.id_field, self.modified_field, *self.fields.values())))
+
+    def crm_value(self, raw: MappingABC[str, Any], crm_field: str) -> Any:
+        """One CRM field's raw value (a path allowed), found as `read` finds it."""
+        return _lookup(raw, crm_field)
+
     def type_of(self, name: str) -> FieldType | None:
         return self.types.get(name)
 

@@ -24,6 +24,7 @@ Cube = tuple[int, ...]  # one bit mask per factor: bit i set = the factor's i-th
 CLOSED_WON = "closed-won"
 CLOSED_LOST = "closed-lost"
 PROBABILITY = "probability"
+EXPLANATION = "explanation"  # optional mapped field: why the record has its probability
 
 
 def norm(value: object) -> str:
@@ -144,7 +145,7 @@ def clamp(x: Fraction, lo: Fraction, hi: Fraction) -> Fraction:
 @dataclass(frozen=True)
 class Action:
     name: str
-    kind: Literal["email", "http", "erp", "approval"]
+    kind: Literal["email", "http", "erp", "approval", "audience"]
     spec: Any
     where: Where = Where()
 
@@ -170,6 +171,7 @@ class RuleSet:
     triggers: tuple[Trigger, ...]
     mapping: Mapping
     version: str = ""
+    explanation_label: str = "rules"  # "rules 344c5c68ec2a" in the mapping's language
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -557,9 +559,10 @@ def _compile_actions(spec: schema.RulesSpec, mapping: Mapping, c: _Collector
                      ) -> dict[str, Action]:
     out: dict[str, Action] = {}
     for name, a in spec.actions.items():
-        kind: Literal["email", "http", "erp", "approval"] = (
-            "email" if a.email else "http" if a.http else "approval" if a.approval else "erp")
-        out[name] = Action(name, kind, a.email or a.http or a.approval or a.erp,
+        kind: Literal["email", "http", "erp", "approval", "audience"] = (
+            "email" if a.email else "http" if a.http else "approval" if a.approval
+            else "audience" if a.audience else "erp")
+        out[name] = Action(name, kind, a.email or a.http or a.approval or a.audience or a.erp,
                            c.locate(("actions", name)))
     for name, a in spec.actions.items():
         if a.approval is None:

@@ -7,7 +7,17 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Scalar = StrictStr | StrictBool | StrictInt | Decimal
 
@@ -86,6 +96,35 @@ class HttpSpec(_Strict):
     headers: dict[str, StrictStr] = Field(default_factory=dict)
 
 
+class AudienceSpec(_Strict):
+    """The opportunity's contact put in an email-marketing list (Mailchimp audience, Brevo
+    list) with merge fields (Brevo: attributes) and, on Mailchimp, tags added or removed."""
+
+    provider: Literal["mailchimp", "brevo"]
+    list_id: StrictStr | StrictInt = Field(alias="list")  # or "${NAME}" from the environment
+    email: StrictStr                   # a template: the contact's address
+    merge_fields: dict[str, Any] = Field(default_factory=dict)
+    tags: list[StrictStr] = Field(default_factory=list)
+    remove_tags: list[StrictStr] = Field(default_factory=list)
+    status: Literal["subscribed", "pending", "transactional"] = "subscribed"  # a new member's
+
+    @field_validator("list_id")
+    @classmethod
+    def _list_given(cls, value: str | int) -> str | int:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("'list' is empty: give the list id, or \"${NAME}\" to read it "
+                             "from the environment")
+        return value
+
+    @field_validator("tags", "remove_tags")
+    @classmethod
+    def _provider_has_tags(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value and info.data.get("provider") == "brevo":
+            raise ValueError("Brevo contacts have no tags: put them in a list, or set an "
+                             "attribute in merge_fields")
+        return value
+
+
 class ApprovalSpec(EmailSpec):
     """An email to an approver with two one-click links (approve, reject). The decision is
     written to `field` (a writeback field: Pending, then Approved or Rejected) and fires the
@@ -102,13 +141,16 @@ class ActionSpec(_Strict):
     http: HttpSpec | None = None
     erp: Literal["sales_order"] | None = None
     approval: ApprovalSpec | None = None
+    audience: AudienceSpec | None = None
     description: StrictStr | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ActionSpec:
-        kinds = [k for k in ("email", "http", "erp", "approval") if getattr(self, k) is not None]
+        kinds = [k for k in ("email", "http", "erp", "approval", "audience")
+                 if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("an action is exactly one of 'email', 'http', 'erp' or 'approval'")
+            raise ValueError("an action is exactly one of 'email', 'http', 'erp', 'approval' "
+                             "or 'audience'")
         return self
 
 

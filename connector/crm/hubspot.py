@@ -362,6 +362,19 @@ class HubSpotCrm:
             log.info("HubSpot: wrote %d deals, %d failed", len(todo) - failed, failed)
         return [results[str(rid)] for rid, _ in updates]
 
+    # --- for connector.history, which reads what the port does not ------------------------
+
+    def post(self, what: str, path: str, body: Any, *, kind: str) -> Any:
+        """One POST through this adapter's token, limits and retry policy: the JSON answer."""
+        return self._request(what, "POST", path, kind=kind, json_body=body,
+                             accept=(200, 207)).body
+
+    def incoming(self, name: str, value: Any) -> Any:
+        """A property's value as records carry it: dates as ISO 8601, a stage as its label."""
+        self._metadata()
+        value = _incoming(value, ((self._properties or {}).get(name) or {}).get("type"))
+        return self.stage_label(value) if name == STAGE_PROPERTY else value
+
     # --- stages ----------------------------------------------------------------------------
 
     def stages(self) -> dict[str, Stage]:

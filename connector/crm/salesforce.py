@@ -221,6 +221,11 @@ class SalesforceCrm:
                     records += [_plain(r) for r in body.get("records", [])]
         return records
 
+    def query_pages(self, what: str, soql: str) -> Iterator[list[Record]]:
+        """Pages of up to 2,000 rows of any SOQL query, through this adapter's session, retry
+        policy and errors (connector.history reads the opportunities' history with it)."""
+        return self._pages(what, soql)
+
     def write(self, updates: list[tuple[str, dict[str, Any]]]) -> list[WriteResult]:
         """Write the given fields of each record: 1,000 records a call. Records Salesforce
         refuses (a validation rule ...) fail alone; locked rows are sent again after a wait."""

@@ -1,7 +1,8 @@
 """The ERP side of the connector: closed-won deals become sales orders, exactly once.
 
 The port (`Erp`, `SalesOrder`, `Customer`), the `mappings/erp.yaml` reader, and `connect_erp`,
-which picks the adapter: `tryton` (JSON-RPC) or `rest` (a JSON API with an Idempotency-Key)."""
+which picks the adapter: `tryton` (JSON-RPC), `rest` (a JSON API with an Idempotency-Key) or
+`odoo` (JSON-2 or XML-RPC, from the server's version)."""
 
 from __future__ import annotations
 
@@ -36,4 +37,11 @@ def connect_erp(kind: ErpKind, url: str, database: str | None, username: str | N
         from connector.erp.rest import RestErp
 
         return RestErp(url, username=username, password=password, timeout=timeout)
-    raise ConfigurationError(f"unknown ERP kind {kind!r}: use 'tryton' or 'rest'")
+    if kind == "odoo":
+        from connector.erp.odoo import OdooErp
+
+        if not password:
+            raise ConfigurationError("the Odoo ERP needs ERP_PASSWORD (an API key) besides "
+                                     "ERP_URL; ERP_DATABASE and ERP_USERNAME too before Odoo 19")
+        return OdooErp(url, database, username, password, timeout=timeout)
+    raise ConfigurationError(f"unknown ERP kind {kind!r}: use 'tryton', 'rest' or 'odoo'")

@@ -23,13 +23,15 @@ from connector.templates import (
     template_variables,
 )
 
-ErpKind = Literal["tryton", "rest"]
+ErpKind = Literal["tryton", "rest", "odoo"]
 
 # Line fields that are amounts: always Decimal in a SalesOrder, so no float rounding reaches
 # the ERP ("1234.10" must arrive as 1234.10, not 1234.0999...).
 DECIMAL_LINE_FIELDS = ("quantity", "unit_price")
 # The REST body carries these itself, beside the header's fields.
 REST_RESERVED = ("customer", "lines")
+# The Odoo adapter sets these itself: the external id, the customer, the opportunity id.
+ODOO_RESERVED = ("id", "partner_id", "client_order_ref", "order_line")
 
 
 class _Strict(BaseModel):
@@ -63,25 +65,27 @@ class ErpMapping:
     lines: tuple[dict[str, Any], ...]
     source: str | None = None
 
-    def order_for(self, values: Mapping[str, Any]) -> SalesOrder:
-        """The sales order for one opportunity's canonical values. A template that fails, an
-        empty reference or customer key, or an amount that is not a number raises RecordError
-        for this opportunity alone."""
-        match = self._render("customer.match", self.customer_match, values)
+    def order_for(self, values: Mapping[str, Any],
+                  environ: Mapping[str, str] | None = None) -> SalesOrder:
+        """The sales order for one opportunity's canonical values, `${NAME}` read from
+        `environ` (left as written without it: a preview). A template that fails, an empty
+        reference or customer key, or an amount that is not a number raises RecordError for
+        this opportunity alone."""
+        match = self._render("customer.match", self.customer_match, values, environ)
         for key, value in match.items():
             if value is None or (isinstance(value, str) and not value.strip()):
                 # An empty key would match (or create) one shared blank customer for every deal.
                 raise RecordError(f"{self._where('customer.match.' + key)} is empty for this "
                                   "opportunity: the ERP customer cannot be found or created")
-        create = self._render("customer.create", self.customer_create, values)
-        header = self._render("order.header", self.header, values)
+        create = self._render("customer.create", self.customer_create, values, environ)
+        header = self._render("order.header", self.header, values, environ)
         reference = header.pop("reference", None)
         if reference is None or not str(reference).strip():
             raise RecordError(f"{self._where('order.header.reference')} is empty for this "
                               "opportunity: it is the order's idempotency key")
         lines = []
         for i, line in enumerate(self.lines):
-            rendered = self._render(f"order.lines[{i}]", line, values)
+            rendered = self._render(f"order.lines[{i}]", line, values, environ)
             for key in DECIMAL_LINE_FIELDS:
                 if key in rendered:
                     rendered[key] = _decimal(rendered[key], self._where(f"order.lines[{i}].{key}"))
@@ -91,9 +95,10 @@ class ErpMapping:
     def _where(self, at: str) -> str:
         return f"{self.source} {at}" if self.source else at
 
-    def _render(self, at: str, obj: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    def _render(self, at: str, obj: dict[str, Any], values: Mapping[str, Any],
+                environ: Mapping[str, str] | None) -> dict[str, Any]:
         try:
-            rendered: dict[str, Any] = render_structure(obj, values)
+            rendered: dict[str, Any] = render_structure(obj, values, environ)
         except TemplateRenderError as exc:  # InvalidTemplate stays a ConfigurationError
             raise RecordError(f"{self._where(at)}: {exc}") from exc
         return rendered
@@ -175,6 +180,15 @@ def _check(spec: ErpMappingSpec, doc: YamlFile, known: set[str]) -> list[Finding
             if key in header:
                 add(("order", "header", key), f"'{key}' is reserved in the REST order body; "
                     "rename this header field")
+    if spec.erp == "odoo":
+        for key in ODOO_RESERVED:
+            if key in header:
+                add(("order", "header", key), f"'{key}' is set by the connector on an Odoo "
+                    "order (the external id, the customer, the opportunity id); remove it")
+        for i, line in enumerate(spec.order.lines):
+            if not {"product", "product_id"} & set(line):
+                add(("order", "lines", i), f"order.lines[{i}]: an Odoo sale line needs a "
+                    "product: add 'product: <internal reference or name>'")
     for i, line in enumerate(spec.order.lines):
         for key in DECIMAL_LINE_FIELDS:
             if key not in line:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from connector.errors import RetriableError
 
@@ -50,3 +51,9 @@ class Erp(Protocol):
 class ErpUnavailable(RetriableError):
     """The ERP is down, overloaded or rate-limiting; `retry_after` is the delay it asked for,
     in seconds, when it said one (HTTP Retry-After)."""
+
+
+def shown_url(url: str) -> str:
+    """ERP_URL as messages show it: never the user, password or query it may carry."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))

@@ -19,12 +19,14 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import re
 from decimal import Decimal
 from typing import Any
 
 import requests
 
-from connector.erp.port import ErpUnavailable, SalesOrder
+from connector.crm import scrub
+from connector.erp.port import ErpUnavailable, SalesOrder, shown_url
 from connector.errors import ConfigurationError, RecordError
 
 log = logging.getLogger(__name__)
@@ -44,22 +46,27 @@ class RestErp:
                  password: str | None = None, timeout: float = 30.0,
                  session: requests.Session | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self._shown = shown_url(self.base_url)
+        self._secrets = [password] if password else []
         self._http = session or requests.Session()
         self._timeout = timeout
         if username and password:
             self._http.auth = (username, password)
         elif password:
+            if re.search(r"[\x00-\x1f\x7f]|[^\x00-\xff]", password):
+                raise ConfigurationError("ERP_PASSWORD holds a line break or a character an "
+                                         "HTTP header cannot carry; it goes as a Bearer token")
             self._http.headers["Authorization"] = f"Bearer {password}"
 
     def __repr__(self) -> str:  # never the credentials
-        return f"RestErp({self.base_url!r})"
+        return f"RestErp({self._shown!r})"
 
     def find_order(self, reference: str) -> str | None:
         response = self._send("GET", "/orders", params={"reference": reference})
         if response.status_code == 404:
             return None
         self._raise_for(response, f"looking up order {reference!r}")
-        return _order_id(_json(response), reference)
+        return _order_id(_json(response, self._secrets), reference)
 
     def push_order(self, order: SalesOrder, idempotency_key: str) -> str:
         existing = self.find_order(order.reference)
@@ -68,7 +75,12 @@ class RestErp:
         body = {"reference": order.reference, **order.header,
                 "customer": {"match": order.customer.match, "create": order.customer.create},
                 "lines": list(order.lines)}
-        response = self._send("POST", "/orders", data=json.dumps(body, default=_encode),
+        try:
+            data = json.dumps(body, default=_encode)
+        except (TypeError, ValueError) as exc:  # a rendered value JSON cannot carry
+            raise RecordError(f"order {order.reference!r} cannot be sent as JSON: {exc}"
+                              ) from None
+        response = self._send("POST", "/orders", data=data,
                               headers={"Content-Type": "application/json",
                                        "Idempotency-Key": idempotency_key})
         if response.status_code == 409:
@@ -76,10 +88,11 @@ class RestErp:
             found = self.find_order(order.reference)
             if found is None:
                 raise RecordError(f"the ERP reports a conflict for order {order.reference!r} "
-                                  f"but has no order with that reference: {_excerpt(response)}")
+                                  f"but has no order with that reference: "
+                                  f"{_excerpt(response, self._secrets)}")
             return found
         self._raise_for(response, f"creating order {order.reference!r}")
-        created = _order_id(_json(response), order.reference)
+        created = _order_id(_json(response, self._secrets), order.reference)
         if created is None:
             # Created, but the answer does not say its id: the lookup does.
             created = self.find_order(order.reference)
@@ -93,14 +106,14 @@ class RestErp:
             return self._http.request(method, self.base_url + path, timeout=self._timeout,
                                       **kwargs)
         except requests.Timeout:
-            raise ErpUnavailable(f"the ERP at {self.base_url} did not answer {method} {path} "
+            raise ErpUnavailable(f"the ERP at {self._shown} did not answer {method} {path} "
                                  f"within {self._timeout:g}s: retry later") from None
         except requests.ConnectionError as exc:
-            raise ErpUnavailable(f"cannot reach the ERP at {self.base_url} "
+            raise ErpUnavailable(f"cannot reach the ERP at {self._shown} "
                                  f"({type(exc).__name__}): retry later, or check ERP_URL"
                                  ) from None
-        except BAD_URL:
-            raise ConfigurationError(f"ERP_URL {self.base_url!r} is not an http(s) URL"
+        except BAD_URL as exc:
+            raise ConfigurationError(f"ERP_URL is not an http(s) URL ({type(exc).__name__})"
                                      ) from None
         except requests.RequestException as exc:  # a broken answer: the next try may pass
             raise ErpUnavailable(f"the ERP's answer to {method} {path} broke off "
@@ -119,17 +132,18 @@ class RestErp:
             # Every order would fail the same way: an admin must fix the credentials.
             raise ConfigurationError(f"the ERP refused the credentials ({status}) {doing}: "
                                      "check ERP_USERNAME and ERP_PASSWORD")
-        raise RecordError(f"the ERP refused {doing} ({status}): {_excerpt(response)}")
+        raise RecordError(f"the ERP refused {doing} ({status}): "
+                          f"{_excerpt(response, self._secrets)}")
 
 
-def _json(response: requests.Response) -> Any:
+def _json(response: requests.Response, secrets: list[str]) -> Any:
     if not response.content:
         return None
     try:
         return response.json()
     except ValueError:
         raise RecordError(f"the ERP answered {response.status_code} with something that is "
-                          f"not JSON: {_excerpt(response)}") from None
+                          f"not JSON: {_excerpt(response, secrets)}") from None
 
 
 def _order_id(data: Any, reference: str) -> str | None:
@@ -163,8 +177,9 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
-def _excerpt(response: requests.Response, limit: int = 300) -> str:
-    text = response.text.strip()
+def _excerpt(response: requests.Response, secrets: list[str], limit: int = 300) -> str:
+    """The start of an answer, for a message; an answer may echo the credentials."""
+    text = scrub(response.text.strip(), secrets)
     return text if len(text) <= limit else text[:limit] + "..."
 
 

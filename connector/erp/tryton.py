@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 import requests
 
-from connector.erp.port import Customer, ErpUnavailable, SalesOrder
+from connector.crm import scrub
+from connector.erp.port import Customer, ErpUnavailable, SalesOrder, shown_url
 from connector.errors import ConfigurationError, RecordError
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class TrytonErp:
     def __init__(self, url: str, database: str, username: str, password: str, *,
                  timeout: float = 30.0, session: requests.Session | None = None) -> None:
         self.url = url.rstrip("/")
+        self._shown = shown_url(self.url)
         self.database = database
         self.username = username
         self._password = password
@@ -50,7 +52,7 @@ class TrytonErp:
         self._context: dict[str, Any] = {}
 
     def __repr__(self) -> str:  # never the password
-        return f"TrytonErp({self.url!r}, database={self.database!r}, user={self.username!r})"
+        return f"TrytonErp({self._shown!r}, database={self.database!r}, user={self.username!r})"
 
     # --- the port ---------------------------------------------------------------------------
 
@@ -138,6 +140,9 @@ class TrytonErp:
             raise ConfigurationError(
                 f"Tryton refused the login of {self.username!r} on database "
                 f"{self.database!r}: check ERP_USERNAME and ERP_PASSWORD") from None
+        if not (isinstance(result, list) and len(result) >= 2):
+            raise ConfigurationError(f"Tryton answered the login of {self.username!r} with no "
+                                     "session: check that ERP_URL is the Tryton server")
         user_id, session = result[0], result[1]
         token = base64.b64encode(f"{self.username}:{user_id}:{session}".encode()).decode()
         self._authorization = f"Session {token}"
@@ -153,19 +158,23 @@ class TrytonErp:
         headers = {"Content-Type": "application/json"}
         if authorize and self._authorization:
             headers["Authorization"] = self._authorization
-        body = json.dumps({"id": 1, "method": method, "params": params}, default=_encode)
+        try:
+            body = json.dumps({"id": 1, "method": method, "params": params}, default=_encode)
+        except (TypeError, ValueError) as exc:  # a rendered value Tryton cannot take
+            raise RecordError(f"cannot send {method} to Tryton: {exc}") from None
         try:
             response = self._http.post(self._endpoint, data=body, headers=headers,
                                        timeout=self._timeout)
         except requests.Timeout:
-            raise ErpUnavailable(f"Tryton at {self.url} did not answer {method} within "
+            raise ErpUnavailable(f"Tryton at {self._shown} did not answer {method} within "
                                  f"{self._timeout:g}s; it may have done it: retry (the order "
                                  "is looked up first)") from None
         except requests.ConnectionError as exc:
-            raise ErpUnavailable(f"cannot reach Tryton at {self.url} ({type(exc).__name__}): "
+            raise ErpUnavailable(f"cannot reach Tryton at {self._shown} ({type(exc).__name__}): "
                                  "retry later, or check ERP_URL") from None
-        except BAD_URL:
-            raise ConfigurationError(f"ERP_URL {self.url!r} is not an http(s) URL") from None
+        except BAD_URL as exc:
+            raise ConfigurationError(f"ERP_URL is not an http(s) URL ({type(exc).__name__})"
+                                     ) from None
         except requests.RequestException as exc:  # a broken answer: the next try may pass
             raise ErpUnavailable(f"Tryton's answer to {method} broke off "
                                  f"({type(exc).__name__}): retry later") from None
@@ -176,18 +185,22 @@ class TrytonErp:
             raise ErpUnavailable(f"Tryton answered {status} to {method}: retry later",
                                  _retry_after(response))
         if status == 404:
-            raise ConfigurationError(f"Tryton at {self.url} has no database "
+            raise ConfigurationError(f"Tryton at {self._shown} has no database "
                                      f"{self.database!r}: check ERP_URL and ERP_DATABASE")
         if status == 403:
             raise ConfigurationError(f"Tryton forbids {method} to {self.username!r}: check "
                                      "the user's access rights")
         if status != 200:
-            raise RecordError(f"Tryton answered {status} to {method}: {response.text[:200]}")
+            answer = scrub(response.text[:200], [self._password] if self._password else [])
+            raise RecordError(f"Tryton answered {status} to {method}: {answer}")
         try:
             payload = json.loads(response.text, object_hook=_decode)
-        except ValueError:
-            raise ConfigurationError(f"{self._endpoint} did not answer JSON-RPC: check that "
-                                     "ERP_URL is the Tryton server") from None
+        except (ValueError, LookupError, TypeError, ArithmeticError):  # not JSON, or odd types
+            payload = None
+        if not isinstance(payload, dict):
+            raise ConfigurationError(f"{self._shown} did not answer JSON-RPC on database "
+                                     f"{self.database!r}: check that ERP_URL is the Tryton "
+                                     "server")
         if payload.get("error") is not None:
             raise _translate(method, payload["error"])
         return payload.get("result")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from connector.core.edges import LedgerState
     from connector.pipeline import DrainReport, Pipeline, RunReport
     from connector.settings import Settings
-    from connector.state import Commit, OutboxItem, StateStore, Status
+    from connector.state import Commit, OutboxItem, Snapshot, StateStore, Status
 
 SERVICE = "crm-automation"
 IDEMPOTENCY_TTL = dt.timedelta(hours=72)   # SQS keeps a message 4 days; CDC replays 72 h
@@ -196,6 +196,12 @@ class WorkState:
 
     def drop(self, keys: Iterable[str]) -> int:
         return self.inner.drop(keys)
+
+    def add_snapshots(self, snapshots: Iterable[Snapshot]) -> int:
+        return self.inner.add_snapshots(snapshots)
+
+    def read_snapshots(self) -> Iterator[dict[str, str]]:
+        return self.inner.read_snapshots()
 
     def close(self) -> None:
         self.inner.close()

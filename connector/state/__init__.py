@@ -7,16 +7,19 @@ nothing happens twice. Adapters: `sqlite` (one machine, the default) and `dynamo
 - the webhook notifications already stored, by the sender's id;
 - the ledger: per record and action, whether its condition held at the last look and how many
   times it has risen (the episode), so an action fires on a rising edge only;
-- the outbox: the actions to run, each with an idempotency key, retried or parked with a reason.
+- the outbox: the actions to run, each with an idempotency key, retried or parked with a reason;
+- the snapshots: each record's mapped CRM fields, appended when they differ from its last one
+  (SPEC 8), for calibration, movement and accuracy.
 
-`commit` writes a record's handled version, its ledger and its new outbox items in one
-transaction: a crash leaves all of them or none.
+`commit` writes a record's handled version, its ledger, its new outbox items and its snapshot in
+one transaction: a crash leaves all of them or none.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -41,6 +44,58 @@ class OutboxItem:
     created: dt.datetime | None = None
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A record's mapped CRM fields (`names`, and the `values` as the CRM gave them, as text)
+    from `as_of` on (`utc_text`). `digest` identifies the values that count as a change (all
+    but the modification stamp, which moves with edits to fields nobody mapped); `modified`
+    (that stamp, as `utc_text`, or "") orders two snapshots at one instant, such as a deal's
+    closing ones, all dated on its close date. Names and values apart: the pipeline takes one
+    per record read, and the names are the same tuple for all."""
+
+    record_id: str
+    as_of: str
+    names: tuple[str, ...]
+    values: list[str]
+    digest: str
+    modified: str = ""
+
+    @property
+    def fields(self) -> dict[str, str]:
+        return dict(zip(self.names, self.values, strict=True))
+
+    @property
+    def order(self) -> str:
+        """Sorts as the snapshots of one record follow each other."""
+        return f"{self.as_of}#{self.modified}"
+
+
+def pack_values(values: Iterable[str]) -> str:
+    """Texts as stored in one string: each after a NUL, which a CRM's text cannot hold, at a
+    fifth of json.dumps's cost; a JSON list (which never starts with NUL) if one does."""
+    items = list(values)
+    packed = "\0" + "\0".join(items)
+    if not items or packed.count("\0") != len(items):
+        return json.dumps(items)
+    return packed
+
+
+def unpack_values(packed: str) -> list[str]:
+    if packed.startswith("\0"):
+        return packed[1:].split("\0")
+    return [str(v) for v in json.loads(packed)]
+
+
+def utc_text(value: dt.datetime) -> str:
+    """Fixed width and UTC, so that strings sort as the instants do."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    elif value.utcoffset():
+        value = value.astimezone(dt.UTC)
+    # isoformat writes what strftime("%Y-%m-%dT%H:%M:%S.%f+00:00") would, at a third of the cost
+    return value.isoformat(timespec="microseconds")
+
+
 @dataclass
 class Commit:
     """Everything one handled record changes in the state, applied together."""
@@ -49,6 +104,7 @@ class Commit:
     version: str | None                                        # the modstamp handled
     ledger: dict[str, LedgerState] = field(default_factory=dict)  # by action
     outbox: list[OutboxItem] = field(default_factory=list)
+    snapshot: Snapshot | None = None     # appended only if it differs from the last one
 
 
 class StateStore(Protocol):
@@ -89,6 +145,17 @@ class StateStore(Protocol):
         ...
 
     def drop(self, keys: Iterable[str]) -> int: ...
+
+    def add_snapshots(self, snapshots: Iterable[Snapshot]) -> int:
+        """Append snapshots made from the CRM's history; one already stored (same record,
+        instants and values) is left out. Returns how many were added."""
+        ...
+
+    def read_snapshots(self) -> Iterator[dict[str, str]]:
+        """Every snapshot as its CRM fields plus `as_of`, by record id, then `Snapshot.order`
+        (as_of, then the record's modification stamp)."""
+        ...
+
     def close(self) -> None: ...
 
 

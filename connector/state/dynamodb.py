@@ -5,7 +5,11 @@ the same time. Every write two of them could race on is conditional:
 - a notification is remembered once (`attribute_not_exists`);
 - a commit (handled versions, ledger, new outbox items) is one TransactWriteItems of at most
   100 items; an outbox key that already exists is left as it is (SQLite's INSERT OR IGNORE);
-- an outbox claim is an update conditional on the item being pending and its lease lapsed.
+- an outbox claim is an update conditional on the item being pending and its lease lapsed;
+- a snapshot is put only if it is not there (`record#ID`, `snapshot#ORDER#DIGEST`, ORDER being
+  `Snapshot.order`), in the transaction of its record's commit; `snapshot-last` beside it
+  holds the digest of the record's latest one, which a commit reads first (one BatchGetItem
+  per 100 records) so that only changed values are appended; it moves forward only.
 
 One table, keys `pk` and `sk`; `expires_at` is its TTL attribute (notifications, handled
 versions and done outbox items expire; the ledger and the cursor never do). Two sparse indexes:
@@ -25,13 +29,22 @@ from typing import Any
 
 from connector.core.edges import LedgerState
 from connector.errors import ConfigurationError, RetriableError
-from connector.state import Commit, OutboxItem, Status
+from connector.state import (
+    Commit,
+    OutboxItem,
+    Snapshot,
+    Status,
+    pack_values,
+    unpack_values,
+    utc_text,
+)
 
 TRANSACTION_LIMIT = 100       # DynamoDB's limit of items per TransactWriteItems
 BATCH_GET_LIMIT = 100         # ... and of keys per BatchGetItem
 NOTIFICATION_TTL = dt.timedelta(days=7)    # Salesforce resends for 24 h; CDC keeps 72 h
 HANDLED_TTL = dt.timedelta(days=30)        # far beyond the poll's overlap and any redelivery
 DONE_TTL = dt.timedelta(days=90)           # `outbox list --all` history
+SNAPSHOT_LAST = "snapshot-last"            # sort key of a record's latest snapshot digest
 STATUSES: tuple[Status, ...] = ("pending", "parked", "waiting", "done")
 
 TABLE: dict[str, Any] = {
@@ -69,11 +82,7 @@ _EXPRESSIONS = ("KeyConditionExpression", "FilterExpression", "ConditionExpressi
                 "UpdateExpression", "ProjectionExpression")
 
 
-def _iso(value: dt.datetime) -> str:
-    """Fixed width and UTC, so that strings sort as the instants do."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+_iso = utc_text
 
 
 def _after(value: dt.datetime) -> str:
@@ -192,19 +201,21 @@ class DynamoState:
 
     # --- versions and notifications -----------------------------------------------------------
     def handled(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        wanted = list(dict.fromkeys(versions))
-        found: set[tuple[str, str]] = set()
-        for i in range(0, len(wanted), BATCH_GET_LIMIT):
-            keys: list[dict[str, Any]] = [
-                {"pk": _s(f"record#{r}"), "sk": _s(f"version#{v}")}
-                for r, v in wanted[i:i + BATCH_GET_LIMIT]]
+        keys = [{"pk": _s(f"record#{r}"), "sk": _s(f"version#{v}")}
+                for r, v in dict.fromkeys(versions)]
+        return {(row["pk"]["S"].removeprefix("record#"), row["sk"]["S"].removeprefix("version#"))
+                for row in self._get_many(keys, "pk, sk")}
+
+    def _get_many(self, keys: list[dict[str, Any]], projection: str) -> list[dict[str, Any]]:
+        """The items with these keys (those that exist), 100 keys a BatchGetItem."""
+        found: list[dict[str, Any]] = []
+        for i in range(0, len(keys), BATCH_GET_LIMIT):
             request: dict[str, Any] = {self.table: {
-                "Keys": keys, "ConsistentRead": True, "ProjectionExpression": "pk, sk"}}
+                "Keys": keys[i:i + BATCH_GET_LIMIT], "ConsistentRead": True,
+                "ProjectionExpression": projection}}
             for attempt in range(10):
                 answer = self._call("batch_get_item", RequestItems=request)
-                for row in answer.get("Responses", {}).get(self.table, []):
-                    found.add((row["pk"]["S"].removeprefix("record#"),
-                               row["sk"]["S"].removeprefix("version#")))
+                found += answer.get("Responses", {}).get(self.table, [])
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -231,7 +242,8 @@ class DynamoState:
         return {row["sk"]["S"].removeprefix("ledger#"): LedgerState(
             bool(row["active"]["BOOL"]), int(row["episode"]["N"])) for row in rows}
 
-    def _writes(self, commit: Commit, now: dt.datetime) -> list[dict[str, Any]]:
+    def _writes(self, commit: Commit, now: dt.datetime,
+                last: dict[str, str | None]) -> list[dict[str, Any]]:
         """One commit's writes, outbox first and the handled version last: should a commit
         ever need more than one transaction, a crash between them leaves it to be redone, and
         the redo finds its outbox items there already and leaves them be."""
@@ -249,6 +261,10 @@ class DynamoState:
             writes.append({"Put": {"TableName": self.table, "Item": {
                 "pk": _s(f"record#{commit.record_id}"), "sk": _s(f"ledger#{action}"),
                 "active": {"BOOL": bool(entry.active)}, "episode": _n(entry.episode)}}})
+        snapshot = commit.snapshot
+        if snapshot is not None and snapshot.digest != last.get(commit.record_id):
+            last[commit.record_id] = snapshot.digest
+            writes += self._snapshot_writes(snapshot)
         if commit.version is not None:
             writes.append({"Put": {"TableName": self.table, "Item": {
                 "pk": _s(f"record#{commit.record_id}"), "sk": _s(f"version#{commit.version}"),
@@ -273,7 +289,9 @@ class DynamoState:
     def commit(self, commits: Iterable[Commit], now: dt.datetime) -> None:
         # Every item is built before anything is written: a commit that cannot be serialised
         # fails the whole call with nothing written.
-        groups = [self._writes(c, now) for c in commits]
+        commits = list(commits)
+        last = self._last_digests({c.record_id for c in commits if c.snapshot is not None})
+        groups = [self._writes(c, now, last) for c in commits]
         chunk: list[dict[str, Any]] = []
         keys: set[tuple[str, str]] = set()
         for writes in groups:
@@ -292,13 +310,15 @@ class DynamoState:
             keys |= mine
         self._transact(chunk)
 
-    def _transact(self, writes: list[dict[str, Any]]) -> None:
+    def _transact(self, writes: list[dict[str, Any]]) -> int:
+        """Write these together; returns how many were written (a conditional put whose item
+        exists is left out)."""
         for attempt in range(8):
             if not writes:
-                return
+                return 0
             try:
                 self._call("transact_write_items", TransactItems=writes)
-                return
+                return len(writes)
             except _Cancelled as cancelled:
                 codes = cancelled.codes
                 if len(codes) == len(writes) and "ConditionalCheckFailed" in codes and all(
@@ -425,6 +445,65 @@ class DynamoState:
             "delete_item", Key=_outbox_pk(k),
             ConditionExpression="attribute_exists(pk) AND #status <> :done",
             ExpressionAttributeValues={":done": _s("done")}) for k in dict.fromkeys(keys))
+
+    # --- snapshots ----------------------------------------------------------------------------
+    def _last_digests(self, record_ids: set[str]) -> dict[str, str | None]:
+        keys = [{"pk": _s(f"record#{r}"), "sk": _s(SNAPSHOT_LAST)} for r in sorted(record_ids)]
+        return {row["pk"]["S"].removeprefix("record#"): row["digest"]["S"]
+                for row in self._get_many(keys, "pk, digest")}
+
+    def _snapshot_writes(self, snapshot: Snapshot) -> list[dict[str, Any]]:
+        pk = _s(f"record#{snapshot.record_id}")
+        return [
+            {"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
+                     "Item": {"pk": pk, "sk": _s(f"snapshot#{snapshot.order}#{snapshot.digest}"),
+                              "record_id": _s(snapshot.record_id),
+                              "names": _s(pack_values(snapshot.names)),
+                              "vals": _s(pack_values(snapshot.values))}}},
+            {"Put": {"TableName": self.table,
+                     "Item": {"pk": pk, "sk": _s(SNAPSHOT_LAST), "order": _s(snapshot.order),
+                              "digest": _s(snapshot.digest)},
+                     # An older snapshot (history pulled after a sync) never becomes the last.
+                     "ConditionExpression": "attribute_not_exists(pk) OR #order <= :order",
+                     "ExpressionAttributeNames": {"#order": "order"},
+                     "ExpressionAttributeValues": {":order": _s(snapshot.order)}}}]
+
+    def add_snapshots(self, snapshots: Iterable[Snapshot]) -> int:
+        newest: dict[str, Snapshot] = {}
+        rows: dict[str, dict[str, Any]] = {}
+        for snapshot in snapshots:
+            row = self._snapshot_writes(snapshot)[0]
+            rows.setdefault(row["Put"]["Item"]["sk"]["S"] + "\0" + snapshot.record_id, row)
+            kept = newest.get(snapshot.record_id)
+            if kept is None or kept.order <= snapshot.order:
+                newest[snapshot.record_id] = snapshot
+        added = 0
+        writes = list(rows.values())
+        for i in range(0, len(writes), TRANSACTION_LIMIT):
+            added += self._transact(writes[i:i + TRANSACTION_LIMIT])
+        pointers = [self._snapshot_writes(s)[1] for s in newest.values()]
+        for i in range(0, len(pointers), TRANSACTION_LIMIT):
+            self._transact(pointers[i:i + TRANSACTION_LIMIT])
+        return added
+
+    def read_snapshots(self) -> Iterator[dict[str, str]]:
+        """A scan of the table: history is read in bulk, seldom, and sorted here."""
+        found: list[tuple[str, str, dict[str, str]]] = []
+        kwargs: dict[str, Any] = {
+            "FilterExpression": "begins_with(sk, :snapshot)",
+            "ExpressionAttributeValues": {":snapshot": _s("snapshot#")}}
+        while True:
+            page = self._call("scan", TableName=self.table, ConsistentRead=True, **kwargs)
+            for row in page.get("Items", []):
+                found.append((row["record_id"]["S"], row["sk"]["S"],
+                              dict(zip(unpack_values(row["names"]["S"]),
+                                       unpack_values(row["vals"]["S"]), strict=True))))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        found.sort(key=lambda f: (f[0], f[1]))
+        for _, sk, fields in found:
+            yield {**fields, "as_of": sk.split("#")[1]}
 
     def close(self) -> None:
         """Nothing to release: the client's connections are pooled per process."""

@@ -11,7 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from connector.state import Commit, LedgerState, OutboxItem, Status
+from connector.state import (
+    Commit,
+    LedgerState,
+    OutboxItem,
+    Snapshot,
+    Status,
+    pack_values,
+    unpack_values,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,6 +37,17 @@ CREATE TABLE IF NOT EXISTS outbox (
   next_at TEXT, lease_until TEXT, reason TEXT NOT NULL DEFAULT '', created TEXT NOT NULL,
   updated TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_at);
+"""
+
+# Append-only, read in `Snapshot.order` through the unique index, which also makes a snapshot
+# stored twice a no-op. The field names are kept once per mapping (`snapshot_columns`) and the
+# values packed (pack_values): a snapshot is taken at every record read, and costs little.
+SNAPSHOT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshot_columns (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS snapshot (
+  record_id TEXT NOT NULL, as_of TEXT NOT NULL, modified TEXT NOT NULL, digest TEXT NOT NULL,
+  columns INTEGER NOT NULL, vals TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS snapshot_order ON snapshot (record_id, as_of, modified, digest);
 """
 
 
@@ -52,6 +71,8 @@ class SqliteState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._db.executescript(SNAPSHOT_SCHEMA)
+        self._columns: dict[tuple[str, ...], int] = {}   # field names -> snapshot_columns.id
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -103,7 +124,11 @@ class SqliteState:
 
     def commit(self, commits: Iterable[Commit], now: dt.datetime) -> None:
         stamp = _iso(now)
+        commits = list(commits)
+        changed: list[Snapshot] = []
+        columns = dict(self._columns)
         with self._tx() as db:
+            last = _last_digests(db, {c.record_id for c in commits if c.snapshot is not None})
             for c in commits:
                 if c.version is not None:
                     db.execute("INSERT OR IGNORE INTO handled (record_id, version, at) "
@@ -122,6 +147,12 @@ class SqliteState:
                                (item.key, item.record_id, item.action, item.kind,
                                 json.dumps(item.payload, default=str), item.status,
                                 _iso(item.next_at or now), item.reason, stamp, stamp))
+                snapshot = c.snapshot
+                if snapshot is not None and snapshot.digest != last.get(c.record_id):
+                    last[c.record_id] = snapshot.digest
+                    changed.append(snapshot)
+            self._append(db, changed, columns)
+        self._columns = columns
 
     # --- outbox -------------------------------------------------------------------------------
     def _items(self, where: str, args: Iterable[Any]) -> list[OutboxItem]:
@@ -196,6 +227,62 @@ class SqliteState:
             return sum(db.execute("DELETE FROM outbox WHERE key = ? AND status != 'done'",
                                   (k,)).rowcount for k in keys)
 
+    # --- snapshots ----------------------------------------------------------------------------
+    def add_snapshots(self, snapshots: Iterable[Snapshot]) -> int:
+        columns = dict(self._columns)
+        with self._tx() as db:
+            added = self._append(db, list(snapshots), columns)
+        self._columns = columns
+        return added
+
+    def read_snapshots(self) -> Iterator[dict[str, str]]:
+        with self._lock:
+            names = {i: unpack_values(n) for i, n in self._db.execute(
+                "SELECT id, names FROM snapshot_columns")}
+            rows = self._db.execute("SELECT columns, vals, as_of FROM snapshot "
+                                    "ORDER BY record_id, as_of, modified, digest")
+            for columns, vals, as_of in rows:
+                yield {**dict(zip(names[columns], unpack_values(vals), strict=True)),
+                       "as_of": as_of}
+
+    def _append(self, db: sqlite3.Connection, snapshots: list[Snapshot],
+                columns: dict[tuple[str, ...], int]) -> int:
+        """Append these snapshots (one already there is left out); returns how many. New
+        field-name lists go into `columns`, which the caller keeps only once committed."""
+        rows = []
+        for s in snapshots:
+            found = columns.get(s.names)
+            if found is None:
+                found = columns[s.names] = self._column_id(db, s.names)
+            rows.append((s.record_id, s.as_of, s.modified, s.digest, found,
+                         pack_values(s.values)))
+        before = db.total_changes
+        db.executemany("INSERT OR IGNORE INTO snapshot (record_id, as_of, modified, digest, "
+                       "columns, vals) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        return db.total_changes - before
+
+    @staticmethod
+    def _column_id(db: sqlite3.Connection, names: tuple[str, ...]) -> int:
+        packed = pack_values(names)
+        db.execute("INSERT OR IGNORE INTO snapshot_columns (names) VALUES (?)", (packed,))
+        [(found,)] = db.execute("SELECT id FROM snapshot_columns WHERE names = ?",
+                                (packed,)).fetchall()
+        return int(found)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _last_digests(db: sqlite3.Connection, record_ids: set[str]) -> dict[str, str]:
+    """Each record's last snapshot digest, 500 records a query (SQLite takes a bare column
+    from the row that gives the MAX)."""
+    wanted = sorted(record_ids)
+    found: dict[str, str] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i:i + 500]
+        found.update((r, d) for r, d, _ in db.execute(
+            "SELECT record_id, digest, MAX(as_of || '#' || modified) FROM snapshot WHERE "
+            "record_id IN (" + ",".join("?" * len(chunk)) + ") GROUP BY record_id", chunk))
+    return found
+

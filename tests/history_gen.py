@@ -39,10 +39,10 @@ def row(deal: str, at: dt.datetime | dt.date, stage: str, amount: object, close:
             "Ann Owner", "ann@example.com", "Acme", str(probability), "", rule, at.isoformat()]
 
 
-def write(path: Path, rows: Iterable[list[str]]) -> Path:
+def write(path: Path, rows: Iterable[list[str]], header: list[str] = HEADER) -> Path:
     with path.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(HEADER)
+        w.writerow(header)
         w.writerows(rows)
     return path
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 from history_gen import (
+    HEADER,
     ROOT,
     calibration_history,
     example_rules,
@@ -53,6 +55,9 @@ snapshot = st.tuples(
     st.sampled_from(["Strategic", "New", "", "Trusted", "Nope"]),
     st.sampled_from(["", "10", "55.5", "10", "20", "x"]),
     st.sampled_from(["2026-02-01"] * 6 + ["2026-02-30", ""]),
+    # the modification stamp, which orders rows of one instant
+    st.sampled_from(["", "2026-01-01T00:00:00Z", "2026-01-05T12:00:00+02:00",
+                     "2026-01-05T12:00:00", "2026-01-05T10:00:00.5Z", "x"]),
 )
 
 
@@ -66,10 +71,12 @@ def test_engine_agrees_with_reference(tmp_path: Path, rows, horizon, since, spli
     # One fixed deal is always judged, so no example is vacuous.
     fixed = [row("Z", base + dt.timedelta(hours=3), "Prospecting", 1000, dt.date(2026, 2, 1)),
              row("Z", base + dt.timedelta(days=9), "Closed Won", 1000, dt.date(2026, 2, 1))]
-    path = write(tmp_path / "h.csv", fixed + [
-        [deal, "n", stage, amount, close, proposal, rel, "o", "o@x", "a", crm, "", "",
+    header = [*HEADER[:-1], "SystemModstamp", "as_of"]
+    path = write(tmp_path / "h.csv", [[*r[:-1], "", r[-1]] for r in fixed] + [
+        [deal, "n", stage, amount, close, proposal, rel, "o", "o@x", "a", crm, "", "", stamp,
          (base + dt.timedelta(hours=(day and 6 * i) + hour)).isoformat()]
-        for i, (deal, day, hour, stage, amount, proposal, rel, crm, close) in enumerate(rows)])
+        for i, (deal, day, hour, stage, amount, proposal, rel, crm, close, stamp)
+        in enumerate(rows)], header)
     ref, fast, ref_failed, fast_failed = both(path, horizon=horizon, since=since, split=split)
     assert fast == ref
     assert fast_failed == ref_failed
@@ -239,3 +246,42 @@ def test_file_shapes_read_alike(tmp_path: Path) -> None:
     ref, fast, ref_failed, fast_failed = both(path)
     assert ref == fast and len(ref) == 1
     assert ref_failed == fast_failed == (0, 0)
+
+
+def test_order_of_snapshots_as_history_export_dates_them(tmp_path: Path) -> None:
+    """`history export` dates a closing snapshot on the midnight of its close date and orders
+    rows of one instant by the modification stamp: a deal last edited open on its close day is
+    closed by the end of that day, and two closed rows of one instant are not ambiguous."""
+    import csv
+
+    header = ["Id", "StageName", "Amount", "CloseDate", "Proposal_Type__c",
+              "Relationship_Level__c", "Probability", "SystemModstamp", "as_of"]
+    close = "2026-03-10"
+    rows = [
+        ["A", "Prospecting", "1000", close, "", "", "10", "2026-03-01T08:00:00Z",
+         "2026-03-01T08:00:00Z"],
+        ["A", "Negotiation/Review", "1000", close, "Firm", "Known", "80",
+         "2026-03-10T10:00:00Z", "2026-03-10T10:00:00Z"],                 # open, that morning
+        ["A", "Closed Won", "1000", close, "Firm", "Known", "100", "2026-03-10T15:00:00Z",
+         "2026-03-10T00:00:00Z"],                                          # closed that day
+        ["A", "Closed Won", "1200", close, "Firm", "Known", "100", "2026-03-12T09:00:00Z",
+         "2026-03-10T00:00:00Z"],                                          # edited after
+    ]
+    path = tmp_path / "h.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    ref, fast, ref_failed, fast_failed = both(path)
+    assert ref == fast
+    assert ref_failed == fast_failed == (0, 0)
+    assert sorted((k[0][0], k[2], k[4]) for k in ref) == [(0, True, 2), (5, True, 2)]
+    # without the stamps, the two closed rows of one instant cannot be ordered
+    stampless = tmp_path / "no-stamp.csv"
+    with stampless.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header[:-2] + ["as_of"])
+        w.writerows(r[:-2] + [r[-1]] for r in rows)
+    ref, fast, ref_failed, fast_failed = both(stampless)
+    assert ref == fast == Counter()
+    assert ref_failed == fast_failed == (0, 1)

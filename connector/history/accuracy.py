@@ -65,7 +65,7 @@ def sums_engine(history: History, lags: Iterable[int]
     lag_list = ", ".join(str(int(lag)) for lag in lags)
     rows = con.execute(
         # a snapshot is the deal's state from its day until the next one's (closed or not)
-        "WITH spans AS (SELECT *, lead(day) OVER (PARTITION BY id ORDER BY ts) AS until "
+        "WITH spans AS (SELECT *, lead(day) OVER (PARTITION BY id ORDER BY o) AS until "
         "FROM typed), iv AS (SELECT *, CAST(date_trunc('month', close) AS DATE) AS m "
         "FROM spans WHERE state IS NULL AND close IS NOT NULL), "
         f"lags AS (SELECT unnest([{lag_list}]) AS lag) "
@@ -74,9 +74,9 @@ def sums_engine(history: History, lags: Iterable[int]
         "GROUP BY ALL").fetchall()
     sums: Sums = {(r[0], r[1], tuple(r[2:2 + n]), r[2 + n]): r[3 + n] for r in rows}
     won = dict(con.execute(
-        "WITH last AS (SELECT id, max(ts) AS ts FROM typed GROUP BY id) "
+        "WITH last AS (SELECT id, max(o) AS o FROM typed GROUP BY id) "
         "SELECT strftime(coalesce(close, day), '%Y-%m'), sum(coalesce(amount, 0)) "
-        "FROM typed JOIN last USING (id, ts) WHERE state = 'won' GROUP BY 1").fetchall())
+        "FROM typed JOIN last USING (id, o) WHERE state = 'won' GROUP BY 1").fetchall())
     (latest,) = con.execute("SELECT max(day) FROM typed").fetchone() or (None,)
     return sums, won, latest
 

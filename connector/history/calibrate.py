@@ -72,20 +72,20 @@ def counts_engine(history: History, horizon: int | None = None, since: dt.date |
     fit = f"c.closed_on < DATE '{split.isoformat()}'" if split else "NULL"
     # one pass per deal for its last snapshot and its number of open ones (k)
     closing = (
-        "WITH per AS (SELECT id, max(ts) AS ts, count(*) FILTER (WHERE state IS NULL) AS k "
+        "WITH per AS (SELECT id, max(o) AS o, count(*) FILTER (WHERE state IS NULL) AS k "
         "FROM typed GROUP BY id), "
-        "closing AS (SELECT t.id, t.ts AS closed_at, t.day AS closed_on, "
+        "closing AS (SELECT t.id, t.o AS closed_at, t.day AS closed_on, "
         "t.state = 'won' AS won, per.k "
-        f"FROM typed t JOIN per USING (id, ts) WHERE t.state IS NOT NULL {since_sql}) ")
+        f"FROM typed t JOIN per USING (id, o) WHERE t.state IS NOT NULL {since_sql}) ")
     if horizon is None:
         sql = (closing + f"SELECT {factors}t.crm, c.won, {fit} AS fit, c.k "
                "FROM typed t JOIN closing c USING (id) WHERE t.state IS NULL")
     else:
-        sql = (closing + ", pick AS (SELECT t.id, max(t.ts) AS ts FROM typed t JOIN closing c "
-               f"USING (id) WHERE t.day <= c.closed_on - {int(horizon)} AND t.ts < c.closed_at "
+        sql = (closing + ", pick AS (SELECT t.id, max(t.o) AS o FROM typed t JOIN closing c "
+               f"USING (id) WHERE t.day <= c.closed_on - {int(horizon)} AND t.o < c.closed_at "
                "GROUP BY t.id) "
                f"SELECT {factors}t.crm, c.won, {fit} AS fit, 1 AS k FROM typed t "
-               "JOIN pick USING (id, ts) JOIN closing c USING (id) WHERE t.state IS NULL")
+               "JOIN pick USING (id, o) JOIN closing c USING (id) WHERE t.state IS NULL")
     rows = history.con.execute(f"SELECT *, count(*) FROM ({sql}) GROUP BY ALL").fetchall()
     return Counter({(tuple(r[:n]), r[n], r[n + 1], r[n + 2], r[n + 3]): r[n + 4]
                     for r in rows})

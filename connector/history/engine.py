@@ -28,11 +28,23 @@ from connector.core.ruleset import CLOSED_LOST, CLOSED_WON, Factor
 from connector.core.values import parse_cache
 from connector.errors import ConfigurationError, RecordError
 from connector.export import Export
-from connector.history.source import AS_OF, LOST, WON, Failures, Plan, columns_of
+from connector.history.source import (
+    AS_OF,
+    LOST,
+    MODIFIED,
+    WON,
+    Failures,
+    Plan,
+    columns_of,
+)
 
-NUMERIC = ("number", "money", "percent", "integer")
 PLAIN = r"[0-9]{1,18}(\.[0-9]{1,10})?"
 MEMORY = "600MB"  # DuckDB spills to disk beyond this, so a run stays under 1 GB
+# `Snap.order` as one number: day, closed after open, microsecond of the day, modification
+# stamp (microseconds since 1970; none or earlier: 0), each in bits of its own
+ORDER = ("(((CAST(epoch_us(ts) // 86400000000 AS HUGEINT) * 2 + CAST(state IS NOT NULL AS INT))"
+         " * 137438953472 + epoch_us(ts) % 86400000000) * 9007199254740992"
+         " + greatest(coalesce(epoch_us(modified), 0), 0))")
 
 
 def _q(text: str) -> str:
@@ -41,8 +53,9 @@ def _q(text: str) -> str:
 
 class History:
     """A snapshot CSV opened on DuckDB. `typed` is a view of the rows that could be typed, with
-    columns id, ts, day, state ('won'/'lost'/NULL), f0..fn (factor indices, NULL when closed),
-    amount, close, crm; deals with two rows at one instant are left out (`failures`)."""
+    columns id, ts, day, o (the rows' order, `ORDER`), state ('won'/'lost'/NULL), f0..fn
+    (factor indices, NULL when closed), amount, close, crm; deals with two rows that order alike
+    are left out (`failures`)."""
 
     def __init__(self, plan: Plan, path: Path, con: duckdb.DuckDBPyConnection) -> None:
         self.plan = plan
@@ -62,7 +75,7 @@ class History:
             f"ELSE trim(concat_ws('', {every})) <> '' END")
         self._build()
 
-    def _col(self, name: str) -> str:
+    def _col(self, name: str) -> str:  # a canonical name, ID, AS_OF or MODIFIED
         return f"coalesce(c{self.cols[name]}, '')"
 
     def _distinct(self, column: str, where: str = "") -> list[str]:
@@ -137,7 +150,9 @@ class History:
                          | {f.field for f in rules.factors if f.bands is not None})
         texts = [n for n in plan.names if n not in numeric and n != plan.close]
         # The one read of the file: the cells the analyses need, numbers cast where plain.
-        cells = [f"{self._col(ID)} AS id", f"{_timestamp(self._col(AS_OF))} AS ts"]
+        cells = [f"{self._col(ID)} AS id", f"{_timestamp(self._col(AS_OF))} AS ts",
+                 (f"{_timestamp(self._col(MODIFIED))} AS modified" if MODIFIED in self.cols
+                  else "CAST(NULL AS TIMESTAMP) AS modified")]
         cells += [f"{self._col(n)} AS t{k}" for k, n in enumerate(texts)]
         if plan.close:
             cells.append(f"{self._col(plan.close)} AS tc")
@@ -149,7 +164,7 @@ class History:
         self.con.execute("CREATE TABLE cells AS SELECT " + ", ".join(cells) + " FROM raw")
         joins: list[str] = []
         bad: list[str] = ["ts IS NULL"]
-        select = ["id", "ts"]
+        select = ["id", "ts", "modified"]
         value_of: dict[str, str] = {}
         for k, name in enumerate(numeric):
             table = f"n{k}"
@@ -191,12 +206,12 @@ class History:
         factors = ", ".join(f"CASE WHEN state IS NULL THEN f{j} END AS f{j}"
                             for j in range(len(rules.factors)))
         self.con.execute(
-            "CREATE VIEW good AS SELECT id, ts, CAST(ts AS DATE) AS day, state, "
+            f"CREATE VIEW good AS SELECT id, ts, CAST(ts AS DATE) AS day, {ORDER} AS o, state, "
             f"{factors + ', ' if factors else ''}amount, close, crm FROM parsed "
             f"WHERE NOT bad AND (state IS NOT NULL OR NOT ({open_bad}))")
         # Deals with two rows at one instant cannot be ordered: left out whole.
         self.con.execute("CREATE TABLE tied AS SELECT DISTINCT id FROM good "
-                         "GROUP BY id, ts HAVING count(*) > 1")
+                         "GROUP BY id, o HAVING count(*) > 1")
         self.con.execute("CREATE VIEW typed AS SELECT * FROM good ANTI JOIN tied USING (id)")
         total, good = self.con.execute("SELECT (SELECT count(*) FROM parsed), "
                                        "(SELECT count(*) FROM good)").fetchone() or (0, 0)

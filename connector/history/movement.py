@@ -71,8 +71,8 @@ def states_engine(history: History, first: dt.date, second: dt.date
                           *(f"{alias}.f{j}" for j in range(n)), f"{alias}.id IS NULL"])
 
     def at(day: dt.date) -> str:
-        return (f"(SELECT t.* FROM typed t JOIN (SELECT id, max(ts) AS ts FROM typed WHERE "
-                f"day <= DATE '{day.isoformat()}' GROUP BY id) m USING (id, ts))")
+        return (f"(SELECT t.* FROM typed t JOIN (SELECT id, max(o) AS o FROM typed WHERE "
+                f"day <= DATE '{day.isoformat()}' GROUP BY id) m USING (id, o))")
 
     cursor = history.con.execute(
         f"SELECT coalesce(a.id, b.id), {side('a')}, {side('b')} FROM {at(first)} a "

@@ -3,8 +3,12 @@
 A history is the SPEC 8 snapshot CSV: the mapping's CRM fields (the id included) plus `as_of`,
 one row per version of a deal. Each row is typed into a `Snap`: when (`ts`, UTC), closed or not,
 its factor combination (value indices, best first), amount, close date and the CRM's own
-probability. A row that cannot be typed fails alone (counted, with a sample of the reasons); a
-deal with two different rows at the same instant cannot be ordered, so it is left out whole.
+probability. A row that cannot be typed fails alone (counted, with a sample of the reasons).
+
+A deal's snapshots are ordered by day, then open before closed (a closing snapshot is dated on
+the midnight of its close date, and is still the day's last word), then instant, then the
+record's modification stamp (the mapping's `modified` column, where there is one). A deal
+with two rows equal on all four cannot be ordered, so it is left out whole.
 
 `read_reference` types one row at a time with the mapping's own parsers and the factors' own
 `index_of`; `connector.history.engine` must give the same rows, so the tests compare the two.
@@ -29,8 +33,10 @@ from connector.errors import ConfigurationError, RecordError
 from connector.export import Export
 
 AS_OF = "as_of"
+MODIFIED = "modified"  # the key columns_of gives the mapping's modification stamp
 WON, LOST = "won", "lost"
 SAMPLE = 5  # reasons kept per kind of failure
+EPOCH = dt.datetime(1970, 1, 1)
 
 
 class Snap(NamedTuple):
@@ -41,6 +47,13 @@ class Snap(NamedTuple):
     amount: Decimal | None
     close: dt.date | None
     crm: Decimal | None              # the CRM's own probability, 0..100
+    modified: dt.datetime | None = None  # the record's modification stamp, naive UTC
+
+    @property
+    def order(self) -> tuple[dt.date, bool, dt.datetime, dt.datetime]:
+        """See the module's docstring; `engine.ORDER` is the same in SQL."""
+        return (self.ts.date(), self.state is not None, self.ts,
+                self.modified if self.modified is not None and self.modified > EPOCH else EPOCH)
 
 
 @dataclass
@@ -119,12 +132,14 @@ def columns_of(plan: Plan, header: list[str], path: Path) -> dict[str, int]:
     found[AS_OF] = next((i for i, h in enumerate(header) if h.casefold() == AS_OF), None)
     needed = [ID, AS_OF, *plan.names]
     missing = [n for n in needed if found.get(n) is None]
+    modified = plan.rules.mapping.modified_field.casefold()
+    found[MODIFIED] = next((i for i, h in enumerate(header) if h.casefold() == modified), None)
     if missing:
         crm = [AS_OF if n == AS_OF else plan.rules.mapping.crm_field(n) for n in missing]
         hints = "".join(did_you_mean(c, header) for c in crm)
         raise ConfigurationError(f"{path}: no column {', '.join(crm)}{hints}; found "
                                  + ", ".join(header))
-    return {n: i for n in needed if (i := found[n]) is not None}
+    return {n: i for n in [*needed, MODIFIED] if (i := found[n]) is not None}
 
 
 def utc(ts: dt.datetime) -> dt.datetime:
@@ -144,7 +159,7 @@ def read_reference(plan: Plan, path: Path, failures: Failures) -> list[Snap]:
         header = export.read_header()
         cols = columns_of(plan, header, path)
         reader = rules.mapping.row_reader(header, plan.names)
-        at = cols[AS_OF]
+        at, stamp = cols[AS_OF], cols.get(MODIFIED)
         for line, cells, values, reason in export.records(reader):
             if values is None:
                 failures.row(f"line {line}: {reason}")
@@ -164,19 +179,29 @@ def read_reference(plan: Plan, path: Path, failures: Failures) -> list[Snap]:
                 None if state is None else (WON if state == CLOSED_WON else LOST), combo,
                 values.get(plan.amount) if plan.amount else None,
                 values.get(plan.close) if plan.close else None,
-                values.get(plan.crm) if plan.crm else None))
+                values.get(plan.crm) if plan.crm else None,
+                None if stamp is None else _stamp(cells[stamp])))
     return out
 
 
+def _stamp(text: str) -> dt.datetime | None:
+    """A modification stamp orders rows; one that cannot be read orders as none."""
+    try:
+        moment = parse_datetime(text, MODIFIED)
+    except RecordError:
+        return None
+    return None if moment is None else utc(moment)
+
+
 def deals(snaps: Iterable[Snap], failures: Failures) -> Iterator[list[Snap]]:
-    """Each deal's snapshots in time order. A deal with two rows at one instant is left out:
-    which came last cannot be told."""
+    """Each deal's snapshots in order (see the module's docstring). A deal with two rows that
+    order alike is left out: which came last cannot be told."""
     by_id: dict[str, list[Snap]] = {}
     for s in snaps:
         by_id.setdefault(s.id, []).append(s)
     for rows in by_id.values():
-        rows.sort(key=lambda s: s.ts)
-        if any(a.ts == b.ts for a, b in itertools.pairwise(rows)):
+        rows.sort(key=lambda s: s.order)
+        if any(a.order == b.order for a, b in itertools.pairwise(rows)):
             failures.deals += 1
             continue
         yield rows

@@ -31,8 +31,8 @@ from connector.core.table import DecisionTable
 from connector.core.values import parse_datetime
 from connector.errors import ConfigurationError, RecordError
 from connector.export import Export
+from connector.history.snapshots import AS_OF
 
-AS_OF = "as_of"
 MODIFIED = "modified"  # the key columns_of gives the mapping's modification stamp
 WON, LOST = "won", "lost"
 SAMPLE = 5  # reasons kept per kind of failure

@@ -200,16 +200,18 @@ class History:
             select.append(f"{value_of[field]} AS {alias}" if field else f"NULL AS {alias}")
         open_bad = " OR ".join(f"f{j} < 0" for j in range(len(rules.factors))) or "false"
         self.con.execute(
-            "CREATE TABLE parsed AS SELECT " + ", ".join(select) + ", ("
-            + " OR ".join(bad) + ") AS bad FROM cells " + " ".join(joins))
+            # the day and the order are computed here once, not by every query after
+            f"CREATE TABLE parsed AS SELECT * EXCLUDE (modified), CAST(ts AS DATE) AS day, "
+            f"{ORDER} AS o FROM (SELECT " + ", ".join(select) + ", ("
+            + " OR ".join(bad) + ") AS bad FROM cells " + " ".join(joins) + ")")
         self.con.execute("DROP TABLE cells")
         factors = ", ".join(f"CASE WHEN state IS NULL THEN f{j} END AS f{j}"
                             for j in range(len(rules.factors)))
         self.con.execute(
-            f"CREATE VIEW good AS SELECT id, ts, CAST(ts AS DATE) AS day, {ORDER} AS o, state, "
+            "CREATE VIEW good AS SELECT id, ts, day, o, state, "
             f"{factors + ', ' if factors else ''}amount, close, crm FROM parsed "
             f"WHERE NOT bad AND (state IS NOT NULL OR NOT ({open_bad}))")
-        # Deals with two rows at one instant cannot be ordered: left out whole.
+        # Deals with two rows that order alike cannot be ordered: left out whole.
         self.con.execute("CREATE TABLE tied AS SELECT DISTINCT id FROM good "
                          "GROUP BY id, o HAVING count(*) > 1")
         self.con.execute("CREATE VIEW typed AS SELECT * FROM good ANTI JOIN tied USING (id)")

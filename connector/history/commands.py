@@ -35,6 +35,7 @@ from connector.history.calibrate import (
 from connector.history.engine import History, opened
 from connector.history.inputs import history_file
 from connector.history.source import Failures, Plan, Reference, plan_for, reference
+from connector.i18n import gettext as _
 
 
 @contextmanager
@@ -50,8 +51,8 @@ def history(rules: RuleSet, given: Path | None, engine: str) -> Iterator[History
 
 def _failures(failures: Failures, console: Console) -> None:
     if failures.rows or failures.deals:
-        console.print(f"left out: {failures.rows} rows that could not be read, {failures.deals} "
-                      "deals with two rows at one instant"
+        console.print(_("left out: {rows} rows that could not be read, {deals} deals whose "
+                        "rows cannot be ordered").format(rows=failures.rows, deals=failures.deals)
                       + "".join(f"\n  {escape(r)}" for r in failures.reasons))
 
 
@@ -76,8 +77,8 @@ def calibrate_command(rules: RuleSet, rules_dir: Path, mappings_dir: Path, given
     proposal = None
     if propose_to is not None or backtest is not None:
         if not fit:
-            raise ConfigurationError("no closed deal to propose from"
-                                     + (f" before {backtest}" if backtest else ""))
+            raise ConfigurationError(_("no closed deal to propose from before {date}").format(
+                date=backtest) if backtest else _("no closed deal to propose from"))
         proposal = propose(plan, fit)
     if backtest is not None:
         assert proposal is not None
@@ -97,14 +98,15 @@ def calibrate_command(rules: RuleSet, rules_dir: Path, mappings_dir: Path, given
         _proven(rules_dir, mappings_dir, source, new)
         propose_to.write_text(new, encoding="utf-8")
         (err if fmt == "json" else out).print(
-            escape(diff(old, new, display(source)) or "no change: the table fits the evidence")
-            + f"\nproposed table: {escape(str(propose_to))} (replaces {escape(display(source))})")
+            escape(diff(old, new, display(source)) or _("no change: the table fits the evidence"))
+            + "\n" + _("proposed table: {file} (replaces {rules})").format(
+                file=escape(str(propose_to)), rules=escape(display(source))))
     if report is not None:
         from connector.history.report import calibration_html
 
         report.write_text(calibration_html(result, str(given or "the state store"),
                                            rules.version), encoding="utf-8")
-        err.print(f"report: {escape(str(report))}")
+        err.print(_("report: {file}").format(file=escape(str(report))))
     return 1 if failures.rows or failures.deals else 0
 
 
@@ -143,31 +145,31 @@ def _proven(rules_dir: Path, mappings_dir: Path, source: Path, text: str) -> Non
 
 
 def _print_calibration(result: Calibration, doc: dict[str, Any], out: Console) -> None:
-    t = Table("workflow", "says", "deals", "wins", "won", "95 % interval", "verdict",
-              title=f"Calibration over {result.deals} closed deals")
+    verdicts = {"inside": _("inside"), "outside": _("outside"), "too few": _("too few")}
+    t = Table(_("workflow"), _("says"), _("deals"), _("wins"), _("won"), _("95 % interval"),
+              _("verdict"), title=_("Calibration over {n} closed deals").format(n=result.deals))
     for w in result.workflows:
-        verdict = w.verdict
-        style = "red" if verdict == "outside" else ("dim" if verdict == "too few" else "")
+        verdict = verdicts[w.verdict]
+        style = "red" if w.verdict == "outside" else ("dim" if w.verdict == "too few" else "")
         t.add_row(escape(w.workflow), f"{w.probability}%", str(number(w.deals)),
                   str(number(w.wins)), rate(w.observed) if w.observed is not None else "-",
-                  f"{rate(w.low)} to {rate(w.high)}", f"[{style}]{verdict}[/{style}]"
-                  if style else verdict)
+                  _("{low} to {high}").format(low=rate(w.low), high=rate(w.high)),
+                  f"[{style}]{verdict}[/{style}]" if style else verdict)
     out.print(t)
-    for name, part in (("rules", doc["rules"]), ("CRM as it was", doc["crm"]),
-                       ("base rate", doc["base_rate"])):
+    for name, part in ((_("rules"), doc["rules"]), (_("CRM as it was"), doc["crm"]),
+                       (_("base rate"), doc["base_rate"])):
         if part is None:
-            out.print(f"{name}: no probability recorded")
+            out.print(_("{name}: no probability recorded").format(name=name))
             continue
-        out.print(f"{name}: Brier {part['brier']} (reliability {part['reliability']}, "
-                  f"resolution {part['resolution']}, uncertainty {part['uncertainty']}), "
-                  f"ECE {part['ece']}")
-    out.print(f"no verdict below {doc['minimum_deals']} deals in a workflow")
+        out.print(_("{name}: Brier {brier} (reliability {reliability}, resolution "
+                    "{resolution}, uncertainty {uncertainty}), ECE {ece}").format(name=name,
+                                                                                 **part))
+    out.print(_("no verdict below {n} deals in a workflow").format(n=doc["minimum_deals"]))
     back = doc.get("backtest")
     if back:
-        out.print(f"backtest on deals closed from {back['date']} ({back['test_deals']} deals; "
-                  f"fitted on {back['fit_deals']}): Brier current {back['brier_current']}, "
-                  f"proposed {back['brier_proposed']}, base rate {back['brier_base_rate']}, "
-                  f"CRM {back['brier_crm']}")
+        out.print(_("backtest on deals closed from {date} ({test_deals} deals; fitted on "
+                    "{fit_deals}): Brier current {brier_current}, proposed {brier_proposed}, "
+                    "base rate {brier_base_rate}, CRM {brier_crm}").format(**back))
 
 
 def movement_command(rules: RuleSet, given: Path | None, engine: str, first: dt.date,
@@ -179,7 +181,8 @@ def movement_command(rules: RuleSet, given: Path | None, engine: str, first: dt.
     from connector.history.movement import BUCKETS, movement
 
     if second < first:
-        raise ConfigurationError(f"--to {second} is before --from {first}")
+        raise ConfigurationError(_("--to {second} is before --from {first}").format(
+            second=second, first=first))
     with history(rules, given, engine) as h:
         result = movement(h, first, second, details)
         failures = h.failures
@@ -205,50 +208,52 @@ def movement_command(rules: RuleSet, given: Path | None, engine: str, first: dt.
                 writer.writerow([d.month, d.bucket, d.id, d.cause, d.unweighted, d.weighted])
     else:
         for month, mo in months:
-            t = Table("", "deals", "unweighted", "weighted",
-                      title=f"{month}: pipeline from {first} to {second}")
-            t.add_row("start", "", str(mo.unweighted.start), str(mo.weighted.start))
+            t = Table("", _("deals"), _("unweighted"), _("weighted"),
+                      title=_("{month}: pipeline from {first} to {second}").format(
+                          month=month, first=first, second=second))
+            t.add_row(_("start"), "", str(mo.unweighted.start), str(mo.weighted.start))
             for b in BUCKETS:
                 if mo.deals[b]:
                     note = ""
                     if b.startswith("probability_"):
-                        note = f" ({mo.causes['rules']} rules, {mo.causes['factors']} factors)"
+                        note = " " + _("({rules} rules, {factors} factors)").format(
+                            **mo.causes)
                     t.add_row(b.replace("_", " ") + note, str(mo.deals[b]),
                               str(mo.unweighted.changes[b]), str(mo.weighted.changes[b]))
-            t.add_row("end", "", str(mo.unweighted.end), str(mo.weighted.end), style="bold")
+            t.add_row(_("end"), "", str(mo.unweighted.end), str(mo.weighted.end), style="bold")
             out.print(t)
         if details:
-            t = Table("month", "bucket", "id", "cause", "unweighted", "weighted",
-                      title="The deals behind each bucket")
+            t = Table(_("month"), _("bucket"), "id", _("cause"), _("unweighted"),
+                      _("weighted"), title=_("The deals behind each bucket"))
             for d in result.details:
                 t.add_row(d.month, d.bucket, escape(d.id), d.cause, str(d.unweighted),
                           str(d.weighted))
             out.print(t)
-        out.print("probability moves: 'rules' = same factor values (the rule set or the CRM's "
-                  "own figure changed), 'factors' = the deal's factors changed")
+        out.print(_("probability moves: 'rules' = same factor values (the rule set or the "
+                    "CRM's own figure changed), 'factors' = the deal's factors changed"))
         _failures(failures, err)
     if chart is not None or report is not None:
         from decimal import Decimal
 
         from connector.history.charts import waterfall_svg
 
-        start = sum((mo.weighted.start for _, mo in months), Decimal("0.00"))
-        end = sum((mo.weighted.end for _, mo in months), Decimal("0.00"))
-        steps = [(b, sum((mo.weighted.changes[b] for _, mo in months), Decimal("0.00")))
+        start = sum((mo.weighted.start for _month, mo in months), Decimal("0.00"))
+        end = sum((mo.weighted.end for _month, mo in months), Decimal("0.00"))
+        steps = [(b, sum((mo.weighted.changes[b] for _month, mo in months), Decimal("0.00")))
                  for b in BUCKETS]
 
         def svg(standalone: bool) -> str:
-            return waterfall_svg(f"{first} to {second}", start, [s for s in steps if s[1]], end,
-                                 "Weighted pipeline, all months,", standalone)
+            return waterfall_svg(f"{first} - {second}", start, [s for s in steps if s[1]], end,
+                                 _("Weighted pipeline, all months,"), standalone)
 
         if chart is not None:
             chart.write_text(svg(True), encoding="utf-8")
-            err.print(f"chart: {escape(str(chart))}")
+            err.print(_("chart: {file}").format(file=escape(str(chart))))
         if report is not None:
             from connector.history.report import movement_html
 
             report.write_text(movement_html(result, [svg(False)]), encoding="utf-8")
-            err.print(f"report: {escape(str(report))}")
+            err.print(_("report: {file}").format(file=escape(str(report))))
     return 1 if failures.rows or failures.deals else 0
 
 
@@ -286,18 +291,20 @@ def accuracy_command(rules: RuleSet, given: Path | None, engine: str, lags: list
             writer.writerow([d[k] if d[k] is not None else "" for k in
                              ("month", "lag", "forecast", "forecast_crm", "won", "error")])
     else:
-        t = Table("month", "lag", "forecast (rules)", "forecast (CRM)", "won", "error",
-                  title="Forecast accuracy: said before the month began vs won")
+        t = Table(_("month"), _("lag"), _("forecast (rules)"), _("forecast (CRM)"), _("won"),
+                  _("error"), title=_("Forecast accuracy: said before the month began vs won"))
         for x in lines:
             d = x.as_json()
             t.add_row(d["month"], str(x.lag), d["forecast"], d["forecast_crm"] or "-", d["won"],
                       d["error"])
         out.print(t)
         for s in summary:
-            crm = (f"; CRM: MAPE {s.mape_crm}%, bias {s.bias_crm}"
+            crm = ("; " + _("CRM: MAPE {mape}%, bias {bias}").format(mape=s.mape_crm,
+                                                                     bias=s.bias_crm)
                    if s.bias_crm is not None else "")
-            out.print(f"{s.lag} days ahead, {s.months} months: rules MAPE "
-                      f"{s.mape if s.mape is not None else '-'}%, bias {s.bias}{crm}")
+            out.print(_("{lag} days ahead, {months} months: rules MAPE {mape}%, bias {bias}")
+                      .format(lag=s.lag, months=s.months,
+                              mape=s.mape if s.mape is not None else "-", bias=s.bias) + crm)
         _failures(failures, err)
     if chart is not None and lags:
         from connector.history.charts import accuracy_svg
@@ -305,11 +312,11 @@ def accuracy_command(rules: RuleSet, given: Path | None, engine: str, lags: list
         chart.write_text(accuracy_svg([(x.month, x.forecast, x.forecast_crm, x.won)
                                        for x in lines if x.lag == lags[0]], lags[0]),
                          encoding="utf-8")
-        err.print(f"chart: {escape(str(chart))}")
+        err.print(_("chart: {file}").format(file=escape(str(chart))))
     if report is not None:
         from connector.history.report import accuracy_html
 
         report.write_text(accuracy_html(lines, summary, lags, str(given or "the state store"),
                                         rules.version), encoding="utf-8")
-        err.print(f"report: {escape(str(report))}")
+        err.print(_("report: {file}").format(file=escape(str(report))))
     return 1 if failures.rows or failures.deals else 0

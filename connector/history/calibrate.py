@@ -72,11 +72,11 @@ def counts_engine(history: History, horizon: int | None = None, since: dt.date |
     fit = f"c.closed_on < DATE '{split.isoformat()}'" if split else "NULL"
     # one pass per deal for its last snapshot and its number of open ones (k)
     closing = (
-        "WITH per AS (SELECT id, max(o) AS o, count(*) FILTER (WHERE state IS NULL) AS k "
+        "WITH per AS (SELECT id, max(o) AS closed_at, arg_max_null(state, o) AS final, "
+        "arg_max(day, o) AS closed_on, count(*) FILTER (WHERE state IS NULL) AS k "
         "FROM typed GROUP BY id), "
-        "closing AS (SELECT t.id, t.o AS closed_at, t.day AS closed_on, "
-        "t.state = 'won' AS won, per.k "
-        f"FROM typed t JOIN per USING (id, o) WHERE t.state IS NOT NULL {since_sql}) ")
+        "closing AS (SELECT id, closed_at, closed_on, final = 'won' AS won, k FROM per t "
+        f"WHERE final IS NOT NULL {since_sql.replace('t.day', 'closed_on')}) ")
     if horizon is None:
         sql = (closing + f"SELECT {factors}t.crm, c.won, {fit} AS fit, c.k "
                "FROM typed t JOIN closing c USING (id) WHERE t.state IS NULL")

@@ -64,32 +64,29 @@ def states_reference(ref: Reference, first: dt.date, second: dt.date
 
 def states_engine(history: History, first: dt.date, second: dt.date
                   ) -> Iterator[tuple[str, Side | None, Side | None]]:
+    """Both states of every deal in one pass: its last row by each date (arg_max by order)."""
     n = len(history.plan.rules.factors)
-
-    def side(alias: str) -> str:
-        return ", ".join([f"{alias}.state", f"{alias}.close", f"{alias}.amount", f"{alias}.crm",
-                          *(f"{alias}.f{j}" for j in range(n)), f"{alias}.id IS NULL"])
-
-    def at(day: dt.date) -> str:
-        return (f"(SELECT t.* FROM typed t JOIN (SELECT id, max(o) AS o FROM typed WHERE "
-                f"day <= DATE '{day.isoformat()}' GROUP BY id) m USING (id, o))")
-
+    row = "[" + ", ".join(["CAST(state AS VARCHAR)", "CAST(close AS VARCHAR)",
+                           "CAST(amount AS VARCHAR)", "CAST(crm AS VARCHAR)",
+                           *(f"CAST(f{j} AS VARCHAR)" for j in range(n))]) + "]"
     cursor = history.con.execute(
-        f"SELECT coalesce(a.id, b.id), {side('a')}, {side('b')} FROM {at(first)} a "
-        f"FULL JOIN {at(second)} b ON a.id = b.id "
-        "WHERE (a.id IS NOT NULL AND a.state IS NULL) OR (b.id IS NOT NULL AND b.state IS NULL)")
-    width = 5 + n
+        f"SELECT id, arg_max({row}, o) FILTER (WHERE day <= DATE '{first.isoformat()}') AS a, "
+        f"arg_max({row}, o) AS b FROM typed WHERE day <= DATE '{second.isoformat()}' "
+        "GROUP BY id HAVING (a IS NOT NULL AND a[1] IS NULL) OR b[1] IS NULL")
     while rows := cursor.fetchmany(10_000):
-        for r in rows:
-            yield r[0], _row_side(r[1:1 + width], n), _row_side(r[1 + width:], n)
+        for deal, a, b in rows:
+            yield deal, _side_of(a, n), _side_of(b, n)
 
 
-def _row_side(cells: tuple[Any, ...], n: int) -> Side | None:
-    if cells[-1]:  # no snapshot yet at that date
+def _side_of(cells: list[str | None] | None, n: int) -> Side | None:
+    """A state from its texts (a list is one type in SQL): DuckDB wrote them, exactly."""
+    if cells is None:  # no snapshot yet at that date
         return None
-    state = cells[0]
-    return Side(state, cells[1], cells[2], cells[3],
-                None if state is not None else tuple(cells[4:4 + n]))
+    state, close, amount, crm = cells[:4]
+    return Side(state, None if close is None else dt.date.fromisoformat(close),
+                None if amount is None else Decimal(amount),
+                None if crm is None else Decimal(crm),
+                None if state is not None else tuple(int(c) for c in cells[4:4 + n]))  # type: ignore[arg-type]
 
 
 @dataclass

@@ -4,6 +4,7 @@ right ones are not; the proposal lowers the Brier score on a later period and pa
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import shutil
 from collections import Counter
@@ -285,3 +286,18 @@ def test_order_of_snapshots_as_history_export_dates_them(tmp_path: Path) -> None
     ref, fast, ref_failed, fast_failed = both(stampless)
     assert ref == fast == Counter()
     assert ref_failed == fast_failed == (0, 1)
+
+
+@given(st.lists(st.tuples(st.integers(0, 100), st.integers(1, 50)), min_size=1, max_size=30))
+def test_pool_adjacent_violators(items) -> None:  # type: ignore[no-untyped-def]
+    """Never increasing, the weighted total kept, and each pooled block at its weighted mean
+    (so a list already in order comes back as it was)."""
+    from connector.history.propose import pool_adjacent_violators
+
+    values = [Fraction(v) for v, _ in items]
+    weights = [Fraction(w) for _, w in items]
+    fitted = pool_adjacent_violators(values, weights)
+    assert all(a >= b for a, b in itertools.pairwise(fitted))
+    assert sum(f * w for f, w in zip(fitted, weights)) == sum(v * w for v, w in items)
+    if all(a >= b for a, b in itertools.pairwise(values)):
+        assert fitted == values

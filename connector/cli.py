@@ -451,6 +451,124 @@ def forecast(
     raise typer.Exit(1 if "failed" in left else 0)
 
 
+class Engine(str, Enum):
+    duckdb = "duckdb"
+    python = "python"
+
+
+InputOpt = Annotated[Path | None, typer.Option(
+    "--input", help="A snapshot history CSV (history export); default: the state store's.",
+    exists=True, dir_okay=False)]
+EngineOpt = Annotated[Engine, typer.Option(
+    "--engine", help="duckdb (any size) or python (the reference, for small histories).")]
+
+
+def _date(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)",
+                                 param_hint=option) from None
+
+
+def _suffix(path: Path | None, kinds: tuple[str, ...], option: str) -> None:
+    if path is not None and path.suffix.casefold() not in kinds:
+        raise typer.BadParameter(f"{path}: name it {' or '.join(kinds)}", param_hint=option)
+
+
+@app.command()
+def calibrate(
+    input: InputOpt = None,
+    horizon: Annotated[int | None, typer.Option(
+        "--horizon", min=0, help="Judge each deal as it was DAYS before it closed.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only deals closed on or after DATE.")] = None,
+    format: Annotated[CheckFormat, typer.Option("--format")] = CheckFormat.text,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Write an HTML report with the reliability diagram.")] = None,
+    propose: Annotated[Path | None, typer.Option(
+        "--propose", help="Write the rule file with each probability set to what was won.")
+    ] = None,
+    backtest: Annotated[str | None, typer.Option(
+        "--backtest", help="Fit on deals closed before DATE, score on those closed after.")
+    ] = None,
+    engine: EngineOpt = Engine.duckdb,
+    mapping: MappingOpt = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """Do the workflows' probabilities match what was won? Per workflow, with its interval."""
+    from connector.history.commands import calibrate_command
+
+    _suffix(report, (".html", ".htm"), "--report")
+    _suffix(propose, (".yaml", ".yml"), "--propose")
+    loaded = _load_or_exit(rules, mappings, mapping)
+    assert loaded.rules is not None
+    code = calibrate_command(loaded.rules, rules, mappings, input, engine.value, horizon,
+                             _date(since, "--since"), format.value, report, propose,
+                             _date(backtest, "--backtest"), _out(), _err())
+    raise typer.Exit(code)
+
+
+@app.command()
+def movement(
+    from_: Annotated[str, typer.Option("--from", help="The first date (YYYY-MM-DD).")],
+    to: Annotated[str, typer.Option("--to", help="The second date (YYYY-MM-DD).")],
+    input: InputOpt = None,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.text,
+    details: Annotated[bool, typer.Option("--details", help="List the deals behind each bucket.")
+                       ] = False,
+    chart: Annotated[Path | None, typer.Option("--chart", help="Write an SVG waterfall.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write an HTML page.")] = None,
+    engine: EngineOpt = Engine.duckdb,
+    mapping: MappingOpt = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """What moved the open pipeline of each close month between two dates."""
+    from connector.history.commands import movement_command
+
+    _suffix(chart, (".svg",), "--chart")
+    _suffix(report, (".html", ".htm"), "--report")
+    first, second = _date(from_, "--from"), _date(to, "--to")
+    assert first is not None and second is not None
+    loaded = _load_or_exit(rules, mappings, mapping)
+    assert loaded.rules is not None
+    raise typer.Exit(movement_command(loaded.rules, input, engine.value, first, second,
+                                      format.value, details, chart, report, _out(), _err()))
+
+
+@app.command()
+def accuracy(
+    lags: Annotated[str, typer.Option(
+        "--lags", help="Days before each month began, comma-separated.")] = "30,60,90",
+    input: InputOpt = None,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.text,
+    chart: Annotated[Path | None, typer.Option(
+        "--chart", help="Write an SVG chart (the first lag).")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write an HTML page.")] = None,
+    engine: EngineOpt = Engine.duckdb,
+    mapping: MappingOpt = None,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """How close was the forecast made N days before each past month, to what was won?"""
+    from connector.history.commands import accuracy_command
+
+    try:
+        days = [int(x) for x in lags.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"'{lags}': give whole days, like 30,60,90",
+                                 param_hint="--lags") from None
+    if not days or any(d < 0 for d in days):
+        raise typer.BadParameter(f"'{lags}': give whole days, like 30,60,90", param_hint="--lags")
+    _suffix(chart, (".svg",), "--chart")
+    _suffix(report, (".html", ".htm"), "--report")
+    loaded = _load_or_exit(rules, mappings, mapping)
+    assert loaded.rules is not None
+    raise typer.Exit(accuracy_command(loaded.rules, input, engine.value, days, format.value,
+                                      chart, report, _out(), _err()))
+
+
 def _print_drain(console: Console, drained: Any) -> None:
     flight = ""
     if drained.in_flight:

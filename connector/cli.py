@@ -302,6 +302,9 @@ def simulate(
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
     today: TodayOpt = None, locale: LocaleOpt = None, encoding: EncodingOpt = None,
     delimiter: DelimiterOpt = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="--out also gets _why (the factor values that chose the workflow) "
+                          "and _before_<column> (each written column as read).")] = False,
 ) -> None:
     """Dry run over an export: which workflow each record gets, what would be written, which
     actions would fire. Writes nothing to the CRM, sends nothing."""
@@ -320,7 +323,7 @@ def simulate(
     runner = ActionRunner(loaded.rules, rules, mappings)
     with _progress(f"simulating {input.name}") as progress:
         summary = run_simulation(loaded.rules, input, out, when, progress, runner.render,
-                                 options)
+                                 options, explain)
     _notes(summary.notes)
     console = _out()
     console.print(_("{n} records from {file} (rule set {version}, today {today})").format(

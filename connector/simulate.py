@@ -210,11 +210,12 @@ class Summary:
 def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
              progress: Progress | None = None,
              preview: Callable[[str, Mapping[str, Any]], Any] | None = None,
-             options: ReadOptions = ReadOptions()) -> Summary:
+             options: ReadOptions = ReadOptions(), explain: bool = False) -> Summary:
     """Replays `source` through the rules: the summary (counts, the first SHOWN changes and
     failures, the forecast on the rules' and on the export's own probabilities) and, with
-    `out`, every row with what would be written. The loop runs once per row of exports of a
-    million rows, so what it calls is bound to locals first."""
+    `out`, every row with what would be written (and, with `explain`, why and what each
+    written column held before). The loop runs once per row of exports of a million rows, so
+    what it calls is bound to locals first."""
     summary = Summary(forecast=Forecast(due_by=today, rates=options.rates),
                       forecast_as_is=Forecast(due_by=today, rates=options.rates))
     decide = Evaluator(rules).decider()
@@ -236,13 +237,14 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
         write: Callable[[Any, dict[str, Any], str, str, str], None] | None = None
         whys: dict[Any, str] = {}  # a route's why, once: every record it takes shares it
         if out is not None and export.kind == "csv":
-            output = _Output(out, export.read_header(), rules, export.kind, export.dialect)
+            output = _Output(out, export.read_header(), rules, export.kind, export.dialect,
+                             explain)
             write = output.write
         complete = _completer(rules, export, cells)
         for line, raw, values, error in records(rules, export, progress, needed, cells):
             read += 1
             if write is None and out is not None:  # JSON: the header is the first record's
-                output = _Output(out, export.header, rules, export.kind)
+                output = _Output(out, export.header, rules, export.kind, explain=explain)
                 write = output.write
             decision: Decision | None = None
             if values is not None:
@@ -288,12 +290,15 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                         rule, before, {k: as_text(v) for k, v in changes.items()},
                         route.factors))
             if write is not None:
-                why = whys.get(route)
-                if why is None:  # no comma: a plain CSV line is written without csv's quoting
-                    why = whys[route] = " · ".join(f"{k}={v}" for k, v in route.factors.items())
+                why = ""
+                if explain:
+                    why = whys.get(route)  # type: ignore[assignment]
+                    if why is None:  # no comma: a plain CSV line skips csv's quoting
+                        why = whys[route] = " · ".join(f"{k}={v}"
+                                                       for k, v in route.factors.items())
                 write(raw, changes, rule, "", why)
         if out is not None and output is None:  # a JSON export with no records
-            output = _Output(out, export.header, rules, export.kind)
+            output = _Output(out, export.header, rules, export.kind, explain=explain)
         if output is not None:
             output.close()
         summary.notes = export.notes
@@ -437,21 +442,24 @@ _NO_CHANGES: dict[str, Any] = {}
 
 class _Output:
     """The output file: each input row, the writeback columns set to what would be written,
-    and `_rule`, `_changed`, `_error`, `_why` (the factor values that chose the workflow, `·`
-    between them; blank for a closed deal) and, for each writeback column,
-    `_before_<column>`: its value as read."""
+    and `_rule`, `_changed`, `_error`; with `explain`, also `_why` (the factor values that
+    chose the workflow, `·` between them; blank for a closed deal) and, for each writeback
+    column, `_before_<column>`: its value as read. Not by default: they make the file a
+    third larger, and writing it is a fifth of a dry run's time."""
 
     BATCH = 512  # CSV rows handed to csv.writer at a time (writerows: one call, not 512)
 
     def __init__(self, path: Path, header: list[str], rules: RuleSet, kind: str,
-                 dialect: Dialect = Dialect()) -> None:
-        out_header, self.columns = _output_header(header, rules)
+                 dialect: Dialect = Dialect(), explain: bool = False) -> None:
+        out_header, self.columns = _output_header(header, rules, explain)
+        self.explain = explain
         self.writer = ExportWriter(path, out_header, dialect)
         self.header = header
         self.json = self.writer.kind == "json"
         self.width = len(header)
         # writeback columns it lacked (blank: not in the input)
-        self.added = [""] * (len(out_header) - 4 - len(self.columns) - len(header))
+        extra = 4 + len(self.columns) if explain else 3  # the columns after the writeback ones
+        self.added = [""] * (len(out_header) - extra - len(header))
         self.index = {name: out_header.index(column) for name, column in self.columns.items()}
         self.olds = list(self.index.values())  # the writeback cells, read before they change
         self.batch: list[list[str]] = []
@@ -463,7 +471,8 @@ class _Output:
         """Writes a CSV row given as the input's cells, patched: a closure over what it needs,
         a row's attribute lookups cost a tenth of writing it."""
         width, added, index, batch = self.width, self.added, self.index, self.batch
-        write_rows, size, olds = self.writer.write_rows, self.BATCH, self.olds
+        write_rows, size = self.writer.write_rows, self.BATCH
+        olds = self.olds if self.explain else None
 
         def write(raw: list[str], changes: dict[str, Any], rule: str, error: str,
                   why: str) -> None:
@@ -472,14 +481,16 @@ class _Output:
                 row = (row + [""] * width)[:width]
             if added:
                 row.extend(added)
-            before = [row[i] for i in olds]
+            before = [row[i] for i in olds] if olds is not None else None
             if changes:
                 for name, value in changes.items():  # text as it is: a call less per cell
                     row[index[name]] = value if type(value) is str else as_text(value)
-                row.extend((rule, ";".join(changes), error, why))
+                row.extend((rule, ";".join(changes), error))
             else:
-                row.extend((rule, "", error, why))
-            row.extend(before)
+                row.extend((rule, "", error))
+            if before is not None:
+                row.append(why)
+                row.extend(before)
             batch.append(row)
             if len(batch) >= size:
                 write_rows(batch)
@@ -491,14 +502,15 @@ class _Output:
                       why: str) -> None:
         record = dict(zip(self.header, raw)) if isinstance(raw, list) else dict(raw)
         before = {f"_before_{column}": record.get(column, "")
-                  for column in self.columns.values()}
+                  for column in self.columns.values()} if self.explain else None
         for name, value in changes.items():
             record[self.columns[name]] = _json_value(value) if self.json else as_text(value)
         record["_rule"] = rule
         record["_changed"] = ";".join(changes)
         record["_error"] = error
-        record["_why"] = why
-        record.update(before)
+        if before is not None:
+            record["_why"] = why
+            record.update(before)
         self.writer.write(record)
 
     def close(self) -> None:
@@ -507,10 +519,11 @@ class _Output:
         self.writer.close()
 
 
-def _output_header(header: list[str], rules: RuleSet) -> tuple[list[str], dict[str, str]]:
-    """The input's columns (writeback columns added when missing), _rule, _changed, _error,
-    _why and each writeback column's value before; plus canonical writeback name -> the column
-    it is written to."""
+def _output_header(header: list[str], rules: RuleSet, explain: bool = False
+                   ) -> tuple[list[str], dict[str, str]]:
+    """The input's columns (writeback columns added when missing), _rule, _changed, _error
+    (and, with `explain`, _why and each writeback column's value before); plus canonical
+    writeback name -> the column it is written to."""
     out = list(header)
     found = rules.mapping.columns(header)
     columns: dict[str, str] = {}
@@ -522,6 +535,8 @@ def _output_header(header: list[str], rules: RuleSet) -> tuple[list[str], dict[s
         else:
             column = header[index]
         columns[name] = column
+    if not explain:
+        return out + ["_rule", "_changed", "_error"], columns
     return (out + ["_rule", "_changed", "_error", "_why"]
             + [f"_before_{column}" for column in columns.values()], columns)
 

@@ -171,16 +171,18 @@ def test_a_missing_writeback_column_is_added_to_the_output(tmp_path):
     with out.open(encoding="utf-8", newline="") as f:
         lines = list(csv.reader(f))
     assert lines[0] == [*header, "Weighted_Amount__c", "Probability_Rule__c", "_rule",
-                        "_changed", "_error", "_why", "_before_Probability",
-                        "_before_Weighted_Amount__c", "_before_Probability_Rule__c"]
+                        "_changed", "_error"]
     got = outputs(out)
     assert (got[0]["Weighted_Amount__c"], got[0]["Probability_Rule__c"]) == ("2000.00", "p10")
     assert got[0]["_changed"] == "probability;weighted_amount;rule"
     # no amount: nothing to weigh, so the added column stays blank and is not 'changed'
     assert (got[1]["Weighted_Amount__c"], got[1]["_changed"]) == ("", "probability;rule")
-    # the added columns had no value before
+    # with explain, the added columns had no value before
+    simulate(rules(), source, out, TODAY, explain=True)
+    got = outputs(out)
     assert (got[0]["_before_Weighted_Amount__c"], got[0]["_before_Probability_Rule__c"]) == (
         "", "")
+    assert got[0]["_before_Probability"] == "" and got[0]["_why"].startswith("stage=Prospecting")
 
 
 def test_an_export_with_only_a_header_gives_an_output_with_only_a_header(tmp_path):
@@ -189,8 +191,7 @@ def test_an_export_with_only_a_header_gives_an_output_with_only_a_header(tmp_pat
     summary = simulate(rules(), source, out, TODAY)
     assert summary.read == 0
     assert out.read_text(encoding="utf-8").splitlines() == [
-        HEADER + ",_rule,_changed,_error,_why,_before_Probability,_before_Weighted_Amount__c,"
-        "_before_Probability_Rule__c"]
+        HEADER + ",_rule,_changed,_error"]
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -12,8 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from connector.core.compiled import Names
-from connector.core.evaluate import ActionDue, Decision, Evaluator
+from connector.core._fast import Names
+from connector.core.evaluate import ActionDue, Evaluator, Verdict
 from connector.core.forecast import Forecast, MonthPairs, as_decimal
 from connector.core.mapping import ID
 from connector.core.ruleset import RuleSet
@@ -121,7 +121,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     `out`, every row with what would be written. The loop runs once per row of exports of a
     million rows, so what it calls is bound to locals first."""
     summary = Summary()
-    decide = Evaluator(rules).decider()
+    decide = Evaluator(rules).decide
     forecasts = MonthPairs(summary.forecast, summary.forecast_as_is)
     add_to_forecasts = forecasts.adder()
     add_as_is = summary.forecast_as_is.month_adder()  # the records the rules fail
@@ -140,7 +140,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             read += 1
             if output is None and out is not None:  # JSON: the header is the first record's
                 output = _Output(out, export.header, rules, export.kind)
-            decision: Decision | None = None
+            decision: Verdict | None = None
             if values is not None:
                 try:
                     decision = decide(values, today)
@@ -201,7 +201,7 @@ def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
     """The forecast and the number of records that failed (left out, with their reason)."""
     result = Forecast(by)
     add = _adder(result)
-    decide = Evaluator(rules).decider()
+    decide = Evaluator(rules).decide
     failed = 0
     with Export(source) as export:
         for _line, _raw, values, _error in records(rules, export, progress):

@@ -12,7 +12,6 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from connector.core import schema
-from connector.core.compiled import prove_compiles
 from connector.core.expressions import RESERVED, ExpressionError, Formula, parse_formula
 from connector.core.findings import Finding, Kind, Where, did_you_mean
 from connector.core.mapping import ID, Mapping
@@ -392,6 +391,9 @@ def _compile_closed(spec: schema.RulesSpec, fields: frozenset[str],
 
 def _formula(source: str, known: set[str]) -> Formula:
     """A formula checked, and compiled as the hot path compiles it (see prove_compiles)."""
+    # imported here: the fast path is built on rule sets, so it imports this module
+    from connector.core._fast import prove_compiles
+
     formula = parse_formula(source, known)
     prove_compiles(formula)
     return formula

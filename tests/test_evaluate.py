@@ -477,8 +477,8 @@ CONDITIONS = ["amount >= 100000 and probability >= 60", "won", "lost", "rule == 
 TIER = ["'high' if amount >= 50000 else 'low'", "'high' if won or a > 1 else 'low'"]
 DIFF_POOLS = {
     "name": [None, "", "Acme", "2031-01-01", "Call"],
-    "stage": ["Negotiation", " proposal ", "Prospecting", "Proposal", "Closed Won", "closed lost", "", None,
-              "Qualification", 3],
+    "stage": ["Negotiation", " proposal ", "Prospecting", "Proposal", "Closed Won",
+              "closed lost", "", None, "Qualification", 3],
     "amount": [None, Decimal(0), Decimal("19999.995"), Decimal(20000), Decimal(150000), 50000,
                Decimal(-1), "x", True],
     "a": [None, Decimal(0), Decimal("2.5"), 7, Decimal("1E+2"), "x"],

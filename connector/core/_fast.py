@@ -43,6 +43,7 @@ from connector.core.expressions import (
 from connector.core.outcome import ActionDue, explanation, steps_due
 from connector.core.ruleset import (
     CLOSED_LOST,
+    CLOSED_PROBABILITY,
     CLOSED_WON,
     EXPLANATION,
     PROBABILITY,
@@ -50,6 +51,7 @@ from connector.core.ruleset import (
     Factor,
     RuleSet,
     evaluation_order,
+    read_by_factors,
 )
 from connector.core.table import DecisionTable
 from connector.core.values import TEXT, same, writer_for
@@ -283,10 +285,6 @@ def prove_compiles(formula: Formula) -> None:
                               "split it into computed fields") from None
 
 
-# Decimal, as the workflows' own probabilities are: formulas then take their fast path.
-_CLOSED_PROBABILITY = {CLOSED_WON: Decimal(100), CLOSED_LOST: Decimal(0)}
-
-
 Finish = Callable[[Names, Mapping[str, Any]], tuple[dict[str, Any], tuple[ActionDue, ...]]]
 
 
@@ -334,18 +332,9 @@ class Routes:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self.table = DecisionTable(rules)
-        factor_fields = {f.field for f in rules.factors}
-        deps = {n: set(f.names) for n, f in rules.computed.items()}
         # Computed fields the factors read must be known before the workflow is chosen.
-        early: set[str] = set()
-        todo = [n for n in factor_fields if n in rules.computed]
-        while todo:
-            n = todo.pop()
-            if n not in early:
-                early.add(n)
-                todo.extend(m for m in deps[n] if m in rules.computed)
-        self._early = [(n, compile_formula(rules.computed[n]))
-                       for n in evaluation_order(deps) if n in early]
+        self._early = [(n, compile_formula(rules.computed[n])) for n in read_by_factors(rules)]
+        early = {n for n, _ in self._early}
         # The closed state is read before the early fields unless it is one of them.
         self._state_first = (rules.closed is not None and bool(self._early)
                              and rules.closed.field not in early)
@@ -389,7 +378,7 @@ class Routes:
         self._finishers: dict[tuple[Any, ...], Callable[..., Finish]] = {}
         # the explanation is the route's own text: written like a literal, when it is mapped
         self._explains = EXPLANATION in rules.mapping.fields
-        self._closed_routes = {state: self._closed_route(state) for state in _CLOSED_PROBABILITY}
+        self._closed_routes = {state: self._closed_route(state) for state in CLOSED_PROBABILITY}
         self.decide = _decide_along(self)
 
     def _plan(self, sets: Mapping[str, Any], early: set[str]) -> list[tuple[str, Any]]:
@@ -413,7 +402,7 @@ class Routes:
 
     def _closed_route(self, state: str) -> Route:
         literals, formulas = self._split(self._closed_plan)
-        assign = {PROBABILITY: _CLOSED_PROBABILITY[state], "rule": state,
+        assign = {PROBABILITY: CLOSED_PROBABILITY[state], "rule": state,
                   "won": state == CLOSED_WON, "lost": state == CLOSED_LOST, **literals}
         if self._explains:
             assign[EXPLANATION] = explanation(self.rules, state, {})

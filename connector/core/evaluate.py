@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 from connector.core._fast import Decide, Routes, Verdict
@@ -22,6 +21,7 @@ from connector.core.mapping import ID
 from connector.core.outcome import ActionDue, Outcome, explanation, steps_due
 from connector.core.ruleset import (
     CLOSED_LOST,
+    CLOSED_PROBABILITY,
     CLOSED_WON,
     EXPLANATION,
     PROBABILITY,
@@ -29,14 +29,12 @@ from connector.core.ruleset import (
     Workflow,
     evaluation_order,
     probability_name,
+    read_by_factors,
 )
 from connector.core.values import TEXT, for_write, same
 from connector.errors import RecordError
 
 __all__ = ["ActionDue", "Decide", "Evaluator", "Outcome", "Verdict", "evaluate", "explanation"]
-
-_CLOSED_PROBABILITY = {CLOSED_WON: Decimal(100), CLOSED_LOST: Decimal(0)}
-
 
 def evaluate(rules: RuleSet, record: Mapping[str, Any], today: dt.date) -> Outcome:
     """The rules applied to one record (canonical typed values, as `Mapping.read` gives them).
@@ -46,7 +44,7 @@ def evaluate(rules: RuleSet, record: Mapping[str, Any], today: dt.date) -> Outco
 
     # 1. The computed fields a factor reads come first: the workflow depends on them. They may
     #    read `won` and `lost`, known before them unless the closed state is one of them.
-    early = _read_by_factors(rules)
+    early = read_by_factors(rules)
     if early and closed is not None and closed.field not in early:
         state = closed.state(values.get(closed.field))
         values["won"], values["lost"] = state == CLOSED_WON, state == CLOSED_LOST
@@ -58,7 +56,7 @@ def evaluate(rules: RuleSet, record: Mapping[str, Any], today: dt.date) -> Outco
     factors: dict[str, str] = {}
     actions: tuple[str, ...] = ()
     if state is not None:
-        rule, sets = state, {PROBABILITY: _CLOSED_PROBABILITY[state]}
+        rule, sets = state, {PROBABILITY: CLOSED_PROBABILITY[state]}
     else:
         combo = tuple(f.index_of(values.get(f.field)) for f in rules.factors)
         factors = {f.name: f.values[i] for f, i in zip(rules.factors, combo)}
@@ -114,19 +112,6 @@ class Evaluator:
         """`record` holds canonical typed values (Mapping.read). Raises RecordError."""
         values, route, changes, due = self.decide(record, today)
         return Outcome(record.get(ID), values, route.rule, dict(route.factors), changes, due)
-
-
-def _read_by_factors(rules: RuleSet) -> list[str]:
-    """The computed fields a factor reads, directly or through another, in evaluation order."""
-    reads = {n: set(f.names) for n, f in rules.computed.items()}
-    early: set[str] = set()
-    todo = [f.field for f in rules.factors if f.field in rules.computed]
-    while todo:
-        name = todo.pop()
-        if name not in early:
-            early.add(name)
-            todo.extend(n for n in reads[name] if n in rules.computed)
-    return [n for n in evaluation_order(reads) if n in early]
 
 
 def _workflow_of(rules: RuleSet, combo: tuple[int, ...], factors: Mapping[str, str]

@@ -12,8 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from connector.core._fast import Names
-from connector.core.evaluate import ActionDue, Evaluator, Verdict
+from connector.core.evaluate import ActionDue, Evaluator, Names, Verdict
 from connector.core.forecast import Forecast, MonthPairs, as_decimal
 from connector.core.mapping import ID
 from connector.core.ruleset import RuleSet

@@ -577,6 +577,25 @@ def test_the_fast_path_answers_as_the_plain_rules(data, explains, records) -> No
                 == outcome_or_failure(lambda r: evaluate(rules, r, TODAY), record)), record
 
 
+def test_only_the_core_imports_its_fast_path() -> None:
+    """connector/core/_fast.py is private: the rest of the connector evaluates through
+    `Evaluator` (and reads `Names`, `Verdict` from connector.core.evaluate)."""
+    import ast
+    from pathlib import Path
+
+    import connector
+
+    root = Path(connector.__file__).parent
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if any(n.startswith("connector.core._fast") for n in names):
+                importers.add(path.relative_to(root).as_posix())
+    assert importers and all(p.startswith("core/") for p in importers), importers
+
+
 def test_the_plain_rules_give_the_documented_outcome(evaluator) -> None:
     """The interpreter on the module's own rule set: a p40 deal, its formulas and triggers."""
     rules = evaluator.rules

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from connector.core._fast import Decide, Routes, Verdict
+from connector.core._fast import Decide, Names, Routes, Verdict
 from connector.core.expressions import Formula
 from connector.core.mapping import ID
 from connector.core.outcome import ActionDue, Outcome, explanation, steps_due
@@ -34,7 +34,8 @@ from connector.core.ruleset import (
 from connector.core.values import TEXT, for_write, same
 from connector.errors import RecordError
 
-__all__ = ["ActionDue", "Decide", "Evaluator", "Outcome", "Verdict", "evaluate", "explanation"]
+__all__ = ["ActionDue", "Decide", "Evaluator", "Names", "Outcome", "Verdict", "evaluate",
+           "explanation"]
 
 def evaluate(rules: RuleSet, record: Mapping[str, Any], today: dt.date) -> Outcome:
     """The rules applied to one record (canonical typed values, as `Mapping.read` gives them).

@@ -522,6 +522,8 @@ def rule_sets(draw: st.DrawFn) -> dict[str, object]:
         workflows = []
         for k, stage in enumerate(stages):  # one per stage: complete and exclusive
             sets: dict[str, object] = {"probability": draw(literal_or_formula)}
+            if draw(st.integers(0, 3)) == 0:  # a workflow's own explanation wins
+                sets["explanation"] = draw(st.sampled_from(["mine", "= 'why: ' + rule"]))
             if draw(st.booleans()):
                 sets["next_step"] = draw(st.one_of(
                     st.sampled_from(["Call", "", "Send the contract"]),

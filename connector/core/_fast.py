@@ -364,7 +364,7 @@ class Routes:
         self._factors: list[tuple[str, dict[str, int | RecordError] | None, Factor]] = [
             (f.field, None if f.bands is not None else {}, f) for f in rules.factors]
         self._closed_seen: dict[str, str | None] = {}
-        # decide() finds a record's route by its picklist factors' raw values (picked in one
+        # `decide` finds a record's route by its picklist factors' raw values (picked in one
         # call) and its band factors' band indices
         text_fields = [f.field for f in rules.factors if f.bands is None]
         self._pick_texts: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
@@ -374,9 +374,10 @@ class Routes:
         self._routed: dict[tuple[Any, ...], Route] = {}
         self._routes: dict[tuple[int, ...], Route] = {}
         # one compiled `finish` per route shape (formulas are the rule set's own objects,
-        # which live as long as this evaluator, so their ids name them)
+        # which live as long as these routes, so their ids name them)
         self._finishers: dict[tuple[Any, ...], Callable[..., Finish]] = {}
         # the explanation is the route's own text: written like a literal, when it is mapped
+        # and the workflow does not set its own
         self._explains = EXPLANATION in rules.mapping.fields
         self._closed_routes = {state: self._closed_route(state) for state in CLOSED_PROBABILITY}
         self.decide = _decide_along(self)
@@ -405,7 +406,7 @@ class Routes:
         assign = {PROBABILITY: CLOSED_PROBABILITY[state], "rule": state,
                   "won": state == CLOSED_WON, "lost": state == CLOSED_LOST, **literals}
         if self._explains:
-            assign[EXPLANATION] = explanation(self.rules, state, {})
+            assign.setdefault(EXPLANATION, explanation(self.rules, state, {}))
         return self._with_writes(Route(state, assign, formulas, {}, ()))
 
     def _with_writes(self, route: Route) -> Route:
@@ -475,7 +476,7 @@ class Routes:
         literals, formulas = self._split(self._plans[workflow.name])
         assign = {**factors, "rule": workflow.name, "won": False, "lost": False, **literals}
         if self._explains:
-            assign[EXPLANATION] = explanation(rules, workflow.name, factors)
+            assign.setdefault(EXPLANATION, explanation(rules, workflow.name, factors))
         route = self._with_writes(Route(workflow.name, assign, formulas, factors,
                                          self._action_sources[workflow.name]))
         if len(self._routes) < 1_000_000:

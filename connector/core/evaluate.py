@@ -37,6 +37,7 @@ from connector.errors import RecordError
 __all__ = ["ActionDue", "Decide", "Evaluator", "Names", "Outcome", "Verdict", "evaluate",
            "explanation"]
 
+
 def evaluate(rules: RuleSet, record: Mapping[str, Any], today: dt.date) -> Outcome:
     """The rules applied to one record (canonical typed values, as `Mapping.read` gives them).
     Raises RecordError naming what failed: a factor's value, the workflow, a formula."""
@@ -65,7 +66,7 @@ def evaluate(rules: RuleSet, record: Mapping[str, Any], today: dt.date) -> Outco
         rule, sets, actions = workflow.name, workflow.sets, workflow.actions
         values.update(factors)
     values.update(rule=rule, won=state == CLOSED_WON, lost=state == CLOSED_LOST)
-    if EXPLANATION in rules.mapping.fields:
+    if EXPLANATION in rules.mapping.fields:  # unless the workflow sets its own, below
         values[EXPLANATION] = explanation(rules, rule, factors)
 
     # 3. The workflow's `set` and the other computed fields, each after the names it reads.

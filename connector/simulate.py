@@ -139,14 +139,14 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             read += 1
             if output is None and out is not None:  # JSON: the header is the first record's
                 output = _Output(out, export.header, rules, export.kind)
-            decision: Verdict | None = None
+            verdict: Verdict | None = None
             if values is not None:
                 try:
-                    decision = decide(values, today)
+                    verdict = decide(values, today)
                 except RecordError as exc:
                     error = str(exc)
                     add_as_is(values)
-            if decision is None:
+            if verdict is None:
                 failed += 1
                 reason = error or "unknown error"
                 reasons[_reason_kind(reason)] += 1
@@ -156,7 +156,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                 if output is not None:
                     output.write(raw, _NO_CHANGES, "", reason)
                 continue
-            after, route, changes, due = decision
+            after, route, changes, due = verdict
             rule = route.rule
             per_workflow[rule] += 1
             add_to_forecasts(after, values)  # type: ignore[arg-type]

@@ -611,3 +611,28 @@ def test_the_plain_rules_give_the_documented_outcome(evaluator) -> None:
     assert out.due == ()
     with pytest.raises(RecordError, match="unknown stage 'Qualification'"):
         evaluate(rules, record(stage="Qualification"), TODAY)
+
+
+def test_the_fast_path_answers_as_the_plain_rules_on_the_bundled_example() -> None:
+    """The bundled rules and mapping, every row of examples/opportunities.csv (bad rows too)."""
+    from pathlib import Path
+
+    from connector.export import Export
+    from connector.files import load
+    from connector.simulate import records
+
+    root = Path(__file__).resolve().parent.parent
+    loaded = load(root / "rules", root / "mappings")
+    assert loaded.ok and loaded.rules is not None
+    rules = loaded.rules
+    fast = Evaluator(rules)
+    today = dt.date(2026, 11, 26)
+    answered = 0
+    with Export(root / "examples" / "opportunities.csv") as export:
+        for _line, _raw, values, _error in records(rules, export):
+            if values is None:
+                continue
+            ours = outcome_or_failure(lambda r: fast.evaluate(r, today), values)
+            assert ours == outcome_or_failure(lambda r: evaluate(rules, r, today), values)
+            answered += len(ours) > 2
+    assert answered > 300  # most rows are evaluated, not refused

@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from connector.core.evaluate import Decision, Evaluator
+from connector.core.evaluate import Decide, Evaluator, Verdict
 from connector.core.forecast import Forecast, money
 from connector.core.ruleset import RuleSet
 from connector.core.values import as_text
@@ -99,8 +99,8 @@ def compare(before: RuleSet, after: RuleSet, source: Path, today: dt.date) -> Ru
     """Replays `source` through both rule sets. The export is read once, with the after rules'
     mapping (the mapping is not part of the change); each record is decided by both."""
     result = RuleDiff(before.version, after.version)
-    decide_before = Evaluator(before).decider()
-    decide_after = Evaluator(after).decider()
+    decide_before = Evaluator(before).decide
+    decide_after = Evaluator(after).decide
     add_before = result.forecast_before.month_adder()
     add_after = result.forecast_after.month_adder()
     writeback = tuple(after.mapping.writeback)
@@ -112,8 +112,8 @@ def compare(before: RuleSet, after: RuleSet, source: Path, today: dt.date) -> Ru
                 result.failed_after += 1
                 result.moves[FAILED, FAILED] += 1
                 continue
-            old, old_error = _decide(decide_before, values, today)
-            new, new_error = _decide(decide_after, values, today)
+            old, old_error = _verdict(decide_before, values, today)
+            new, new_error = _verdict(decide_after, values, today)
             result.failed_before += old is None
             result.failed_after += new is None
             if old is not None:
@@ -140,15 +140,15 @@ def compare(before: RuleSet, after: RuleSet, source: Path, today: dt.date) -> Ru
     return result
 
 
-def _decide(decide: Any, values: Mapping[str, Any], today: dt.date
-            ) -> tuple[Decision | None, str]:
+def _verdict(decide: Decide, values: Mapping[str, Any], today: dt.date
+             ) -> tuple[Verdict | None, str]:
     try:
         return decide(values, today), ""
     except RecordError as exc:
         return None, str(exc)
 
 
-def _written_differences(old: Decision | None, new: Decision | None,
+def _written_differences(old: Verdict | None, new: Verdict | None,
                          writeback: tuple[str, ...]) -> dict[str, tuple[str, str]]:
     """The writeback fields each side would leave the record with, where they differ."""
     if old is None or new is None:

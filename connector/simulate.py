@@ -12,8 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from connector.core.compiled import Names
-from connector.core.evaluate import ActionDue, Decision, Evaluator
+from connector.core.evaluate import ActionDue, Evaluator, Names, Verdict
 from connector.core.findings import did_you_mean
 from connector.core.forecast import (
     LOST,
@@ -218,7 +217,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     what it calls is bound to locals first."""
     summary = Summary(forecast=Forecast(due_by=today, rates=options.rates),
                       forecast_as_is=Forecast(due_by=today, rates=options.rates))
-    decide = Evaluator(rules).decider()
+    decide = Evaluator(rules).decide
     deal = deal_fields(rules)
     forecasts = MonthPairs(summary.forecast, summary.forecast_as_is, deal)
     add_to_forecasts = forecasts.adder()
@@ -246,14 +245,14 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             if write is None and out is not None:  # JSON: the header is the first record's
                 output = _Output(out, export.header, rules, export.kind, explain=explain)
                 write = output.write
-            decision: Decision | None = None
+            verdict: Verdict | None = None
             if values is not None:
                 try:
-                    decision = decide(values, today)
+                    verdict = decide(values, today)
                 except RecordError as exc:
                     error = str(exc)
                     add_as_is(values)
-            if decision is None:
+            if verdict is None:
                 failed += 1
                 if values is None:
                     unread += 1
@@ -265,7 +264,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                 if write is not None:
                     write(raw, _NO_CHANGES, "", reason, "")
                 continue
-            after, route, changes, due = decision
+            after, route, changes, due = verdict
             rule = route.rule
             per_workflow[rule] += 1
             add_to_forecasts(after, values)  # type: ignore[arg-type]
@@ -325,7 +324,7 @@ def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
     result = Forecast(by, today, options.rates, stage_order(rules) if by == "stage" else ())
     deal = deal_fields(rules)
     add = _adder(result, deal)
-    decide = Evaluator(rules).decider()
+    decide = Evaluator(rules).decide
     cells = options.cells(rules)
     needed = {"amount", "close_date", deal.currency, deal.status_field} | (
         {"probability"} if as_is else rules.names_read() - set(rules.mapping.writeback))

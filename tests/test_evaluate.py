@@ -10,7 +10,7 @@ from helpers_core import build, make_mapping
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from connector.core.evaluate import ActionDue, Evaluator
+from connector.core.evaluate import ActionDue, Evaluator, evaluate
 from connector.errors import RecordError
 
 TODAY = dt.date(2031, 5, 17)
@@ -455,3 +455,184 @@ def test_an_unhashable_value_fails_that_record_alone(field) -> None:
     except RecordError:
         return
     assert out.rule in ("p90", "p10")
+
+
+# --- the fast path answers as the plain interpreter ---------------------------------------------
+# `Evaluator` takes records along routes prepared once, with formulas compiled and a route's
+# formulas, rounding, changes and triggers written out as one function (connector/core/_fast.py).
+# `evaluate` states the same rules plainly. On random rule sets (picklist, banded and computed
+# factors, a closed state or none, literal and formula sets, triggers the route settles or the
+# record does, escalations, a weights table) and random records, both give the same outcome, or
+# the same failure, record after record.
+
+DIFF_FIELDS = ["name", "stage", "amount", "a", "b", "d", "probability", "weighted_amount",
+               "rule", "next_step", "score", "explanation"]
+# formulas of the record's own fields: some fail on some records (a blank, text, zero, a date)
+SET_FORMULAS = ["amount * 2 / 100", "a / b", "round(a * 1.005, 2)", "coalesce(a, 0) + b",
+                "a if b > 0 else amount", "'Call ' + name", "days_between(today, d)", "a % b",
+                "-a", "min(a, b)", "date(name)", "month(d)", "a + name"]
+CONDITIONS = ["amount >= 100000 and probability >= 60", "won", "lost", "rule == 'closed-lost'",
+              "probability >= 60", "probability < 50", "a > b", "score > 1", "date(name) > today",
+              "days_between(d, today) > 3", "next_step == 'Call'", "status == 'open'"]
+TIER = ["'high' if amount >= 50000 else 'low'", "'high' if won or a > 1 else 'low'"]
+DIFF_POOLS = {
+    "name": [None, "", "Acme", "2031-01-01", "Call"],
+    "stage": ["Negotiation", " proposal ", "Prospecting", "Proposal", "Closed Won",
+              "closed lost", "", None, "Qualification", 3],
+    "amount": [None, Decimal(0), Decimal("19999.995"), Decimal(20000), Decimal(150000), 50000,
+               Decimal(-1), "x", True],
+    "a": [None, Decimal(0), Decimal("2.5"), 7, Decimal("1E+2"), "x"],
+    "b": [None, 0, 3, Decimal("-1.5"), ""],
+    "d": [None, dt.date(2031, 5, 1), dt.date(2031, 5, 16), dt.datetime(2031, 4, 1, 9), "x"],
+    "probability": [None, "", 60, Decimal("60.0"), "90", Decimal(10)],
+    "weighted_amount": [None, Decimal("1000.00"), "0"],
+    "rule": [None, "p90", "closed-won"],
+    "next_step": [None, "", "Call Acme", "Send the contract"],
+    "score": [None, 2],
+    "explanation": [None, "old"],
+}
+
+
+@st.composite
+def rule_sets(draw: st.DrawFn) -> dict[str, object]:
+    stages = ["Negotiation", "Proposal", "Prospecting"]
+    factors: dict[str, object] = {"stage": {"field": "stage", "values": stages}}
+    if draw(st.booleans()):
+        factors["stage"]["empty"] = "Prospecting"  # type: ignore[index]
+    computed = {"weighted_amount": "amount * probability / 100",
+                "status": "'won' if won else ('lost' if lost else 'open')"}
+    if draw(st.booleans()):
+        factors["size"] = {"field": "amount", "bands": {"large": 100000, "medium": 20000,
+                                                         "small": 0}}
+        if draw(st.booleans()):
+            factors["size"]["empty"] = "small"  # type: ignore[index]
+    if draw(st.booleans()):  # a factor on a computed field: computed before the workflow
+        computed["tier"] = draw(st.sampled_from(TIER))
+        factors["tier"] = {"field": "tier", "values": ["high", "low"], "empty": "low"}
+    if draw(st.booleans()):
+        computed["score"] = draw(st.sampled_from(SET_FORMULAS))
+    data: dict[str, object] = {"factors": factors, "computed": computed}
+    if draw(st.booleans()):
+        data["closed"] = {"field": "stage", "won": ["Closed Won"], "lost": ["Closed Lost"]}
+    literal_or_formula = st.one_of(st.sampled_from([10, 40, 60, 90, 12.5]),
+                                   st.sampled_from(SET_FORMULAS).map(lambda f: f"= {f}"))
+    if draw(st.booleans()) and "size" not in factors and "tier" not in factors:
+        data["probability"] = {"min": 5, "max": 95, "step": 5, "weights": {"stage": 1}}
+    else:
+        workflows = []
+        for k, stage in enumerate(stages):  # one per stage: complete and exclusive
+            sets: dict[str, object] = {"probability": draw(literal_or_formula)}
+            if draw(st.integers(0, 3)) == 0:  # a workflow's own explanation wins
+                sets["explanation"] = draw(st.sampled_from(["mine", "= 'why: ' + rule"]))
+            if draw(st.booleans()):
+                sets["next_step"] = draw(st.one_of(
+                    st.sampled_from(["Call", "", "Send the contract"]),
+                    st.sampled_from(SET_FORMULAS).map(lambda f: f"= {f}")))
+            workflows.append({"name": f"w{k}", "when": {"stage": stage}, "set": sets,
+                              "actions": draw(st.lists(st.sampled_from(["push", "ping"]),
+                                                       max_size=2, unique=True))})
+        data["workflows"] = workflows
+    data["actions"] = {"push": {"http": {"url": "https://example.com/push"}},
+                       "ping": {"http": {"url": "https://example.com/ping"}}}
+    triggers: list[dict[str, object]] = [
+        {"name": f"t{i}", "when": when, "do": draw(st.lists(st.sampled_from(["push", "ping"]),
+                                                            min_size=1, max_size=2, unique=True))}
+        for i, when in enumerate(draw(st.lists(st.sampled_from(CONDITIONS), max_size=4)))]
+    if draw(st.booleans()):
+        triggers.append({"name": "stuck", "when": draw(st.sampled_from(CONDITIONS)),
+                         "since": draw(st.sampled_from(["d", "name", "today"])),
+                         "steps": [{"after_days": 0, "do": ["ping"]},
+                                   {"after_days": 14, "do": ["push"]}]})
+    data["triggers"] = [t for t in triggers if "score" in computed or "score" not in t["when"]]
+    return data
+
+
+def diff_mapping(explains: bool):
+    writeback = ["probability", "weighted_amount", "rule", "next_step"]
+    return make_mapping(
+        [f for f in DIFF_FIELDS if explains or f != "explanation"],
+        writeback=writeback + (["explanation"] if explains else []),
+        types={"amount": "money", "a": "number", "b": "integer", "d": "date",
+               "probability": "percent", "weighted_amount": "money"})
+
+
+def outcome_or_failure(evaluate_one, record):  # type: ignore[no-untyped-def]
+    try:
+        out = evaluate_one(record)
+    except Exception as exc:  # a RecordError, or whatever else: both must fail alike
+        return type(exc).__name__, str(exc)
+    return (out.record_id, out.rule, out.factors, out.due,
+            {k: repr(v) for k, v in out.changes.items()},  # repr: the exact Decimal
+            {k: repr(v) for k, v in out.values.items()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule_sets(), st.booleans(),
+       st.lists(st.fixed_dictionaries({f: st.sampled_from(p) for f, p in DIFF_POOLS.items()}),
+                min_size=1, max_size=8))
+def test_the_fast_path_answers_as_the_plain_rules(data, explains, records) -> None:
+    rules = build(data, diff_mapping(explains))
+    fast = Evaluator(rules)  # one for every record: what it remembers must not change answers
+    for n, values in enumerate(records):
+        record = {"id": f"006{n}", **values}
+        assert (outcome_or_failure(lambda r: fast.evaluate(r, TODAY), record)
+                == outcome_or_failure(lambda r: evaluate(rules, r, TODAY), record)), record
+
+
+def test_only_the_core_imports_its_fast_path() -> None:
+    """connector/core/_fast.py is private: the rest of the connector evaluates through
+    `Evaluator` (and reads `Names`, `Verdict` from connector.core.evaluate)."""
+    import ast
+    from pathlib import Path
+
+    import connector
+
+    root = Path(connector.__file__).parent
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if any(n.startswith("connector.core._fast") for n in names):
+                importers.add(path.relative_to(root).as_posix())
+    assert importers and all(p.startswith("core/") for p in importers), importers
+
+
+def test_the_plain_rules_give_the_documented_outcome(evaluator) -> None:
+    """The interpreter on the module's own rule set: a p40 deal, its formulas and triggers."""
+    rules = evaluator.rules
+    out = evaluate(rules, record(stage="Proposal", amount=Decimal(5000), probability=60), TODAY)
+    assert (out.rule, out.factors) == ("p40", {"stage": "Proposal", "proposal": "Firm",
+                                               "size": "small"})
+    assert out.values["probability"] == 40 and out.values["next_step"] == "Call Acme"
+    assert out.changes == {"probability": 40, "weighted_amount": Decimal("2000.00"),
+                           "rule": "p40", "next_step": "Call Acme"}
+    assert out.values["label"] == "p40:open"
+    assert out.due == ()
+    with pytest.raises(RecordError, match="unknown stage 'Qualification'"):
+        evaluate(rules, record(stage="Qualification"), TODAY)
+
+
+def test_the_fast_path_answers_as_the_plain_rules_on_the_bundled_example() -> None:
+    """The bundled rules and mapping, every row of examples/opportunities.csv (bad rows too)."""
+    from pathlib import Path
+
+    from connector.export import Export
+    from connector.files import load
+    from connector.simulate import records
+
+    root = Path(__file__).resolve().parent.parent
+    loaded = load(root / "rules", root / "mappings")
+    assert loaded.ok and loaded.rules is not None
+    rules = loaded.rules
+    fast = Evaluator(rules)
+    today = dt.date(2026, 11, 26)
+    answered = 0
+    with Export(root / "examples" / "opportunities.csv") as export:
+        for _line, _raw, values, _error in records(rules, export):
+            if values is None:
+                continue
+            ours = outcome_or_failure(lambda r: fast.evaluate(r, today), values)
+            assert ours == outcome_or_failure(lambda r: evaluate(rules, r, today), values)
+            answered += len(ours) > 2
+    assert answered > 300  # most rows are evaluated, not refused

@@ -317,8 +317,8 @@ class Formula:
         ev.names = _OrBlank(names)
         try:
             return ev.eval(self.source, previously_parsed=self._tree)
-        except RecordError:
-            raise
+        except RecordError as exc:  # a function refused a value: say in which formula
+            raise RecordError(f"{exc}, in '{self.source}'") from None
         except (ZeroDivisionError, DivisionByZero):
             raise RecordError(f"division by zero in '{self.source}'") from None
         except (TypeError, InvalidOperation, ValueError, ArithmeticError) as exc:

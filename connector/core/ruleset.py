@@ -12,7 +12,6 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from connector.core import schema
-from connector.core.compiled import prove_compiles
 from connector.core.expressions import RESERVED, ExpressionError, Formula, parse_formula
 from connector.core.findings import Finding, Kind, Where, did_you_mean
 from connector.core.mapping import ID, Mapping
@@ -27,6 +26,9 @@ CLOSED_WON = "closed-won"
 CLOSED_LOST = "closed-lost"
 PROBABILITY = "probability"
 EXPLANATION = "explanation"  # optional mapped field: why the record has its probability
+# A closed deal's probability, whatever the workflows say. Decimal, as the workflows' own
+# probabilities are: formulas then take their fast path.
+CLOSED_PROBABILITY = {CLOSED_WON: Decimal(100), CLOSED_LOST: Decimal(0)}
 
 
 def norm(value: object) -> str:
@@ -400,6 +402,9 @@ def _compile_closed(spec: schema.RulesSpec, fields: frozenset[str],
 
 def _formula(source: str, known: set[str]) -> Formula:
     """A formula checked, and compiled as the hot path compiles it (see prove_compiles)."""
+    # imported here: the fast path is built on rule sets, so it imports this module
+    from connector.core._fast import prove_compiles
+
     formula = parse_formula(source, known)
     prove_compiles(formula)
     return formula
@@ -721,6 +726,20 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
                 todo.pop()
                 state[path.pop()] = 2
     return found
+
+
+def read_by_factors(rules: RuleSet) -> list[str]:
+    """The computed fields a factor reads, directly or through another, in evaluation order:
+    they are computed before the workflow is chosen."""
+    reads = {n: set(f.names) for n, f in rules.computed.items()}
+    early: set[str] = set()
+    todo = [f.field for f in rules.factors if f.field in rules.computed]
+    while todo:
+        name = todo.pop()
+        if name not in early:
+            early.add(name)
+            todo.extend(n for n in reads[name] if n in rules.computed)
+    return [n for n in evaluation_order(reads) if n in early]
 
 
 def evaluation_order(formulas: dict[str, set[str]]) -> list[str]:

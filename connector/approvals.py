@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from connector.core.ruleset import RuleSet
     from connector.state import StateStore
 
-Decision = Literal["approve", "reject"]
+# What an approver answers (not core's Decision, which is what the rules compute).
+Verdict = Literal["approve", "reject"]
 STATUS = {"approve": "Approved", "reject": "Rejected"}
 PENDING = "Pending"
 
@@ -42,7 +43,7 @@ class Claim:
     key: str              # the approval request's outbox key
     record_id: str
     action: str
-    decision: Decision
+    decision: Verdict
     expires: dt.datetime
 
 
@@ -86,7 +87,7 @@ def read_token(secret: str, token: str, now: dt.datetime) -> Claim:
 
 
 def page(title: str, message: str, token: str | None = None,
-         decision: Decision | None = None) -> str:
+         decision: Verdict | None = None) -> str:
     """A small self-contained page; with a token, the button that records the decision."""
     form = ""
     if token and decision:
@@ -101,27 +102,39 @@ def page(title: str, message: str, token: str | None = None,
             "</body></html>")
 
 
-def decide(state: StateStore, rules: RuleSet, key: str, decision: str,
-           now: dt.datetime) -> str:
-    """Record an approver's decision once: 'recorded', 'already decided' or 'not pending'.
-    What follows (the field written back, the actions named for the decision) is queued in the
-    outbox, so this needs neither the CRM nor the senders: only the state and the rules.
-    The decision, what follows it and the request's end are one transaction that only the first
-    click gets through: a crash or a locked database leaves nothing, and the next click counts."""
+@dataclass(frozen=True)
+class Recorded:
+    """What came of a verdict: `outcome` is 'recorded', 'already decided' or 'not pending';
+    `added` are the outbox items it queued (the field's write, the actions that follow)."""
+
+    outcome: str
+    added: tuple[str, ...] = ()
+
+
+def record_verdict(state: StateStore, rules: RuleSet, key: str, verdict: str,
+                   now: dt.datetime) -> Recorded:
+    """Record an approver's verdict once. What follows (the field written back, the actions
+    named for the verdict) is queued in the outbox, so this needs neither the CRM nor the
+    senders: only the state and the rules. The verdict, what follows it and the request's end
+    are one transaction that only the first click gets through: a crash or a locked database
+    leaves nothing, and the next click counts."""
+    from connector.outbox import Kind
     from connector.state import OutboxItem
 
     request = state.item(key)
-    if request is None or request.kind != "approval" or request.action not in rules.actions:
-        return "not pending"
+    if request is None or request.kind != Kind.APPROVAL or request.action not in rules.actions:
+        return Recorded("not pending")
     if state.item(f"{key}:decision") is not None:
-        return "already decided"
+        return Recorded("already decided")
     if request.status == "done":
-        return "not pending"
+        return Recorded("not pending")
     spec = rules.actions[request.action].spec
-    follow = spec.on_approve if decision == "approve" else spec.on_reject
-    items = [OutboxItem(f"{key}:decision", request.record_id, request.action, "decision",
-                        {"field": spec.field, "value": STATUS[decision]})]
-    items += [OutboxItem(f"{key}:{decision}:{name}", request.record_id, name,
+    follow = spec.on_approve if verdict == "approve" else spec.on_reject
+    items = [OutboxItem(f"{key}:decision", request.record_id, request.action,
+                        Kind.APPROVAL_FIELD, {"field": spec.field, "value": STATUS[verdict]})]
+    items += [OutboxItem(f"{key}:{verdict}:{name}", request.record_id, name,
                          rules.actions[name].kind, dict(request.payload))
               for name in follow if name in rules.actions]
-    return "recorded" if state.decide(key, items, now) else "already decided"
+    if not state.record_verdict(key, items, now):
+        return Recorded("already decided")
+    return Recorded("recorded", tuple(i.key for i in items))

@@ -103,7 +103,8 @@ def request_approval(app, org, inbox):
 def click(app, link, method="GET"):
     path = urllib.parse.urlsplit(link).path
     event = to_event(method, path, {}, b"token=x" if method == "POST" else b"")
-    return approval_route(event, secret=SECRET, decide=app.pipeline.decide, now=app.now)
+    return approval_route(event, secret=SECRET, record_verdict=app.pipeline.record_verdict,
+                          now=app.now)
 
 
 def test_an_approval_is_requested_decided_once_and_written_back(world):
@@ -185,7 +186,7 @@ def test_a_decision_that_fails_to_record_is_not_lost(world, tmp_path):
 def test_two_clicks_at_the_same_instant_record_one_decision(world, tmp_path):
     """Two processes (two `serve` threads, two Lambdas) on the same state: one decision wins,
     and only its actions are queued."""
-    from connector.approvals import decide
+    from connector.approvals import record_verdict
     from connector.state.sqlite import SqliteState
 
     app, org, inbox = world
@@ -197,7 +198,8 @@ def test_two_clicks_at_the_same_instant_record_one_decision(world, tmp_path):
 
     def click_as(store, choice):
         start.wait()
-        outcomes[choice] = decide(store, app.pipeline.rules, waiting.key, choice, org.clock())
+        outcomes[choice] = record_verdict(store, app.pipeline.rules, waiting.key, choice,
+                                         org.clock()).outcome
 
     threads = [threading.Thread(target=click_as, args=(s, c))
                for s, c in zip(stores, ("approve", "reject"))]

@@ -4,8 +4,8 @@ json` gives every field of every item."""
 
 from __future__ import annotations
 
-import datetime as dt
 import dataclasses
+import datetime as dt
 import json
 import re
 import shutil

@@ -161,9 +161,9 @@ def decision(request, value, follow=()):
 def test_the_first_decision_is_recorded_whole_and_a_second_changes_nothing(store):
     store.commit([Commit("r1", "v1", outbox=[item("r1:approve-it:1", kind="approval")])], T0)
     store.wait("r1:approve-it:1", "awaiting the decision", T0)
-    assert store.decide("r1:approve-it:1", decision("r1:approve-it:1", "Approved",
+    assert store.record_verdict("r1:approve-it:1", decision("r1:approve-it:1", "Approved",
                                                     ["erp-order", "tell-owner"]), T0) is True
-    assert store.decide("r1:approve-it:1", decision("r1:approve-it:1", "Rejected",
+    assert store.record_verdict("r1:approve-it:1", decision("r1:approve-it:1", "Rejected",
                                                     ["tell-owner"]), T0) is False
     items = {i.key: i for i in store.items()}
     assert items["r1:approve-it:1"].status == "done"

@@ -1,0 +1,130 @@
+"""The kinds of outbox item and the runner of each. An item's kind says what running it does;
+`RUNNERS` is the one place that says how, so a new kind is a member here and a runner there.
+
+A runner takes the pipeline (its ports: CRM, state, actions) and the item, and returns what
+came of it as a plain value: `Done` (the item never runs again) or `Waits` (it ran and now
+waits for a person). A failure is an error of the tree (connector.errors): retried or parked
+by the drain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from connector.actions import decode_values
+from connector.errors import RecordError, RetriableError
+from connector.state import Commit, OutboxItem
+
+if TYPE_CHECKING:
+    from connector.pipeline import Pipeline
+
+
+class Kind(StrEnum):
+    """What an outbox item does. The values are stored in the outbox: never change one."""
+
+    RECORD = "record"          # a record that could not be computed: read and process it again
+    WRITEBACK = "writeback"    # a write-back the CRM refused: read and process it again
+    NOTICE = "notice"          # a webhook's notice: read and process the records it names
+    EMAIL = "email"            # the rules' actions, by their kind
+    HTTP = "http"
+    ERP = "erp"
+    AUDIENCE = "audience"
+    APPROVAL = "approval"      # email the approver, then wait for the verdict
+    APPROVAL_FIELD = "decision"  # write the approval's field: Pending, then the verdict
+
+
+# Items that re-read CRM records rather than act on the values stored with them.
+RECORD_KINDS = frozenset({Kind.RECORD, Kind.WRITEBACK, Kind.NOTICE})
+
+
+@dataclass(frozen=True)
+class Done:
+    """The item did its work: `text` says what, `added` are the outbox items it added."""
+
+    text: str
+    added: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Waits:
+    """The item ran and now waits for a person; `then` is an item it added, to run now."""
+
+    reason: str
+    then: str | None = None
+
+
+Ran = Done | Waits
+Runner = Callable[["Pipeline", OutboxItem], Ran]
+
+
+def reprocess_records(pipeline: Pipeline, item: OutboxItem) -> Ran:
+    """Read the records the item names and process them. A notice's records are new versions
+    (those handled already are dropped); a parked record or write-back is processed again."""
+    report = pipeline.fetch_and_process(list(item.payload.get("ids", [])),
+                                        reprocess=item.kind != Kind.NOTICE)
+    if report.failed or report.parked:
+        raise RecordError("; ".join(report.reasons) or "the record failed again")
+    return Done(f"read {report.read}, wrote {report.written}, unchanged {report.unchanged}, "
+                f"actions {report.actions}", tuple(report.added))
+
+
+def run_action(pipeline: Pipeline, item: OutboxItem) -> Ran:
+    """Send the email, push, order or contact, once for the item's key."""
+    if pipeline.actions is None:
+        raise RetriableError("no action runner is configured")
+    values = decode_values(item.payload.get("values", {}))
+    return Done(pipeline.actions.run(item.action, item.key, values))
+
+
+def request_approval(pipeline: Pipeline, item: OutboxItem) -> Ran:
+    """Email the approver, then note at once that it went: the Pending write-back, an item
+    of its own, is that note. It is retried alone, and a rerun that finds it sends no
+    second email. Only a crash between the SMTP server's answer and that one local
+    transaction sends it twice, under the same Message-ID."""
+    from connector.approvals import PENDING
+
+    if pipeline.actions is None:
+        raise RetriableError("no action runner is configured")
+    key = f"{item.key}:pending"
+    sent = pipeline.state.item(key)
+    if sent is None:
+        values = decode_values(item.payload.get("values", {}))
+        to, expires = pipeline.actions.request_approval(item.action, item.key, item.record_id,
+                                                        values, pipeline.now())
+        sent = OutboxItem(key, item.record_id, item.action, Kind.APPROVAL_FIELD,
+                          {"field": str(pipeline.rules.actions[item.action].spec.field),
+                           "value": PENDING, "unless": f"{item.key}:decision", "to": to,
+                           "until": f"{expires:%Y-%m-%d}"})
+        pipeline.state.commit([Commit(item.record_id, None, outbox=[sent])], pipeline.now())
+    # Not done: it waits, visible in `outbox list`, until the approver decides.
+    return Waits(f"awaiting the decision of {sent.payload['to']} until "
+                 f"{sent.payload['until']}", then=key)
+
+
+def write_approval_field(pipeline: Pipeline, item: OutboxItem) -> Ran:
+    unless = item.payload.get("unless")
+    if unless and pipeline.state.item(unless) is not None:
+        return Done(f"{item.payload['field']} left as decided")  # Pending came too late
+    name, value = item.payload["field"], item.payload["value"]
+    [result] = pipeline.crm.write([(item.record_id, {pipeline.mapping.crm_field(name): value})])
+    if not result.ok:
+        raise RecordError(f"{result.code}: {result.message}")
+    return Done(f"{name} = {value}")
+
+
+RUNNERS: dict[str, Runner] = {
+    Kind.RECORD: reprocess_records,
+    Kind.WRITEBACK: reprocess_records,
+    Kind.NOTICE: reprocess_records,
+    Kind.EMAIL: run_action,
+    Kind.HTTP: run_action,
+    Kind.ERP: run_action,
+    Kind.AUDIENCE: run_action,
+    Kind.APPROVAL: request_approval,
+    Kind.APPROVAL_FIELD: write_approval_field,
+}
+
+__all__ = ["RECORD_KINDS", "RUNNERS", "Done", "Kind", "Ran", "Runner", "Waits"]

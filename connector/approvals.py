@@ -3,8 +3,8 @@
 A link carries a token: the approval it answers (the outbox key of the approval request), the
 record, the action, the decision and an expiry, signed with HMAC-SHA256 under APPROVAL_SECRET.
 Opening it (GET) only shows a confirmation page, because mail scanners open links; the button
-on that page POSTs, and the first decision recorded wins: a second click, an expired or an
-altered token change nothing.
+on that page POSTs, and the first verdict recorded (connector.outbox.record_verdict) wins: a
+second click, an expired or an altered token change nothing.
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ import hmac
 import json
 from dataclasses import dataclass
 from html import escape
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from connector.errors import RefusedInput
-
-if TYPE_CHECKING:
-    from connector.core.ruleset import RuleSet
-    from connector.state import StateStore
 
 # What an approver answers (not core's Decision, which is what the rules compute).
 Verdict = Literal["approve", "reject"]
@@ -100,41 +96,3 @@ def page(title: str, message: str, token: str | None = None,
             "margin:3rem auto;padding:0 1rem}button{font-size:1.1rem;padding:.5rem 1.5rem}"
             f"</style></head><body><h1>{escape(title)}</h1><p>{escape(message)}</p>{form}"
             "</body></html>")
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """What came of a verdict: `outcome` is 'recorded', 'already decided' or 'not pending';
-    `added` are the outbox items it queued (the field's write, the actions that follow)."""
-
-    outcome: str
-    added: tuple[str, ...] = ()
-
-
-def record_verdict(state: StateStore, rules: RuleSet, key: str, verdict: str,
-                   now: dt.datetime) -> Recorded:
-    """Record an approver's verdict once. What follows (the field written back, the actions
-    named for the verdict) is queued in the outbox, so this needs neither the CRM nor the
-    senders: only the state and the rules. The verdict, what follows it and the request's end
-    are one transaction that only the first click gets through: a crash or a locked database
-    leaves nothing, and the next click counts."""
-    from connector.outbox import Kind
-    from connector.state import OutboxItem
-
-    request = state.item(key)
-    if request is None or request.kind != Kind.APPROVAL or request.action not in rules.actions:
-        return Recorded("not pending")
-    if state.item(f"{key}:decision") is not None:
-        return Recorded("already decided")
-    if request.status == "done":
-        return Recorded("not pending")
-    spec = rules.actions[request.action].spec
-    follow = spec.on_approve if verdict == "approve" else spec.on_reject
-    items = [OutboxItem(f"{key}:decision", request.record_id, request.action,
-                        Kind.APPROVAL_FIELD, {"field": spec.field, "value": STATUS[verdict]})]
-    items += [OutboxItem(f"{key}:{verdict}:{name}", request.record_id, name,
-                         rules.actions[name].kind, dict(request.payload))
-              for name in follow if name in rules.actions]
-    if not state.record_verdict(key, items, now):
-        return Recorded("already decided")
-    return Recorded("recorded", tuple(i.key for i in items))

@@ -4,21 +4,25 @@
 A runner takes the pipeline (its ports: CRM, state, actions) and the item, and returns what
 came of it as a plain value: `Done` (the item never runs again) or `Waits` (it ran and now
 waits for a person). A failure is an error of the tree (connector.errors): retried or parked
-by the drain.
+by the drain. An approval is read here in one pass: the request emails and waits, the verdict
+(`record_verdict`, from the approver's click) ends the wait and queues what follows.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from connector.actions import decode_values
+from connector.approvals import PENDING, STATUS
 from connector.errors import RecordError, RetriableError
-from connector.state import Commit, OutboxItem
+from connector.state import Commit, OutboxItem, StateStore
 
 if TYPE_CHECKING:
+    from connector.core.ruleset import RuleSet
     from connector.pipeline import Pipeline
 
 
@@ -79,13 +83,13 @@ def run_action(pipeline: Pipeline, item: OutboxItem) -> Ran:
     return Done(pipeline.actions.run(item.action, item.key, values))
 
 
+# --- approvals: the request, the verdict, the field it writes --------------------------------
+
 def request_approval(pipeline: Pipeline, item: OutboxItem) -> Ran:
     """Email the approver, then note at once that it went: the Pending write-back, an item
     of its own, is that note. It is retried alone, and a rerun that finds it sends no
     second email. Only a crash between the SMTP server's answer and that one local
     transaction sends it twice, under the same Message-ID."""
-    from connector.approvals import PENDING
-
     if pipeline.actions is None:
         raise RetriableError("no action runner is configured")
     key = f"{item.key}:pending"
@@ -104,7 +108,43 @@ def request_approval(pipeline: Pipeline, item: OutboxItem) -> Ran:
                  f"{sent.payload['until']}", then=key)
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What came of a verdict: `outcome` is 'recorded', 'already decided' or 'not pending';
+    `added` are the outbox items it queued (the field's write, the actions that follow)."""
+
+    outcome: str
+    added: tuple[str, ...] = ()
+
+
+def record_verdict(state: StateStore, rules: RuleSet, key: str, verdict: str,
+                   now: dt.datetime) -> Recorded:
+    """Record an approver's verdict once. What follows (the field written back, the actions
+    named for the verdict) is queued in the outbox, so this needs neither the CRM nor the
+    senders: only the state and the rules. The verdict, what follows it and the request's end
+    are one transaction that only the first click gets through: a crash or a locked database
+    leaves nothing, and the next click counts."""
+    request = state.item(key)
+    if request is None or request.kind != Kind.APPROVAL or request.action not in rules.actions:
+        return Recorded("not pending")
+    if state.item(f"{key}:decision") is not None:
+        return Recorded("already decided")
+    if request.status == "done":
+        return Recorded("not pending")
+    spec = rules.actions[request.action].spec
+    follow = spec.on_approve if verdict == "approve" else spec.on_reject
+    items = [OutboxItem(f"{key}:decision", request.record_id, request.action,
+                        Kind.APPROVAL_FIELD, {"field": spec.field, "value": STATUS[verdict]})]
+    items += [OutboxItem(f"{key}:{verdict}:{name}", request.record_id, name,
+                         rules.actions[name].kind, dict(request.payload))
+              for name in follow if name in rules.actions]
+    if not state.record_verdict(key, items, now):
+        return Recorded("already decided")
+    return Recorded("recorded", tuple(i.key for i in items))
+
+
 def write_approval_field(pipeline: Pipeline, item: OutboxItem) -> Ran:
+    """Write Pending (unless the verdict came first), or the verdict."""
     unless = item.payload.get("unless")
     if unless and pipeline.state.item(unless) is not None:
         return Done(f"{item.payload['field']} left as decided")  # Pending came too late
@@ -127,4 +167,5 @@ RUNNERS: dict[str, Runner] = {
     Kind.APPROVAL_FIELD: write_approval_field,
 }
 
-__all__ = ["RECORD_KINDS", "RUNNERS", "Done", "Kind", "Ran", "Runner", "Waits"]
+__all__ = ["RECORD_KINDS", "RUNNERS", "Done", "Kind", "Ran", "Recorded", "Runner", "Waits",
+           "record_verdict"]

@@ -45,7 +45,7 @@ from connector.errors import (
     RetriableError,
 )
 from connector.history.snapshots import Snapshotter
-from connector.outbox import RECORD_KINDS, RUNNERS, Ran, Waits
+from connector.outbox import RECORD_KINDS, RUNNERS, Ran, Waits, record_verdict
 from connector.state import Commit, OutboxItem, Snapshot, StateStore, cursor, holder
 from connector.state.notices import store_notice
 
@@ -491,9 +491,7 @@ class Pipeline:
 
     # --- approvals --------------------------------------------------------------------------
     def record_verdict(self, key: str, verdict: str, now: dt.datetime | None = None) -> str:
-        """Record an approver's verdict once (see connector.approvals.record_verdict)."""
-        from connector.approvals import record_verdict
-
+        """Record an approver's verdict once (see connector.outbox.record_verdict)."""
         return record_verdict(self.state, self.rules, key, verdict, now or self.now()).outcome
 
 

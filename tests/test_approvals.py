@@ -186,7 +186,7 @@ def test_a_decision_that_fails_to_record_is_not_lost(world, tmp_path):
 def test_two_clicks_at_the_same_instant_record_one_decision(world, tmp_path):
     """Two processes (two `serve` threads, two Lambdas) on the same state: one decision wins,
     and only its actions are queued."""
-    from connector.approvals import record_verdict
+    from connector.outbox import record_verdict
     from connector.state.sqlite import SqliteState
 
     app, org, inbox = world

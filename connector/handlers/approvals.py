@@ -64,10 +64,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def _lambda() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     from aws_lambda_powertools.logging import correlation_paths
 
-    from connector.approvals import record_verdict
     from connector.errors import ConnectorError
     from connector.files import load
     from connector.handlers import runtime
+    from connector.outbox import record_verdict
 
     logger = runtime.logger()
 

@@ -1,5 +1,5 @@
-"""The kinds of outbox item and the runner of each. An item's kind says what running it does;
-`RUNNERS` is the one place that says how, so a new kind is a member here and a runner there.
+"""The runner of each kind of outbox item. An item's kind (`connector.state.Kind`, stored with
+it) says what running it does; `RUNNERS` is the one place that says how.
 
 A runner takes the pipeline (its ports: CRM, state, actions) and the item, and returns what
 came of it as a plain value: `Done` (the item never runs again) or `Waits` (it ran and now
@@ -13,31 +13,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from connector.actions import decode_values
 from connector.approvals import PENDING, STATUS
 from connector.errors import RecordError, RetriableError
-from connector.state import Commit, OutboxItem, StateStore
+from connector.state import Commit, Kind, OutboxItem, StateStore
 
 if TYPE_CHECKING:
     from connector.core.ruleset import RuleSet
     from connector.pipeline import Pipeline
-
-
-class Kind(StrEnum):
-    """What an outbox item does. The values are stored in the outbox: never change one."""
-
-    RECORD = "record"          # a record that could not be computed: read and process it again
-    WRITEBACK = "writeback"    # a write-back the CRM refused: read and process it again
-    NOTICE = "notice"          # a webhook's notice: read and process the records it names
-    EMAIL = "email"            # the rules' actions, by their kind
-    HTTP = "http"
-    ERP = "erp"
-    AUDIENCE = "audience"
-    APPROVAL = "approval"      # email the approver, then wait for the verdict
-    APPROVAL_FIELD = "decision"  # write the approval's field: Pending, then the verdict
 
 
 # Items that re-read CRM records rather than act on the values stored with them.
@@ -167,5 +152,5 @@ RUNNERS: dict[str, Runner] = {
     Kind.APPROVAL_FIELD: write_approval_field,
 }
 
-__all__ = ["RECORD_KINDS", "RUNNERS", "Done", "Kind", "Ran", "Recorded", "Runner", "Waits",
+__all__ = ["RECORD_KINDS", "RUNNERS", "Done", "Ran", "Recorded", "Runner", "Waits",
            "record_verdict"]

@@ -46,7 +46,7 @@ from connector.errors import (
 )
 from connector.history.snapshots import Snapshotter
 from connector.outbox import RECORD_KINDS, RUNNERS, Ran, Waits, record_verdict
-from connector.state import Commit, OutboxItem, Snapshot, StateStore, cursor, holder
+from connector.state import Commit, Kind, OutboxItem, Snapshot, StateStore, cursor, holder
 from connector.state.notices import store_notice
 
 __all__ = ["LEASE", "OVERLAP", "DrainReport", "Pipeline", "RunReport", "store_notice"]
@@ -190,7 +190,7 @@ class Pipeline:
                 report.failed += 1
                 report.note(f"{rid}: {e.error}")
                 commit.outbox.append(OutboxItem(
-                    f"record:{rid}:{version}", rid, "compute", "record", {"ids": [rid]},
+                    f"record:{rid}:{version}", rid, "compute", Kind.RECORD, {"ids": [rid]},
                     status="parked", reason=e.error or ""))
                 continue
             result = results.get(rid)
@@ -199,7 +199,7 @@ class Pipeline:
                 reason = f"{result.code}: {result.message}"
                 report.note(f"{rid}: {reason}")
                 commit.outbox.append(OutboxItem(
-                    f"writeback:{rid}:{version}", rid, "writeback", "writeback",
+                    f"writeback:{rid}:{version}", rid, "writeback", Kind.WRITEBACK,
                     {"ids": [rid], "fields": list(outcome.changes)}, status="parked",
                     reason=reason))
                 if backfill:  # what is true now stays the past when the write goes through

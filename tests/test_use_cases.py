@@ -7,8 +7,8 @@ from __future__ import annotations
 import typing
 
 from connector.core.ruleset import Action
-from connector.outbox import RUNNERS, Kind
-from connector.state import Commit, OutboxItem
+from connector.outbox import RUNNERS
+from connector.state import Commit, Kind, OutboxItem
 from connector.state.notices import store_notice
 from tests.smtp_server import smtp  # noqa: F401 - the fixture
 from tests.test_outbox_recovery import DEALS, LIKELY, world  # noqa: F401 - the fixture

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -31,12 +32,27 @@ from connector.core.edges import LedgerState
 Status = Literal["pending", "parked", "waiting", "done"]
 
 
+class Kind(StrEnum):
+    """What an outbox item does (connector.outbox.RUNNERS runs each). The values are stored:
+    never change one."""
+
+    RECORD = "record"          # a record that could not be computed: read and process it again
+    WRITEBACK = "writeback"    # a write-back the CRM refused: read and process it again
+    NOTICE = "notice"          # a webhook's notice: read and process the records it names
+    EMAIL = "email"            # the rules' actions, by their kind
+    HTTP = "http"
+    ERP = "erp"
+    AUDIENCE = "audience"
+    APPROVAL = "approval"      # email the approver, then wait for the verdict
+    APPROVAL_FIELD = "decision"  # write the approval's field: Pending, then the verdict
+
+
 @dataclass
 class OutboxItem:
     key: str                      # the idempotency key: one effect per key, ever
     record_id: str
     action: str                   # the action's name in the rules, or 'writeback'
-    kind: str                     # email | http | erp | writeback | approval
+    kind: str                     # a Kind's value
     payload: dict[str, Any]       # what the action needs (the record's values as of the edge)
     status: Status = "pending"
     attempts: int = 0

@@ -406,9 +406,10 @@ class Pipeline:
             self.state.wait(item.key, ran.reason, now)
             report.results.append(f"{item.key}: {ran.reason}")
             then = self.state.item(ran.then) if ran.then else None
-            if then is not None and then.status == "pending":
-                return {item.key} | self._drain_one(then, report, lease, me)
-            return {item.key}
+            if then is None or then.status != "pending":
+                return {item.key}
+            report.added.append(then.key)   # queued next, unless it runs here
+            return {item.key} | self._drain_one(then, report, lease, me)
         self.state.done(item.key, self.now())
         report.done += 1
         report.results.append(f"{item.key}: {ran.text}")

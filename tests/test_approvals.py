@@ -294,3 +294,25 @@ def test_a_crash_after_the_note_sends_no_second_email(world):
     [waiting] = app.state.items("waiting")
     assert waiting.reason.startswith("awaiting the decision of manager@example.com until ")
     assert org.records[DEAL]["Approval_Status__c"] == "Pending"
+
+
+def test_run_items_runs_an_approval_and_its_pending_note_and_a_verdict_returns_what_follows(
+        world):
+    """The worker's use case: the request's message runs the request and its Pending write-back
+    (nothing left to queue); the click returns the keys of the items it queued."""
+    from connector.outbox import record_verdict
+
+    app, org, inbox = world
+    org.clock.advance(seconds=1)
+    app.pipeline.poll(fire_backfill=True)
+    [request] = [i for i in app.state.items("pending") if i.kind == "approval"]
+    ran = app.pipeline.run_items([request.key])
+    assert ran.added == [] and app.state.item(f"{request.key}:pending").status == "done"
+    assert org.records[DEAL]["Approval_Status__c"] == "Pending" and len(inbox.messages) == 1
+
+    recorded = record_verdict(app.state, app.pipeline.rules, request.key, "approve", org.clock())
+    assert recorded.outcome == "recorded"
+    assert sorted(recorded.added) == sorted(i.key for i in app.state.items("pending"))
+    assert f"{request.key}:decision" in recorded.added and len(recorded.added) == 2
+    assert app.pipeline.run_items(recorded.added).done == 2
+    assert org.records[DEAL]["Approval_Status__c"] == "Approved"

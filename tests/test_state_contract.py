@@ -206,3 +206,18 @@ def test_the_first_decision_is_recorded_whole_and_a_second_changes_nothing(store
     assert {i.key for i in store.due(T0)} == {"r1:approve-it:1:decision",
                                               "r1:approve-it:1:Approved:erp-order",
                                               "r1:approve-it:1:Approved:tell-owner"}
+
+
+def test_state_url_is_read_in_one_place():
+    from pathlib import Path
+
+    from connector.errors import ConfigurationError
+    from connector.state import StateUrl
+
+    assert StateUrl.parse("sqlite:///data/state.db") == StateUrl("sqlite", "data/state.db")
+    assert StateUrl.parse("sqlite:///data/state.db").folder == Path("data")
+    assert StateUrl.parse("sqlite:///").where == ":memory:"
+    assert StateUrl.parse("dynamodb://crm-state") == StateUrl("dynamodb", "crm-state")
+    assert StateUrl.parse("dynamodb://crm-state").folder is None
+    with pytest.raises(ConfigurationError, match="neither sqlite:///PATH nor dynamodb://TABLE"):
+        StateUrl.parse("postgres://db/state")

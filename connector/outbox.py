@@ -2,9 +2,11 @@
 it) says what running it does; `RUNNERS` is the one place that says how.
 
 A runner takes the pipeline (its ports: CRM, state, actions) and the item, and returns what
-came of it as a plain value: `Done` (the item never runs again) or `Waits` (it ran and now
-waits for a person). A failure is an error of the tree (connector.errors): retried or parked
-by the drain. An approval is read here in one pass: the request emails and waits, the verdict
+came of it as a plain value: `Done` (the item never runs again), `Waits` (it ran and now
+waits for a person) or `Failed` (part of its work went through). Any other failure is an error
+of the tree (connector.errors), raised: retried or parked by the drain.
+
+An approval is read here in one pass: the request emails and waits, the verdict
 (`record_verdict`, from the approver's click) ends the wait and queues what follows.
 """
 
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from connector.actions import decode_values
 from connector.approvals import PENDING, STATUS
-from connector.errors import RecordError, RetriableError
+from connector.errors import ConnectorError, RecordError, RetriableError
 from connector.state import Commit, Kind, OutboxItem, StateStore
 
 if TYPE_CHECKING:
@@ -45,7 +47,16 @@ class Waits:
     then: str | None = None
 
 
-Ran = Done | Waits
+@dataclass(frozen=True)
+class Failed:
+    """The item failed (`error`: retried or parked as that error says) after part of its work
+    was committed: `added` are the outbox items that part added, which run all the same."""
+
+    error: ConnectorError
+    added: tuple[str, ...] = ()
+
+
+Ran = Done | Waits | Failed
 Runner = Callable[["Pipeline", OutboxItem], Ran]
 
 
@@ -55,7 +66,8 @@ def reprocess_records(pipeline: Pipeline, item: OutboxItem) -> Ran:
     report = pipeline.fetch_and_process(list(item.payload.get("ids", [])),
                                         reprocess=item.kind != Kind.NOTICE)
     if report.failed or report.parked:
-        raise RecordError("; ".join(report.reasons) or "the record failed again")
+        return Failed(RecordError("; ".join(report.reasons) or "the record failed again"),
+                      tuple(report.added))
     return Done(f"read {report.read}, wrote {report.written}, unchanged {report.unchanged}, "
                 f"actions {report.actions}", tuple(report.added))
 
@@ -152,5 +164,5 @@ RUNNERS: dict[str, Runner] = {
     Kind.APPROVAL_FIELD: write_approval_field,
 }
 
-__all__ = ["RECORD_KINDS", "RUNNERS", "Done", "Ran", "Recorded", "Runner", "Waits",
+__all__ = ["RECORD_KINDS", "RUNNERS", "Done", "Failed", "Ran", "Recorded", "Runner", "Waits",
            "record_verdict"]

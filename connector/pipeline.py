@@ -45,7 +45,7 @@ from connector.errors import (
     RetriableError,
 )
 from connector.history.snapshots import Snapshotter
-from connector.outbox import RECORD_KINDS, RUNNERS, Ran, Waits, record_verdict
+from connector.outbox import RECORD_KINDS, RUNNERS, Failed, Ran, Waits, record_verdict
 from connector.state import Commit, Kind, OutboxItem, Snapshot, StateStore, cursor, holder
 from connector.state.notices import store_notice
 
@@ -401,6 +401,10 @@ class Pipeline:
             return {item.key}
         except Exception as exc:  # a bug or a library's surprise: this item alone waits
             self._park_unexpected(item, exc, now, report)
+            return {item.key}
+        if isinstance(ran, Failed):
+            report.added += ran.added
+            self._failed(item, ran.error, now, report)
             return {item.key}
         if isinstance(ran, Waits):
             self.state.wait(item.key, ran.reason, now)

@@ -41,6 +41,23 @@ def test_run_items_runs_the_named_items_alone_and_returns_the_keys_they_added(wo
     assert again.done == 0 and again.added == [] and pushed == [NEW]
 
 
+def test_a_notice_whose_record_fails_is_parked_and_what_its_other_record_fired_runs(
+        world):  # noqa: F811
+    """Part of a notice's work went through: the actions it fired are queued all the same."""
+    app, org, _, _, _, _ = world
+    waiting = pending(app)
+    org.add(NEW, Name="Deal 9", **LIKELY)
+    org.add("006C00000000000008", StageName="Bargaining")   # no workflow knows this stage
+    org.clock.advance(seconds=1)
+    store_notice(app.state, "n2", [NEW, "006C00000000000008"], org.clock())
+
+    report = app.pipeline.run_items(["notice:n2"])
+    notice = app.state.item("notice:n2")
+    assert report.parked == 1 and notice is not None and notice.status == "parked"
+    assert "006C00000000000008" in notice.reason
+    assert sorted(report.added) == sorted(pending(app) - waiting) and len(report.added) == 2
+
+
 def test_every_outbox_kind_has_one_runner_and_every_action_kind_is_one():
     assert set(RUNNERS) == set(Kind)
     kinds = typing.get_args(typing.get_type_hints(Action)["kind"])

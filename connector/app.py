@@ -18,7 +18,7 @@ from connector.errors import ConfigurationError
 from connector.files import Loaded, load
 from connector.pipeline import Pipeline, utcnow
 from connector.settings import Settings, load_settings
-from connector.state import StateStore, open_state
+from connector.state import StateStore, StateUrl, open_state
 from connector.state.notices import store_notice
 
 
@@ -70,8 +70,8 @@ class App:
         memory while warm): the fields only change when an admin changes the mapping, and the
         check costs a call per object the mapping reaches."""
         cache = None
-        if self.settings.state_url.startswith("sqlite:///"):
-            folder = Path(self.settings.state_url.removeprefix("sqlite:///")).parent
+        folder = StateUrl.parse(self.settings.state_url).folder
+        if folder is not None:
             cache = folder / f"describe-{self.loaded.version}.json"
             try:
                 data = json.loads(cache.read_text())

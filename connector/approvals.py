@@ -3,8 +3,8 @@
 A link carries a token: the approval it answers (the outbox key of the approval request), the
 record, the action, the decision and an expiry, signed with HMAC-SHA256 under APPROVAL_SECRET.
 Opening it (GET) only shows a confirmation page, because mail scanners open links; the button
-on that page POSTs, and the first decision recorded wins: a second click, an expired or an
-altered token change nothing.
+on that page POSTs, and the first verdict recorded (connector.outbox.record_verdict) wins: a
+second click, an expired or an altered token change nothing.
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ import hmac
 import json
 from dataclasses import dataclass
 from html import escape
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from connector.errors import RefusedInput
 
-if TYPE_CHECKING:
-    from connector.core.ruleset import RuleSet
-    from connector.state import StateStore
-
-Decision = Literal["approve", "reject"]
+# What an approver answers (not core's Decision, which is what the rules compute).
+Verdict = Literal["approve", "reject"]
 STATUS = {"approve": "Approved", "reject": "Rejected"}
 PENDING = "Pending"
 
@@ -42,7 +39,7 @@ class Claim:
     key: str              # the approval request's outbox key
     record_id: str
     action: str
-    decision: Decision
+    decision: Verdict
     expires: dt.datetime
 
 
@@ -86,7 +83,7 @@ def read_token(secret: str, token: str, now: dt.datetime) -> Claim:
 
 
 def page(title: str, message: str, token: str | None = None,
-         decision: Decision | None = None) -> str:
+         decision: Verdict | None = None) -> str:
     """A small self-contained page; with a token, the button that records the decision."""
     form = ""
     if token and decision:
@@ -99,29 +96,3 @@ def page(title: str, message: str, token: str | None = None,
             "margin:3rem auto;padding:0 1rem}button{font-size:1.1rem;padding:.5rem 1.5rem}"
             f"</style></head><body><h1>{escape(title)}</h1><p>{escape(message)}</p>{form}"
             "</body></html>")
-
-
-def decide(state: StateStore, rules: RuleSet, key: str, decision: str,
-           now: dt.datetime) -> str:
-    """Record an approver's decision once: 'recorded', 'already decided' or 'not pending'.
-    What follows (the field written back, the actions named for the decision) is queued in the
-    outbox, so this needs neither the CRM nor the senders: only the state and the rules.
-    The decision, what follows it and the request's end are one transaction that only the first
-    click gets through: a crash or a locked database leaves nothing, and the next click counts."""
-    from connector.state import OutboxItem
-
-    request = state.item(key)
-    if request is None or request.kind != "approval" or request.action not in rules.actions:
-        return "not pending"
-    if state.item(f"{key}:decision") is not None:
-        return "already decided"
-    if request.status == "done":
-        return "not pending"
-    spec = rules.actions[request.action].spec
-    follow = spec.on_approve if decision == "approve" else spec.on_reject
-    items = [OutboxItem(f"{key}:decision", request.record_id, request.action, "decision",
-                        {"field": spec.field, "value": STATUS[decision]})]
-    items += [OutboxItem(f"{key}:{decision}:{name}", request.record_id, name,
-                         rules.actions[name].kind, dict(request.payload))
-              for name in follow if name in rules.actions]
-    return "recorded" if state.decide(key, items, now) else "already decided"

@@ -740,12 +740,12 @@ def serve(
         if str(event.get("rawPath", "")).startswith("/approvals/"):
             secret = application.settings.approval_secret
             return approval_route(event, secret=secret.get_secret_value() if secret else "",
-                                  decide=decide, now=application.now)
+                                  record_verdict=record_verdict, now=application.now)
         return route(event, settings=application.settings, store=store,
                      version=application.version)
 
-    def decide(key: str, decision: str) -> str:
-        outcome = application.pipeline.decide(key, decision)
+    def record_verdict(key: str, verdict: str) -> str:
+        outcome = application.pipeline.record_verdict(key, verdict)
         worker.wake.set()
         return outcome
 

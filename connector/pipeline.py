@@ -30,7 +30,6 @@ import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from connector.actions import ActionRunner, decode_values, encode_values, idempotency_key
 from connector.core.edges import rising_edges
@@ -38,9 +37,16 @@ from connector.core.evaluate import Evaluator, Outcome
 from connector.core.ruleset import RuleSet
 from connector.core.values import parse_datetime
 from connector.crm import Crm, Record, json_value, scrub
-from connector.errors import ConnectorError, FatalError, RecordError, RetriableError
+from connector.errors import (
+    ConfigurationError,
+    ConnectorError,
+    FatalError,
+    RecordError,
+    RetriableError,
+)
 from connector.history.snapshots import Snapshotter
-from connector.state import Commit, OutboxItem, Snapshot, StateStore, holder
+from connector.outbox import RECORD_KINDS, RUNNERS, Failed, Ran, Waits, record_verdict
+from connector.state import Commit, Kind, OutboxItem, Snapshot, StateStore, cursor, holder
 from connector.state.notices import store_notice
 
 __all__ = ["LEASE", "OVERLAP", "DrainReport", "Pipeline", "RunReport", "store_notice"]
@@ -52,10 +58,9 @@ log = logging.getLogger(__name__)
 OVERLAP = dt.timedelta(minutes=5)
 LEASE = dt.timedelta(minutes=10)
 MAX_ATTEMPTS = 12
-# The backfill marker's values rise, as a cursor's must (DynamoDB only moves one forward).
+# The backfill marker is kept as a cursor, so its values rise (a cursor only moves forward).
 BACKFILL_RUNNING = "1 running"
 BACKFILL_DONE = "2 done"
-RECORD_KINDS = ("record", "writeback", "notice")  # outbox items that re-read CRM records
 
 
 @dataclass
@@ -72,6 +77,7 @@ class RunReport:
     stopped: str | None = None
     backfill: bool = False  # this poll was the deployment's first: it reads everything
     reasons: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)  # the keys of the outbox items it added
 
     def note(self, reason: str) -> None:
         if len(self.reasons) < 50:
@@ -87,6 +93,8 @@ class DrainReport:
     in_flight_until: str | None = None  # the last of those leases ends then (ISO, UTC)
     stopped: str | None = None
     results: list[str] = field(default_factory=list)
+    # The outbox items the runs added and did not run themselves: the items to run next.
+    added: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -116,14 +124,6 @@ def full_calls(changed: list[bool], write_size: int) -> int:
     return at[full] if full < len(at) else len(changed)
 
 
-class _Waiting(Exception):
-    """The item ran and now waits for a person; `then` is an item it added to run now."""
-
-    def __init__(self, reason: str, then: str | None = None) -> None:
-        super().__init__(reason)
-        self.then = then
-
-
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -149,14 +149,14 @@ class Pipeline:
         self.snapshots = Snapshotter(rules.mapping, rules.closed) if snapshots else None
 
     # --- one batch ------------------------------------------------------------------------
-    def _evaluate(self, records: list[Record], report: RunReport, force: bool, dry_run: bool
-                  ) -> list[_Evaluated]:
-        """The records not handled yet at their version (all of them with `force`), evaluated,
-        each with its snapshot (none in a dry run)."""
+    def _evaluate(self, records: list[Record], report: RunReport, reprocess: bool,
+                  dry_run: bool) -> list[_Evaluated]:
+        """The records not handled yet at their version (all of them with `reprocess`),
+        evaluated, each with its snapshot (none in a dry run)."""
         today, now = self.today(), self.now()
         versioned = [(str(r.get(self.mapping.id_field)), self._version(r), r) for r in records]
         report.read += len(records)
-        done = set() if force else self.state.handled(
+        done = set() if reprocess else self.state.handled(
             (rid, v) for rid, v, _ in versioned if v is not None)
         evaluated: list[_Evaluated] = []
         for rid, version, raw in versioned:
@@ -190,7 +190,7 @@ class Pipeline:
                 report.failed += 1
                 report.note(f"{rid}: {e.error}")
                 commit.outbox.append(OutboxItem(
-                    f"record:{rid}:{version}", rid, "compute", "record", {"ids": [rid]},
+                    f"record:{rid}:{version}", rid, "compute", Kind.RECORD, {"ids": [rid]},
                     status="parked", reason=e.error or ""))
                 continue
             result = results.get(rid)
@@ -199,7 +199,7 @@ class Pipeline:
                 reason = f"{result.code}: {result.message}"
                 report.note(f"{rid}: {reason}")
                 commit.outbox.append(OutboxItem(
-                    f"writeback:{rid}:{version}", rid, "writeback", "writeback",
+                    f"writeback:{rid}:{version}", rid, "writeback", Kind.WRITEBACK,
                     {"ids": [rid], "fields": list(outcome.changes)}, status="parked",
                     reason=reason))
                 if backfill:  # what is true now stays the past when the write goes through
@@ -212,14 +212,18 @@ class Pipeline:
             self._edges(rid, outcome, commit, report, backfill)
         if not dry_run and commits:
             self.state.commit(commits, now)
+            report.added += [i.key for c in commits for i in c.outbox if i.status == "pending"]
 
-    def process(self, records: list[Record], report: RunReport, dry_run: bool = False,
-                force: bool = False) -> None:
+    def process(self, records: list[Record], dry_run: bool = False,
+                reprocess: bool = False) -> RunReport:
         """Evaluate, write back and commit records already read (a webhook's, a test's)."""
-        self._process_pages([records], report, dry_run=dry_run, force=force)
+        report = RunReport()
+        self._process_pages([records], report, dry_run=dry_run, reprocess=reprocess)
+        return report
 
     def _process_pages(self, pages: Iterable[list[Record]], report: RunReport, *,
-                       dry_run: bool = False, force: bool = False, backfill: bool = False,
+                       dry_run: bool = False, reprocess: bool = False,
+                       backfill: bool = False,
                        committed: Callable[[list[_Evaluated]], None] = lambda batch: None
                        ) -> None:
         """Process pages as one stream, committing in batches that fill the write calls (see
@@ -237,7 +241,7 @@ class Pipeline:
                 self._commit(held, report, dry_run, backfill)
                 committed(held)
                 held = []
-            held += self._evaluate(fresh, report, force, dry_run)
+            held += self._evaluate(fresh, report, reprocess, dry_run)
             cut = len(held) if dry_run else full_calls([e.changed for e in held],
                                                           self.crm.write_size)
             if cut:
@@ -283,23 +287,21 @@ class Pipeline:
         a deployment is a backfill (see the top of this module) unless `fire_backfill`."""
         report = RunReport()
         started = self.now()
-        cursor = self.state.get_cursor(self.cursor_name)
+        report.cursor = self.state.get_cursor(self.cursor_name)
         if since is None:
-            since = dt.datetime.fromisoformat(cursor) - OVERLAP if cursor else None
-        report.cursor = cursor
+            since = cursor.read_from(report.cursor, OVERLAP)
         marker = self.state.get_cursor(self.backfill_name)
-        report.backfill = marker == BACKFILL_RUNNING or (cursor is None and marker is None)
+        report.backfill = marker == BACKFILL_RUNNING or (report.cursor is None and
+                                                         marker is None)
         backfill = report.backfill and not fire_backfill
         if report.backfill and not dry_run and marker is None:
             self.state.set_cursor(self.backfill_name, BACKFILL_RUNNING)
 
         def move_cursor(batch: list[_Evaluated]) -> None:
-            stamps = [e.version for e in batch if e.version is not None]
-            if stamps and not dry_run:
-                newest = min(max(stamps), started.astimezone(dt.UTC).isoformat())
-                if report.cursor is None or newest > report.cursor:
-                    self.state.set_cursor(self.cursor_name, newest)
-                    report.cursor = newest
+            moved = cursor.after_batch(report.cursor, (e.version for e in batch), started)
+            if moved is not None and not dry_run:
+                self.state.set_cursor(self.cursor_name, moved)
+                report.cursor = moved
 
         try:
             self._process_pages(self.crm.changed(since, started), report, dry_run=dry_run,
@@ -324,17 +326,20 @@ class Pipeline:
         field = self.mapping.crm_field(closed.field) if closed else self.mapping.id_field
         try:
             self._process_pages(self.crm.open_records(field, list(closed.labels) if closed
-                                                      else []), report, force=True)
+                                                      else []), report, reprocess=True)
         except (FatalError, RetriableError) as exc:
             report.stopped = str(exc)
         return report
 
     # --- webhooks ---------------------------------------------------------------------------
-    def fetch_and_process(self, ids: list[str], report: RunReport, force: bool = False) -> None:
-        """Read the records with these ids, a CRM page at a time, and process them."""
+    def fetch_and_process(self, ids: list[str], reprocess: bool = False) -> RunReport:
+        """Read the records with these ids, a CRM page at a time, and process them; with
+        `reprocess`, the versions handled already too."""
+        report = RunReport()
         size = self.crm.page_size
         pages = (self.crm.fetch(ids[i:i + size]) for i in range(0, len(ids), size))
-        self._process_pages(pages, report, force=force)
+        self._process_pages(pages, report, reprocess=reprocess)
+        return report
 
     # --- the outbox -------------------------------------------------------------------------
     def drain(self, limit: int = 1000, lease: dt.timedelta = LEASE) -> DrainReport:
@@ -342,19 +347,36 @@ class Pipeline:
         is leased while it runs (in Lambda, pass the invocation's time left, so no lease
         outlives the function); the leases of a run that died on this host are taken back
         first. One item's failure, whatever it is, parks or delays that item alone."""
-        report = DrainReport()
+        self._reclaim_dead_leases()
+        return self._run_items(self.state.due(self.now(), limit), lease)
+
+    def run_items(self, keys: Iterable[str], lease: dt.timedelta = LEASE) -> DrainReport:
+        """Run these outbox items, those of them that are due, and no others (a worker's
+        message names them), as `drain` runs its items. The report's `added` are the items
+        their runs added: the ones to run next."""
+        self._reclaim_dead_leases()
+        now = self.now()
+        found = [self.state.item(k) for k in sorted(set(keys))]
+        return self._run_items([i for i in found if i is not None and i.status == "pending"
+                                and (i.next_at is None or i.next_at <= now)], lease)
+
+    def _reclaim_dead_leases(self) -> None:
         me = holder.this_process()
         for item in self.state.in_flight(self.now()):
             if item.holder != me and holder.is_gone(item.holder):
                 self.state.reclaim(item.key, item.holder, self.now())
-        due = self.state.due(self.now(), limit)
-        together = self._drain_together(due, report, lease, me)
+
+    def _run_items(self, due: list[OutboxItem], lease: dt.timedelta) -> DrainReport:
+        report = DrainReport()
+        me = holder.this_process()
+        ran = self._drain_together(due, report, lease, me)
         for item in due:
-            if item.key in together:
+            if item.key in ran:
                 continue
-            self._drain_one(item, report, lease, me)
+            ran |= self._drain_one(item, report, lease, me)
             if report.stopped is not None:
                 break
+        report.added = [k for k in dict.fromkeys(report.added) if k not in ran]
         others = self.state.in_flight(self.now())
         report.in_flight = len(others)
         ends = [i.lease_until for i in others if i.lease_until is not None]
@@ -363,32 +385,46 @@ class Pipeline:
         return report
 
     def _drain_one(self, item: OutboxItem, report: DrainReport, lease: dt.timedelta,
-                   me: str) -> None:
+                   me: str) -> set[str]:
+        """Claim and run one item (and the item it says to run next); returns the keys run."""
         now = self.now()
         if not self.state.claim(item.key, now, lease, me):
-            return
+            return set()
         try:
-            result = self._run(item)
-        except _Waiting as waiting:
-            self.state.wait(item.key, str(waiting), now)
-            report.results.append(f"{item.key}: {waiting}")
-            then = self.state.item(waiting.then) if waiting.then else None
-            if then is not None and then.status == "pending":
-                self._drain_one(then, report, lease, me)
-            return
+            ran = self._run(item)
         except FatalError as exc:
             self.state.retry_later(item.key, str(exc), now + dt.timedelta(minutes=15))
             report.stopped = str(exc)
-            return
+            return {item.key}
         except ConnectorError as exc:
             self._failed(item, exc, now, report)
-            return
+            return {item.key}
         except Exception as exc:  # a bug or a library's surprise: this item alone waits
             self._park_unexpected(item, exc, now, report)
-            return
+            return {item.key}
+        if isinstance(ran, Failed):
+            report.added += ran.added
+            self._failed(item, ran.error, now, report)
+            return {item.key}
+        if isinstance(ran, Waits):
+            self.state.wait(item.key, ran.reason, now)
+            report.results.append(f"{item.key}: {ran.reason}")
+            then = self.state.item(ran.then) if ran.then else None
+            if then is None or then.status != "pending":
+                return {item.key}
+            report.added.append(then.key)   # queued next, unless it runs here
+            return {item.key} | self._drain_one(then, report, lease, me)
         self.state.done(item.key, self.now())
         report.done += 1
-        report.results.append(f"{item.key}: {result}")
+        report.results.append(f"{item.key}: {ran.text}")
+        report.added += ran.added
+        return {item.key}
+
+    def _run(self, item: OutboxItem) -> Ran:
+        runner = RUNNERS.get(item.kind)
+        if runner is None:
+            raise ConfigurationError(f"no runner for outbox items of kind '{item.kind}'")
+        return runner(self, item)
 
     def _failed(self, item: OutboxItem, exc: ConnectorError, now: dt.datetime,
                 report: DrainReport) -> None:
@@ -458,67 +494,10 @@ class Pipeline:
         message = scrub(str(exc), sorted(filter(None, secrets), key=len, reverse=True))
         return f"unexpected {type(exc).__name__}: {message[:300]}"
 
-    def _run(self, item: OutboxItem) -> str:
-        if item.kind in RECORD_KINDS:
-            inner = RunReport()
-            self.fetch_and_process(list(item.payload.get("ids", [])), inner,
-                                   force=item.kind != "notice")
-            if inner.failed or inner.parked:
-                raise RecordError("; ".join(inner.reasons) or "the record failed again")
-            return (f"read {inner.read}, wrote {inner.written}, unchanged {inner.unchanged}, "
-                    f"actions {inner.actions}")
-        if self.actions is None:
-            raise RetriableError("no action runner is configured")
-        values = decode_values(item.payload.get("values", {}))
-        if item.kind == "approval":
-            return self._request_approval(item, values)
-        if item.kind == "decision":
-            return self._record_decision(item)
-        return self.actions.run(item.action, item.key, values)
-
     # --- approvals --------------------------------------------------------------------------
-    def _approval_field(self, action: str) -> str:
-        return str(self.rules.actions[action].spec.field)
-
-    def _request_approval(self, item: OutboxItem, values: dict[str, Any]) -> str:
-        """Email the approver, then note at once that it went: the Pending write-back, an item
-        of its own, is that note. It is retried alone, and a rerun that finds it sends no
-        second email. Only a crash between the SMTP server's answer and that one local
-        transaction sends it twice, under the same Message-ID."""
-        from connector.approvals import PENDING
-
-        assert self.actions is not None
-        key = f"{item.key}:pending"
-        sent = self.state.item(key)
-        if sent is None:
-            to, expires = self.actions.request_approval(item.action, item.key, item.record_id,
-                                                        values, self.now())
-            sent = OutboxItem(key, item.record_id, item.action, "decision",
-                              {"field": self._approval_field(item.action), "value": PENDING,
-                               "unless": f"{item.key}:decision", "to": to,
-                               "until": f"{expires:%Y-%m-%d}"})
-            self.state.commit([Commit(item.record_id, None, outbox=[sent])], self.now())
-        # Not done: it waits, visible in `outbox list`, until the approver decides.
-        raise _Waiting(f"awaiting the decision of {sent.payload['to']} until "
-                       f"{sent.payload['until']}", then=key)
-
-    def _write_field(self, record_id: str, field_name: str, value: str) -> None:
-        [result] = self.crm.write([(record_id, {self.mapping.crm_field(field_name): value})])
-        if not result.ok:
-            raise RecordError(f"{result.code}: {result.message}")
-
-    def decide(self, key: str, decision: str, now: dt.datetime | None = None) -> str:
-        """Record an approver's decision once (see connector.approvals.decide)."""
-        from connector.approvals import decide
-
-        return decide(self.state, self.rules, key, decision, now or self.now())
-
-    def _record_decision(self, item: OutboxItem) -> str:
-        unless = item.payload.get("unless")
-        if unless and self.state.item(unless) is not None:
-            return f"{item.payload['field']} left as decided"  # Pending came too late
-        self._write_field(item.record_id, item.payload["field"], item.payload["value"])
-        return f"{item.payload['field']} = {item.payload['value']}"
+    def record_verdict(self, key: str, verdict: str, now: dt.datetime | None = None) -> str:
+        """Record an approver's verdict once (see connector.outbox.record_verdict)."""
+        return record_verdict(self.state, self.rules, key, verdict, now or self.now()).outcome
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> dt.timedelta:

@@ -103,7 +103,8 @@ def request_approval(app, org, inbox):
 def click(app, link, method="GET"):
     path = urllib.parse.urlsplit(link).path
     event = to_event(method, path, {}, b"token=x" if method == "POST" else b"")
-    return approval_route(event, secret=SECRET, decide=app.pipeline.decide, now=app.now)
+    return approval_route(event, secret=SECRET, record_verdict=app.pipeline.record_verdict,
+                          now=app.now)
 
 
 def test_an_approval_is_requested_decided_once_and_written_back(world):
@@ -185,7 +186,7 @@ def test_a_decision_that_fails_to_record_is_not_lost(world, tmp_path):
 def test_two_clicks_at_the_same_instant_record_one_decision(world, tmp_path):
     """Two processes (two `serve` threads, two Lambdas) on the same state: one decision wins,
     and only its actions are queued."""
-    from connector.approvals import decide
+    from connector.outbox import record_verdict
     from connector.state.sqlite import SqliteState
 
     app, org, inbox = world
@@ -197,7 +198,8 @@ def test_two_clicks_at_the_same_instant_record_one_decision(world, tmp_path):
 
     def click_as(store, choice):
         start.wait()
-        outcomes[choice] = decide(store, app.pipeline.rules, waiting.key, choice, org.clock())
+        outcomes[choice] = record_verdict(store, app.pipeline.rules, waiting.key, choice,
+                                         org.clock()).outcome
 
     threads = [threading.Thread(target=click_as, args=(s, c))
                for s, c in zip(stores, ("approve", "reject"))]
@@ -292,3 +294,25 @@ def test_a_crash_after_the_note_sends_no_second_email(world):
     [waiting] = app.state.items("waiting")
     assert waiting.reason.startswith("awaiting the decision of manager@example.com until ")
     assert org.records[DEAL]["Approval_Status__c"] == "Pending"
+
+
+def test_run_items_runs_an_approval_and_its_pending_note_and_a_verdict_returns_what_follows(
+        world):
+    """The worker's use case: the request's message runs the request and its Pending write-back
+    (nothing left to queue); the click returns the keys of the items it queued."""
+    from connector.outbox import record_verdict
+
+    app, org, inbox = world
+    org.clock.advance(seconds=1)
+    app.pipeline.poll(fire_backfill=True)
+    [request] = [i for i in app.state.items("pending") if i.kind == "approval"]
+    ran = app.pipeline.run_items([request.key])
+    assert ran.added == [] and app.state.item(f"{request.key}:pending").status == "done"
+    assert org.records[DEAL]["Approval_Status__c"] == "Pending" and len(inbox.messages) == 1
+
+    recorded = record_verdict(app.state, app.pipeline.rules, request.key, "approve", org.clock())
+    assert recorded.outcome == "recorded"
+    assert sorted(recorded.added) == sorted(i.key for i in app.state.items("pending"))
+    assert f"{request.key}:decision" in recorded.added and len(recorded.added) == 2
+    assert app.pipeline.run_items(recorded.added).done == 2
+    assert org.records[DEAL]["Approval_Status__c"] == "Approved"

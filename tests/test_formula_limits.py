@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from connector.cli import main
 from connector.core.expressions import MAX_DEPTH
 from connector.files import load
-from connector.pipeline import Pipeline, RunReport
+from connector.pipeline import Pipeline
 from connector.simulate import simulate
 from connector.state.sqlite import SqliteState
 
@@ -133,8 +133,7 @@ def test_a_formula_check_accepts_evaluates_in_simulate_and_sync(tmp_path_factory
     state = SqliteState(folder / "state.db")
     pipeline = Pipeline(rules, _NoWrites(), state,  # type: ignore[arg-type]
                         now=lambda: dt.datetime(2026, 11, 15, 12, tzinfo=dt.UTC))
-    report = RunReport()
-    pipeline.process(records, report, dry_run=True)  # a record may fail; none may raise
+    report = pipeline.process(records, dry_run=True)  # a record may fail; none may raise
     assert report.read == 60
 
 

@@ -11,7 +11,7 @@ import pytest
 import responses
 
 from connector.cli import main
-from connector.pipeline import Pipeline, RunReport
+from connector.pipeline import Pipeline
 from tests.fake_salesforce import Clock, FakeOrg
 from tests.test_sync import fill, make_app
 
@@ -39,7 +39,7 @@ def test_each_read_appends_what_changed_and_costs_no_api_call(tmp_path, org):
     assert len(snapshots(app)) == 300 + report.written
     org.clock.advance(seconds=1)
     pipeline.sweep()                         # read again, nothing changed
-    pipeline.fetch_and_process(list(org.records)[:20], RunReport(), force=True)
+    pipeline.fetch_and_process(list(org.records)[:20], reprocess=True)
     assert len(snapshots(app)) == 300 + report.written
     used = org.api_calls - before
 
@@ -57,7 +57,7 @@ def test_each_read_appends_what_changed_and_costs_no_api_call(tmp_path, org):
         bare.poll()
         other.clock.advance(seconds=1)
         bare.sweep()
-        bare.fetch_and_process(list(other.records)[:20], RunReport(), force=True)
+        bare.fetch_and_process(list(other.records)[:20], reprocess=True)
         assert other.api_calls - start == used
         assert snapshots(bare_app) == []
 

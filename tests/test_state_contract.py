@@ -5,11 +5,16 @@ notifications refused, claims exclusive until their lease ends, parked items kep
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connector.core.edges import LedgerState
-from connector.state import Commit, OutboxItem
+from connector.pipeline import BACKFILL_DONE, BACKFILL_RUNNING
+from connector.state import Commit, OutboxItem, cursor
 from connector.state.sqlite import SqliteState
 
 T0 = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
@@ -47,6 +52,35 @@ def test_the_cursor_starts_empty_and_keeps_the_last_value(store):
     store.set_cursor("salesforce:Opportunity", "2026-11-26T09:05:00+00:00")
     assert store.get_cursor("salesforce:Opportunity") == "2026-11-26T09:05:00+00:00"
     assert store.get_cursor("hubspot:deals") is None
+
+
+# Cursors as the pipeline writes them (`datetime.isoformat` in UTC: microseconds only when not
+# zero), and the backfill marker's values.
+CURSORS = st.one_of(
+    st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2030, 1, 1),
+                 timezones=st.just(dt.UTC)).map(lambda t: t.isoformat()),
+    st.sampled_from([BACKFILL_RUNNING, f"{BACKFILL_DONE} 2026-11-26T09:00:00+00:00"]))
+NAMES = itertools.count()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(CURSORS, min_size=1, max_size=6))
+def test_a_cursor_never_moves_back_in_either_store(store, values):
+    """Runs that finish in any order: the store holds what `cursor.later` says, the latest."""
+    name = f"cursor-{next(NAMES)}"
+    for value in values:
+        store.set_cursor(name, value)
+    assert store.get_cursor(name) == functools.reduce(cursor.later, values, None) \
+        == max(values)
+
+
+def test_the_backfill_marker_rises_from_running_to_done(store):
+    store.set_cursor("backfill:x", BACKFILL_RUNNING)
+    done = f"{BACKFILL_DONE} 2026-11-26T09:00:00+00:00"
+    store.set_cursor("backfill:x", done)
+    store.set_cursor("backfill:x", BACKFILL_RUNNING)      # a poll that started before it
+    assert store.get_cursor("backfill:x") == done
 
 
 def test_a_commit_records_versions_ledger_and_outbox_together(store):
@@ -161,9 +195,9 @@ def decision(request, value, follow=()):
 def test_the_first_decision_is_recorded_whole_and_a_second_changes_nothing(store):
     store.commit([Commit("r1", "v1", outbox=[item("r1:approve-it:1", kind="approval")])], T0)
     store.wait("r1:approve-it:1", "awaiting the decision", T0)
-    assert store.decide("r1:approve-it:1", decision("r1:approve-it:1", "Approved",
+    assert store.record_verdict("r1:approve-it:1", decision("r1:approve-it:1", "Approved",
                                                     ["erp-order", "tell-owner"]), T0) is True
-    assert store.decide("r1:approve-it:1", decision("r1:approve-it:1", "Rejected",
+    assert store.record_verdict("r1:approve-it:1", decision("r1:approve-it:1", "Rejected",
                                                     ["tell-owner"]), T0) is False
     items = {i.key: i for i in store.items()}
     assert items["r1:approve-it:1"].status == "done"
@@ -172,3 +206,18 @@ def test_the_first_decision_is_recorded_whole_and_a_second_changes_nothing(store
     assert {i.key for i in store.due(T0)} == {"r1:approve-it:1:decision",
                                               "r1:approve-it:1:Approved:erp-order",
                                               "r1:approve-it:1:Approved:tell-owner"}
+
+
+def test_state_url_is_read_in_one_place():
+    from pathlib import Path
+
+    from connector.errors import ConfigurationError
+    from connector.state import StateUrl
+
+    assert StateUrl.parse("sqlite:///data/state.db") == StateUrl("sqlite", "data/state.db")
+    assert StateUrl.parse("sqlite:///data/state.db").folder == Path("data")
+    assert StateUrl.parse("sqlite:///").where == ":memory:"
+    assert StateUrl.parse("dynamodb://crm-state") == StateUrl("dynamodb", "crm-state")
+    assert StateUrl.parse("dynamodb://crm-state").folder is None
+    with pytest.raises(ConfigurationError, match="neither sqlite:///PATH nor dynamodb://TABLE"):
+        StateUrl.parse("postgres://db/state")

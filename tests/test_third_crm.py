@@ -21,7 +21,6 @@ from connector.core.values import FieldType
 from connector.crm import Crm, Record, WriteResult, open_crm
 from connector.crm._base import CrmAdapter, SessionExpired, chunks
 from connector.errors import ConfigurationError
-from connector.pipeline import RunReport
 from connector.retry import RetryPolicy
 from connector.settings import Settings
 
@@ -174,8 +173,7 @@ def test_the_sweep_and_a_webhook_fetch_run_through_the_same_base(world):
                        for r in crm.records.values())
     assert report.read == open_records and crm.write_calls == [1]
     crm.records["M0008"]["Probability"] = 3
-    inner = RunReport()
-    app.pipeline.fetch_and_process(["M0008", "M0009", "nope"], inner, force=True)
+    inner = app.pipeline.fetch_and_process(["M0008", "M0009", "nope"], reprocess=True)
     assert inner.read == 2 and inner.written == 1 and crm.write_calls == [1, 1]
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from connector.approvals import STATUS, ExpiredToken, InvalidToken, page, read_token
 
-Decide = Callable[[str, str], str]  # (approval key, decision) -> recorded | already | not pending
+# (approval key, verdict) -> 'recorded' | 'already decided' | 'not pending'
+RecordVerdict = Callable[[str, str], str]
 
 
 def _html(status: int, body: str) -> dict[str, Any]:
@@ -19,7 +20,7 @@ def _html(status: int, body: str) -> dict[str, Any]:
                         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}}
 
 
-def approval_route(event: Mapping[str, Any], *, secret: str, decide: Decide,
+def approval_route(event: Mapping[str, Any], *, secret: str, record_verdict: RecordVerdict,
                    now: Callable[[], dt.datetime]) -> dict[str, Any]:
     http = (event.get("requestContext") or {}).get("http") or {}
     method = str(http.get("method") or "GET").upper()
@@ -40,7 +41,7 @@ def approval_route(event: Mapping[str, Any], *, secret: str, decide: Decide,
                                f"{claim.expires:%Y-%m-%d}.", token, claim.decision))
     if method != "POST":
         return _html(405, page("Not allowed", "Open the link in a browser."))
-    outcome = decide(claim.key, claim.decision)
+    outcome = record_verdict(claim.key, claim.decision)
     if outcome == "recorded":
         return _html(200, page(f"{STATUS[claim.decision]}",
                                f"Your decision on opportunity {claim.record_id} is recorded; the "
@@ -63,10 +64,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def _lambda() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     from aws_lambda_powertools.logging import correlation_paths
 
-    from connector.approvals import decide
     from connector.errors import ConnectorError
     from connector.files import load
     from connector.handlers import runtime
+    from connector.outbox import record_verdict
 
     logger = runtime.logger()
 
@@ -83,16 +84,16 @@ def _lambda() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
         if rules is None:
             return _html(503, page("Try again later", "The rules do not pass 'check'."))
 
-        def record(key: str, decision: str) -> str:
-            outcome = decide(rt.state, rules, key, decision, rt.now())
-            if outcome == "recorded":
-                rt.enqueue_added()  # the worker writes the field and runs the actions
-            return outcome
+        def record(key: str, verdict: str) -> str:
+            recorded = record_verdict(rt.state, rules, key, verdict, rt.now())
+            # The worker writes the field and runs the actions.
+            rt.queue.send(runtime.outbox_message(k) for k in recorded.added)
+            return recorded.outcome
 
         return approval_route(event, secret=secret.get_secret_value() if secret else "",
-                              decide=record, now=rt.now)
+                              record_verdict=record, now=rt.now)
 
     return handle
 
 
-__all__ = ["Decide", "approval_route", "lambda_handler"]
+__all__ = ["RecordVerdict", "approval_route", "lambda_handler"]

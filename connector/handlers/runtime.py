@@ -21,8 +21,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, MutableMapping
 from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,10 +32,9 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
 
     from connector.app import App
-    from connector.core.edges import LedgerState
     from connector.pipeline import DrainReport, Pipeline, RunReport
     from connector.settings import Settings
-    from connector.state import Commit, OutboxItem, Snapshot, StateStore, Status
+    from connector.state import StateStore
 
 SERVICE = "crm-automation"
 IDEMPOTENCY_TTL = dt.timedelta(hours=72)   # SQS keeps a message 4 days; CDC replays 72 h
@@ -120,105 +118,6 @@ class WorkQueue:
         return len(bodies)
 
 
-class WorkState:
-    """The state store as the Lambdas use it: notes the pending outbox items each commit adds
-    (so that each goes to the queue as a message of its own), and can narrow `due` to the items
-    a message names, so that a worker runs those and no others."""
-
-    def __init__(self, inner: StateStore) -> None:
-        self.inner = inner
-        self.added: list[str] = []
-        self.only: set[str] | None = None
-
-    @contextmanager
-    def narrowed(self, keys: Iterable[str]) -> Iterator[None]:
-        self.only = set(keys)
-        try:
-            yield
-        finally:
-            self.only = None
-
-    def take_added(self) -> list[str]:
-        added, self.added = list(dict.fromkeys(self.added)), []
-        return added
-
-    def commit(self, commits: Iterable[Commit], now: dt.datetime) -> None:
-        commits = list(commits)
-        self.inner.commit(commits, now)
-        self.added.extend(i.key for c in commits for i in c.outbox if i.status == "pending")
-
-    def due(self, now: dt.datetime, limit: int = 100) -> list[OutboxItem]:
-        if self.only is None:
-            return self.inner.due(now, limit)
-        found = [self.inner.item(k) for k in sorted(self.only)]
-        return [i for i in found if i is not None and i.status == "pending"
-                and (i.next_at is None or i.next_at <= now)][:limit]
-
-    # --- the rest is the store's own -----------------------------------------------------------
-    def get_cursor(self, name: str) -> str | None:
-        return self.inner.get_cursor(name)
-
-    def set_cursor(self, name: str, value: str) -> None:
-        self.inner.set_cursor(name, value)
-
-    def handled(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        return self.inner.handled(versions)
-
-    def remember_notification(self, key: str, now: dt.datetime) -> bool:
-        return self.inner.remember_notification(key, now)
-
-    def ledger(self, record_id: str) -> dict[str, LedgerState]:
-        return self.inner.ledger(record_id)
-
-    def decide(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
-        recorded = self.inner.decide(request, items, now)
-        if recorded:
-            self.added.extend(i.key for i in items if i.status == "pending")
-        return recorded
-
-    def claim(self, key: str, now: dt.datetime, lease: dt.timedelta, holder: str = "") -> bool:
-        return self.inner.claim(key, now, lease, holder)
-
-    def in_flight(self, now: dt.datetime) -> list[OutboxItem]:
-        return self.inner.in_flight(now)
-
-    def reclaim(self, key: str, holder: str, now: dt.datetime) -> bool:
-        return self.inner.reclaim(key, holder, now)
-
-    def done(self, key: str, now: dt.datetime) -> None:
-        self.inner.done(key, now)
-
-    def retry_later(self, key: str, reason: str, at: dt.datetime) -> None:
-        self.inner.retry_later(key, reason, at)
-
-    def park(self, key: str, reason: str, now: dt.datetime) -> None:
-        self.inner.park(key, reason, now)
-
-    def wait(self, key: str, reason: str, now: dt.datetime) -> None:
-        self.inner.wait(key, reason, now)
-
-    def item(self, key: str) -> OutboxItem | None:
-        return self.inner.item(key)
-
-    def items(self, status: Status | None = None) -> list[OutboxItem]:
-        return self.inner.items(status)
-
-    def release(self, keys: Iterable[str] | None, now: dt.datetime) -> int:
-        return self.inner.release(keys, now)
-
-    def drop(self, keys: Iterable[str]) -> int:
-        return self.inner.drop(keys)
-
-    def add_snapshots(self, snapshots: Iterable[Snapshot]) -> int:
-        return self.inner.add_snapshots(snapshots)
-
-    def read_snapshots(self) -> Iterator[dict[str, str]]:
-        return self.inner.read_snapshots()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 class QueueingStore:
     """The webhook function's `store`: the notice goes into the state (deduplicated there),
     and a message for the worker is queued; `flush` sends them once the route has answered."""
@@ -294,16 +193,10 @@ class Runtime:
         return load_settings()
 
     @cached_property
-    def state(self) -> WorkState:
-        url = self.settings.state_url
-        if url.startswith("dynamodb://"):
-            from connector.state.dynamodb import DynamoState
-
-            return WorkState(DynamoState(url.removeprefix("dynamodb://"),
-                                         client=self.client("dynamodb")))
+    def state(self) -> StateStore:
         from connector.state import open_state
 
-        return WorkState(open_state(url))
+        return open_state(self.settings.state_url, dynamodb=lambda: self.client("dynamodb"))
 
     @cached_property
     def queue(self) -> WorkQueue:
@@ -353,23 +246,18 @@ class Runtime:
                          configuration_set=self.environ.get("SES_CONFIGURATION_SET") or None)
 
     def webhook_store(self) -> QueueingStore:
-        # The store itself: the webhook queues its notices, it needs no note of them.
-        return QueueingStore(self.state.inner, self.queue, self.now)
+        return QueueingStore(self.state, self.queue, self.now)
 
     def nudge(self, reason: str) -> None:
         """Ask the worker to look for due outbox items (retries whose time came)."""
         self.queue.send([{"kind": "drain", "id": reason}])
 
-    def enqueue_added(self, exclude: Iterable[str] = ()) -> int:
-        """Queue a message for each outbox item the last commits added."""
-        skip = set(exclude)
-        return self.queue.send(outbox_message(k) for k in self.state.take_added()
-                               if k not in skip)
-
 
 def summary(report: RunReport | DrainReport) -> dict[str, Any]:
-    """A report as JSON-ready numbers and short texts (logs, the functions' answers)."""
+    """A report as JSON-ready numbers and short texts (logs, the functions' answers); the
+    outbox items it added, counted."""
     data = dataclasses.asdict(report)
+    data["added"] = len(data["added"])
     return {k: v for k, v in data.items() if v not in (None, [], "")}
 
 
@@ -388,7 +276,6 @@ def scheduled(name: str, run: Callable[[Pipeline, dict[str, Any]], RunReport]
     def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         rt = current()
         report = run(rt.app.pipeline, event)
-        rt.state.take_added()
         rt.nudge(str(event.get("id") or context.aws_request_id))
         result = summary(report)
         if report.stopped:
@@ -416,5 +303,5 @@ def reset(runtime: Runtime | None = None) -> None:
     _current = runtime
 
 
-__all__ = ["IDEMPOTENCY_TTL", "QueueingStore", "Runtime", "WorkQueue", "WorkState", "current",
+__all__ = ["IDEMPOTENCY_TTL", "QueueingStore", "Runtime", "WorkQueue", "current",
            "load_secrets", "logger", "outbox_message", "reset", "scheduled", "summary"]

@@ -113,10 +113,8 @@ def _run(keys: list[str], lease: dt.timedelta) -> dict[str, Any]:
     items they added. Whatever one item raises parks that item with the reason (the drain's
     rule): the message succeeds, and nothing reaches the dead-letter queue for one bad value."""
     rt = runtime.current()
-    pipeline = rt.app.pipeline
-    with rt.state.narrowed(keys):
-        report = pipeline.drain(lease=lease)
-    queued = rt.enqueue_added(exclude=keys)
+    report = rt.app.pipeline.run_items(keys, lease)
+    queued = rt.queue.send(runtime.outbox_message(k) for k in report.added)
     result = {**runtime.summary(report), "queued": queued}
     logger.info("outbox items run", extra=result)
     return result
@@ -150,7 +148,6 @@ def _change_event(event: dict[str, Any], lease: dt.timedelta) -> dict[str, Any]:
             continue
         if notice.resync:  # Salesforce could not list the records: poll instead
             report = rt.app.pipeline.poll()
-            rt.state.take_added()
             rt.nudge(f"resync:{notice.dedupe_key}")
             logger.info("change event overflow: polled", extra=runtime.summary(report))
             continue

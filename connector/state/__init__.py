@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from connector.core.edges import LedgerState
@@ -30,12 +32,27 @@ from connector.core.edges import LedgerState
 Status = Literal["pending", "parked", "waiting", "done"]
 
 
+class Kind(StrEnum):
+    """What an outbox item does (connector.outbox.RUNNERS runs each). The values are stored:
+    never change one."""
+
+    RECORD = "record"          # a record that could not be computed: read and process it again
+    WRITEBACK = "writeback"    # a write-back the CRM refused: read and process it again
+    NOTICE = "notice"          # a webhook's notice: read and process the records it names
+    EMAIL = "email"            # the rules' actions, by their kind
+    HTTP = "http"
+    ERP = "erp"
+    AUDIENCE = "audience"
+    APPROVAL = "approval"      # email the approver, then wait for the verdict
+    APPROVAL_FIELD = "decision"  # write the approval's field: Pending, then the verdict
+
+
 @dataclass
 class OutboxItem:
     key: str                      # the idempotency key: one effect per key, ever
     record_id: str
     action: str                   # the action's name in the rules, or 'writeback'
-    kind: str                     # email | http | erp | writeback | approval
+    kind: str                     # a Kind's value
     payload: dict[str, Any]       # what the action needs (the record's values as of the edge)
     status: Status = "pending"
     attempts: int = 0
@@ -111,7 +128,9 @@ class Commit:
 
 class StateStore(Protocol):
     def get_cursor(self, name: str) -> str | None: ...
-    def set_cursor(self, name: str, value: str) -> None: ...
+    def set_cursor(self, name: str, value: str) -> None:
+        """Keep the later of the value held and `value` (connector.state.cursor.later)."""
+        ...
 
     def handled(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of these (record id, modstamp) were handled already."""
@@ -140,7 +159,7 @@ class StateStore(Protocol):
         """End the lease on `key` if `holder` still holds it (a holder known to be gone)."""
         ...
 
-    def decide(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
+    def record_verdict(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
         """In one transaction: unless `items[0]` (the decision) exists, add every item and
         mark the approval `request` done. False, with nothing changed, if it existed."""
         ...
@@ -174,16 +193,39 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_state(url: str) -> StateStore:
-    """`sqlite:///path/state.db` or `dynamodb://TABLE` (STATE_URL)."""
-    from connector.errors import ConfigurationError
+@dataclass(frozen=True)
+class StateUrl:
+    """STATE_URL, read in this one place: `sqlite:///path/state.db` (`sqlite:///` alone: in
+    memory) or `dynamodb://TABLE`."""
 
-    if url.startswith("sqlite:///"):
+    backend: Literal["sqlite", "dynamodb"]
+    where: str                      # the SQLite file, or the DynamoDB table
+
+    @classmethod
+    def parse(cls, url: str) -> StateUrl:
+        from connector.errors import ConfigurationError
+
+        if url.startswith("sqlite:///"):
+            return cls("sqlite", url.removeprefix("sqlite:///") or ":memory:")
+        if url.startswith("dynamodb://"):
+            return cls("dynamodb", url.removeprefix("dynamodb://"))
+        raise ConfigurationError(f"STATE_URL '{url}' is neither sqlite:///PATH nor "
+                                 "dynamodb://TABLE")
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of a SQLite state, where files that go with it are kept."""
+        return Path(self.where).parent if self.backend == "sqlite" else None
+
+
+def open_state(url: str, dynamodb: Callable[[], Any] | None = None) -> StateStore:
+    """The store STATE_URL names; `dynamodb` makes the boto3 client (the Lambdas share
+    theirs)."""
+    where = StateUrl.parse(url)
+    if where.backend == "sqlite":
         from connector.state.sqlite import SqliteState
 
-        return SqliteState(url.removeprefix("sqlite:///") or ":memory:")
-    if url.startswith("dynamodb://"):
-        from connector.state.dynamodb import DynamoState
+        return SqliteState(where.where)
+    from connector.state.dynamodb import DynamoState
 
-        return DynamoState(url.removeprefix("dynamodb://"))
-    raise ConfigurationError(f"STATE_URL '{url}' is neither sqlite:///PATH nor dynamodb://TABLE")
+    return DynamoState(where.where, client=dynamodb() if dynamodb is not None else None)

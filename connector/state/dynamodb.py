@@ -192,7 +192,7 @@ class DynamoState:
         return found["value"]["S"] if found else None
 
     def set_cursor(self, name: str, value: str) -> None:
-        # Forward only: a slower Lambda that finishes later never moves it back.
+        # Forward only (connector.state.cursor.later): a slower Lambda never moves it back.
         self._conditional(
             "update_item", Key={"pk": _s(f"cursor#{name}"), "sk": _s("cursor")},
             UpdateExpression="SET #value = :v",
@@ -389,7 +389,7 @@ class DynamoState:
             ExpressionAttributeValues={":pending": _s("pending"), ":holder": _s(holder),
                                        ":now": _s(_iso(now))})
 
-    def decide(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
+    def record_verdict(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
         stamp = _iso(now)
         writes: list[dict[str, Any]] = [{"Put": {
             "TableName": self.table, "Item": self._outbox_row(item, now, stamp),

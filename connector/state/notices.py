@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from connector.state import Commit, OutboxItem, StateStore
+from connector.state import Commit, Kind, OutboxItem, StateStore
 
 
 def store_notice(state: StateStore, key: str, ids: Iterable[str], now: dt.datetime) -> bool:
@@ -16,5 +16,5 @@ def store_notice(state: StateStore, key: str, ids: Iterable[str], now: dt.dateti
     nothing is lost and nothing is queued twice."""
     wanted = sorted(set(ids))
     state.commit([Commit(f"notice:{key}", None, outbox=[OutboxItem(
-        f"notice:{key}", ",".join(wanted)[:200], "fetch", "notice", {"ids": wanted})])], now)
+        f"notice:{key}", ",".join(wanted)[:200], "fetch", Kind.NOTICE, {"ids": wanted})])], now)
     return state.remember_notification(key, now)

@@ -99,8 +99,10 @@ class SqliteState:
 
     def set_cursor(self, name: str, value: str) -> None:
         with self._tx() as db:
+            # Forward only (connector.state.cursor.later): a slower run never moves it back.
             db.execute("INSERT INTO cursor (name, value) VALUES (?, ?) ON CONFLICT (name) "
-                       "DO UPDATE SET value = excluded.value", (name, value))
+                       "DO UPDATE SET value = excluded.value WHERE excluded.value > value",
+                       (name, value))
 
     # --- versions and notifications -----------------------------------------------------------
     def handled(self, versions: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -195,7 +197,7 @@ class SqliteState:
                               "AND status = 'pending' AND holder = ? AND lease_until > ?",
                               (_iso(now), key, holder, _iso(now))).rowcount == 1
 
-    def decide(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
+    def record_verdict(self, request: str, items: list[OutboxItem], now: dt.datetime) -> bool:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM outbox WHERE key = ?", (items[0].key,)).fetchone():
                 return False

@@ -20,12 +20,17 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "wiring": ("connector.app",),
     "use cases": ("connector.pipeline", "connector.outbox"),
     "tools": ("connector.simulate", "connector.report", "connector.chart", "connector.checks",
-              "connector.rulediff", "connector.diff_report"),
+              "connector.rulediff", "connector.diff_report",
+              # the analysis of snapshot histories: offline, on a file or the store's rows
+              *(f"connector.history.{m}" for m in (
+                  "source", "engine", "inputs", "calibrate", "propose", "movement", "accuracy",
+                  "charts", "report", "commands"))),
     "adapters": ("connector.crm", "connector.state", "connector.erp", "connector.actions",
                  "connector.history"),
     "shared": ("connector", "connector.errors", "connector.settings", "connector.retry",
                "connector.formatting", "connector.templates", "connector.files",
-               "connector.i18n", "connector.export", "connector.approvals"),
+               "connector.i18n", "connector.export", "connector.approvals",
+               "connector.locales", "connector.currency"),
     "core": ("connector.core",),
 }
 # The rooms a room's modules may import; a room never imports one above it.

@@ -728,7 +728,8 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     application = _app(rules, mappings)
-    _ = application.crm  # no credentials: exit 2 now, as `sync` does, not a traceback per drain
+    # no credentials: exit 2 now, as `sync` does, not a traceback per drain
+    application.crm  # noqa: B018 - building the adapter is the check
     worker = Worker(lambda: application.pipeline.drain())
 
     def store(key: str, ids: list[str]) -> bool:
@@ -877,8 +878,8 @@ def outbox(
         _print_table(console, "Outbox", ["key", "record", "kind", "status", "tries", "next"],
                      [[i.key, i.record_id, i.kind, status, str(i.attempts),
                        when.isoformat(timespec="seconds") if when else ""]
-                      for i, status, when, _ in rows],
-                     reasons=[reason for *_, reason in rows])
+                      for i, status, when, _reason in rows],
+                     reasons=[reason for *_shown, reason in rows])
         console.print(ngettext("{n} item", "{n} items", len(items)).format(n=len(items))
                       + (_(", {n} in flight").format(n=len(flying)) if flying else ""))
         raise typer.Exit(0)

@@ -147,3 +147,20 @@ def test_the_main_job_in_spanish_end_to_end(tmp_path, monkeypatch, capsys) -> No
             assert "would change" in out
             assert regex.search(r"total +│ \d+ +│ \d{1,3}(,\d{3})+\.\d{2} ", out), "en_US money"
     assert codes["en_US.UTF-8"] == codes["es_CO.UTF-8"] == (0, 1, 1)
+
+
+def test_no_module_that_translates_assigns_the_name_of_gettext() -> None:
+    """`_ = something` (or `for _ in`) in a module that translates with `_` makes the next
+    message call that something: the bug is silent until that line runs."""
+    import ast
+
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        translates = any(isinstance(node, ast.ImportFrom) and any(
+            a.asname == "_" for a in node.names) for node in ast.walk(tree))
+        if translates:
+            found += [f"{path.relative_to(ROOT)}:{node.lineno}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Name) and node.id == "_"
+                      and isinstance(node.ctx, ast.Store)]
+    assert not found, found

@@ -713,6 +713,41 @@ def history_export(
                                                            file=escape(str(file))))
 
 
+rates_app = typer.Typer(no_args_is_help=True, help="Currency rates for the forecast, in "
+                        "mappings/currencies.yaml.")
+app.add_typer(rates_app, name="rates")
+
+
+@rates_app.command("pull")
+def rates_pull(
+    dated: Annotated[bool, typer.Option(
+        "--dated", help="Also the dated rates (advanced currency management).")] = False,
+    rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
+) -> None:
+    """Read the org's rates (CurrencyType; with --dated, DatedConversionRate) into
+    mappings/currencies.yaml, for the forecast to convert amounts as Salesforce does."""
+    from connector.currency import FILE, rates_from_salesforce, rates_yaml
+
+    application = _app(rules, mappings)
+    if application.loaded.rules.mapping.crm != "salesforce":
+        raise ConfigurationError(_("currency rates are read from Salesforce; for another CRM, "
+                                   "write {file} by hand").format(file=mappings / FILE))
+    crm = application.crm
+
+    def query(soql: str) -> list[dict[str, Any]]:
+        return [r for page in crm.query_pages("the currency rates", soql) for r in page]
+
+    rates = rates_from_salesforce(query, dated)
+    target = mappings / FILE
+    partial = target.with_name(target.name + ".part")  # a crash never leaves half a file
+    partial.write_text(rates_yaml(rates), encoding="utf-8")
+    partial.replace(target)
+    _out().print(_("{file}: corporate {corporate}, {n} rates, {dated} with dated rates; API "
+                   "calls {calls}").format(file=escape(str(target)), corporate=rates.corporate,
+                                           n=len(rates.rates), dated=len(rates.dated),
+                                           calls=crm.calls))
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",

@@ -4,10 +4,12 @@ divided by its currency's rate (SPEC 6). From `mappings/currencies.yaml`:
 
     corporate: USD
     rates: {COP: 4000, EUR: 0.92}
+    dated:                      # optional: advanced currency management's periods
+      EUR: [{from: 2026-01-01, until: 2026-04-01, rate: 0.91}, {from: 2026-04-01, rate: 0.93}]
 
 or online from Salesforce's CurrencyType, and DatedConversionRate where advanced currency
 management is on (a rate per period: an opportunity is converted at the rate of its close
-date, as Salesforce converts it).
+date, as Salesforce converts it); `crm-automation rates pull` writes them into the file.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connector.core.findings import Finding, Where
+from connector.errors import ConfigurationError
 
 FILE = "currencies.yaml"  # in the mappings folder
 _CODE = re.compile(r"^[A-Z]{3}$")
@@ -80,9 +83,9 @@ def rates_from_file(data: object, where: Callable[[tuple[str, ...]], Where]
         error((), "a currencies file is 'corporate: USD' and 'rates: {COP: 4000, ...}'")
         return None, problems
     for key in data:
-        if key not in ("corporate", "rates"):
-            error((str(key),), f"unknown key '{key}': a currencies file has 'corporate' and "
-                               "'rates'")
+        if key not in ("corporate", "rates", "dated"):
+            error((str(key),), f"unknown key '{key}': a currencies file has 'corporate', "
+                               "'rates' and 'dated'")
     corporate = data.get("corporate")
     if not isinstance(corporate, str) or not _CODE.match(corporate):
         error(("corporate",), f"'corporate' must be an ISO currency code such as USD, not "
@@ -101,13 +104,59 @@ def rates_from_file(data: object, where: Callable[[tuple[str, ...]], Where]
                                    f"{code} per one {corporate}), not {value!r}")
         else:
             rates[code] = rate
+    dated = _dated(data.get("dated") or {}, error)
     if problems:
         return None, problems
     assert isinstance(corporate, str)
     if corporate in rates and rates[corporate] != 1:
         error(("rates", corporate), f"the corporate currency's rate is 1, not {rates[corporate]}")
         return None, problems
-    return CurrencyRates(corporate, rates), problems
+    return CurrencyRates(corporate, rates, dated), problems
+
+
+def _dated(given: object, error: Callable[[tuple[str, ...], str], None]
+           ) -> dict[str, tuple[Period, ...]]:
+    """`dated: {EUR: [{from: 2026-01-01, until: 2026-04-01, rate: 0.91}, ...]}`."""
+    if not isinstance(given, dict):
+        error(("dated",), "'dated' maps ISO codes to periods: {EUR: [{from: 2026-01-01, "
+                          "rate: 0.91}]}")
+        return {}
+    out: dict[str, tuple[Period, ...]] = {}
+    for code, periods in given.items():
+        if not isinstance(code, str) or not _CODE.match(code) or not isinstance(periods, list):
+            error(("dated", str(code)), f"'{code}': an ISO currency code and a list of periods")
+            continue
+        kept = []
+        for i, period in enumerate(periods):
+            at = ("dated", code, str(i))
+            start = period.get("from") if isinstance(period, dict) else None
+            until = period.get("until") if isinstance(period, dict) else None
+            rate = _rate(period.get("rate")) if isinstance(period, dict) else None
+            if not isinstance(start, dt.date) or (until is not None
+                                                  and not isinstance(until, dt.date)):
+                error(at, "a period is {from: YYYY-MM-DD, until: YYYY-MM-DD (optional), "
+                          "rate: a number above 0}")
+            elif rate is None:
+                error(at, f"the rate of {code} from {start} must be a number above 0")
+            else:
+                kept.append(Period(start, until, rate))
+        out[code] = tuple(kept)
+    return out
+
+
+def rates_yaml(rates: CurrencyRates) -> str:
+    """`rates` as `mappings/currencies.yaml`, which rates_from_file reads back the same."""
+    lines = ["# Currency rates in Salesforce's convention: units of each currency per one "
+             f"{rates.corporate}.", f"corporate: {rates.corporate}", "rates:"]
+    lines += [f"  {code}: {rate}" for code, rate in sorted(rates.rates.items())]
+    if rates.dated:
+        lines.append("dated:")
+        for code, periods in sorted(rates.dated.items()):
+            lines.append(f"  {code}:")
+            for p in periods:
+                until = f", until: {p.next_start.isoformat()}" if p.next_start else ""
+                lines.append(f"    - {{from: {p.start.isoformat()}{until}, rate: {p.rate}}}")
+    return "\n".join(lines) + "\n"
 
 
 def rates_from_salesforce(query: Query, dated: bool = False) -> CurrencyRates:
@@ -125,8 +174,8 @@ def rates_from_salesforce(query: Query, dated: bool = False) -> CurrencyRates:
         if record.get("IsCorporate"):
             corporate = code
     if corporate is None:
-        raise ValueError("CurrencyType has no corporate currency (IsCorporate): is "
-                         "multi-currency on?")
+        raise ConfigurationError("CurrencyType has no corporate currency (IsCorporate): is "
+                                 "multi-currency on in this org?")
     periods: dict[str, list[Period]] = {}
     if dated:
         for record in query("SELECT IsoCode, ConversionRate, StartDate, NextStartDate FROM "

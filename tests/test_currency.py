@@ -18,6 +18,7 @@ import reference_dry_run as ref
 
 from connector.cli import main
 from connector.currency import CurrencyRates, Period, rates_from_salesforce
+from connector.errors import ConfigurationError
 from connector.files import load, load_rates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,7 +199,7 @@ def test_rates_online_from_currency_type_and_dated_conversion_rate():
 
 
 def test_an_org_without_a_corporate_currency_is_refused():
-    with pytest.raises(ValueError, match="no corporate currency"):
+    with pytest.raises(ConfigurationError, match="no corporate currency"):
         rates_from_salesforce(lambda soql: [])
 
 

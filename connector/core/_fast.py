@@ -26,7 +26,7 @@ import ast
 import copy
 import datetime as dt
 import operator as op
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal, DivisionByZero
 from operator import itemgetter
@@ -40,6 +40,7 @@ from connector.core.expressions import (
     _plain,
     _short,
 )
+from connector.core.mapping import ID
 from connector.core.outcome import ActionDue, explanation, steps_due
 from connector.core.ruleset import (
     CLOSED_LOST,
@@ -54,7 +55,7 @@ from connector.core.ruleset import (
     read_by_factors,
 )
 from connector.core.table import DecisionTable
-from connector.core.values import TEXT, same, writer_for
+from connector.core.values import TEXT, Cells, parse_cache, same, writer_for
 from connector.errors import RecordError
 
 _OP_NAMES = {op: f"_op_{op.__name__}" for op in OPERATORS}
@@ -719,3 +720,24 @@ def _step(name: str, formula: Any, values: Names) -> Any:
         return formula(values)
     except RecordError as exc:
         raise RecordError(f"{name}: {exc}") from None
+
+
+def row_reader(mapping: Any, header: list[str], names: Collection[str] | None,
+               cells: Cells) -> Callable[[list[str]], dict[str, Any]]:
+    """`Mapping.row_reader` (see there): the reader written out as one dict display."""
+    columns = mapping.columns(header)
+    id_index = columns.pop(ID)
+    scope: dict[str, Any] = {"__builtins__": {}}
+    entries = [f"{ID!r}: {'None' if id_index is None else f'cells[{id_index}]'}"]
+    for name, index in columns.items():
+        if names is not None and name not in names:
+            continue
+        if index is None:
+            entries.append(f"{name!r}: None")
+            continue
+        cache = f"_c{len(scope)}"
+        scope[cache] = parse_cache(mapping.types.get(name), name, cells=cells)
+        entries.append(f"{name!r}: {cache}[cells[{index}]]")  # a miss parses (__missing__)
+    source = "def read(cells):\n    return {" + ", ".join(entries) + "}"
+    exec(compile(source, "<row reader>", "exec"), scope)  # names as literals (repr)
+    return scope["read"]  # type: ignore[no-any-return]

@@ -15,7 +15,6 @@ from connector.core.values import (
     Cells,
     FieldType,
     guess_value,
-    parse_cache,
     parse_value,
 )
 
@@ -106,22 +105,11 @@ class Mapping:
         bad value raises from its cache, the first in that order, as in `read`. A column the
         file lacks reads as blank. With `names`, only those fields (and the id) are read;
         `cells` reads numbers and dates (without a locale, or in one)."""
-        columns = self.columns(header)
-        id_index = columns.pop(ID)
-        scope: dict[str, Any] = {"__builtins__": {}}
-        entries = [f"{ID!r}: {'None' if id_index is None else f'cells[{id_index}]'}"]
-        for name, index in columns.items():
-            if names is not None and name not in names:
-                continue
-            if index is None:
-                entries.append(f"{name!r}: None")
-                continue
-            cache = f"_c{len(scope)}"
-            scope[cache] = parse_cache(self.types.get(name), name, cells=cells)
-            entries.append(f"{name!r}: {cache}[cells[{index}]]")  # a miss parses (__missing__)
-        source = "def read(cells):\n    return {" + ", ".join(entries) + "}"
-        exec(compile(source, "<row reader>", "exec"), scope)  # names as literals (repr)
-        return scope["read"]  # type: ignore[no-any-return]
+        # the generated code lives with the rest of the fast path; tests/test_simulate.py
+        # holds it equal to `read`
+        from connector.core._fast import row_reader
+
+        return row_reader(self, header, names, cells)
 
 
 def _lookup(raw: MappingABC[str, Any], path: str) -> Any:

@@ -177,8 +177,10 @@ def make_server(host: str, port: int, route: Route, *, timeout: float = TIMEOUT,
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
         def log_message(self, format: str, *args: Any) -> None:
-            log.info("%s %s -> %s", self.command, urlsplit(self.path).path,
-                     args[1] if len(args) > 1 else "")
+            path = urlsplit(self.path).path
+            if path.startswith("/approvals/"):  # the signed token decides: whoever reads it
+                path = "/approvals/(token)"
+            log.info("%s %s -> %s", self.command, path, args[1] if len(args) > 1 else "")
 
     Handler.timeout = timeout
     return _Server((host, port), Handler, max_requests, read_deadline)

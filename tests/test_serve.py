@@ -248,3 +248,22 @@ def test_serve_without_crm_credentials_exits_2_with_the_message_sync_gives(tmp_p
     assert serve.returncode == sync.returncode == 2
     assert "Salesforce credentials are incomplete" in serve.stderr
     assert serve.stderr == sync.stderr and "Traceback" not in serve.stderr
+
+
+def test_an_approval_links_token_is_never_logged(echo_server, caplog):
+    """Whoever holds the token can decide: a log reader must not be able to."""
+    import logging
+
+    port, _bodies = echo_server
+    token = "eyJrZXkiOiJhcHByb3ZhbDoxMjMifQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+    with caplog.at_level(logging.INFO, logger="connector.web"):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", f"/approvals/{token}")
+        conn.getresponse().read()
+        conn.close()
+        deadline = time.monotonic() + 5
+        while not any("/approvals/" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the request was not logged"
+            time.sleep(0.02)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "/approvals/(token)" in logged and token not in logged

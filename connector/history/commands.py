@@ -146,7 +146,7 @@ def _proven(rules_dir: Path, mappings_dir: Path, source: Path, text: str) -> Non
 
 def _print_calibration(result: Calibration, doc: dict[str, Any], out: Console) -> None:
     verdicts = {"inside": _("inside"), "outside": _("outside"), "too few": _("too few")}
-    t = Table(_("workflow"), _("says"), _("deals"), _("wins"), _("won"), _("95 % interval"),
+    t = Table(_("workflow"), _("says"), _("deals"), _("wins"), _("won"), _("interval (95%)"),
               _("verdict"), title=_("Calibration over {n} closed deals").format(n=result.deals))
     for w in result.workflows:
         verdict = verdicts[w.verdict]

@@ -809,7 +809,8 @@ def diff(
         "--report", help="Write a self-contained HTML report.")] = None,
     mapping: MappingOpt = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
-    today: TodayOpt = None,
+    today: TodayOpt = None, locale: LocaleOpt = None, encoding: EncodingOpt = None,
+    delimiter: DelimiterOpt = None,
 ) -> None:
     """The effect of a rule change on an export: records that change workflow, the forecast
     per month before and after, actions that would newly fire or stop."""
@@ -819,11 +820,12 @@ def diff(
     when = _today(today)
     if report is not None and report.suffix.casefold() not in (".html", ".htm"):
         raise typer.BadParameter(f"{report}: use .html", param_hint="--report")
+    options = _read_options(locale, encoding, delimiter, mappings)
     after = _load_or_exit(rules, mappings, mapping)
     with rules_at(before, rules) as before_folder:
         old = _load_or_exit(before_folder, mappings, mapping)
     assert old.rules is not None and after.rules is not None
-    result = compare(old.rules, after.rules, input, when)
+    result = compare(old.rules, after.rules, input, when, options)
     if format is CheckFormat.json:
         print(json.dumps(result.as_json(), indent=2))
     else:

@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from connector.core.forecast import money
-from connector.report import _cell, page
+from connector.report import cell, page
 from connector.rulediff import RuleDiff
 
 
@@ -32,17 +32,17 @@ def render_diff(diff: RuleDiff, source: Path, before: str, today: dt.date) -> st
         '<table id="moves"><tr><th>before</th><th>after</th><th>records</th></tr>']
     for (old, new), n in sorted(diff.moves.items()):
         mark = "" if old == new else ' class="bad"'
-        parts.append(f"<tr{mark}>{_cell(old)}{_cell(new)}{_cell(n, True)}</tr>")
+        parts.append(f"<tr{mark}>{cell(old)}{cell(new)}{cell(n, True)}</tr>")
     parts += ["</table>", "<h2>Weighted forecast per month</h2>",
               '<table id="forecast"><tr><th>month</th><th>before</th><th>after</th>'
               "<th>change</th></tr>"]
     for month, old_w, new_w in months:
-        parts.append(f'<tr data-month="{escape(month)}">{_cell(month)}'
-                     f"{_cell(money(old_w), True)}{_cell(money(new_w), True)}"
-                     f"{_cell(money(new_w - old_w), True)}</tr>")
-    parts.append(f'<tr id="forecast-total"><th>total</th>{_cell(money(total_before), True)}'
-                 f"{_cell(money(total_after), True)}"
-                 f"{_cell(money(total_after - total_before), True)}</tr></table>")
+        parts.append(f'<tr data-month="{escape(month)}">{cell(month)}'
+                     f"{cell(money(old_w), True)}{cell(money(new_w), True)}"
+                     f"{cell(money(new_w - old_w), True)}</tr>")
+    parts.append(f'<tr id="forecast-total"><th>total</th>{cell(money(total_before), True)}'
+                 f"{cell(money(total_after), True)}"
+                 f"{cell(money(total_after - total_before), True)}</tr></table>")
     parts.append("<h2>Actions</h2>")
     if not diff.newly and not diff.stopped:
         parts.append("<p>No action would newly fire or stop.</p>")
@@ -50,8 +50,8 @@ def render_diff(diff: RuleDiff, source: Path, before: str, today: dt.date) -> st
         parts.append('<table id="actions"><tr><th>action</th><th>newly due</th>'
                      "<th>no longer due</th></tr>")
         for action in sorted(diff.newly.keys() | diff.stopped.keys()):
-            parts.append(f"<tr>{_cell(action)}{_cell(diff.newly[action], True)}"
-                         f"{_cell(diff.stopped[action], True)}</tr>")
+            parts.append(f"<tr>{cell(action)}{cell(diff.newly[action], True)}"
+                         f"{cell(diff.stopped[action], True)}</tr>")
         parts.append("</table>")
     parts.append(f"<h2>Records that change ({diff.changed})</h2>")
     if diff.records:
@@ -63,8 +63,8 @@ def render_diff(diff: RuleDiff, source: Path, before: str, today: dt.date) -> st
                                  for k, (b, a) in r.fields.items())
             acts = "<br>".join([f"+ {escape(a)}" for a in r.newly]
                                + [f"&minus; {escape(a)}" for a in r.stopped])
-            parts.append(f"<tr>{_cell(r.line, True)}{_cell(r.record_id)}"
-                         f"{_cell(f'{r.before_rule} → {r.after_rule}')}<td>{fields}"
+            parts.append(f"<tr>{cell(r.line, True)}{cell(r.record_id)}"
+                         f"{cell(f'{r.before_rule} → {r.after_rule}')}<td>{fields}"
                          f"{escape(r.reason)}</td><td>{acts}</td></tr>")
         parts.append("</table>")
     else:

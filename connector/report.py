@@ -28,7 +28,7 @@ from connector.i18n import gettext as _
 from connector.i18n import language
 from connector.simulate import Change, Summary
 
-__all__ = ["CSS", "SCRIPT", "page", "render"]
+__all__ = ["CSS", "SCRIPT", "cell", "page", "render"]
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222;
@@ -110,7 +110,7 @@ document.querySelectorAll('a[data-rule]').forEach(function (link) {
 """
 
 
-def _cell(value: object, numeric: bool = False, sort: object = None) -> str:
+def cell(value: object, numeric: bool = False, sort: object = None) -> str:
     cls = ' class="n"' if numeric else ""
     key = f' data-sort="{escape(str(sort))}"' if sort is not None else ""
     return f"<td{cls}{key}>{escape(str(value))}</td>"
@@ -120,7 +120,7 @@ Cash = Callable[[Decimal], str]  # money as a person reads it, in the mapping's 
 
 
 def _money_cell(value: Decimal, cash: Cash) -> str:
-    return _cell(cash(value), True, money(value))
+    return cell(cash(value), True, money(value))
 
 
 def page(title: str, body: Iterable[str], script: bool = True) -> str:
@@ -216,16 +216,16 @@ def _forecast(fc: Forecast, as_is: Forecast, cash: Cash) -> list[str]:
     for b in rows:
         old = before.get(b.key)
         diff = b.weighted_amount - old.weighted_amount if old else b.weighted_amount
-        out.append(f'<tr data-month="{escape(b.key)}">{_cell(b.key)}'
-                   f"{_cell(b.opportunities, True)}{_money_cell(b.amount, cash)}"
+        out.append(f'<tr data-month="{escape(b.key)}">{cell(b.key)}'
+                   f"{cell(b.opportunities, True)}{_money_cell(b.amount, cash)}"
                    f"{_money_cell(b.weighted_amount, cash)}"
-                   f"{_money_cell(old.weighted_amount, cash) if old else _cell('', True)}"
+                   f"{_money_cell(old.weighted_amount, cash) if old else cell('', True)}"
                    f"{_money_cell(diff, cash)}</tr>")
     out.append("</tbody>")
     t, old_total = fc.total(), as_is.total().weighted_amount
     total = _tag("th", _("total"))
     out.append(f'<tfoot><tr id="forecast-total">{total}'
-               f"{_cell(t.opportunities, True)}{_money_cell(t.amount, cash)}"
+               f"{cell(t.opportunities, True)}{_money_cell(t.amount, cash)}"
                f"{_money_cell(t.weighted_amount, cash)}{_money_cell(old_total, cash)}"
                f"{_money_cell(t.weighted_amount - old_total, cash)}</tr></tfoot></table></div>")
     if fc.left_out:
@@ -244,14 +244,14 @@ def _workflows(rules: RuleSet, summary: Summary) -> list[str]:
             format(p.normalize(), "f") + " %" if p is not None else "")
         when = (_("the weights formula") if w.generated
                 else describe_cubes(rules.factors, w.cubes))
-        out.append(f'<tr data-workflow="{escape(w.name)}">{_cell(w.name)}{_cell(shown)}'
-                   f"{_cell(when)}{_cell(_where(w.where.file, w.where.line))}"
+        out.append(f'<tr data-workflow="{escape(w.name)}">{cell(w.name)}{cell(shown)}'
+                   f"{cell(when)}{cell(_where(w.where.file, w.where.line))}"
                    f"{_records_link(w.name, summary.per_workflow.get(w.name, 0))}</tr>")
     if rules.closed:
         for name, p, state in ((CLOSED_WON, "100 %", _("won")), (CLOSED_LOST, "0 %", _("lost"))):
             when = _("{field} is a {state} state").format(field=rules.closed.field, state=state)
-            out.append(f'<tr data-workflow="{name}">{_cell(name)}{_cell(p)}{_cell(when)}'
-                       f"{_cell('')}{_records_link(name, summary.per_workflow.get(name, 0))}</tr>")
+            out.append(f'<tr data-workflow="{name}">{cell(name)}{cell(p)}{cell(when)}'
+                       f"{cell('')}{_records_link(name, summary.per_workflow.get(name, 0))}</tr>")
     out.append(END_TABLE)
     return out
 
@@ -264,7 +264,7 @@ def _where(file: str | None, line: int | None) -> str:
 
 def _records_link(rule: str, count: int) -> str:
     if not count:
-        return _cell(0, True, 0)
+        return cell(0, True, 0)
     return (f'<td class="n" data-sort="{count}"><a href="#changes" data-rule="{escape(rule)}">'
             f"{count}</a></td>")
 
@@ -297,8 +297,8 @@ def _changes(rules: RuleSet, summary: Summary) -> list[str]:
         diff = "<br>".join(f"{escape(k)}: <del>{escape(c.before[k]) or blank}</del> "
                            f"&rarr; <ins>{escape(c.after[k]) or blank}</ins>"
                            for k in c.after)
-        out.append(f'<tr data-rule="{escape(c.rule)}">{_cell(c.line, True, c.line)}'
-                   f"{_cell(c.record_id)}{_cell(c.name)}{_cell(c.rule)}"
+        out.append(f'<tr data-rule="{escape(c.rule)}">{cell(c.line, True, c.line)}'
+                   f"{cell(c.record_id)}{cell(c.name)}{cell(c.rule)}"
                    f'<td class="why">{escape(_why(rules, c))}</td><td>{diff}</td></tr>')
     out.append(END_TABLE)
     return out
@@ -315,7 +315,7 @@ def _actions(rules: RuleSet, summary: Summary) -> list[str]:
     out.append(_table("actions", [_("action"), _("kind"), _("times")]))
     for name, count in sorted(summary.actions.items()):
         kind = rules.actions[name].kind if name in rules.actions else "?"
-        out.append(f"<tr>{_cell(name)}{_cell(kind)}{_cell(count, True, count)}</tr>")
+        out.append(f"<tr>{cell(name)}{cell(kind)}{cell(count, True, count)}</tr>")
     out.append(END_TABLE)
     return out
 
@@ -358,7 +358,7 @@ def _failures(summary: Summary) -> list[str]:
     out.append(_filter("failures", len(summary.failures)))
     out.append(_table("failures", [_("line"), _("id"), _("reason")]))
     for f in summary.failures:
-        out.append(f'<tr class="bad">{_cell(f.line, True, f.line)}{_cell(f.record_id)}'
-                   f"{_cell(f.reason)}</tr>")
+        out.append(f'<tr class="bad">{cell(f.line, True, f.line)}{cell(f.record_id)}'
+                   f"{cell(f.reason)}</tr>")
     out.append(END_TABLE)
     return out

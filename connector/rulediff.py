@@ -20,12 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from connector.core.evaluate import Decide, Evaluator, Verdict
-from connector.core.forecast import Forecast, money
+from connector.core.forecast import OVERDUE, Forecast, money
 from connector.core.ruleset import RuleSet
 from connector.core.values import as_text
 from connector.errors import ConfigurationError, RecordError
-from connector.export import Export
-from connector.simulate import SHOWN, _distinct_actions, _record_id, records
+from connector.simulate import (
+    SHOWN,
+    ReadOptions,
+    deal_fields,
+    distinct_actions,
+    record_id_of,
+    records,
+)
 
 __all__ = ["FAILED", "RecordDiff", "RuleDiff", "compare", "rules_at"]
 
@@ -73,7 +79,7 @@ class RuleDiff:
         before = {b.key: b.weighted_amount for b in self.forecast_before.rows()}
         after = {b.key: b.weighted_amount for b in self.forecast_after.rows()}
         return [(m, before.get(m, Decimal(0)), after.get(m, Decimal(0)))
-                for m in sorted(before.keys() | after.keys())]
+                for m in sorted(before.keys() | after.keys(), key=lambda m: (m != OVERDUE, m))]
 
     def as_json(self) -> dict[str, Any]:
         months = self.months()
@@ -95,17 +101,21 @@ class RuleDiff:
         }
 
 
-def compare(before: RuleSet, after: RuleSet, source: Path, today: dt.date) -> RuleDiff:
-    """Replays `source` through both rule sets. The export is read once, with the after rules'
-    mapping (the mapping is not part of the change); each record is decided by both."""
-    result = RuleDiff(before.version, after.version)
+def compare(before: RuleSet, after: RuleSet, source: Path, today: dt.date,
+            options: ReadOptions = ReadOptions()) -> RuleDiff:
+    """Replays `source` through both rule sets. The export is read once, as `simulate` reads
+    it (locale, encoding, delimiter), with the after rules' mapping (the mapping is not part of
+    the change); each record is decided by both, and the forecasts are `forecast`'s."""
+    result = RuleDiff(before.version, after.version,
+                      forecast_before=Forecast(due_by=today, rates=options.rates),
+                      forecast_after=Forecast(due_by=today, rates=options.rates))
     decide_before = Evaluator(before).decide
     decide_after = Evaluator(after).decide
-    add_before = result.forecast_before.month_adder()
-    add_after = result.forecast_after.month_adder()
+    add_before = result.forecast_before.month_adder(deal_fields(before))
+    add_after = result.forecast_after.month_adder(deal_fields(after))
     writeback = tuple(after.mapping.writeback)
-    with Export(source) as export:
-        for line, raw, values, _error in records(after, export):
+    with options.open(source) as export:
+        for line, raw, values, _error in records(after, export, cells=options.cells(after)):
             result.read += 1
             if values is None:  # unreadable for both: not a difference the rules make
                 result.failed_before += 1
@@ -123,8 +133,8 @@ def compare(before: RuleSet, after: RuleSet, source: Path, today: dt.date) -> Ru
             move = (old[1].rule if old else FAILED, new[1].rule if new else FAILED)
             result.moves[move] += 1
             fields = _written_differences(old, new, writeback)
-            due_old = set(_distinct_actions(old[3])) if old else set()
-            due_new = set(_distinct_actions(new[3])) if new else set()
+            due_old = set(distinct_actions(old[3])) if old else set()
+            due_new = set(distinct_actions(new[3])) if new else set()
             newly, stopped = tuple(sorted(due_new - due_old)), tuple(sorted(due_old - due_new))
             result.newly.update(newly)
             result.stopped.update(stopped)
@@ -135,7 +145,7 @@ def compare(before: RuleSet, after: RuleSet, source: Path, today: dt.date) -> Ru
             result.changed += 1
             if len(result.records) < SHOWN:
                 result.records.append(RecordDiff(
-                    line, _record_id(after, export, raw, values), move[0], move[1], fields,
+                    line, record_id_of(after, export, raw, values), move[0], move[1], fields,
                     newly, stopped, "; ".join(e for e in (old_error, new_error) if e)))
     return result
 

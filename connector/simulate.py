@@ -259,7 +259,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                 reason = error or "unknown error"
                 reasons[_reason_kind(reason)] += 1
                 if len(failures_shown) < SHOWN:
-                    failures_shown.append(Failure(line, _record_id(rules, export, raw, values),
+                    failures_shown.append(Failure(line, record_id_of(rules, export, raw, values),
                                                   reason))
                 if write is not None:
                     write(raw, _NO_CHANGES, "", reason, "")
@@ -271,20 +271,20 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             if due:
                 if due is route.due:  # no trigger of the record's own: the route's actions
                     names = route_actions.get(route) or route_actions.setdefault(
-                        route, _distinct_actions(due))
+                        route, distinct_actions(due))
                 else:
-                    names = _distinct_actions(due)
+                    names = distinct_actions(due)
                 fired_together[names] += 1
                 if preview is not None and len(summary.previews) < PREVIEWS:
                     summary.previews.extend(_preview(
-                        preview, line, _record_id(rules, export, raw, values), action,
+                        preview, line, record_id_of(rules, export, raw, values), action,
                         complete(raw, after)) for action in names)
             if changes:
                 changed += 1
                 if len(changes_shown) < SHOWN:
                     before = {k: as_text(values.get(k)) for k in changes}  # type: ignore[union-attr]
                     changes_shown.append(Change(
-                        line, _record_id(rules, export, raw, values),
+                        line, record_id_of(rules, export, raw, values),
                         as_text(complete(raw, after).get("name")),
                         rule, before, {k: as_text(v) for k, v in changes.items()},
                         route.factors))
@@ -355,7 +355,7 @@ def _grouped_by(rules: RuleSet, by: str, export: Export) -> set[str]:
     return set(next(([n] for n in mapped if columns.get(n) is not None), mapped[:1]))
 
 
-def _distinct_actions(due: tuple[ActionDue, ...]) -> tuple[str, ...]:
+def distinct_actions(due: tuple[ActionDue, ...]) -> tuple[str, ...]:
     """One edge per action (or escalation step) and record, as the ledger would fire on a
     first sync: a workflow and a trigger naming the same action send one email."""
     return tuple({d.key: d.action for d in due}.values())
@@ -420,7 +420,8 @@ def _preview(render: Callable[[str, Mapping[str, Any]], Any], line: int, record_
     return Shown(line, record_id, action, shown.kind, shown.rendered)
 
 
-def _record_id(rules: RuleSet, export: Export, raw: Any, values: dict[str, Any] | None) -> str:
+def record_id_of(rules: RuleSet, export: Export, raw: Any, values: dict[str, Any] | None
+                 ) -> str:
     """The record's id as the file has it, for the failures and changes the report lists."""
     if isinstance(raw, list):  # a CSV row: the id column, found without regard to case
         index = rules.mapping.columns(export.header)[ID]

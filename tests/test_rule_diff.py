@@ -148,3 +148,22 @@ def test_before_as_a_git_ref(tmp_path: Path, capsys) -> None:
     assert main(["diff", str(EXPORT), "--before", "no-such-ref", "--rules",
                  str(repo / "rules"), "--mappings", str(repo / "mappings")]) == 2
     assert "no-such-ref" in capsys.readouterr().err
+
+
+def test_diff_reads_an_export_as_simulate_does(capsys) -> None:
+    """A Spanish report export, read with its locale: the same records, the same failures and
+    the same workflows as the dry run gives them."""
+    export = ROOT / "tests" / "exports" / "sf_report_es_CO.csv"
+    options = ["--mapping", str(ROOT / "tests" / "exports" / "mappings" / "report_es.yaml"),
+               "--locale", "es_CO", "--rules", str(ROOT / "rules"), "--mappings",
+               str(ROOT / "mappings"), "--today", TODAY]
+    assert main(["diff", str(export), "--before", str(ROOT / "rules"), "--format", "json",
+                 *options]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert main(["simulate", str(export), *options]) == 1
+    printed = capsys.readouterr().out
+    assert f"{result['records']} records from" in printed
+    assert f"failed {result['failed']['after']}" in printed and result["changed"] == 0
+    shown = {m["from"]: m["records"] for m in result["workflows"] if m["from"] != "(failed)"}
+    per_workflow = printed.splitlines()[1].strip()
+    assert per_workflow == ", ".join(f"{k} {v}" for k, v in sorted(shown.items()))

@@ -8,7 +8,7 @@ from connector.history.accuracy import Line, Summary
 from connector.history.calibrate import Calibration, number, rate
 from connector.history.charts import accuracy_svg, reliability_svg
 from connector.history.movement import BUCKETS, Movement
-from connector.report import CSS, _cell
+from connector.report import CSS, cell
 
 
 def page(title: str, body: list[str]) -> str:
@@ -39,10 +39,10 @@ def calibration_html(result: Calibration, source: str, version: str) -> str:
             "<th>won</th><th>95 % interval</th><th>verdict</th></tr>"]
     for w in result.workflows:
         cls = ' class="bad"' if w.verdict == "outside" else ""
-        body.append(f"<tr{cls}>{_cell(w.workflow)}{_cell(f'{w.probability}%', True)}"
-                    f"{_cell(number(w.deals), True)}{_cell(number(w.wins), True)}"
-                    f"{_cell(rate(w.observed) if w.observed is not None else '-', True)}"
-                    f"{_cell(f'{rate(w.low)} to {rate(w.high)}', True)}{_cell(w.verdict)}</tr>")
+        body.append(f"<tr{cls}>{cell(w.workflow)}{cell(f'{w.probability}%', True)}"
+                    f"{cell(number(w.deals), True)}{cell(number(w.wins), True)}"
+                    f"{cell(rate(w.observed) if w.observed is not None else '-', True)}"
+                    f"{cell(f'{rate(w.low)} to {rate(w.high)}', True)}{cell(w.verdict)}</tr>")
     body.append("</table>")
     body.append(f"<p class=\"muted\">No verdict below {data['minimum_deals']} deals: the "
                 "interval is shown, but it is too wide to judge.</p>")
@@ -52,10 +52,10 @@ def calibration_html(result: Calibration, source: str, version: str) -> str:
                 "<th>reliability</th><th>resolution</th><th>uncertainty</th><th>ECE</th></tr>")
     for name, s in scores:
         if s is None:
-            body.append(f"<tr>{_cell(name)}<td colspan=5>no probability recorded</td></tr>")
+            body.append(f"<tr>{cell(name)}<td colspan=5>no probability recorded</td></tr>")
             continue
-        body.append(f"<tr>{_cell(name)}" + "".join(
-            _cell(s[k], True) for k in ("brier", "reliability", "resolution", "uncertainty",
+        body.append(f"<tr>{cell(name)}" + "".join(
+            cell(s[k], True) for k in ("brier", "reliability", "resolution", "uncertainty",
                                         "ece")) + "</tr>")
     body.append("</table>")
     failed = result.failures
@@ -74,11 +74,11 @@ def accuracy_html(lines: list[Line], summary: list[Summary], lags: list[int], so
             '<table id="accuracy-summary"><tr><th>days ahead</th><th>months</th>'
             "<th>MAPE, rules</th><th>bias, rules</th><th>MAPE, CRM</th><th>bias, CRM</th></tr>"]
     for s in summary:
-        body.append(f"<tr>{_cell(s.lag, True)}{_cell(s.months, True)}"
-                    f"{_cell(f'{s.mape}%' if s.mape is not None else '-', True)}"
-                    f"{_cell(s.bias, True)}"
-                    f"{_cell(f'{s.mape_crm}%' if s.mape_crm is not None else '-', True)}"
-                    f"{_cell(s.bias_crm if s.bias_crm is not None else '-', True)}</tr>")
+        body.append(f"<tr>{cell(s.lag, True)}{cell(s.months, True)}"
+                    f"{cell(f'{s.mape}%' if s.mape is not None else '-', True)}"
+                    f"{cell(s.bias, True)}"
+                    f"{cell(f'{s.mape_crm}%' if s.mape_crm is not None else '-', True)}"
+                    f"{cell(s.bias_crm if s.bias_crm is not None else '-', True)}</tr>")
     body.append("</table>")
     for lag in lags:
         body.append(f"<h2>{lag} days ahead</h2>")
@@ -88,7 +88,7 @@ def accuracy_html(lines: list[Line], summary: list[Summary], lags: list[int], so
                 "<th>forecast, CRM</th><th>won</th><th>error</th></tr>")
     for x in lines:
         d = x.as_json()
-        body.append("<tr>" + "".join(_cell(d[k] if d[k] is not None else "-", k != "month")
+        body.append("<tr>" + "".join(cell(d[k] if d[k] is not None else "-", k != "month")
                                      for k in ("month", "lag", "forecast", "forecast_crm",
                                                "won", "error")) + "</tr>")
     body.append("</table>")
@@ -101,13 +101,13 @@ def movement_html(result: Movement, charts: list[str]) -> str:
     for month, mo in sorted(result.months.items()):
         body.append(f'<h2>{escape(month)}</h2><table class="movement" data-month="{month}">'
                     "<tr><th></th><th>deals</th><th>unweighted</th><th>weighted</th></tr>")
-        body.append(f"<tr>{_cell('start')}{_cell('')}{_cell(mo.unweighted.start, True)}"
-                    f"{_cell(mo.weighted.start, True)}</tr>")
+        body.append(f"<tr>{cell('start')}{cell('')}{cell(mo.unweighted.start, True)}"
+                    f"{cell(mo.weighted.start, True)}</tr>")
         for b in BUCKETS:
             if mo.deals[b]:
-                body.append(f"<tr>{_cell(b.replace('_', ' '))}{_cell(mo.deals[b], True)}"
-                            f"{_cell(mo.unweighted.changes[b], True)}"
-                            f"{_cell(mo.weighted.changes[b], True)}</tr>")
-        body.append(f"<tr><th>end</th>{_cell('')}{_cell(mo.unweighted.end, True)}"
-                    f"{_cell(mo.weighted.end, True)}</tr></table>")
+                body.append(f"<tr>{cell(b.replace('_', ' '))}{cell(mo.deals[b], True)}"
+                            f"{cell(mo.unweighted.changes[b], True)}"
+                            f"{cell(mo.weighted.changes[b], True)}</tr>")
+        body.append(f"<tr><th>end</th>{cell('')}{cell(mo.unweighted.end, True)}"
+                    f"{cell(mo.weighted.end, True)}</tr></table>")
     return page("Pipeline movement", body)

@@ -12,11 +12,10 @@ import pytest
 import responses
 from fake_marketing import MAILCHIMP_KEY, FakeMailchimp
 
-from connector.app import build_app
 from connector.pipeline import LEASE
 from connector.settings import Settings
 from tests.fake_salesforce import INSTANCE, Clock, FakeOrg
-from tests.test_erp_sync import Killed, kill_at_random
+from tests.test_erp_sync import Killed, kill_at_random, sync
 
 ROOT = Path(__file__).resolve().parents[1]
 LIST = "a1b2c3d4e5"
@@ -71,19 +70,11 @@ def lose(org: FakeOrg, n: int) -> None:
                 Owner={"Name": f"Contact {i}", "Email": f"contact{i}@example.com"})
 
 
-def sync(settings, org, rules):
-    app = build_app(rules_dir=rules, settings=settings, now=org.clock)
-    org.clock.advance(seconds=1)
-    app.pipeline.poll(fire_backfill=True)  # the seeded deals fire on the first sync
-    app.pipeline.drain()
-    return app
-
-
 def test_500_lost_deals_make_500_tagged_members_in_one_call(world):
     settings, org, mailchimp, rules = world
     lose(org, 500)
 
-    app = sync(settings, org, rules)
+    app = sync(settings, org, rules_dir=rules)
 
     assert mailchimp.calls == [f"POST /lists/{LIST}"] == [f"POST /lists/{LIST}"] * math.ceil(
         500 / 500)
@@ -98,16 +89,16 @@ def test_500_lost_deals_make_500_tagged_members_in_one_call(world):
 
     changes = mailchimp.changes
     for _ in range(2):
-        sync(settings, org, rules)
+        sync(settings, org, rules_dir=rules)
     assert len(mailchimp.calls) == 1 and mailchimp.changes == changes
 
 
 def test_a_won_deal_leaves_the_nurture_tag(world):
     settings, org, mailchimp, rules = world
     lose(org, 2)
-    sync(settings, org, rules)
+    sync(settings, org, rules_dir=rules)
     org.edit("006L00000000000001", StageName="Closed Won")
-    sync(settings, org, rules)
+    sync(settings, org, rules_dir=rules)
     assert mailchimp.member(LIST, "contact1@example.com")["tags"] == {"customer", "Firm"}
     assert mailchimp.member(LIST, "contact0@example.com")["tags"] == {"nurture", "Budgetary"}
 
@@ -116,7 +107,7 @@ def test_a_refused_member_is_parked_with_the_reason_and_the_rest_go(world):
     settings, org, mailchimp, rules = world
     mailchimp.forgotten.add("contact1@example.com")
     lose(org, 3)
-    app = sync(settings, org, rules)
+    app = sync(settings, org, rules_dir=rules)
     items = {i.record_id: i for i in app.state.items() if i.kind == "audience"}
     assert items["006L00000000000001"].status == "parked"
     assert "permanently deleted" in items["006L00000000000001"].reason
@@ -129,12 +120,12 @@ def test_mailchimp_down_the_members_wait_and_go_once_it_is_back(world):
     settings, org, mailchimp, rules = world
     lose(org, 10)
     mailchimp.faults = [503] * 5  # the retry policy's five tries, all refused
-    app = sync(settings, org, rules)
+    app = sync(settings, org, rules_dir=rules)
     waiting = [i for i in app.state.items() if i.kind == "audience"]
     assert len(waiting) == 10 and all(i.status == "pending" and "503" in i.reason
                                       for i in waiting)
     org.clock.advance(hours=7)  # past the longest backoff
-    sync(settings, org, rules)
+    sync(settings, org, rules_dir=rules)
     assert len(mailchimp.lists[LIST]) == 10
 
 
@@ -148,12 +139,12 @@ def test_killed_after_mailchimp_took_the_batch_the_rerun_changes_nothing(world):
 
     mailchimp.after_batch = die
     with pytest.raises(Killed):
-        sync(settings, org, rules)
+        sync(settings, org, rules_dir=rules)
     assert len(mailchimp.lists[LIST]) == 500  # Mailchimp has them; the outbox does not know
     changes = mailchimp.changes
     org.clock.advance(seconds=LEASE.total_seconds() + 1)
 
-    app = sync(settings, org, rules)
+    app = sync(settings, org, rules_dir=rules)
 
     assert len(mailchimp.calls) == 2 and mailchimp.changes == changes
     assert {i.status for i in app.state.items() if i.kind == "audience"} == {"done"}
@@ -163,11 +154,11 @@ def test_killed_after_mailchimp_took_the_batch_the_rerun_changes_nothing(world):
 def test_random_kills_then_reruns_add_no_member_twice(world, seed):
     settings, org, mailchimp, rules = world
     lose(org, 500)
-    kills = kill_at_random(lambda: sync(settings, org, rules), seed, lines=400_000)
+    kills = kill_at_random(lambda: sync(settings, org, rules_dir=rules), seed, lines=400_000)
     org.clock.advance(seconds=LEASE.total_seconds() + 1)
-    app = sync(settings, org, rules)
+    app = sync(settings, org, rules_dir=rules)
     changes = mailchimp.changes
-    sync(settings, org, rules)
+    sync(settings, org, rules_dir=rules)
     assert kills >= 1
     assert [i for i in app.state.items() if i.status != "done"] == []
     assert len(mailchimp.lists[LIST]) == 500

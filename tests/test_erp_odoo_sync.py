@@ -11,11 +11,10 @@ import pytest
 import responses
 from fake_odoo import API_KEY, DATABASE, LOGIN, FakeOdoo
 
-from connector.app import build_app
 from connector.pipeline import LEASE
 from connector.settings import Settings
 from tests.fake_salesforce import INSTANCE, Clock, FakeOrg
-from tests.test_erp_sync import ACCOUNTS, HOOK, add_deals, kill_at_random
+from tests.test_erp_sync import ACCOUNTS, HOOK, add_deals, kill_at_random, sync
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,14 +39,6 @@ def world(request, tmp_path, monkeypatch):
     odoo.close()
 
 
-def sync(settings, org, mappings):
-    app = build_app(mappings_dir=mappings, settings=settings, now=org.clock)
-    org.clock.advance(seconds=1)
-    app.pipeline.poll(fire_backfill=True)  # the seeded deals fire on the first sync
-    app.pipeline.drain()
-    return app
-
-
 def assert_one_order_per_won_deal(odoo: FakeOdoo) -> None:
     refs = sorted(o["client_order_ref"] for o in odoo.orders.values())
     assert refs == sorted(f"006W{i:014d}" for i in range(20))
@@ -57,24 +48,24 @@ def assert_one_order_per_won_deal(odoo: FakeOdoo) -> None:
 
 def test_twenty_won_deals_make_twenty_orders_for_three_customers(world):
     settings, org, odoo, mappings = world
-    sync(settings, org, mappings)
+    sync(settings, org, mappings_dir=mappings)
     assert_one_order_per_won_deal(odoo)
     for order in odoo.orders.values():
         i = int(order["client_order_ref"][4:])
         assert order["amount_untaxed"] == 1000 + i * 250.5
         assert odoo.partners[order["partner_id"]]["name"] == ACCOUNTS[i % 3]
     for _ in range(3):
-        sync(settings, org, mappings)
+        sync(settings, org, mappings_dir=mappings)
     assert_one_order_per_won_deal(odoo)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_kills_then_reruns_still_make_one_order_per_won_deal(world, seed):
     settings, org, odoo, mappings = world
-    kills = kill_at_random(lambda: sync(settings, org, mappings), seed)
+    kills = kill_at_random(lambda: sync(settings, org, mappings_dir=mappings), seed)
     org.clock.advance(seconds=LEASE.total_seconds() + 1)
-    app = sync(settings, org, mappings)
-    sync(settings, org, mappings)
+    app = sync(settings, org, mappings_dir=mappings)
+    sync(settings, org, mappings_dir=mappings)
     assert kills >= 1
     assert [i for i in app.state.items() if i.status != "done"] == []
     assert_one_order_per_won_deal(odoo)
@@ -83,11 +74,11 @@ def test_random_kills_then_reruns_still_make_one_order_per_won_deal(world, seed)
 def test_with_odoo_down_the_orders_wait_and_go_once_it_is_back(world):
     settings, org, odoo, mappings = world
     odoo.down = True
-    app = sync(settings, org, mappings)
+    app = sync(settings, org, mappings_dir=mappings)
     waiting = [i for i in app.state.items() if i.kind == "erp"]
     assert len(waiting) == 20 and all(i.status == "pending" and "Odoo" in i.reason
                                       for i in waiting)
     odoo.down = False
     org.clock.advance(hours=7)  # past the longest backoff
-    sync(settings, org, mappings)
+    sync(settings, org, mappings_dir=mappings)
     assert_one_order_per_won_deal(odoo)

@@ -87,9 +87,10 @@ def world(tmp_path, tryton, monkeypatch):
         yield settings, org, tryton
 
 
-def sync(settings, org):
-    """One `crm-automation sync` in a new process (a new app on the same state)."""
-    app = build_app(settings=settings, now=org.clock)
+def sync(settings, org, **folders):
+    """One `crm-automation sync` in a new process (a new app on the same state); `folders`:
+    build_app's rules_dir and mappings_dir, where a test has its own."""
+    app = build_app(settings=settings, now=org.clock, **folders)
     org.clock.advance(seconds=1)
     app.pipeline.poll(fire_backfill=True)  # the seeded won deals become orders
     app.pipeline.drain()

@@ -13,13 +13,15 @@ from __future__ import annotations
 import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from typing import Any
-
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal, format_percent
+from typing import TYPE_CHECKING, Any
 
 from connector.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from babel import Locale
+
+# Babel is imported where a value is formatted, not here: every template environment imports
+# this module, and the Lambda worker's cold start should not pay for CLDR's data unused.
 
 __all__ = ["DATE_STYLES", "format_day", "format_money", "format_percent_value", "locale_of"]
 
@@ -30,6 +32,8 @@ _CENT = Decimal("0.01")
 @lru_cache(maxsize=64)
 def locale_of(name: str) -> Locale:
     """A CLDR locale by its id (`es_CO`, `es-CO`, `pt_BR`); a configuration error otherwise."""
+    from babel import Locale, UnknownLocaleError
+
     try:
         return Locale.parse(name.replace("-", "_"))
     except (UnknownLocaleError, ValueError):
@@ -61,6 +65,8 @@ def format_money(value: Any, locale: str | None, currency: str | None = None) ->
     number = number.quantize(_CENT, rounding=ROUND_HALF_UP)
     if locale is None:
         return f"{number} {currency}" if currency else str(number)
+    from babel.numbers import format_currency, format_decimal
+
     where = locale_of(locale)
     if currency:
         # currency_digits=False: CLDR gives COP no decimals for cash; an amount keeps its cents
@@ -75,6 +81,8 @@ def format_percent_value(value: Any, locale: str | None) -> str:
         return "" if value is None else str(value)
     if locale is None:
         return f"{number.normalize():f} %"
+    from babel.numbers import format_percent
+
     # the locale's own pattern (es_ES: "62,5 %"), with the decimals the value has
     return format_percent(number / 100, locale=locale_of(locale), decimal_quantization=False)
 
@@ -89,4 +97,6 @@ def format_day(value: Any, locale: str | None, style: str = "medium") -> str:
         return "" if value is None else str(value)
     if locale is None:
         return value.isoformat()
+    from babel.dates import format_date
+
     return format_date(value, style, locale=locale_of(locale))

@@ -16,7 +16,7 @@ from connector.core.findings import Finding, Where, did_you_mean
 from connector.core.ruleset import RuleSet
 from connector.core.schema import AudienceSpec
 from connector.files import display
-from connector.templates import make_environment
+from connector.templates import ENV_REFERENCE, make_environment
 
 
 def known_names(rules: RuleSet) -> set[str]:
@@ -103,7 +103,6 @@ def check_templates(rules: RuleSet, rules_dir: Path,
     return findings
 
 
-_VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 # Mailchimp's merge tags and Brevo's attribute names are capitals (Mailchimp: 10 at most).
 _FIELD_NAME = {"mailchimp": re.compile(r"[A-Z][A-Z0-9_]{0,9}"),
                "brevo": re.compile(r"[A-Z][A-Z0-9_]*")}
@@ -117,11 +116,11 @@ def _audience_findings(name: str, spec: AudienceSpec, where: Where,
         out.append(Finding.at(where, "error", "template", f"action '{name}' email: "
                               f"{spec.email!r} is the same address for every deal: use the "
                               "contact's field, such as \"{{ contact_email }}\""))
-    for variable in _VARIABLE.findall(str(spec.list_id)):
+    for variable in ENV_REFERENCE.findall(str(spec.list_id)):
         if not environ.get(variable):
             out.append(Finding.at(where, "warning", "reference", f"action '{name}' list: "
                                   f"{variable} is not set here; sync needs it"))
-    if spec.provider == "brevo" and not _VARIABLE.search(str(spec.list_id)) \
+    if spec.provider == "brevo" and not ENV_REFERENCE.search(str(spec.list_id)) \
             and not str(spec.list_id).isdigit():
         out.append(Finding.at(where, "error", "schema", f"action '{name}' list: Brevo list "
                               f"ids are numbers, not {spec.list_id!r}"))

@@ -814,7 +814,7 @@ def diff(
 ) -> None:
     """The effect of a rule change on an export: records that change workflow, the forecast
     per month before and after, actions that would newly fire or stop."""
-    from connector.core.forecast import money
+    from connector.formatting import format_money
     from connector.rulediff import compare, rules_at
 
     when = _today(today)
@@ -843,15 +843,18 @@ def diff(
             console.print(moves)
         months = Table(_("month"), _("before"), _("after"), _("change"),
                        title=_("Weighted forecast"))
-        total_before = total_after = None
+        shown = _shown_locale(options.locale, after.rules.mapping.locale)
+
+        def cash(value: Any) -> str:  # as `forecast` shows money
+            return format_money(value, shown)
+
         for month, old_w, new_w in result.months():
-            months.add_row(month, money(old_w), money(new_w), money(new_w - old_w))
-            total_before = old_w if total_before is None else total_before + old_w
-            total_after = new_w if total_after is None else total_after + new_w
-        if total_before is not None and total_after is not None:
+            months.add_row(month, cash(old_w), cash(new_w), cash(new_w - old_w))
+        if months.row_count:
+            total_before, total_after = result.totals()
             months.add_section()
-            months.add_row(_("total"), money(total_before), money(total_after),
-                           money(total_after - total_before), style="bold")
+            months.add_row(_("total"), cash(total_before), cash(total_after),
+                           cash(total_after - total_before), style="bold")
         console.print(months)
         for label, counts in ((_("actions newly due:"), result.newly),
                               (_("actions no longer due:"), result.stopped)):

@@ -4,7 +4,6 @@ self-contained page, offline)."""
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 from html import escape
 from pathlib import Path
 
@@ -15,8 +14,7 @@ from connector.rulediff import RuleDiff
 
 def render_diff(diff: RuleDiff, source: Path, before: str, today: dt.date) -> str:
     months = diff.months()
-    total_before = sum((b for _, b, _ in months), Decimal(0))
-    total_after = sum((a for _, _, a in months), Decimal(0))
+    total_before, total_after = diff.totals()
     parts = [
         f"<h1>What the rule change does to {escape(source.name)}</h1>",
         f'<p class="muted">Rules before: {escape(before)} ({escape(diff.before_version)}); '

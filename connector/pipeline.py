@@ -46,7 +46,16 @@ from connector.errors import (
 )
 from connector.history.snapshots import Snapshotter
 from connector.outbox import RECORD_KINDS, RUNNERS, Failed, Ran, Waits, record_verdict
-from connector.state import Commit, Kind, OutboxItem, Snapshot, StateStore, cursor, holder
+from connector.state import (
+    LEASE,
+    Commit,
+    Kind,
+    OutboxItem,
+    Snapshot,
+    StateStore,
+    cursor,
+    holder,
+)
 from connector.state.notices import store_notice
 
 __all__ = ["LEASE", "OVERLAP", "DrainReport", "Pipeline", "RunReport", "store_notice"]
@@ -56,7 +65,6 @@ log = logging.getLogger(__name__)
 # Salesforce stamps SystemModstamp when a transaction starts; a long one commits later. Each
 # poll reads this far back from the cursor, and drops what it already handled.
 OVERLAP = dt.timedelta(minutes=5)
-LEASE = dt.timedelta(minutes=10)
 MAX_ATTEMPTS = 12
 # The backfill marker is kept as a cursor, so its values rise (a cursor only moves forward).
 BACKFILL_RUNNING = "1 running"
@@ -348,7 +356,14 @@ class Pipeline:
         outlives the function); the leases of a run that died on this host are taken back
         first. One item's failure, whatever it is, parks or delays that item alone."""
         self._reclaim_dead_leases()
-        return self._run_items(self.state.due(self.now(), limit), lease)
+        report = self._run_items(self.state.due(self.now(), limit), lease)
+        # what other runs hold, for the summary a person reads (a worker's message needs not)
+        others = self.state.in_flight(self.now())
+        report.in_flight = len(others)
+        ends = [i.lease_until for i in others if i.lease_until is not None]
+        if ends:
+            report.in_flight_until = max(ends).isoformat(timespec="seconds")
+        return report
 
     def run_items(self, keys: Iterable[str], lease: dt.timedelta = LEASE) -> DrainReport:
         """Run these outbox items, those of them that are due, and no others (a worker's
@@ -377,11 +392,6 @@ class Pipeline:
             if report.stopped is not None:
                 break
         report.added = [k for k in dict.fromkeys(report.added) if k not in ran]
-        others = self.state.in_flight(self.now())
-        report.in_flight = len(others)
-        ends = [i.lease_until for i in others if i.lease_until is not None]
-        if ends:
-            report.in_flight_until = max(ends).isoformat(timespec="seconds")
         return report
 
     def _drain_one(self, item: OutboxItem, report: DrainReport, lease: dt.timedelta,

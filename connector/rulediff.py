@@ -81,10 +81,14 @@ class RuleDiff:
         return [(m, before.get(m, Decimal(0)), after.get(m, Decimal(0)))
                 for m in sorted(before.keys() | after.keys(), key=lambda m: (m != OVERDUE, m))]
 
+    def totals(self) -> tuple[Decimal, Decimal]:
+        """The weighted forecast's total before and after."""
+        return (self.forecast_before.total().weighted_amount,
+                self.forecast_after.total().weighted_amount)
+
     def as_json(self) -> dict[str, Any]:
         months = self.months()
-        total_before = sum((b for _, b, _ in months), Decimal(0))
-        total_after = sum((a for _, _, a in months), Decimal(0))
+        total_before, total_after = self.totals()
         return {
             "before": self.before_version, "after": self.after_version,
             "records": self.read, "changed": self.changed,
@@ -179,13 +183,14 @@ def rules_at(before: str, rules: Path) -> Iterator[Path]:
     if path.is_dir():
         yield path
         return
-    top = _git(rules.resolve().parent if rules.resolve().is_dir() else Path.cwd(),
-               "rev-parse", "--show-toplevel")
+    resolved = rules.resolve()
+    top = _git(resolved.parent if resolved.is_dir() else Path.cwd(), "rev-parse",
+               "--show-toplevel")
     if top is None:
         raise ConfigurationError(f"--before {before}: no such folder, and {rules} is not in a "
                                  "git repository to read a commit from")
     root = Path(top.strip())
-    relative = rules.resolve().relative_to(root).as_posix()
+    relative = resolved.relative_to(root).as_posix()
     listing = _git(root, "ls-tree", "-r", "-z", "--name-only", before, "--", relative)
     if listing is None:
         raise ConfigurationError(f"--before {before}: no such folder, and not a commit, branch "
@@ -197,10 +202,13 @@ def rules_at(before: str, rules: Path) -> Iterator[Path]:
         folder = Path(tmp) / Path(relative).name
         for name in names:
             blob = subprocess.run(["git", "-C", str(root), "show", f"{before}:{name}"],
-                                  capture_output=True, check=True).stdout
+                                  capture_output=True)
+            if blob.returncode != 0:  # a submodule, a shallow clone's missing object
+                raise ConfigurationError(f"--before {before}: git cannot read {name} at that "
+                                         "commit")
             target = folder / Path(name).relative_to(relative)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(blob)
+            target.write_bytes(blob.stdout)
         yield folder
 
 

@@ -329,8 +329,12 @@ def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
     needed = {"amount", "close_date", deal.currency, deal.status_field} | (
         {"probability"} if as_is else rules.names_read() - set(rules.mapping.writeback))
     with options.open(source) as export:
-        require_columns(rules, export, needed | _grouped_by(rules, by, export))
-        for _line, _raw, values, _error in records(rules, export, progress, cells=cells):
+        grouped = _grouped_by(rules, by, export)
+        require_columns(rules, export, needed | grouped)
+        # only the fields the forecast reads, and every typed one (a bad value fails its row,
+        # as in simulate): names and other untyped text are not read a million times
+        read = _needed(rules) | set(GROUP_FIELDS.get(by, ())) | grouped
+        for _line, _raw, values, _error in records(rules, export, progress, read, cells):
             if values is None:
                 result.fail()
             elif as_is:

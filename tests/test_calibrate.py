@@ -197,7 +197,8 @@ def test_report_and_text(tmp_path: Path, capsys) -> None:  # type: ignore[no-unt
     out = capsys.readouterr().out
     assert "p80" in out and "outside" in out and "Brier" in out
     html = report.read_text()
-    assert "<svg" in html and 'id="workflows"' in html and "http" not in html
+    assert "<svg" in html and 'id="workflows"' in html
+    assert "http:" not in html and "https:" not in html  # no link out (http-equiv is no URL)
 
 
 def test_missing_column_is_a_configuration_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

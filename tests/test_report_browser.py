@@ -353,10 +353,13 @@ def test_tables_sort_and_filter_and_a_record_says_why(tmp_path, browser):
     lines = "[...document.querySelectorAll('#changes tbody tr')].map(r => +r.cells[0].dataset.sort)"
     first = browser.evaluate(lines)
     assert first == sorted(first) and len(first) > 10
+    sort = "document.querySelector('#changes thead th').getAttribute('aria-sort')"
     browser.evaluate("document.querySelector('#changes thead th').click()")
     assert browser.evaluate(lines) == sorted(first)  # ascending (already was)
+    assert browser.evaluate(sort) == "ascending"      # so the click did sort
     browser.evaluate("document.querySelector('#changes thead th').click()")
     assert browser.evaluate(lines) == sorted(first, reverse=True)
+    assert browser.evaluate(sort) == "descending"
     # filter by typing, as a person would
     shown = browser.evaluate("""(() => {
         const input = document.getElementById('changes-filter');

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from connector.core.evaluate import ActionDue
+if TYPE_CHECKING:  # a type only: the state store (and so every Lambda) imports this module
+    from connector.core.outcome import ActionDue
 
 
 @dataclass(frozen=True)

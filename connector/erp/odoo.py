@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import requests
 
-from connector.erp.port import Customer, ErpUnavailable, SalesOrder
+from connector.erp.port import Customer, ErpUnavailable, SalesOrder, shown_url
 from connector.errors import ConfigurationError, RecordError
 from connector.retry import retry_after_seconds
 
@@ -71,7 +71,7 @@ class OdooErp:
         self._transport: _Transport | None = None
 
     def __repr__(self) -> str:  # never the key
-        return f"OdooErp({self.url!r}, database={self.database!r})"
+        return f"OdooErp({shown_url(self.url)!r}, database={self.database!r})"
 
     # --- the port ---------------------------------------------------------------------------
 
@@ -153,7 +153,7 @@ class OdooErp:
         try:  # a SaaS release reads 'saas~18'
             return int(str(info[0]).rpartition("~")[2])
         except (TypeError, ValueError, IndexError):
-            raise ConfigurationError(f"{self.url} does not say which Odoo it is: check "
+            raise ConfigurationError(f"{shown_url(self.url)} does not say which Odoo it is: check "
                                      "ERP_URL") from None
 
 
@@ -241,8 +241,8 @@ def _xmlrpc(http: requests.Session, endpoint: str, method: str, params: tuple[An
         raise ErpUnavailable(f"Odoo answered {status} to {doing}: retry later",
                              retry_after_seconds(response.headers.get("Retry-After")))
     if status == 404:
-        raise ConfigurationError(f"{endpoint} does not exist: check that ERP_URL is the Odoo "
-                                 "server")
+        raise ConfigurationError(f"{shown_url(endpoint)} does not exist: check that ERP_URL "
+                                 "is the Odoo server")
     if status != 200:
         raise RecordError(f"Odoo answered {status} to {doing}: {response.text[:200]}")
     try:
@@ -250,8 +250,8 @@ def _xmlrpc(http: requests.Session, endpoint: str, method: str, params: tuple[An
     except xmlrpc.client.Fault as fault:
         raise _fault(doing, fault) from None
     except (xmlrpc.client.ResponseError, ValueError):
-        raise ConfigurationError(f"{endpoint} did not answer XML-RPC: check that ERP_URL is "
-                                 "the Odoo server") from None
+        raise ConfigurationError(f"{shown_url(endpoint)} did not answer XML-RPC: check that "
+                                 "ERP_URL is the Odoo server") from None
     return result
 
 
@@ -277,13 +277,13 @@ def _send(http: requests.Session, method: str, url: str, timeout: float,
     try:
         return http.request(method, url, timeout=timeout, **kwargs)
     except requests.Timeout:
-        raise ErpUnavailable(f"Odoo at {url} did not answer within {timeout:g}s; it may have "
-                             "done it: retry (the order is looked up first)") from None
+        raise ErpUnavailable(f"Odoo at {shown_url(url)} did not answer within {timeout:g}s; it "
+                             "may have done it: retry (the order is looked up first)") from None
     except requests.ConnectionError as exc:
-        raise ErpUnavailable(f"cannot reach Odoo at {url} ({type(exc).__name__}): retry "
-                             "later, or check ERP_URL") from None
+        raise ErpUnavailable(f"cannot reach Odoo at {shown_url(url)} ({type(exc).__name__}): "
+                             "retry later, or check ERP_URL") from None
     except BAD_URL:
-        raise ConfigurationError(f"ERP_URL {url!r} is not an http(s) URL") from None
+        raise ConfigurationError(f"ERP_URL {shown_url(url)!r} is not an http(s) URL") from None
     except requests.RequestException as exc:  # a broken answer: the next try may pass
         raise ErpUnavailable(f"Odoo's answer broke off ({type(exc).__name__}): retry later"
                              ) from None

@@ -87,7 +87,7 @@ def _lambda() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
         def record(key: str, verdict: str) -> str:
             recorded = record_verdict(rt.state, rules, key, verdict, rt.now())
             # The worker writes the field and runs the actions.
-            rt.queue.send(runtime.outbox_message(k) for k in recorded.added)
+            rt.enqueue(recorded.added)
             return recorded.outcome
 
         return approval_route(event, secret=secret.get_secret_value() if secret else "",

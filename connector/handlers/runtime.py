@@ -198,6 +198,10 @@ class Runtime:
 
         return open_state(self.settings.state_url, dynamodb=lambda: self.client("dynamodb"))
 
+    def enqueue(self, keys: Iterable[str]) -> int:
+        """One work message per outbox key (what a run added, to run next)."""
+        return self.queue.send(outbox_message(k) for k in keys)
+
     @cached_property
     def queue(self) -> WorkQueue:
         url = self.environ.get("WORK_QUEUE_URL")

@@ -42,7 +42,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 
 from connector.errors import RefusedInput
 from connector.handlers import runtime
-from connector.pipeline import LEASE
+from connector.state import LEASE
 
 logger = runtime.logger()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -114,7 +114,7 @@ def _run(keys: list[str], lease: dt.timedelta) -> dict[str, Any]:
     rule): the message succeeds, and nothing reaches the dead-letter queue for one bad value."""
     rt = runtime.current()
     report = rt.app.pipeline.run_items(keys, lease)
-    queued = rt.queue.send(runtime.outbox_message(k) for k in report.added)
+    queued = rt.enqueue(report.added)
     result = {**runtime.summary(report), "queued": queued}
     logger.info("outbox items run", extra=result)
     return result

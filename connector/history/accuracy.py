@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
-from connector.core.forecast import month_of
+from connector.core.forecast import money, month_of
 from connector.history.engine import History
 from connector.history.source import WON, Plan, Reference, state_at
 
@@ -94,13 +94,9 @@ class Line:
         return self.forecast - self.won
 
     def as_json(self) -> dict[str, Any]:
-        return {"month": self.month, "lag": self.lag, "forecast": _money(self.forecast),
-                "forecast_crm": None if self.forecast_crm is None else _money(self.forecast_crm),
-                "won": _money(self.won), "error": _money(self.error)}
-
-
-def _money(x: Decimal) -> str:
-    return str(x.quantize(CENT, ROUND_HALF_UP))
+        return {"month": self.month, "lag": self.lag, "forecast": money(self.forecast),
+                "forecast_crm": None if self.forecast_crm is None else money(self.forecast_crm),
+                "won": money(self.won), "error": money(self.error)}
 
 
 def accuracy(source: History | Reference, plan: Plan, lags: list[int]) -> list[Line]:

@@ -8,15 +8,13 @@ from connector.history.accuracy import Line, Summary
 from connector.history.calibrate import Calibration, number, rate
 from connector.history.charts import accuracy_svg, reliability_svg
 from connector.history.movement import BUCKETS, Movement
-from connector.report import CSS, cell
+from connector.report import cell
+from connector.report import page as report_page
 
 
 def page(title: str, body: list[str]) -> str:
-    return "\n".join([
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{escape(title)}</h1>", *body, "</body></html>"])
+    """The dry-run report's page (its language, its Content-Security-Policy), with no script."""
+    return report_page(title, [f"<h1>{escape(title)}</h1>", *body], script=False)
 
 
 def calibration_html(result: Calibration, source: str, version: str) -> str:

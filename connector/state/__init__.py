@@ -47,6 +47,11 @@ class Kind(StrEnum):
     APPROVAL_FIELD = "decision"  # write the approval's field: Pending, then the verdict
 
 
+# How long an outbox item is held by the run that claimed it (a run that dies on this host
+# gives it back at once; see holder.py).
+LEASE = dt.timedelta(minutes=10)
+
+
 @dataclass
 class OutboxItem:
     key: str                      # the idempotency key: one effect per key, ever

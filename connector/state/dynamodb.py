@@ -519,19 +519,19 @@ class DynamoState:
                      "ExpressionAttributeValues": {":order": _s(snapshot.order)}}}]
 
     def add_snapshots(self, snapshots: Iterable[Snapshot]) -> int:
-        newest: dict[str, Snapshot] = {}
+        newest: dict[str, tuple[Snapshot, dict[str, Any]]] = {}  # record -> its pointer
         rows: dict[str, dict[str, Any]] = {}
         for snapshot in snapshots:
-            row = self._snapshot_writes(snapshot)[0]
+            row, pointer = self._snapshot_writes(snapshot)
             rows.setdefault(row["Put"]["Item"]["sk"]["S"] + "\0" + snapshot.record_id, row)
             kept = newest.get(snapshot.record_id)
-            if kept is None or kept.order <= snapshot.order:
-                newest[snapshot.record_id] = snapshot
+            if kept is None or kept[0].order <= snapshot.order:
+                newest[snapshot.record_id] = (snapshot, pointer)
         added = 0
         writes = list(rows.values())
         for i in range(0, len(writes), TRANSACTION_LIMIT):
             added += self._transact(writes[i:i + TRANSACTION_LIMIT])
-        pointers = [self._snapshot_writes(s)[1] for s in newest.values()]
+        pointers = [pointer for _, pointer in newest.values()]
         for i in range(0, len(pointers), TRANSACTION_LIMIT):
             self._transact(pointers[i:i + TRANSACTION_LIMIT])
         return added

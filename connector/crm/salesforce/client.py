@@ -135,11 +135,13 @@ class SalesforceCrm(CrmAdapter):
         """Pages of up to 2,000 records modified in [since, until], by modification time then
         id. SOQL datetimes have whole seconds: both bounds are floored, so a record at the edge
         is read again next time rather than skipped."""
-        yield from self._pages("the poll query", query.changed_soql(self._mapping, since, until))
+        yield from self.query_pages("the poll query",
+                                    query.changed_soql(self._mapping, since, until))
 
     def open_records(self, field: str, closed: list[str]) -> Iterator[list[Record]]:
         """Pages of 2,000 records whose `field` is none of the `closed` values, by id."""
-        yield from self._pages("the sweep query", query.open_soql(self._mapping, field, closed))
+        yield from self.query_pages("the sweep query",
+                                    query.open_soql(self._mapping, field, closed))
 
     def fetch(self, ids: list[str]) -> list[Record]:
         """The records with these ids: one query per 2,000 ids, five queries a call."""
@@ -163,10 +165,7 @@ class SalesforceCrm(CrmAdapter):
 
     def query_pages(self, what: str, soql: str) -> Iterator[list[Record]]:
         """Pages of up to 2,000 rows of any SOQL query, through this adapter's session, retry
-        policy and errors (connector.history reads the opportunities' history with it)."""
-        return self._pages(what, soql)
-
-    def _pages(self, what: str, soql: str) -> Iterator[list[Record]]:
+        policy and errors (the poll's, and connector.history's, and the currency rates')."""
         page = self._request(what, partial(self._query, soql))
         while True:
             records = [query.plain(r) for r in page.get("records", [])]

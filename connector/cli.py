@@ -28,7 +28,7 @@ from rich.table import Table
 from connector.core.findings import Finding
 from connector.errors import ConfigurationError
 from connector.files import Loaded, load
-from connector.i18n import choose_language, ngettext, set_language
+from connector.i18n import choose_language, ngettext, say, say_error, set_language
 from connector.i18n import gettext as _
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def _print_findings(findings: list[Finding], console: Console) -> None:
         if f.file:
             where = f"{f.file}:{f.line}: " if f.line else f"{f.file}: "
         severity = _("error") if f.severity == "error" else _("warning")
-        console.print(f"{escape(where)}[{colour}]{severity}[/{colour}]: {escape(f.message)}")
+        console.print(f"{escape(where)}[{colour}]{severity}[/{colour}]: {escape(say(f.message))}")
         if f.example:
             console.print("    " + _("example: {combination}").format(combination=escape(
                 ", ".join(f"{k}={v}" for k, v in f.example.items()))))
@@ -133,7 +133,8 @@ def check(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
         findings += prove(loaded.rules)
     ok = not any(f.severity == "error" for f in findings)
     if format is CheckFormat.json:
-        print(json.dumps({"ok": ok, "findings": [f.as_json() for f in findings]}, indent=2))
+        print(json.dumps({"ok": ok, "findings": [{**f.as_json(), "message": say(f.message)}
+                                                  for f in findings]}, indent=2))
         raise typer.Exit(0 if ok else 1)
     console = _out()
     _print_findings(findings, console)
@@ -956,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     except ConfigurationError as exc:
-        _err().print("[red]" + _("configuration error") + f"[/red]: {escape(str(exc))}")
+        _err().print("[red]" + _("configuration error") + f"[/red]: {escape(say_error(exc))}")
         return 2
     except KeyboardInterrupt:
         return 130
@@ -964,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("CRM_AUTOMATION_DEBUG"):
             raise
         _err().print("[red]" + _("unexpected error") + f"[/red]: {escape(type(exc).__name__)}: "
-                     f"{escape(str(exc))} " + _("(set CRM_AUTOMATION_DEBUG=1 for details)"))
+                     f"{escape(say_error(exc))} " + _("(set CRM_AUTOMATION_DEBUG=1 for details)"))
         return 2
     return 0
 

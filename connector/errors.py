@@ -9,14 +9,47 @@
     └── RefusedInput         a request or message from outside is refused (forged, stale,
                              malformed): answer 4xx or dead-letter it, process nothing
 
-Messages say what to do, and never carry a secret.
+Messages say what to do, and never carry a secret. A message a person reads is a `Text`: its
+English words are what `str()`, logs and tests see, and `connector.i18n.say` puts it in the
+person's language (Spanish or English) where it is shown.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+
+class Text(str):
+    """A message to a person: the English text, with its template and values kept apart so that
+    it can be said in another language (`connector.i18n.say`). Marked for the catalogs like
+    `_()`: `Text("'{field}' is empty", field=name)`. A value may itself be a Text (a reason
+    inside a message); it is translated with it. Joining Texts with `+` gives plain English:
+    put the parts in the values instead."""
+
+    template: str
+    values: dict[str, Any]
+
+    def __new__(cls, template: str, /, **values: Any) -> Text:
+        text = super().__new__(cls, template.format(**values) if values else template)
+        text.template, text.values = template, values
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled with its template (worker processes)
+        return _text, (self.template, self.values)
+
+
+def _text(template: str, values: dict[str, Any]) -> Text:
+    return Text(template, **values)
+
 
 class ConnectorError(Exception):
     """The root of every error the connector raises on purpose."""
+
+    @property
+    def text(self) -> str:
+        """The message as raised: a Text when it can be said in the person's language."""
+        first = self.args[0] if self.args else ""
+        return first if isinstance(first, str) and len(self.args) == 1 else str(self)
 
 
 class ConfigurationError(ConnectorError):
@@ -32,10 +65,14 @@ class RuleFileError(ConfigurationError):
         self.file = file
         self.line = line
 
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}: " if self.file and self.line else (
+    @property
+    def where(self) -> str:
+        """`file:line: `, `file: ` or nothing: error messages keep it in every language."""
+        return f"{self.file}:{self.line}: " if self.file and self.line else (
             f"{self.file}: " if self.file else "")
-        return f"{where}{self.message}"
+
+    def __str__(self) -> str:
+        return f"{self.where}{self.message}"
 
 
 class RecordError(ConnectorError):
@@ -61,4 +98,4 @@ class RefusedInput(ConnectorError):
 
 
 __all__ = ["ConfigurationError", "ConnectorError", "FatalError", "RecordError", "RefusedInput",
-           "RetriableError", "RuleFileError"]
+           "RetriableError", "RuleFileError", "Text"]

@@ -13,9 +13,12 @@ import io
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
+
+from connector.errors import ConnectorError, RuleFileError, Text
 
 __all__ = ["LANGUAGES", "choose_language", "gettext", "language", "language_of", "ngettext",
-           "person_locale", "set_language", "translate"]
+           "person_locale", "say", "say_error", "set_language", "translate"]
 
 DOMAIN = "messages"
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -96,6 +99,28 @@ def person_locale(environ: Mapping[str, str]) -> str | None:
                 return None
             return name
     return None
+
+
+def say(message: Any, code: str | None = None) -> str:
+    """A message as the person reads it: a `Text` in the chosen language (or in `code`), its
+    values too; any other text as it is (a CRM's own words, a file name)."""
+    if not isinstance(message, Text):
+        return str(message)
+    catalog = _current if code is None else _catalog(code if code in LANGUAGES else "en")
+    template = catalog.gettext(message.template)
+    if not message.values:
+        return template
+    values = {k: say(v, code) if isinstance(v, Text) else v for k, v in message.values.items()}
+    return template.format(**values)
+
+
+def say_error(exc: BaseException) -> str:
+    """An error's message in the person's language; a rule file's keeps its `file:line: `."""
+    if not isinstance(exc, ConnectorError):
+        return str(exc)
+    if isinstance(exc, RuleFileError):
+        return exc.where + say(exc.message)
+    return say(exc.text)
 
 
 def language_of(locale: str | None) -> str:

@@ -11,12 +11,12 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from connector.cli import main
-from connector.i18n import choose_language
+from connector.i18n import choose_language, set_language
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "connector"
 SPANISH = PACKAGE / "locale" / "es" / "LC_MESSAGES" / "messages.po"
-KEYWORDS = {"_": None, "ngettext": (1, 2), "translate": (2,)}
+KEYWORDS = {"_": None, "ngettext": (1, 2), "translate": (2,), "Text": None}
 
 
 def _marked() -> set[str | tuple[str, str]]:
@@ -173,3 +173,26 @@ def test_no_module_that_translates_assigns_the_name_of_gettext() -> None:
                       if isinstance(node, ast.Name) and node.id == "_"
                       and isinstance(node.ctx, ast.Store)]
     assert not found, found
+
+
+def test_a_text_is_english_until_it_is_said_in_spanish() -> None:
+    import pickle
+
+    from connector.errors import RecordError, RuleFileError, Text
+    from connector.i18n import say, say_error
+
+    inner = Text("the rules define no 'workflows' and no 'probability' weights: add one of them")
+    text = Text("{file}: {reason}", file="rules/a.yaml", reason=inner)
+    assert text == "rules/a.yaml: " + inner
+    assert pickle.loads(pickle.dumps(text)).values == text.values
+    spanish = say(inner, "es")
+    assert spanish != inner and spanish == _spanish()[inner.template].string  # type: ignore
+    assert say(text, "es") == "rules/a.yaml: " + spanish
+    assert say("CRM text {stays}", "es") == "CRM text {stays}"
+    set_language("es")
+    try:
+        assert say_error(RuleFileError(inner, "rules/a.yaml", 7)) == "rules/a.yaml:7: " + spanish
+        assert say_error(RecordError(inner)) == spanish
+        assert str(RecordError(inner)) == inner  # logs and str() stay English
+    finally:
+        set_language("en")

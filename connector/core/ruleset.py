@@ -16,7 +16,7 @@ from connector.core.expressions import RESERVED, ExpressionError, Formula, parse
 from connector.core.findings import Finding, Kind, Where, did_you_mean
 from connector.core.mapping import ID, Mapping
 from connector.core.values import KINDS, FieldType, as_text
-from connector.errors import RecordError
+from connector.errors import RecordError, Text
 
 Path = tuple[str | int, ...]
 Locate = Callable[[Path], Where]
@@ -317,8 +317,8 @@ def compile_rules(spec: schema.RulesSpec, mapping: Mapping, locate: Locate, vers
         if weights is not None:
             workflows = generate_workflows(factors, weights)
     else:
-        c.error((), "schema", "the rules define no 'workflows' and no 'probability' weights: "
-                "add one of them")
+        c.error((), "schema", Text("the rules define no 'workflows' and no 'probability' "
+                                   "weights: add one of them"))
     actions = _compile_actions(spec, mapping, c)
     for i, w in enumerate(spec.workflows or []):
         for j, a in enumerate(w.actions):

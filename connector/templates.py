@@ -27,7 +27,7 @@ from jinja2.lexer import Token, TokenStream
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
-from connector.errors import ConfigurationError, RecordError
+from connector.errors import ConfigurationError, RecordError, Text
 from connector.formatting import format_day, format_money, format_percent_value
 
 __all__ = [
@@ -47,7 +47,8 @@ class InvalidTemplate(ConfigurationError):
     """A template that does not parse: every record would fail, so an admin must fix it."""
 
     def __init__(self, template: str, problem: str) -> None:
-        super().__init__(f"template {_short(template)}: {problem}")
+        super().__init__(Text("template {template}: {problem}", template=_short(template),
+                              problem=problem))
         self.template = template
         self.problem = problem
 
@@ -56,7 +57,8 @@ class TemplateRenderError(RecordError):
     """A template that parses but fails for this record (a missing field, a bad value)."""
 
     def __init__(self, template: str, problem: str) -> None:
-        super().__init__(f"template {_short(template)}: {problem}")
+        super().__init__(Text("template {template}: {problem}", template=_short(template),
+                              problem=problem))
         self.template = template
         self.problem = problem
 
@@ -82,7 +84,8 @@ class _Environ:
             return f"${{{name}}}"
         value = self._environ.get(name)
         if not value:
-            raise ConfigurationError(f"set {name}: the rules refer to it as ${{{name}}}")
+            raise ConfigurationError(Text("set {name}: the rules refer to it as ${{{name}}}",
+                                          name=name))
         return value
 
 
@@ -188,7 +191,9 @@ def _parse(source: str) -> nodes.Template:
     try:
         return _ENV.parse(source)
     except jinja2.TemplateSyntaxError as exc:
-        raise InvalidTemplate(source, f"line {exc.lineno}: {exc.message}") from None
+        # Jinja's own words for what is wrong stay as it says them
+        raise InvalidTemplate(source, Text("line {line}: {problem}", line=exc.lineno,
+                                           problem=exc.message or "")) from None
 
 
 def _single_expression(tree: nodes.Template) -> nodes.Expr | None:
@@ -244,9 +249,10 @@ def render_value(template: str, values: Mapping[str, Any],
     except jinja2.TemplateError as exc:  # undefined variables and sandbox refusals
         raise TemplateRenderError(template, exc.message or type(exc).__name__) from None
     except ZeroDivisionError:  # decimal.DivisionByZero too, whose own text is unreadable
-        raise TemplateRenderError(template, "division by zero") from None
+        raise TemplateRenderError(template, Text("division by zero")) from None
     except decimal.DecimalException as exc:
-        raise TemplateRenderError(template, f"not a valid number ({type(exc).__name__})") from None
+        raise TemplateRenderError(template, Text("not a valid number ({error})",
+                                                 error=type(exc).__name__)) from None
     except (ArithmeticError, TypeError, ValueError, LookupError) as exc:
         raise TemplateRenderError(template, f"{type(exc).__name__}: {exc}") from None
 

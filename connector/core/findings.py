@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from connector.errors import Text
+
 Severity = Literal["error", "warning"]
 Kind = Literal[
     "schema", "reference", "overlap", "gap", "unreachable", "monotonicity", "cycle",
@@ -54,7 +56,8 @@ class Finding:
 
 
 def did_you_mean(word: str, choices: object) -> str:
-    """' (did you mean 'stage'?)' when a close choice exists, else ''."""
+    """' (did you mean 'stage'?)' when a close choice exists, else '' (a value of a message:
+    `Text("unknown factor '{name}'{hint}", name=..., hint=did_you_mean(...))`)."""
     import difflib
 
     names = [str(c) for c in choices]  # type: ignore[attr-defined]
@@ -63,4 +66,4 @@ def did_you_mean(word: str, choices: object) -> str:
         lowered = {n.casefold(): n for n in names}
         hit = lowered.get(str(word).casefold())
         close = [hit] if hit else []
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return Text(" (did you mean '{name}'?)", name=close[0]) if close else ""

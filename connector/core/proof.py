@@ -181,8 +181,9 @@ def gaps(rules: RuleSet) -> list[Finding]:
                                 combinations=_combinations(gap)),
                            example=_example(rules.factors, gap)))
     if more:
+        counted = f"{more}+" if more > 10_000 else more  # the search stopped counting there
         out.append(Finding("error", "gap", Text("... and {count} more uncovered regions",
-                                                count=f"{more}{'+' if more > 10_000 else ''}")))
+                                                count=counted)))
     return out
 
 

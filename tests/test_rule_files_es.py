@@ -20,6 +20,7 @@ MISTAKES = [
     ("rules/factors.yaml", "[Firm, Budgetary]", "[Firm, [Budgetary]]"),      # no type fits
     ("rules/actions.yaml", "      method: POST\n", "      method: POTS\n"),  # not a choice
     ("rules/actions.yaml", "      json: {", "      jsn: {"),                  # unknown key
+    # below a bound, an empty list, our own validator, a missing key:
     ("rules/actions.yaml", """\
   - name: late-stage
     when: probability >= 60
@@ -34,7 +35,7 @@ MISTAKES = [
     when: won
     do: [erp-order]
     steps: [{after_days: 1, do: [erp-order]}]
-  - do: [erp-order]"""),                       # below a bound, an empty list, our validator, missing
+  - do: [erp-order]"""),
     ("mappings/salesforce.yaml", "crm: salesforce", "crm: salesfroce"),
 ]
 

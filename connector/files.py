@@ -12,7 +12,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
@@ -254,7 +254,7 @@ _EXPECTED = {
 }
 
 
-def _either(words: list[Any]) -> Any:
+def _either(words: Sequence[str]) -> str:
     """'text, true/false or a number', with the 'or' in the language it is said in."""
     if len(words) == 1:
         return words[0]
@@ -348,7 +348,7 @@ def _validation_message(err: Any, model: type[BaseModel], data: Any,
         said = Text("Input should be {choices} (got {value!r}){hint}",
                     choices=_either([f"'{c}'" for c in choices]) if choices else expected_text,
                     value=got, hint=did_you_mean(got, choices) if isinstance(got, str) else "")
-    else:  # a type _constraint does not know: pydantic's own words, in English
+    else:  # our words for the types these files meet; pydantic's own (English) for another
         said = _constraint(kind, err.get("ctx") or {}) or err["msg"].removeprefix("Value error, ")
     return Text("{at}: {problem}", at=_dotted(at), problem=said) if at else said
 

@@ -91,17 +91,41 @@ _YAML_HINTS = (
 )
 
 
+def _yaml_met(problem: str) -> str:
+    """PyYAML's words for what it met, said in the person's language for the problems a
+    hand-edited file has; another stays as PyYAML words it (English)."""
+    if m := re.fullmatch(r"found character (.+) that cannot start any token", problem):
+        return Text("found character {found} that cannot start any token", found=m[1])
+    if problem == "mapping values are not allowed here":
+        return Text("mapping values are not allowed here")
+    if m := re.fullmatch(r"expected (\S+) or (\S+), but got (.+)", problem):
+        return Text("expected {first} or {second}, but got {found}", first=m[1], second=m[2],
+                    found=m[3])
+    if m := re.fullmatch(r"expected (.+?), but found (.+)", problem):
+        return Text("expected {expected}, but found {found}", expected=m[1], found=m[2])
+    if problem == "found unexpected end of stream":
+        return Text("found unexpected end of stream")
+    if problem == "but found another document":
+        return Text("but found another document")
+    if m := re.fullmatch(r"found undefined alias (.+)", problem):
+        return Text("found undefined alias {alias}", alias=m[1])
+    if m := re.fullmatch(r"found unknown escape character (.+)", problem):
+        return Text("found unknown escape character {found}", found=m[1])
+    if m := re.fullmatch(r"could not determine a constructor for the tag (.+)", problem):
+        return Text("could not determine a constructor for the tag {tag}", tag=m[1])
+    return problem
+
+
 def _yaml_problem(exc: yaml.YAMLError, name: str) -> Finding:
-    # PyYAML's own words for what it met ("found character '\t'...") stay as it says them:
-    # the hint after them is what the admin reads in their language.
     problem = getattr(exc, "problem", None) or str(exc)
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     hint = next((h for phrase, h in _YAML_HINTS if phrase in problem),
                 Text("check the indentation and the quotes around values with ':' or '#'"))
     if "end of stream" in problem and getattr(exc, "context_mark", None):
         mark = exc.context_mark  # type: ignore[attr-defined]  # where the quote opened
-    return Finding("error", "schema", Text("not valid YAML: {problem}: {hint}", problem=problem,
-                                           hint=hint), name, mark.line + 1 if mark else None)
+    return Finding("error", "schema", Text("not valid YAML: {problem}: {hint}",
+                                           problem=_yaml_met(problem), hint=hint),
+                   name, mark.line + 1 if mark else None)
 
 
 _TOO_DEEP = Text("not valid YAML: nested too deeply")

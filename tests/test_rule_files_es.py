@@ -7,10 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connector.cli import main
+from connector.core.expressions import ExpressionError, _python_says, parse_formula
 from connector.errors import Text
-from connector.files import _either
+from connector.files import _either, _yaml_met
 from connector.i18n import say
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,3 +92,48 @@ def test_a_list_of_what_would_fit_ends_with_or_in_each_language() -> None:
     assert say(_either(words), "es") == "texto, true/false o un número"
     assert say(_either(words[1:]), "es") == "true/false o un número"
     assert _either(words[:1]) is words[0]
+
+
+# What PyYAML and Python say about the mistakes a hand-edited file or formula has.
+YAML_MISTAKES = ["a:\n\tb: 1\n", "a: b: c\n", "a: [1, 2}\n", "a:\n  b: 1\n c: 2\n", "a: 'abc\n",
+                 "a: 1\n---\nb: 2\n", "a: *x\n", "a: {b: 1\n", 'a: "\\q"\n', "a: @x\n",
+                 "a: !!python/name:os.system 1\n"]
+FORMULA_MISTAKES = ["amount >= 1 and", "amount if stage", "(a + b", "a + b)", "a + (b]", "'abc",
+                    "1a", "f(a b)", "a\u2026b"]
+
+
+def _yaml_problem_of(text: str) -> str:
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return str(getattr(exc, "problem", None))
+    raise AssertionError(f"{text!r} is valid YAML")
+
+
+@pytest.mark.parametrize("text", YAML_MISTAKES)
+def test_what_pyyaml_met_is_said_in_spanish_and_unchanged_in_english(text: str) -> None:
+    problem = _yaml_problem_of(text)
+    said = _yaml_met(problem)
+    assert isinstance(said, Text) and said == problem
+    assert say(said, "es") != problem
+
+
+@pytest.mark.parametrize("formula", FORMULA_MISTAKES)
+def test_why_a_formula_does_not_parse_is_said_in_spanish(formula: str) -> None:
+    with pytest.raises(ExpressionError) as caught:
+        parse_formula(formula, {"amount", "a", "b", "f"})
+    text = caught.value.text
+    assert isinstance(text, Text) and isinstance(text.values["problem"], Text)
+    spanish = say(text, "es")
+    assert spanish.startswith(f"la fórmula '{formula}' no se puede leer")
+    assert say(text.values["problem"], "es") in spanish
+    assert text.values["problem"] not in spanish
+
+
+@given(st.text(max_size=80) | st.from_regex(
+    r"(found character '.' that cannot start any token|expected \S+ or \S+, but got .+"
+    r"|expected .+, but found .+|found undefined alias .+)", fullmatch=True))
+def test_pyyaml_and_python_words_keep_their_english(problem: str) -> None:
+    """Whatever PyYAML or Python says, its English is left exactly as it was."""
+    assert _yaml_met(problem) == problem
+    assert _python_says(problem) == problem

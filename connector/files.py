@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from connector import currency
 from connector.core import schema
-from connector.core.findings import Finding, Where, did_you_mean
+from connector.core.findings import Finding, Rewording, Where, did_you_mean, reworded
 from connector.core.mapping import Mapping
 from connector.core.ruleset import RuleSet, compile_mapping, compile_rules
 from connector.errors import Text
@@ -91,29 +91,26 @@ _YAML_HINTS = (
 )
 
 
-def _yaml_met(problem: str) -> str:
-    """PyYAML's words for what it met, said in the person's language for the problems a
-    hand-edited file has; another stays as PyYAML words it (English)."""
-    if m := re.fullmatch(r"found character (.+) that cannot start any token", problem):
-        return Text("found character {found} that cannot start any token", found=m[1])
-    if problem == "mapping values are not allowed here":
-        return Text("mapping values are not allowed here")
-    if m := re.fullmatch(r"expected (\S+) or (\S+), but got (.+)", problem):
-        return Text("expected {first} or {second}, but got {found}", first=m[1], second=m[2],
-                    found=m[3])
-    if m := re.fullmatch(r"expected (.+?), but found (.+)", problem):
-        return Text("expected {expected}, but found {found}", expected=m[1], found=m[2])
-    if problem == "found unexpected end of stream":
-        return Text("found unexpected end of stream")
-    if problem == "but found another document":
-        return Text("but found another document")
-    if m := re.fullmatch(r"found undefined alias (.+)", problem):
-        return Text("found undefined alias {alias}", alias=m[1])
-    if m := re.fullmatch(r"found unknown escape character (.+)", problem):
-        return Text("found unknown escape character {found}", found=m[1])
-    if m := re.fullmatch(r"could not determine a constructor for the tag (.+)", problem):
-        return Text("could not determine a constructor for the tag {tag}", tag=m[1])
-    return problem
+# PyYAML's words for what it met, for the problems a hand-edited file has; another stays in
+# PyYAML's English.
+_YAML_MET: tuple[Rewording, ...] = (
+    (r"found character (.+) that cannot start any token",
+     lambda m: Text("found character {found} that cannot start any token", found=m[1])),
+    (r"mapping values are not allowed here",
+     lambda m: Text("mapping values are not allowed here")),
+    (r"expected (\S+) or (\S+), but got (.+)",
+     lambda m: Text("expected {first} or {second}, but got {found}", first=m[1], second=m[2],
+                    found=m[3])),
+    (r"expected (.+?), but found (.+)",
+     lambda m: Text("expected {expected}, but found {found}", expected=m[1], found=m[2])),
+    (r"found unexpected end of stream", lambda m: Text("found unexpected end of stream")),
+    (r"but found another document", lambda m: Text("but found another document")),
+    (r"found undefined alias (.+)", lambda m: Text("found undefined alias {alias}", alias=m[1])),
+    (r"found unknown escape character (.+)",
+     lambda m: Text("found unknown escape character {found}", found=m[1])),
+    (r"could not determine a constructor for the tag (.+)",
+     lambda m: Text("could not determine a constructor for the tag {tag}", tag=m[1])),
+)
 
 
 def _yaml_problem(exc: yaml.YAMLError, name: str) -> Finding:
@@ -124,7 +121,7 @@ def _yaml_problem(exc: yaml.YAMLError, name: str) -> Finding:
     if "end of stream" in problem and getattr(exc, "context_mark", None):
         mark = exc.context_mark  # type: ignore[attr-defined]  # where the quote opened
     return Finding("error", "schema", Text("not valid YAML: {problem}: {hint}",
-                                           problem=_yaml_met(problem), hint=hint),
+                                           problem=reworded(problem, _YAML_MET), hint=hint),
                    name, mark.line + 1 if mark else None)
 
 

@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.cli import main
-from connector.core.expressions import ExpressionError, _python_says, parse_formula
+from connector.core.expressions import _PYTHON_SAYS, ExpressionError, parse_formula
+from connector.core.findings import reworded
 from connector.errors import Text
-from connector.files import _either, _yaml_met
+from connector.files import _YAML_MET, _either
 from connector.i18n import say
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +114,7 @@ def _yaml_problem_of(text: str) -> str:
 @pytest.mark.parametrize("text", YAML_MISTAKES)
 def test_what_pyyaml_met_is_said_in_spanish_and_unchanged_in_english(text: str) -> None:
     problem = _yaml_problem_of(text)
-    said = _yaml_met(problem)
+    said = reworded(problem, _YAML_MET)
     assert isinstance(said, Text) and said == problem
     assert say(said, "es") != problem
 
@@ -135,5 +136,5 @@ def test_why_a_formula_does_not_parse_is_said_in_spanish(formula: str) -> None:
     r"|expected .+, but found .+|found undefined alias .+)", fullmatch=True))
 def test_pyyaml_and_python_words_keep_their_english(problem: str) -> None:
     """Whatever PyYAML or Python says, its English is left exactly as it was."""
-    assert _yaml_met(problem) == problem
-    assert _python_says(problem) == problem
+    assert reworded(problem, _YAML_MET) == problem
+    assert reworded(problem, _PYTHON_SAYS) == problem

@@ -17,7 +17,6 @@ import ast
 import datetime as dt
 import math
 import operator as op
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 
 from simpleeval import SimpleEval
 
-from connector.core.findings import did_you_mean
+from connector.core.findings import Rewording, did_you_mean, reworded
 from connector.errors import RecordError, Text
 
 RESERVED = frozenset({"rule", "won", "lost", "today"})
@@ -362,12 +361,13 @@ def parse_formula(source: str, known: Iterable[str]) -> Formula:
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
+        problem = reworded(exc.msg, _PYTHON_SAYS)
         if exc.offset:
             raise ExpressionError(Text("formula '{formula}' does not parse at column {column}: "
                                        "{problem}", formula=_short(text), column=exc.offset,
-                                       problem=_python_says(exc.msg))) from None
+                                       problem=problem)) from None
         raise ExpressionError(Text("formula '{formula}' does not parse: {problem}",
-                                   formula=_short(text), problem=_python_says(exc.msg))) from None
+                                   formula=_short(text), problem=problem)) from None
     except (RecursionError, MemoryError):
         raise _too_large(text, Text("nested too deep to read; the limit is {limit}",
                                     limit=MAX_DEPTH)) from None
@@ -387,30 +387,25 @@ def parse_formula(source: str, known: Iterable[str]) -> Formula:
     return Formula(text, frozenset(used), body)
 
 
-def _python_says(problem: str) -> str:
-    """Python's words for why a formula does not parse, said in the person's language for the
-    mistakes a formula has; another stays as Python words it (English)."""
-    if problem == "invalid syntax":
-        return Text("invalid syntax")
-    if problem == "invalid syntax. Perhaps you forgot a comma?":
-        return Text("invalid syntax. Perhaps you forgot a comma?")
-    if m := re.fullmatch(r"'(.)' was never closed", problem):
-        return Text("'{bracket}' was never closed", bracket=m[1])
-    if m := re.fullmatch(r"unmatched '(.)'", problem):
-        return Text("unmatched '{bracket}'", bracket=m[1])
-    if m := re.fullmatch(r"closing parenthesis '(.)' does not match opening parenthesis '(.)'",
-                         problem):
-        return Text("closing parenthesis '{closing}' does not match opening parenthesis "
-                    "'{opening}'", closing=m[1], opening=m[2])
-    if m := re.fullmatch(r"unterminated string literal \(detected at line (\d+)\)", problem):
-        return Text("unterminated string literal (detected at line {line})", line=m[1])
-    if problem == "invalid decimal literal":
-        return Text("invalid decimal literal")
-    if m := re.fullmatch(r"invalid character '(.)' \((U\+[0-9A-F]+)\)", problem):
-        return Text("invalid character '{character}' ({code})", character=m[1], code=m[2])
-    if problem == "expected 'else' after 'if' expression":
-        return Text("expected 'else' after 'if' expression")
-    return problem
+# Python's words for why a formula does not parse, for the mistakes a formula has; another
+# stays in Python's English.
+_PYTHON_SAYS: tuple[Rewording, ...] = (
+    (r"invalid syntax", lambda m: Text("invalid syntax")),
+    (r"invalid syntax\. Perhaps you forgot a comma\?",
+     lambda m: Text("invalid syntax. Perhaps you forgot a comma?")),
+    (r"'(.)' was never closed", lambda m: Text("'{bracket}' was never closed", bracket=m[1])),
+    (r"unmatched '(.)'", lambda m: Text("unmatched '{bracket}'", bracket=m[1])),
+    (r"closing parenthesis '(.)' does not match opening parenthesis '(.)'",
+     lambda m: Text("closing parenthesis '{closing}' does not match opening parenthesis "
+                    "'{opening}'", closing=m[1], opening=m[2])),
+    (r"unterminated string literal \(detected at line (\d+)\)",
+     lambda m: Text("unterminated string literal (detected at line {line})", line=m[1])),
+    (r"invalid decimal literal", lambda m: Text("invalid decimal literal")),
+    (r"invalid character '(.)' \((U\+[0-9A-F]+)\)",
+     lambda m: Text("invalid character '{character}' ({code})", character=m[1], code=m[2])),
+    (r"expected 'else' after 'if' expression",
+     lambda m: Text("expected 'else' after 'if' expression")),
+)
 
 
 def _short(text: str) -> str:

@@ -3,6 +3,8 @@ overlaps, a concrete example combination."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -67,3 +69,16 @@ def did_you_mean(word: str, choices: object) -> str:
         hit = lowered.get(str(word).casefold())
         close = [hit] if hit else []
     return Text(" (did you mean '{name}'?)", name=close[0]) if close else ""
+
+
+Rewording = tuple[str, Callable[[re.Match[str]], Text]]
+
+
+def reworded(said: str, known: Iterable[Rewording]) -> str:
+    """Another program's words (PyYAML's, Python's) as our Text when they fully match one of
+    `known` (a pattern, and the Text saying the same), so that they can be said in the person's
+    language; as they are (English) otherwise. The English never changes."""
+    for pattern, text in known:
+        if m := re.fullmatch(pattern, said):
+            return text(m)
+    return said

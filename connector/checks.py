@@ -17,7 +17,7 @@ from connector.core.ruleset import RuleSet
 from connector.core.schema import AudienceSpec
 from connector.errors import Text
 from connector.files import display
-from connector.templates import ENV_REFERENCE, make_environment
+from connector.templates import ENV_REFERENCE, make_environment, syntax_problem
 
 
 def known_names(rules: RuleSet) -> set[str]:
@@ -32,11 +32,11 @@ def known_names(rules: RuleSet) -> set[str]:
 def _unknown(source: str, known: set[str], env: jinja2.Environment
              ) -> list[tuple[str, int]] | tuple[int, str]:
     """(name, line) of every variable the template reads that is not known, or the syntax
-    error's (line, Jinja's own words)."""
+    error's line and what it is."""
     try:
         tree = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
-        return exc.lineno, exc.message or type(exc).__name__
+        return exc.lineno, syntax_problem(exc)
     free = meta.find_undeclared_variables(tree) - set(env.globals)
     lines: dict[str, int] = {}
     for node in tree.find_all(nodes.Name):

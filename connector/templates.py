@@ -27,6 +27,7 @@ from jinja2.lexer import Token, TokenStream
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
+from connector.core.findings import Rewording, reworded
 from connector.errors import ConfigurationError, RecordError, Text
 from connector.formatting import format_day, format_money, format_percent_value
 
@@ -39,6 +40,7 @@ __all__ = [
     "render_structure",
     "render_value",
     "resolve",
+    "syntax_problem",
     "template_variables",
 ]
 
@@ -187,13 +189,39 @@ def _short(template: str, limit: int = 60) -> str:
     return repr(text)
 
 
+# Jinja's words for why a template does not parse, for the usual mistakes; another stays in
+# Jinja's English.
+_JINJA_SAYS: tuple[Rewording, ...] = (
+    (r"unexpected '(.+)'", lambda m: Text("unexpected '{found}'", found=m[1])),
+    (r"unexpected char (.+) at (\d+)",
+     lambda m: Text("unexpected char {found} at {position}", found=m[1], position=m[2])),
+    (r"unexpected end of template, expected '(.+)'\.",
+     lambda m: Text("unexpected end of template, expected '{expected}'.", expected=m[1])),
+    (r"expected token '(.+)', got '(.+)'",
+     lambda m: Text("expected token '{expected}', got '{found}'", expected=m[1], found=m[2])),
+    (r"Expected an expression, got '(.+)'",
+     lambda m: Text("Expected an expression, got '{found}'", found=m[1])),
+    (r"Encountered unknown tag '(.+)'\.",
+     lambda m: Text("Encountered unknown tag '{tag}'.", tag=m[1])),
+    (r"Unexpected end of template\. Jinja was looking for the following tags: (.+)\. The "
+     r"innermost block that needs to be closed is '(.+)'\.",
+     lambda m: Text("Unexpected end of template. Jinja was looking for the following tags: "
+                    "{tags}. The innermost block that needs to be closed is '{block}'.",
+                    tags=m[1], block=m[2])),
+)
+
+
+def syntax_problem(exc: jinja2.TemplateSyntaxError) -> str:
+    """Why a template does not parse, said in the person's language where it can be."""
+    return reworded(exc.message or type(exc).__name__, _JINJA_SAYS)
+
+
 def _parse(source: str) -> nodes.Template:
     try:
         return _ENV.parse(source)
     except jinja2.TemplateSyntaxError as exc:
-        # Jinja's own words for what is wrong stay as it says them
         raise InvalidTemplate(source, Text("line {line}: {problem}", line=exc.lineno,
-                                           problem=exc.message or "")) from None
+                                           problem=syntax_problem(exc))) from None
 
 
 def _single_expression(tree: nodes.Template) -> nodes.Expr | None:

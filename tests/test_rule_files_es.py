@@ -17,6 +17,7 @@ from connector.core.findings import reworded
 from connector.errors import Text
 from connector.files import _YAML_MET, _either
 from connector.i18n import say
+from connector.templates import _JINJA_SAYS, InvalidTemplate, template_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,8 +134,22 @@ def test_why_a_formula_does_not_parse_is_said_in_spanish(formula: str) -> None:
 
 @given(st.text(max_size=80) | st.from_regex(
     r"(found character '.' that cannot start any token|expected \S+ or \S+, but got .+"
-    r"|expected .+, but found .+|found undefined alias .+)", fullmatch=True))
-def test_pyyaml_and_python_words_keep_their_english(problem: str) -> None:
-    """Whatever PyYAML or Python says, its English is left exactly as it was."""
+    r"|expected .+, but found .+|found undefined alias .+|unmatched '.'|unexpected '.+'"
+    r"|expected token '.+', got '.+'|unexpected char .+ at \d+)", fullmatch=True))
+def test_pyyaml_python_and_jinja_words_keep_their_english(problem: str) -> None:
+    """Whatever PyYAML, Python or Jinja says, its English is left exactly as it was."""
     assert reworded(problem, _YAML_MET) == problem
     assert reworded(problem, _PYTHON_SAYS) == problem
+    assert reworded(problem, _JINJA_SAYS) == problem
+
+
+@pytest.mark.parametrize("template", ["{{ name }", "{{ name", "{{ name name }}", "{% if x %}a",
+                                      "{% foo %}", "{{ a ! b }}", "{{ }}", "{% for x in y %}"])
+def test_why_a_template_does_not_parse_is_said_in_spanish(template: str) -> None:
+    with pytest.raises(InvalidTemplate) as caught:
+        template_variables(template)
+    problem = caught.value.problem
+    assert isinstance(problem, Text) and isinstance(problem.values["problem"], Text)
+    spanish = say(caught.value.text, "es")
+    assert spanish.startswith("plantilla ") and say(problem.values["problem"], "es") in spanish
+    assert problem.values["problem"] not in spanish

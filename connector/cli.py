@@ -241,7 +241,7 @@ def _read_options(locale: str | None, encoding: str | None, delimiter: str | Non
 
         unknown = known_locale(locale)
         if unknown:
-            raise typer.BadParameter(unknown, param_hint="--locale")
+            raise typer.BadParameter(say(unknown), param_hint="--locale")
     rates, problems = load_rates(mappings)
     if problems:
         _print_findings(problems, _err())
@@ -260,7 +260,7 @@ def _shown_locale(option: str | None, mapping: str | None) -> str | None:
 def _notes(notes: list[str]) -> None:
     console = _err()
     for note in notes:
-        console.print(escape(note))
+        console.print(escape(say(note)))
 
 
 def _today(value: str | None) -> dt.date:
@@ -343,7 +343,7 @@ def simulate(
         console.print("[red]" + _("failed") + "[/red]:")
         for f in summary.failures:
             console.print("  " + _("line {line} ({id}): {reason}").format(
-                line=f.line, id=escape(f.record_id or "?"), reason=escape(f.reason)))
+                line=f.line, id=escape(f.record_id or "?"), reason=escape(say(f.reason))))
         if summary.failed > len(summary.failures):
             console.print("  " + _("... and {n} more").format(
                 n=summary.failed - len(summary.failures)))
@@ -436,10 +436,10 @@ def forecast(
         if left:
             t.add_row(_("left out"), str(sum(left.values())), "", "")
             for why, n in left.items():
-                t.add_row(f"  {escape(why)}", str(n), "", "")
+                t.add_row(f"  {escape(say(why))}", str(n), "", "")
         _out().print(t)
     if left and format is not TableFormat.text:
-        _err().print(_("left out:") + " " + ", ".join(f"{n} {escape(why)}"
+        _err().print(_("left out:") + " " + ", ".join(f"{n} {escape(say(why))}"
                                                       for why, n in left.items()))
     if "failed" in left:
         _err().print(_("(run 'simulate' to see why records failed)"))
@@ -630,14 +630,14 @@ def sync(
     console.print(_("API calls: {calls} (+ {logins} login)").format(
         calls=application.crm.calls, logins=application.crm.auth_calls))
     for reason in report.reasons:
-        console.print(f"  {escape(reason)}")
+        console.print(f"  {escape(say(reason))}")
     drained = None
     if not dry_run and report.stopped is None:
         drained = pipeline.drain()
         _print_drain(console, drained)
     if report.stopped:
         _err().print("[red]" + _("stopped") + "[/red]: " + _(
-            "{reason} (cursor kept at {cursor})").format(reason=escape(report.stopped),
+            "{reason} (cursor kept at {cursor})").format(reason=escape(say(report.stopped)),
                                                          cursor=report.cursor))
         raise typer.Exit(1)
     bad = report.failed or report.parked or (drained is not None and drained.parked)
@@ -658,7 +658,7 @@ def sweep(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
     console.print(_("API calls: {calls} (+ {logins} login)").format(
         calls=application.crm.calls, logins=application.crm.auth_calls))
     if report.stopped:
-        _err().print("[red]" + _("stopped") + f"[/red]: {escape(report.stopped)}")
+        _err().print("[red]" + _("stopped") + f"[/red]: {escape(say(report.stopped))}")
         raise typer.Exit(1)
     drained = application.pipeline.drain()
     _print_drain(console, drained)

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -257,7 +257,7 @@ def _shown_locale(option: str | None, mapping: str | None) -> str | None:
     return option or mapping or person_locale(os.environ)
 
 
-def _notes(notes: list[str]) -> None:
+def _notes(notes: Sequence[str]) -> None:
     console = _err()
     for note in notes:
         console.print(escape(say(note)))

@@ -210,7 +210,7 @@ class Summary:
     forecast: Forecast = field(default_factory=Forecast)
     forecast_as_is: Forecast = field(default_factory=Forecast)
     previews: list[Shown] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what reading the export detected, skipped
+    notes: list[Text] = field(default_factory=list)  # what reading the export detected, skipped
 
     @property
     def ok(self) -> bool:
@@ -329,7 +329,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
 
 def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
              as_is: bool = False, progress: Progress | None = None,
-             options: ReadOptions = ReadOptions()) -> tuple[Forecast, list[str]]:
+             options: ReadOptions = ReadOptions()) -> tuple[Forecast, list[Text]]:
     """The forecast (what it left out, records that failed, lost ..., is in its `left_out`)
     and what reading the export detected or skipped (Export.notes)."""
     result = Forecast(by, today, options.rates, stage_order(rules) if by == "stage" else ())

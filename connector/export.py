@@ -150,7 +150,7 @@ class Export:
                 raise ConfigurationError(Text(
                     "{file}: neither UTF-8 nor Windows-1252 text (byte {byte}); give the "
                     "file's encoding with --encoding", file=str(self.path),
-                    byte=f"{chunk[min(undefined)]:#04x}"))
+                    byte=format(chunk[min(undefined)], "#04x")))
             chunk = self._binary.read(_SCAN)
         self.notes.append(Text("{file}: not UTF-8 (at byte {offset}), read as Windows-1252; "
                                "--encoding says otherwise", file=str(self.path),

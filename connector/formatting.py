@@ -11,11 +11,12 @@ COP) would be a misread waiting to happen."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 
 if TYPE_CHECKING:
     from babel import Locale
@@ -23,10 +24,20 @@ if TYPE_CHECKING:
 # Babel is imported where a value is formatted, not here: every template environment imports
 # this module, and the Lambda worker's cold start should not pay for CLDR's data unused.
 
-__all__ = ["DATE_STYLES", "format_day", "format_money", "format_percent_value", "locale_of"]
+__all__ = ["DATE_STYLES", "format_day", "format_money", "format_percent_value", "listed",
+           "locale_of"]
 
 DATE_STYLES = ("short", "medium", "long", "full")
 _CENT = Decimal("0.01")
+
+
+def listed(parts: Sequence[str], separator: str = ", ") -> str:
+    """Messages one after the other (a Text joined as str would be English only): each is
+    still said in the person's language."""
+    text = parts[-1]
+    for part in reversed(parts[:-1]):
+        text = Text("{first}{separator}{rest}", first=part, separator=separator, rest=text)
+    return text
 
 
 @lru_cache(maxsize=64)

@@ -29,6 +29,7 @@ from connector.core.ruleset import CLOSED_LOST, CLOSED_WON, RuleSet
 from connector.core.values import EXPORT, Cells, as_text
 from connector.errors import ConfigurationError, ConnectorError, RecordError, Text
 from connector.export import Dialect, Export, ExportWriter
+from connector.formatting import listed
 from connector.i18n import say
 
 SHOWN = 500  # changes and failures kept for the report; the counts cover every record
@@ -107,14 +108,6 @@ def require_columns(rules: RuleSet, export: Export, names: Collection[str]) -> N
             "that may be absent under 'optional:' in it", file=str(export.path),
             missing=listed(missing), found=", ".join(header),
             mapping=mapping.source or "--mapping"))
-
-
-def listed(parts: list[Text]) -> Text:
-    """Texts one after the other, comma-separated, each still said in the person's language."""
-    text = parts[-1]
-    for part in reversed(parts[:-1]):
-        text = Text("{first}, {rest}", first=part, rest=text)
-    return text
 
 
 def deal_fields(rules: RuleSet) -> DealFields:

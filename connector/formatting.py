@@ -48,8 +48,8 @@ def locale_of(name: str) -> Locale:
     try:
         return Locale.parse(name.replace("-", "_"))
     except (UnknownLocaleError, ValueError):
-        raise ConfigurationError(f"unknown locale '{name}': use a CLDR id such as es_CO, "
-                                 "es_MX, es_ES, pt_BR or en_US") from None
+        raise ConfigurationError(Text("unknown locale '{name}': use a CLDR id such as es_CO, "
+                                      "es_MX, es_ES, pt_BR or en_US", name=name)) from None
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -101,7 +101,8 @@ def format_percent_value(value: Any, locale: str | None) -> str:
 def format_day(value: Any, locale: str | None, style: str = "medium") -> str:
     """A date in one of CLDR's styles (short, medium, long, full); ISO without a locale."""
     if style not in DATE_STYLES:
-        raise ValueError(f"date style '{style}': use one of {', '.join(DATE_STYLES)}")
+        raise ValueError(Text("date style '{style}': use one of {styles}", style=style,
+                              styles=", ".join(DATE_STYLES)))
     if isinstance(value, dt.datetime):
         value = value.date()
     if not isinstance(value, dt.date):

@@ -8,6 +8,7 @@ from connector.history.accuracy import Line, Summary
 from connector.history.calibrate import Calibration, number, rate
 from connector.history.charts import accuracy_svg, reliability_svg
 from connector.history.movement import BUCKETS, Movement
+from connector.i18n import say
 from connector.report import cell
 from connector.report import page as report_page
 
@@ -60,7 +61,7 @@ def calibration_html(result: Calibration, source: str, version: str) -> str:
     if failed.rows or failed.deals:
         body.append(f"<p class=\"bad\">Left out: {failed.rows} rows that could not be read, "
                     f"{failed.deals} deals with two rows at one instant. "
-                    + escape("; ".join(failed.reasons)) + "</p>")
+                    + escape("; ".join(say(r) for r in failed.reasons)) + "</p>")
     return page("Calibration", body)
 
 

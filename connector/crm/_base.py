@@ -207,7 +207,7 @@ class CrmAdapter(ABC):
             except requests.Timeout:
                 raise RetriableError(Text("{crm} did not answer {what} within {seconds} s",
                                           crm=self.name, what=what,
-                                          seconds=f"{self._timeout:g}")) from None
+                                          seconds=format(self._timeout, "g"))) from None
             except requests.ConnectionError as exc:
                 raise RetriableError(Text("cannot reach {crm} for {what} ({error})",
                                           crm=self.name, what=what,
@@ -242,15 +242,16 @@ class CrmAdapter(ABC):
             raise FatalError(Text(
                 "the {account} has used {used} of its {allowed} daily API calls ({share}); the "
                 "connector stops at {limit}% ({setting}) to leave the rest to other "
-                "integrations; the cursor is kept", account=self.account, used=f"{used:,}",
-                allowed=f"{allowed:,}", share=f"{used / allowed:.0%}",
-                limit=f"{self._quota_total:g}", setting=f"{prefix}_QUOTA_TOTAL_PERCENT"))
+                "integrations; the cursor is kept", account=self.account, used=format(used, ","),
+                allowed=format(allowed, ","), share=format(used / allowed, ".0%"),
+                limit=format(self._quota_total, "g"), setting=prefix + "_QUOTA_TOTAL_PERCENT"))
         if self.calls * 100 >= allowed * self._quota_run:
             raise FatalError(Text(
                 "this run has made {calls} API calls, {limit}% of the {account}'s {allowed} a "
-                "day ({setting}); it stops here and the cursor is kept", calls=f"{self.calls:,}",
-                limit=f"{self._quota_run:g}", account=self.account, allowed=f"{allowed:,}",
-                setting=f"{prefix}_QUOTA_RUN_PERCENT"))
+                "day ({setting}); it stops here and the cursor is kept",
+                calls=format(self.calls, ","), limit=format(self._quota_run, "g"),
+                account=self.account, allowed=format(allowed, ","),
+                setting=prefix + "_QUOTA_RUN_PERCENT"))
 
     # --- small helpers ----------------------------------------------------------------------
 

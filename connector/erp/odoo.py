@@ -298,7 +298,7 @@ def _send(http: requests.Session, method: str, url: str, timeout: float,
     except requests.Timeout:
         raise ErpUnavailable(Text("Odoo at {url} did not answer within {seconds}s; it may have "
                                   "done it: retry (the order is looked up first)",
-                                  url=shown_url(url), seconds=f"{timeout:g}")) from None
+                                  url=shown_url(url), seconds=format(timeout, "g"))) from None
     except requests.ConnectionError as exc:
         raise ErpUnavailable(Text("cannot reach Odoo at {url} ({error}): retry later, or check "
                                   "ERP_URL", url=shown_url(url), error=type(exc).__name__)

@@ -113,7 +113,7 @@ class RestErp:
         except requests.Timeout:
             raise ErpUnavailable(Text("the ERP at {url} did not answer {method} {path} within "
                                       "{seconds}s: retry later", url=self._shown, method=method,
-                                      path=path, seconds=f"{self._timeout:g}")) from None
+                                      path=path, seconds=format(self._timeout, "g"))) from None
         except requests.ConnectionError as exc:
             raise ErpUnavailable(Text("cannot reach the ERP at {url} ({error}): retry later, or "
                                       "check ERP_URL", url=self._shown,
@@ -136,7 +136,7 @@ class RestErp:
                                           status=status, doing=doing))
             raise ErpUnavailable(Text("the ERP answered {status} {doing} (it asks to wait "
                                       "{seconds}s): retry later", status=status, doing=doing,
-                                      seconds=f"{retry_after:g}"), retry_after)
+                                      seconds=format(retry_after, "g")), retry_after)
         if status in (401, 403):
             # Every order would fail the same way: an admin must fix the credentials.
             raise ConfigurationError(Text("the ERP refused the credentials ({status}) {doing}: "

@@ -175,7 +175,7 @@ class TrytonErp:
             raise ErpUnavailable(Text("Tryton at {url} did not answer {method} within "
                                       "{seconds}s; it may have done it: retry (the order is "
                                       "looked up first)", url=self._shown, method=method,
-                                      seconds=f"{self._timeout:g}")) from None
+                                      seconds=format(self._timeout, "g"))) from None
         except requests.ConnectionError as exc:
             raise ErpUnavailable(Text("cannot reach Tryton at {url} ({error}): retry later, or "
                                       "check ERP_URL", url=self._shown,

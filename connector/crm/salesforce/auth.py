@@ -47,7 +47,7 @@ def login(settings: Settings, method: AuthMethod, http: requests.Session, versio
                          ) from None
     except requests.Timeout:
         raise RetriableError(Text("the Salesforce login did not answer within {seconds} s",
-                                  seconds=f"{settings.salesforce_timeout:g}")) from None
+                                  seconds=format(settings.salesforce_timeout, "g"))) from None
     except requests.ConnectionError as exc:
         raise RetriableError(Text("cannot reach Salesforce to log in ({error})",
                                   error=type(exc).__name__)) from None

@@ -210,7 +210,7 @@ class HubSpotCrm(CrmAdapter):
             head, _, attribute = path.partition(".")
             prop = props.get(head)
             if prop is None:
-                problems.append(Text("{field} ({path}): {problem}", field=f"'{canonical}'",
+                problems.append(Text("{field} ({path}): {problem}", field=repr(canonical),
                                      path=path, problem=self._no_property(head, props)))
                 continue
             if not attribute:

@@ -198,9 +198,9 @@ class CrmAdapter(ABC):
                 return attempt()
             except SessionExpired as exc:
                 if renewed:
-                    raise FatalError(self._said(
+                    raise FatalError(self._scrubbed(Text(
                         "{crm} refused {what} again right after a new login ({reason}): {hint}",
-                        crm=self.name, what=what, reason=str(exc), hint=self.renewed_hint)
+                        crm=self.name, what=what, reason=str(exc), hint=self.renewed_hint))
                     ) from None
                 self._renew()
                 renewed = True
@@ -218,8 +218,8 @@ class CrmAdapter(ABC):
                  ) -> ConnectorError:
         """The connector error for a refused call: `verdict`, or the adapter's `_verdict`."""
         detail = f"{code}: {message}" if code else (message or Text("no details"))
-        text = self._said("{crm} refused {what} (HTTP {status}, {detail})", crm=self.name,
-                          what=what, status=status, detail=detail)
+        text = self._scrubbed(Text("{crm} refused {what} (HTTP {status}, {detail})",
+                                   crm=self.name, what=what, status=status, detail=detail))
         verdict = verdict or self._verdict(status, code)
         if verdict == "later":
             return RetriableError(text, retry_after)
@@ -241,15 +241,15 @@ class CrmAdapter(ABC):
         if used * 100 >= allowed * self._quota_total:
             raise FatalError(Text(
                 "the {account} has used {used} of its {allowed} daily API calls ({share}); the "
-                "connector stops at {limit}% ({setting}) to leave the rest to other "
+                "connector stops at {limit} ({setting}) to leave the rest to other "
                 "integrations; the cursor is kept", account=self.account, used=format(used, ","),
                 allowed=format(allowed, ","), share=format(used / allowed, ".0%"),
-                limit=format(self._quota_total, "g"), setting=prefix + "_QUOTA_TOTAL_PERCENT"))
+                limit=format(self._quota_total, "g") + "%", setting=prefix + "_QUOTA_TOTAL_PERCENT"))
         if self.calls * 100 >= allowed * self._quota_run:
             raise FatalError(Text(
-                "this run has made {calls} API calls, {limit}% of the {account}'s {allowed} a "
+                "this run has made {calls} API calls, {limit} of the {account}'s {allowed} a "
                 "day ({setting}); it stops here and the cursor is kept",
-                calls=format(self.calls, ","), limit=format(self._quota_run, "g"),
+                calls=format(self.calls, ","), limit=format(self._quota_run, "g") + "%",
                 account=self.account, allowed=format(allowed, ","),
                 setting=prefix + "_QUOTA_RUN_PERCENT"))
 
@@ -262,11 +262,11 @@ class CrmAdapter(ABC):
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
 
-    def _said(self, template: str, /, **values: Any) -> Text:
+    def _scrubbed(self, text: Text) -> Text:
         """A message whose values may quote a server's answer: each is scrubbed as `_scrub`
         scrubs a whole text (the message's own words hold no secret)."""
-        return Text(template, **{k: self._scrub(v) if type(v) is str else v
-                                 for k, v in values.items()})
+        return Text(text.template, **{k: self._scrub(v) if type(v) is str else v
+                                      for k, v in text.values.items()})
 
     def _keep_secret(self, secret: str) -> None:
         """A token got at run time is as secret as a password: scrub it from messages too."""

@@ -475,11 +475,11 @@ class HubSpotCrm(CrmAdapter):
             if _PROPERTY_GONE.search(message):
                 # Not one deal's value: the property itself. Every deal would fail alike, and
                 # splitting the batch would only spend calls finding that out.
-                raise FatalError(self._said(
+                raise FatalError(self._scrubbed(Text(
                     "HubSpot refused the write-back ({code}: {reason}): a writeback property no "
                     "longer exists or is read-only; check {file} against the deal properties "
                     "(the run stops, the cursor is kept)", code=code, reason=message,
-                    file=self._where))
+                    file=self._where)))
             named = [rid for rid, _ in chunk if rid in set(_error_ids(answer.body))]
             if len(chunk) == 1 or named:
                 at_fault = named or [chunk[0][0]]

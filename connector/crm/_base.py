@@ -244,7 +244,8 @@ class CrmAdapter(ABC):
                 "connector stops at {limit} ({setting}) to leave the rest to other "
                 "integrations; the cursor is kept", account=self.account, used=format(used, ","),
                 allowed=format(allowed, ","), share=format(used / allowed, ".0%"),
-                limit=format(self._quota_total, "g") + "%", setting=prefix + "_QUOTA_TOTAL_PERCENT"))
+                limit=format(self._quota_total, "g") + "%",
+                setting=prefix + "_QUOTA_TOTAL_PERCENT"))
         if self.calls * 100 >= allowed * self._quota_run:
             raise FatalError(Text(
                 "this run has made {calls} API calls, {limit} of the {account}'s {allowed} a "

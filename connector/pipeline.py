@@ -205,12 +205,12 @@ class Pipeline:
             result = results.get(rid)
             if outcome.changes and result is not None and not result.ok:
                 report.parked += 1
-                reason = f"{result.code}: {result.message}"
-                report.note(f"{rid}: {reason}")
+                reason = Text("{code}: {reason}", code=result.code, reason=result.message)
+                report.note(Text("{record}: {reason}", record=rid, reason=reason))
                 commit.outbox.append(OutboxItem(
                     f"writeback:{rid}:{version}", rid, "writeback", Kind.WRITEBACK,
                     {"ids": [rid], "fields": list(outcome.changes)}, status="parked",
-                    reason=reason))
+                    reason=str(reason)))
                 if backfill:  # what is true now stays the past when the write goes through
                     self._edges(rid, outcome, commit, report, backfill)
                 continue  # its actions wait until the write goes through

@@ -156,7 +156,7 @@ class CrmAdapter(ABC):
             try:
                 todo.append((rid, {n: self._outgoing(rid, n, v) for n, v in fields.items()}))
             except RecordError as exc:
-                results[rid] = WriteResult(rid, False, "INVALID_VALUE", self._scrub(str(exc)))
+                results[rid] = WriteResult(rid, False, "INVALID_VALUE", self._scrubbed(exc.text))
         for rid in [rid for rid, fields in todo if not fields]:
             results[rid] = WriteResult(rid, True)
         todo = [(rid, fields) for rid, fields in todo if fields]
@@ -263,9 +263,11 @@ class CrmAdapter(ABC):
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
 
-    def _scrubbed(self, text: Text) -> Text:
+    def _scrubbed(self, text: str) -> str:
         """A message whose values may quote a server's answer: each is scrubbed as `_scrub`
         scrubs a whole text (the message's own words hold no secret)."""
+        if not isinstance(text, Text):
+            return self._scrub(text)
         return Text(text.template, **{k: self._scrub(v) if type(v) is str else v
                                       for k, v in text.values.items()})
 

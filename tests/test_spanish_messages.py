@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import html
+import json
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,13 @@ def test_both_evaluation_paths_say_no_single_workflow_alike(case, record, englis
     assert (slow.template, slow.values) == (fast.template, fast.values)
     spanish = say(fast, "es")
     assert spanish != english and "ejecute 'check'" in spanish
+
+
+def test_the_forecasts_left_out_reasons_are_words_in_spanish_and_keys_in_json(spanish, capsys):
+    assert main(["forecast", str(EXAMPLE), *CONFIG]) == 1
+    table = capsys.readouterr().out
+    assert "perdida" in table and "con error" in table
+    assert " lost " not in table and " failed " not in table
+    assert main(["forecast", str(EXAMPLE), "--format", "json", *CONFIG]) == 1
+    left = json.loads(capsys.readouterr().out)[-1]
+    assert left["reasons"] == {"lost": 53, "failed": 6}  # for machines: the English keys

@@ -179,3 +179,14 @@ def test_the_forecasts_left_out_reasons_are_words_in_spanish_and_keys_in_json(sp
     assert main(["forecast", str(EXAMPLE), "--format", "json", *CONFIG]) == 1
     left = json.loads(capsys.readouterr().out)[-1]
     assert left["reasons"] == {"lost": 53, "failed": 6}  # for machines: the English keys
+
+
+def test_the_history_pages_are_in_the_persons_language(tmp_path, spanish, capsys):
+    history = ROOT / "examples" / "history.csv"
+    report = tmp_path / "calibration.html"
+    assert main(["calibrate", "--input", str(history), "--report", str(report),
+                 *CONFIG[:4]]) == 0
+    page = report.read_text(encoding="utf-8")
+    assert '<html lang="es"' in page and "<h1>Calibración</h1>" in page
+    assert "Confiabilidad" in page and "Puntajes" in page
+    assert "Reliability" not in page and "Lower Brier is better" not in page

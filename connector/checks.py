@@ -15,8 +15,9 @@ from connector.core.expressions import RESERVED
 from connector.core.findings import Finding, Where, did_you_mean
 from connector.core.ruleset import RuleSet
 from connector.core.schema import AudienceSpec
+from connector.errors import Text
 from connector.files import display
-from connector.templates import ENV_REFERENCE, make_environment
+from connector.templates import ENV_REFERENCE, make_environment, syntax_problem
 
 
 def known_names(rules: RuleSet) -> set[str]:
@@ -29,13 +30,13 @@ def known_names(rules: RuleSet) -> set[str]:
 
 
 def _unknown(source: str, known: set[str], env: jinja2.Environment
-             ) -> list[tuple[str, int]] | str:
+             ) -> list[tuple[str, int]] | tuple[int, str]:
     """(name, line) of every variable the template reads that is not known, or the syntax
-    error as text."""
+    error's line and what it is."""
     try:
         tree = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
-        return f"line {exc.lineno}: {exc.message}"
+        return exc.lineno, syntax_problem(exc)
     free = meta.find_undeclared_variables(tree) - set(env.globals)
     lines: dict[str, int] = {}
     for node in tree.find_all(nodes.Name):
@@ -66,16 +67,18 @@ def check_templates(rules: RuleSet, rules_dir: Path,
                 path = rules_dir / spec.template
                 if not path.is_file():
                     findings.append(Finding.at(where, "error", "template",
-                                               f"action '{action.name}': template "
-                                               f"{spec.template} not found in "
-                                               f"{display(rules_dir)}"))
+                                               Text("action '{action}': template {template} "
+                                                    "not found in {folder}", action=action.name,
+                                                    template=spec.template,
+                                                    folder=display(rules_dir))))
                 else:
                     extra = APPROVAL_NAMES if action.kind == "approval" else set()
                     findings += _file_findings(action.name, path, known | extra, env)
         elif action.kind == "http":
             findings += [Finding.at(where, "error", "schema",
-                                    f"action '{action.name}' headers: {name!r} is not an HTTP "
-                                    "header name (letters, digits and - are)")
+                                    Text("action '{action}' headers: {name!r} is not an HTTP "
+                                         "header name (letters, digits and - are)",
+                                         action=action.name, name=name))
                          for name in action.spec.headers if not _HEADER_NAME.fullmatch(name)]
             texts.append(("url", action.spec.url))
             texts += [(f"headers.{k}", v) for k, v in action.spec.headers.items()]
@@ -91,15 +94,15 @@ def check_templates(rules: RuleSet, rules_dir: Path,
         for part, text in texts:
             problems = _unknown(text, known | (APPROVAL_NAMES if action.kind == "approval"
                                                else set()), env)
-            if isinstance(problems, str):
-                findings.append(Finding.at(where, "error", "template",
-                                           f"action '{action.name}' {part}: {problems}"))
+            if isinstance(problems, tuple):
+                findings.append(Finding.at(where, "error", "template", Text(
+                    "action '{action}' {part}: line {line}: {problem}", action=action.name,
+                    part=part, line=problems[0], problem=problems[1])))
                 continue
             for name, _ in problems:
-                findings.append(Finding.at(
-                    where, "error", "template",
-                    f"action '{action.name}' {part}: unknown variable '{name}'"
-                    f"{did_you_mean(name, known)}"))
+                findings.append(Finding.at(where, "error", "template", Text(
+                    "action '{action}' {part}: unknown variable '{name}'{hint}",
+                    action=action.name, part=part, name=name, hint=did_you_mean(name, known))))
     return findings
 
 
@@ -113,22 +116,26 @@ def _audience_findings(name: str, spec: AudienceSpec, where: Where,
     """An audience action names its list and reads the address from the record."""
     out = []
     if "{" not in spec.email:
-        out.append(Finding.at(where, "error", "template", f"action '{name}' email: "
-                              f"{spec.email!r} is the same address for every deal: use the "
-                              "contact's field, such as \"{{ contact_email }}\""))
+        out.append(Finding.at(where, "error", "template", Text(
+            "action '{action}' email: {email!r} is the same address for every deal: use the "
+            "contact's field, such as \"{{{{ contact_email }}}}\"", action=name,
+            email=spec.email)))
     for variable in ENV_REFERENCE.findall(str(spec.list_id)):
         if not environ.get(variable):
-            out.append(Finding.at(where, "warning", "reference", f"action '{name}' list: "
-                                  f"{variable} is not set here; sync needs it"))
+            out.append(Finding.at(where, "warning", "reference", Text(
+                "action '{action}' list: {variable} is not set here; sync needs it",
+                action=name, variable=variable)))
     if spec.provider == "brevo" and not ENV_REFERENCE.search(str(spec.list_id)) \
             and not str(spec.list_id).isdigit():
-        out.append(Finding.at(where, "error", "schema", f"action '{name}' list: Brevo list "
-                              f"ids are numbers, not {spec.list_id!r}"))
+        out.append(Finding.at(where, "error", "schema", Text(
+            "action '{action}' list: Brevo list ids are numbers, not {list!r}", action=name,
+            list=spec.list_id)))
     for key in spec.merge_fields:
         if not _FIELD_NAME[spec.provider].fullmatch(key):
-            out.append(Finding.at(where, "warning", "schema", f"action '{name}' merge_fields."
-                                  f"{key}: {spec.provider} names its fields in capitals, such "
-                                  "as FNAME: check the list's fields"))
+            out.append(Finding.at(where, "warning", "schema", Text(
+                "action '{action}' merge_fields.{key}: {provider} names its fields in "
+                "capitals, such as FNAME: check the list's fields", action=name, key=key,
+                provider=spec.provider)))
     return out
 
 
@@ -138,14 +145,16 @@ def _file_findings(action: str, path: Path, known: set[str], env: jinja2.Environ
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [Finding("error", "template", f"cannot read the template: {exc}", shown)]
+        return [Finding("error", "template", Text("cannot read the template: {reason}",
+                                                  reason=str(exc)), shown)]
     problems = _unknown(source, known, env)
-    if isinstance(problems, str):
-        line = int(problems.split(":")[0].removeprefix("line ") or 1)
-        return [Finding("error", "template", f"action '{action}': {problems.split(': ', 1)[1]}",
-                        shown, line)]
-    return [Finding("error", "template", f"unknown variable '{name}'"
-                    f"{did_you_mean(name, known)} (used by action '{action}')", shown, line)
+    if isinstance(problems, tuple):
+        return [Finding("error", "template", Text("action '{action}': {problem}", action=action,
+                                                  problem=problems[1]), shown, problems[0] or 1)]
+    return [Finding("error", "template", Text("unknown variable '{name}'{hint} (used by action "
+                                              "'{action}')", name=name,
+                                              hint=did_you_mean(name, known), action=action),
+                    shown, line)
             for name, line in problems]
 
 
@@ -167,8 +176,8 @@ def check_erp(rules: RuleSet, mappings_dir: Path) -> list[Finding]:
         if uses_erp:
             name = next(a for a in rules.actions.values() if a.kind == "erp")
             return [Finding.at(name.where, "error", "reference",
-                               f"action '{name.name}' syncs to the ERP, but "
-                               f"{display(path)} does not exist")]
+                               Text("action '{action}' syncs to the ERP, but {file} does not "
+                                    "exist", action=name.name, file=display(path)))]
         return []
     from connector.erp import load_erp_mapping
 

@@ -12,8 +12,9 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ from pydantic import BaseModel, ValidationError
 
 from connector import currency
 from connector.core import schema
-from connector.core.findings import Finding, Where, did_you_mean
+from connector.core.findings import Finding, Rewording, Where, did_you_mean, reworded
 from connector.core.mapping import Mapping
 from connector.core.ruleset import RuleSet, compile_mapping, compile_rules
+from connector.errors import Text
 from connector.i18n import language_of, translate
 
 DataPath = tuple[str | int, ...]
@@ -78,13 +80,36 @@ _Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"),
 
 
 # PyYAML says what it met, not what to do: the usual causes, by a phrase of its message.
+_TABS = Text("YAML indents with spaces only: replace the tab with spaces")
 _YAML_HINTS = (
-    ("'\\t'", "YAML indents with spaces only: replace the tab with spaces"),
-    ("tab character", "YAML indents with spaces only: replace the tab with spaces"),
-    ("expected <block end>", "this line is not indented like the lines above it"),
-    ("mapping values are not allowed", "a value with ': ' in it needs quotes around it"),
-    ("end of stream", "a quote or a bracket opened here is never closed"),
-    ("another document", "a file holds one YAML document: remove the second '---'"),
+    ("'\\t'", _TABS),
+    ("tab character", _TABS),
+    ("expected <block end>", Text("this line is not indented like the lines above it")),
+    ("mapping values are not allowed", Text("a value with ': ' in it needs quotes around it")),
+    ("end of stream", Text("a quote or a bracket opened here is never closed")),
+    ("another document", Text("a file holds one YAML document: remove the second '---'")),
+)
+
+
+# PyYAML's words for what it met, for the problems a hand-edited file has; another stays in
+# PyYAML's English.
+_YAML_MET: tuple[Rewording, ...] = (
+    (r"found character (.+) that cannot start any token",
+     lambda m: Text("found character {found} that cannot start any token", found=m[1])),
+    (r"mapping values are not allowed here",
+     lambda m: Text("mapping values are not allowed here")),
+    (r"expected (\S+) or (\S+), but got (.+)",
+     lambda m: Text("expected {first} or {second}, but got {found}", first=m[1], second=m[2],
+                    found=m[3])),
+    (r"expected (.+?), but found (.+)",
+     lambda m: Text("expected {expected}, but found {found}", expected=m[1], found=m[2])),
+    (r"found unexpected end of stream", lambda m: Text("found unexpected end of stream")),
+    (r"but found another document", lambda m: Text("but found another document")),
+    (r"found undefined alias (.+)", lambda m: Text("found undefined alias {alias}", alias=m[1])),
+    (r"found unknown escape character (.+)",
+     lambda m: Text("found unknown escape character {found}", found=m[1])),
+    (r"could not determine a constructor for the tag (.+)",
+     lambda m: Text("could not determine a constructor for the tag {tag}", tag=m[1])),
 )
 
 
@@ -92,11 +117,15 @@ def _yaml_problem(exc: yaml.YAMLError, name: str) -> Finding:
     problem = getattr(exc, "problem", None) or str(exc)
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     hint = next((h for phrase, h in _YAML_HINTS if phrase in problem),
-                "check the indentation and the quotes around values with ':' or '#'")
+                Text("check the indentation and the quotes around values with ':' or '#'"))
     if "end of stream" in problem and getattr(exc, "context_mark", None):
         mark = exc.context_mark  # type: ignore[attr-defined]  # where the quote opened
-    return Finding("error", "schema", f"not valid YAML: {problem}: {hint}", name,
-                   mark.line + 1 if mark else None)
+    return Finding("error", "schema", Text("not valid YAML: {problem}: {hint}",
+                                           problem=reworded(problem, _YAML_MET), hint=hint),
+                   name, mark.line + 1 if mark else None)
+
+
+_TOO_DEEP = Text("not valid YAML: nested too deeply")
 
 
 def read_yaml(path: Path) -> tuple[YamlFile | None, list[Finding]]:
@@ -106,19 +135,20 @@ def read_yaml(path: Path) -> tuple[YamlFile | None, list[Finding]]:
         raw = path.read_bytes()
         text = raw.decode("utf-8-sig")
     except OSError as exc:
-        return None, [Finding("error", "schema", f"cannot read the file: {exc.strerror or exc}",
-                              name)]
+        return None, [Finding("error", "schema", Text("cannot read the file: {reason}",
+                                                      reason=exc.strerror or str(exc)), name)]
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        return None, [Finding("error", "schema", "the file is not UTF-8 text (byte "
-                              f"0x{raw[exc.start]:02x}): save it as UTF-8", name, line)]
+        return None, [Finding("error", "schema", Text("the file is not UTF-8 text (byte "
+                                                      "0x{byte:02x}): save it as UTF-8",
+                                                      byte=raw[exc.start]), name, line)]
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
         return None, [_yaml_problem(exc, name)]
     except RecursionError:
-        return None, [Finding("error", "schema", "not valid YAML: nested too deeply", name)]
+        return None, [Finding("error", "schema", _TOO_DEEP, name)]
     finally:
         loader.dispose()
     out = YamlFile(name, None)
@@ -133,8 +163,9 @@ def read_yaml(path: Path) -> tuple[YamlFile | None, list[Finding]]:
             # Only a scalar's tag goes through the safe constructor; a collection's would be
             # silently dropped by this walk, so refuse it rather than guess what it meant.
             tag = n.tag.replace("tag:yaml.org,2002:", "!!")
-            refused.append(Finding("error", "schema", f"the YAML tag '{tag}' is not allowed "
-                                   "here: remove it", name, n.start_mark.line + 1))
+            refused.append(Finding("error", "schema", Text("the YAML tag '{tag}' is not "
+                                                           "allowed here: remove it", tag=tag),
+                                   name, n.start_mark.line + 1))
             return None
         if isinstance(n, yaml.MappingNode):
             written = sum(1 for k, _ in n.value if k.tag != _MERGE)
@@ -146,17 +177,18 @@ def read_yaml(path: Path) -> tuple[YamlFile | None, list[Finding]]:
             own: set[str] = set()
             for index, (k, v) in enumerate(n.value):
                 if not isinstance(k, yaml.ScalarNode):
-                    findings.append(Finding("error", "schema", "a key must be a plain name",
+                    findings.append(Finding("error", "schema",
+                                            Text("a key must be a plain name"),
                                             name, k.start_mark.line + 1))
                     continue
                 # Every key in these files is a name: `5:` or `null:` is the name '5' or
                 # 'null', never a number or None that later lookups by name cannot find.
                 key = k.value
                 if key in own:
-                    findings.append(Finding(
-                        "error", "schema", f"'{key}' appears twice here (first at line "
-                        f"{out.lines.get(at + (key,))}): keep one of them (YAML would silently "
-                        "use only the last)", name, k.start_mark.line + 1))
+                    findings.append(Finding("error", "schema", Text(
+                        "'{key}' appears twice here (first at line {line}): keep one of them "
+                        "(YAML would silently use only the last)", key=key,
+                        line=out.lines.get(at + (key,))), name, k.start_mark.line + 1))
                     continue
                 if index >= merged_in:
                     own.add(key)
@@ -172,7 +204,7 @@ def read_yaml(path: Path) -> tuple[YamlFile | None, list[Finding]]:
     except yaml.YAMLError as exc:  # a scalar with an unknown tag (`!!python/name:...`)
         return None, [*findings, _yaml_problem(exc, name)]
     except RecursionError:
-        return None, [Finding("error", "schema", "not valid YAML: nested too deeply", name)]
+        return None, [Finding("error", "schema", _TOO_DEEP, name)]
     if refused:  # the file means something we will not read: none of it is used
         return None, findings + refused
     return out, findings
@@ -233,10 +265,51 @@ def _data_path(data: Any, loc: Iterable[Any]) -> DataPath:
 
 # What each pydantic type error expects, in an admin's words.
 _EXPECTED = {
-    "string_type": "text", "bool_type": "true/false", "int_type": "a number",
-    "decimal_type": "a number", "decimal_parsing": "a number", "dict_type": "a set of keys",
-    "list_type": "a list", "model_type": "a set of keys", "model_attributes_type": "a set of keys",
+    "string_type": Text("text"), "bool_type": Text("true/false"),
+    "bool_parsing": Text("true/false"), "int_type": Text("a number"),
+    "int_parsing": Text("a number"), "float_type": Text("a number"),
+    "float_parsing": Text("a number"), "decimal_type": Text("a number"),
+    "decimal_parsing": Text("a number"), "dict_type": Text("a set of keys"),
+    "list_type": Text("a list"), "model_type": Text("a set of keys"),
+    "model_attributes_type": Text("a set of keys"),
 }
+
+
+def _either(words: Sequence[str]) -> str:
+    """'text, true/false or a number', with the 'or' in the language it is said in."""
+    if len(words) == 1:
+        return words[0]
+    listed = reduce(lambda a, b: Text("{first}, {then}", first=a, then=b), words[:-1])
+    return Text("{some} or {last}", some=listed, last=words[-1])
+
+
+def _constraint(kind: str, ctx: dict[str, Any]) -> Text | None:
+    """What a constraint of the schema wants, for the error types the rule and mapping files
+    can meet; None for another type (its message is pydantic's, in English)."""
+    if kind == "greater_than":
+        return Text("must be greater than {limit}", limit=ctx["gt"])
+    if kind == "greater_than_equal":
+        return Text("must be {limit} or more", limit=ctx["ge"])
+    if kind == "less_than":
+        return Text("must be less than {limit}", limit=ctx["lt"])
+    if kind == "less_than_equal":
+        return Text("must be {limit} or less", limit=ctx["le"])
+    if kind in ("too_short", "string_too_short") and ctx.get("min_length") == 1:
+        return Text("is empty: give at least one")
+    if kind in ("too_short", "string_too_short"):
+        return Text("needs at least {count}, not {actual}", count=ctx["min_length"],
+                    actual=ctx.get("actual_length", "?"))
+    if kind in ("too_long", "string_too_long"):
+        return Text("takes at most {count}, not {actual}", count=ctx["max_length"],
+                    actual=ctx.get("actual_length", "?"))
+    if kind == "finite_number":
+        return Text("must be a finite number")
+    if kind == "int_from_float":
+        return Text("must be a whole number")
+    if kind == "value_error":  # our validators' own words (schema.py raises them as Text)
+        reason = getattr(ctx.get("error"), "args", None) or (None,)
+        return reason[0] if isinstance(reason[0], Text) else None
+    return None
 
 
 def validation_findings(exc: ValidationError, model: type[BaseModel], data: Any,
@@ -246,51 +319,59 @@ def validation_findings(exc: ValidationError, model: type[BaseModel], data: Any,
     errors = exc.errors()
     # A value that fits no member of a union (`Scalar`: text, true/false or a number) gets one
     # error per member from pydantic; the admin gets one line saying what would fit.
-    fits: dict[DataPath, list[str]] = {}
+    fits: dict[DataPath, list[Text]] = {}
     for err in errors:
         if err["type"] in _EXPECTED:
             wanted = fits.setdefault(_data_path(data, err["loc"]), [])
             if _EXPECTED[err["type"]] not in wanted:
                 wanted.append(_EXPECTED[err["type"]])
     for err in errors:
-        loc = tuple(err["loc"])
-        at = _data_path(data, loc)
-        where: Where = locate(at)
-        kind = err["type"]
-        if kind in _EXPECTED:
-            wanted = fits[at]
-            words = ", ".join(wanted[:-1]) + " or " + wanted[-1] if len(wanted) > 1 else wanted[0]
-            message = f"{_dotted(at)}: expected {words} (got {err.get('input')!r})"
-            expected = _model_at(model, at)
-            if kind in ("model_type", "model_attributes_type") and expected:
-                # A scalar where a block was due is nearly always a line indented too little.
-                message = (f"{_dotted(at)}: expected a set of keys ("
-                           + ", ".join(_keys_of(expected)) + f"), got {err.get('input')!r}: "
-                           "check the indentation of this line and the ones below it")
-        elif kind == "extra_forbidden":
-            parent = _model_at(model, at[:-1])
-            allowed = _keys_of(parent) if parent else []
-            name = at[-1] if at else loc[-1]
-            message = f"unknown key '{name}'{did_you_mean(str(name), allowed)}"
-            if allowed:
-                message += "; allowed here: " + ", ".join(allowed)
-        elif kind == "missing":
-            message = f"'{loc[-1]}' is missing here"
-            if at:
-                message = f"{_dotted(at)}: '{loc[-1]}' is missing"
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            message = f"{_dotted(at)}: {msg}" if at else msg
-            if kind == "literal_error":
-                message += f" (got {err.get('input')!r})"
-                if isinstance(err.get("input"), str):
-                    expected_text = str((err.get("ctx") or {}).get("expected"))
-                    message += did_you_mean(err["input"], re.findall(r"'([^']*)'", expected_text))
+        message = _validation_message(err, model, data, fits)
+        where: Where = locate(_data_path(data, err["loc"]))
         if (where, message) in seen:
             continue  # a union reports the same place once per member
         seen.add((where, message))
         findings.append(Finding.at(where, "error", "schema", message))
     return findings
+
+
+def _validation_message(err: Any, model: type[BaseModel], data: Any,
+                        fits: dict[DataPath, list[Text]]) -> str:
+    loc = tuple(err["loc"])
+    at = _data_path(data, loc)
+    kind = err["type"]
+    got = err.get("input")
+    if kind in _EXPECTED:
+        expected = _model_at(model, at)
+        if kind in ("model_type", "model_attributes_type") and expected:
+            # A scalar where a block was due is nearly always a line indented too little.
+            return Text("{at}: expected a set of keys ({keys}), got {value!r}: check the "
+                        "indentation of this line and the ones below it", at=_dotted(at),
+                        keys=", ".join(_keys_of(expected)), value=got)
+        return Text("{at}: expected {words} (got {value!r})", at=_dotted(at),
+                    words=_either(fits[at]), value=got)
+    if kind == "extra_forbidden":
+        parent = _model_at(model, at[:-1])
+        allowed = _keys_of(parent) if parent else []
+        name = at[-1] if at else loc[-1]
+        hint = did_you_mean(str(name), allowed)
+        if allowed:
+            return Text("unknown key '{key}'{hint}; allowed here: {allowed}", key=name,
+                        hint=hint, allowed=", ".join(allowed))
+        return Text("unknown key '{key}'{hint}", key=name, hint=hint)
+    if kind == "missing":
+        if at:
+            return Text("{at}: '{key}' is missing", at=_dotted(at), key=loc[-1])
+        return Text("'{key}' is missing here", key=loc[-1])
+    if kind == "literal_error":
+        expected_text = str((err.get("ctx") or {}).get("expected"))
+        choices = re.findall(r"'([^']*)'", expected_text)
+        said = Text("Input should be {choices} (got {value!r}){hint}",
+                    choices=_either([f"'{c}'" for c in choices]) if choices else expected_text,
+                    value=got, hint=did_you_mean(got, choices) if isinstance(got, str) else "")
+    else:  # our words for the types these files meet; pydantic's own (English) for another
+        said = _constraint(kind, err.get("ctx") or {}) or err["msg"].removeprefix("Value error, ")
+    return Text("{at}: {problem}", at=_dotted(at), problem=said) if at else said
 
 
 def _keys_of(model: type[BaseModel]) -> list[str]:
@@ -325,8 +406,9 @@ def yaml_files(folder: Path) -> list[Path]:
 def load_mappings(folder: Path, findings: list[Finding]) -> dict[str, tuple[Mapping, Path]]:
     out: dict[str, tuple[Mapping, Path]] = {}
     if not folder.is_dir():
-        findings.append(Finding("error", "schema", f"no mappings folder at {display(folder)} "
-                                "(use --mappings DIR)", display(folder)))
+        findings.append(Finding("error", "schema", Text("no mappings folder at {folder} (use "
+                                                        "--mappings DIR)", folder=display(folder)),
+                                display(folder)))
         return out
     for path in yaml_files(folder):
         mapping = load_mapping_file(path, findings)
@@ -336,8 +418,9 @@ def load_mappings(folder: Path, findings: list[Finding]) -> dict[str, tuple[Mapp
             # Two mappings for one CRM: which one runs would depend on the files' names.
             doc, _ = read_yaml(path)
             findings.append(Finding(
-                "error", "schema", f"a second mapping for crm '{mapping.crm}' (the first is "
-                f"{display(out[mapping.crm][1])}): keep one mapping file per CRM",
+                "error", "schema", Text("a second mapping for crm '{crm}' (the first is "
+                                        "{first}): keep one mapping file per CRM",
+                                        crm=mapping.crm, first=display(out[mapping.crm][1])),
                 display(path), doc.lines.get(("crm",)) if doc else None))
             continue
         out[mapping.crm] = (mapping, path)
@@ -350,8 +433,9 @@ def load_mapping_file(path: Path, findings: list[Finding]) -> Mapping | None:
     if doc is None or problems:
         return None
     if not isinstance(doc.data, dict):
-        findings.append(Finding("error", "schema", "a mapping file is a set of keys "
-                                "(crm:, object:, fields: ...)", doc.path, 1))
+        findings.append(Finding("error", "schema", Text("a mapping file is a set of keys "
+                                                        "(crm:, object:, fields: ...)"),
+                                doc.path, 1))
         return None
     if "erp" in doc.data and "crm" not in doc.data:
         return None  # mappings/erp.yaml: checked with the ERP settings (issue 5)
@@ -400,13 +484,14 @@ def load_rules_spec(folder: Path, findings: list[Finding]
 def _read_rules(folder: Path, findings: list[Finding]) -> _RulesRead:
     docs: list[YamlFile] = []
     if not folder.is_dir():
-        findings.append(Finding("error", "schema", f"no rules folder at {display(folder)} "
-                                "(use --rules DIR)", display(folder)))
+        findings.append(Finding("error", "schema", Text("no rules folder at {folder} (use "
+                                                        "--rules DIR)", folder=display(folder)),
+                                display(folder)))
         return _RulesRead(None, docs, None)
     paths = yaml_files(folder)
     if not paths:
-        findings.append(Finding("error", "schema", f"no *.yaml files in {display(folder)}",
-                                display(folder)))
+        findings.append(Finding("error", "schema", Text("no *.yaml files in {folder}",
+                                                        folder=display(folder)), display(folder)))
         return _RulesRead(None, docs, None)
     merged: dict[str, Any] = {}
     owner: dict[str, YamlFile] = {}
@@ -423,8 +508,9 @@ def _read_rules(folder: Path, findings: list[Finding]) -> _RulesRead:
         if doc.data is None:
             continue
         if not isinstance(doc.data, dict):
-            findings.append(Finding("error", "schema", "a rule file is a set of top-level keys "
-                                    "(factors:, workflows:, computed: ...)", doc.path, 1))
+            findings.append(Finding("error", "schema", Text(
+                "a rule file is a set of top-level keys (factors:, workflows:, computed: ...)"),
+                doc.path, 1))
             flawed = True
             continue
         for key, value in doc.data.items():
@@ -432,8 +518,9 @@ def _read_rules(folder: Path, findings: list[Finding]) -> _RulesRead:
                 flawed = True
                 first = owner[key]
                 findings.append(Finding(
-                    "error", "schema", f"'{key}' is already defined in {first.path}:"
-                    f"{first.lines.get((key,))}; a top-level key lives in one file only",
+                    "error", "schema", Text("'{key}' is already defined in {file}:{line}; a "
+                                            "top-level key lives in one file only", key=key,
+                                            file=first.path, line=first.lines.get((key,))),
                     doc.path, doc.lines.get((key,))))
                 continue
             merged[key] = value
@@ -562,14 +649,14 @@ def load(rules_dir: Path, mappings_dir: Path, crm: str | None = None,
         m = load_mapping_file(mapping_file, findings)
         mappings = {m.crm: (m, mapping_file)} if m else {}
         if m is None and not findings:
-            findings.append(Finding("error", "schema", "not a CRM mapping (no 'crm:' key)",
+            findings.append(Finding("error", "schema", Text("not a CRM mapping (no 'crm:' key)"),
                                     display(mapping_file)))
     else:
         mappings = load_mappings(mappings_dir, findings)
         if not mappings and not any(f.severity == "error" for f in findings):
-            findings.append(Finding("error", "schema", "no CRM mapping (a file with 'crm: "
-                                    f"salesforce') in {display(mappings_dir)}",
-                                    display(mappings_dir)))
+            findings.append(Finding("error", "schema", Text(
+                "no CRM mapping (a file with 'crm: salesforce') in {folder}",
+                folder=display(mappings_dir)), display(mappings_dir)))
     read = _read_rules(rules_dir, findings)
     spec, docs = read.spec, read.docs
     checked = (spec, read.locate) if spec is not None and read.locate else read.partial
@@ -579,8 +666,9 @@ def load(rules_dir: Path, mappings_dir: Path, crm: str | None = None,
     rules: RuleSet | None = None
     if checked is not None and mappings:
         if chosen not in mappings:
-            findings.append(Finding("error", "schema", f"no mapping for CRM '{chosen}' in "
-                                    f"{display(mappings_dir)}"))
+            findings.append(Finding("error", "schema", Text("no mapping for CRM '{crm}' in "
+                                                            "{folder}", crm=chosen,
+                                                            folder=display(mappings_dir))))
         seen: set[Finding] = set(findings)
         # The same rules drive every CRM: check them against each mapping, report once.
         for name, (mapping, _) in sorted(mappings.items(), key=lambda kv: kv[0] != chosen):

@@ -27,7 +27,8 @@ from jinja2.lexer import Token, TokenStream
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
-from connector.errors import ConfigurationError, RecordError
+from connector.core.findings import Rewording, reworded
+from connector.errors import ConfigurationError, RecordError, Text
 from connector.formatting import format_day, format_money, format_percent_value
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "render_structure",
     "render_value",
     "resolve",
+    "syntax_problem",
     "template_variables",
 ]
 
@@ -47,7 +49,8 @@ class InvalidTemplate(ConfigurationError):
     """A template that does not parse: every record would fail, so an admin must fix it."""
 
     def __init__(self, template: str, problem: str) -> None:
-        super().__init__(f"template {_short(template)}: {problem}")
+        super().__init__(Text("template {template}: {problem}", template=_short(template),
+                              problem=problem))
         self.template = template
         self.problem = problem
 
@@ -56,7 +59,8 @@ class TemplateRenderError(RecordError):
     """A template that parses but fails for this record (a missing field, a bad value)."""
 
     def __init__(self, template: str, problem: str) -> None:
-        super().__init__(f"template {_short(template)}: {problem}")
+        super().__init__(Text("template {template}: {problem}", template=_short(template),
+                              problem=problem))
         self.template = template
         self.problem = problem
 
@@ -82,7 +86,8 @@ class _Environ:
             return f"${{{name}}}"
         value = self._environ.get(name)
         if not value:
-            raise ConfigurationError(f"set {name}: the rules refer to it as ${{{name}}}")
+            raise ConfigurationError(Text("set {name}: the rules refer to it as ${{{name}}}",
+                                          name=name))
         return value
 
 
@@ -184,11 +189,39 @@ def _short(template: str, limit: int = 60) -> str:
     return repr(text)
 
 
+# Jinja's words for why a template does not parse, for the usual mistakes; another stays in
+# Jinja's English.
+_JINJA_SAYS: tuple[Rewording, ...] = (
+    (r"unexpected '(.+)'", lambda m: Text("unexpected '{found}'", found=m[1])),
+    (r"unexpected char (.+) at (\d+)",
+     lambda m: Text("unexpected char {found} at {position}", found=m[1], position=m[2])),
+    (r"unexpected end of template, expected '(.+)'\.",
+     lambda m: Text("unexpected end of template, expected '{expected}'.", expected=m[1])),
+    (r"expected token '(.+)', got '(.+)'",
+     lambda m: Text("expected token '{expected}', got '{found}'", expected=m[1], found=m[2])),
+    (r"Expected an expression, got '(.+)'",
+     lambda m: Text("Expected an expression, got '{found}'", found=m[1])),
+    (r"Encountered unknown tag '(.+)'\.",
+     lambda m: Text("Encountered unknown tag '{tag}'.", tag=m[1])),
+    (r"Unexpected end of template\. Jinja was looking for the following tags: (.+)\. The "
+     r"innermost block that needs to be closed is '(.+)'\.",
+     lambda m: Text("Unexpected end of template. Jinja was looking for the following tags: "
+                    "{tags}. The innermost block that needs to be closed is '{block}'.",
+                    tags=m[1], block=m[2])),
+)
+
+
+def syntax_problem(exc: jinja2.TemplateSyntaxError) -> str:
+    """Why a template does not parse, said in the person's language where it can be."""
+    return reworded(exc.message or type(exc).__name__, _JINJA_SAYS)
+
+
 def _parse(source: str) -> nodes.Template:
     try:
         return _ENV.parse(source)
     except jinja2.TemplateSyntaxError as exc:
-        raise InvalidTemplate(source, f"line {exc.lineno}: {exc.message}") from None
+        raise InvalidTemplate(source, Text("line {line}: {problem}", line=exc.lineno,
+                                           problem=syntax_problem(exc))) from None
 
 
 def _single_expression(tree: nodes.Template) -> nodes.Expr | None:
@@ -244,9 +277,10 @@ def render_value(template: str, values: Mapping[str, Any],
     except jinja2.TemplateError as exc:  # undefined variables and sandbox refusals
         raise TemplateRenderError(template, exc.message or type(exc).__name__) from None
     except ZeroDivisionError:  # decimal.DivisionByZero too, whose own text is unreadable
-        raise TemplateRenderError(template, "division by zero") from None
+        raise TemplateRenderError(template, Text("division by zero")) from None
     except decimal.DecimalException as exc:
-        raise TemplateRenderError(template, f"not a valid number ({type(exc).__name__})") from None
+        raise TemplateRenderError(template, Text("not a valid number ({error})",
+                                                 error=type(exc).__name__)) from None
     except (ArithmeticError, TypeError, ValueError, LookupError) as exc:
         raise TemplateRenderError(template, f"{type(exc).__name__}: {exc}") from None
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import string
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,10 @@ from typing import Any
 import pytest
 import yaml
 
+from connector import cli
 from connector.cli import main
+from connector.errors import Text
+from connector.i18n import say, set_language
 
 CORPUS = Path(__file__).parent / "broken"
 CASES = sorted(p for p in CORPUS.iterdir() if p.is_dir())
@@ -93,10 +98,11 @@ def params() -> list[Any]:
 
 
 def run_check(case: Case, fmt: str, capsys: pytest.CaptureFixture[str],
-              monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+              monkeypatch: pytest.MonkeyPatch, lang: str = "en") -> tuple[int, str, str]:
     monkeypatch.chdir(case.folder)  # so that files are named as in expected.yaml
     monkeypatch.delenv("CRM_AUTOMATION_DEBUG", raising=False)
-    code = main(["check", "--rules", "rules", "--mappings", "mappings", "--format", fmt])
+    code = main(["check", "--lang", lang, "--rules", "rules", "--mappings", "mappings",
+                 "--format", fmt])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -213,3 +219,76 @@ def test_a_real_process_prints_no_traceback(fmt: str) -> None:
     else:
         for e in case.findings:
             assert f"{e.file}:{e.line}: error: " in done.stdout
+
+
+# --- check --lang es -----------------------------------------------------------------------------
+
+@pytest.fixture
+def messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """The messages check hands to `say`, as the findings hold them."""
+    said: list[Any] = []
+
+    def spy(message: Any, code: str | None = None) -> str:
+        said.append(message)
+        return say(message, code)
+    monkeypatch.setattr(cli, "say", spy)
+    yield said
+    set_language("en")
+
+
+def english_phrases(text: Text) -> Iterator[str]:
+    """The words of a message's English templates (its own and its values'), between their
+    placeholders: none of them may be left in a translation."""
+    for literal, *_ in string.Formatter().parse(text.template):
+        if len(re.findall(r"(?<!\w)[A-Za-z]{2,}(?!\w)", literal)) >= 2:  # words, not code
+            yield literal.strip()
+    for value in text.values.values():
+        if isinstance(value, Text):
+            yield from english_phrases(value)
+
+
+def assert_said_in_spanish(english: list[Any], spanish: list[str]) -> None:
+    assert len(spanish) == len(english)
+    for text, message in zip(english, spanish):
+        assert isinstance(text, Text), f"not translatable: {text!r}"
+        assert message == say(text, "es") != str(text)
+        kept = [p for p in english_phrases(text) if p in message]
+        assert not kept, f"English left in {message!r}: {kept}"
+
+
+@pytest.mark.parametrize("case", params())
+def test_check_json_says_every_finding_in_spanish(
+        case: Case, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        messages: list[Any]) -> None:
+    """The same findings in both languages (count, file:line, severity, kind): only the
+    message changes, to its Spanish."""
+    code, out, _ = run_check(case, "json", capsys, monkeypatch)
+    english = json.loads(out)["findings"]
+    texts = list(messages)
+    assert code == case.exit and [f["message"] for f in english] == [str(t) for t in texts]
+    code, out, _ = run_check(case, "json", capsys, monkeypatch, lang="es")
+    spanish = json.loads(out)["findings"]
+    assert code == case.exit
+    assert [{**f, "message": None} for f in spanish] == [{**f, "message": None} for f in english]
+    assert_said_in_spanish(texts, [f["message"] for f in spanish])
+
+
+FINDING_LINE = re.compile(r"^((?:\S+:\d+: |\S+: )?)(error|warning|advertencia): (.*)$")
+
+
+@pytest.mark.parametrize("case", params())
+def test_check_text_says_every_finding_in_spanish(
+        case: Case, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        messages: list[Any]) -> None:
+    """Each line keeps its file:line and its severity (said in Spanish) in the same order."""
+    code, out, err = run_check(case, "text", capsys, monkeypatch)
+    english = [m.groups() for m in map(FINDING_LINE.match, (out + err).splitlines()) if m]
+    texts = list(messages)
+    code_es, out, err = run_check(case, "text", capsys, monkeypatch, lang="es")
+    spanish = [m.groups() for m in map(FINDING_LINE.match, (out + err).splitlines()) if m]
+    assert code_es == code == case.exit
+    assert english and len(spanish) == len(english)
+    severity = {"error": "error", "warning": "advertencia"}
+    assert [(where, severity[s]) for where, s, _ in english] == \
+        [(where, s) for where, s, _ in spanish]
+    assert_said_in_spanish(texts, [message for *_, message in spanish])

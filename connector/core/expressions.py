@@ -25,8 +25,8 @@ from typing import Any
 
 from simpleeval import SimpleEval
 
-from connector.core.findings import did_you_mean
-from connector.errors import RecordError
+from connector.core.findings import Rewording, did_you_mean, reworded
+from connector.errors import RecordError, Text
 
 RESERVED = frozenset({"rule", "won", "lost", "today"})
 
@@ -40,6 +40,10 @@ MAX_LENGTH = 20_000     # characters
 
 class ExpressionError(ValueError):
     """A formula that cannot be accepted; the message says why and what to write instead."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text  # said in the person's language where it is shown
 
 
 # --- blank-propagating operators -------------------------------------------------------------
@@ -150,8 +154,10 @@ def _need_date(value: Any, fname: str) -> dt.date:
     if isinstance(value, dt.date):
         return value
     if value is None:
-        raise RecordError(f"{fname}() needs a date and got an empty value")
-    raise RecordError(f"{fname}() needs a date and got {value!r}")
+        raise RecordError(Text("{function}() needs a date and got an empty value",
+                               function=fname))
+    raise RecordError(Text("{function}() needs a date and got {value!r}", function=fname,
+                           value=value))
 
 
 def _round(x: Any, places: Any = 0) -> Any:
@@ -159,13 +165,15 @@ def _round(x: Any, places: Any = 0) -> Any:
         return None
     x, places = _number(x), _number(places)
     if not isinstance(x, Decimal):
-        raise RecordError(f"round() needs a number and got {x!r}")
+        raise RecordError(Text("round() needs a number and got {value!r}", value=x))
     if not isinstance(places, Decimal) or places != places.to_integral_value():
-        raise RecordError(f"round(x, places): places must be a whole number, not {places!r}")
+        raise RecordError(Text("round(x, places): places must be a whole number, not {places!r}",
+                               places=places))
     try:
         return x.quantize(Decimal(1).scaleb(-int(places)), rounding=ROUND_HALF_UP)
     except InvalidOperation:  # more digits than Decimal keeps (28)
-        raise RecordError(f"round(): cannot keep {int(places)} decimal places of {x}") from None
+        raise RecordError(Text("round(): cannot keep {places} decimal places of {value}",
+                               places=int(places), value=x)) from None
 
 
 def _min(*xs: Any) -> Any:
@@ -193,7 +201,7 @@ def _date(text: Any) -> dt.date:
     try:
         return dt.date.fromisoformat(str(text))
     except ValueError:
-        raise RecordError(f"date({text!r}): expected 'YYYY-MM-DD'") from None
+        raise RecordError(Text("date({text!r}): expected 'YYYY-MM-DD'", text=text)) from None
 
 
 def _days_between(a: Any, b: Any) -> int:
@@ -256,14 +264,14 @@ _ALLOWED = (
 )
 
 _WHY_NOT = {
-    ast.Attribute: "attribute access ('.') is not allowed",
-    ast.Subscript: "subscripts ('[...]') are not allowed",
-    ast.Lambda: "lambda is not allowed",
-    ast.Pow: "'**' is not allowed; multiply instead",
-    ast.FloorDiv: "'//' is not allowed; use round(a / b)",
-    ast.Is: "'is' is not allowed; use '=='",
-    ast.IsNot: "'is not' is not allowed; use '!='",
-    ast.NamedExpr: "':=' is not allowed",
+    ast.Attribute: Text("attribute access ('.') is not allowed"),
+    ast.Subscript: Text("subscripts ('[...]') are not allowed"),
+    ast.Lambda: Text("lambda is not allowed"),
+    ast.Pow: Text("'**' is not allowed; multiply instead"),
+    ast.FloorDiv: Text("'//' is not allowed; use round(a / b)"),
+    ast.Is: Text("'is' is not allowed; use '=='"),
+    ast.IsNot: Text("'is not' is not allowed; use '!='"),
+    ast.NamedExpr: Text("':=' is not allowed"),
 }
 
 
@@ -318,11 +326,14 @@ class Formula:
         try:
             return ev.eval(self.source, previously_parsed=self._tree)
         except RecordError as exc:  # a function refused a value: say in which formula
-            raise RecordError(f"{exc}, in '{self.source}'") from None
+            raise RecordError(Text("{reason}, in '{formula}'", reason=exc.text,
+                                   formula=self.source)) from None
         except (ZeroDivisionError, DivisionByZero):
-            raise RecordError(f"division by zero in '{self.source}'") from None
+            raise RecordError(Text("division by zero in '{formula}'",
+                                   formula=self.source)) from None
         except (TypeError, InvalidOperation, ValueError, ArithmeticError) as exc:
-            raise RecordError(f"cannot compute '{self.source}': {_plain(exc)}") from None
+            raise RecordError(Text("cannot compute '{formula}': {reason}", formula=self.source,
+                                   reason=_plain(exc))) from None
 
     @property
     def uses_today(self) -> bool:
@@ -333,7 +344,7 @@ def _plain(exc: Exception) -> str:
     text = str(exc)
     if any(phrase in text for phrase in ("unsupported operand", "not supported between",
                                          "can only concatenate", "can't multiply sequence")):
-        return "a value has the wrong type (text where a number or date is needed?)"
+        return Text("a value has the wrong type (text where a number or date is needed?)")
     return text
 
 
@@ -343,17 +354,23 @@ def parse_formula(source: str, known: Iterable[str]) -> Formula:
     if text.startswith("="):
         text = text[1:].strip()
     if not text:
-        raise ExpressionError("the formula is empty")
+        raise ExpressionError(Text("the formula is empty"))
     if len(text) > MAX_LENGTH:
-        raise _too_large(text, f"{len(text)} characters long; the limit is {MAX_LENGTH}")
+        raise _too_large(text, Text("{length} characters long; the limit is {limit}",
+                                    length=len(text), limit=MAX_LENGTH))
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        where = f" at column {exc.offset}" if exc.offset else ""
-        raise ExpressionError(f"formula '{_short(text)}' does not parse{where}: "
-                              f"{exc.msg}") from None
+        problem = reworded(exc.msg, _PYTHON_SAYS)
+        if exc.offset:
+            raise ExpressionError(Text("formula '{formula}' does not parse at column {column}: "
+                                       "{problem}", formula=_short(text), column=exc.offset,
+                                       problem=problem)) from None
+        raise ExpressionError(Text("formula '{formula}' does not parse: {problem}",
+                                   formula=_short(text), problem=problem)) from None
     except (RecursionError, MemoryError):
-        raise _too_large(text, f"nested too deep to read; the limit is {MAX_DEPTH}") from None
+        raise _too_large(text, Text("nested too deep to read; the limit is {limit}",
+                                    limit=MAX_DEPTH)) from None
     _check_size(tree, text)
     known_set = set(known)
     used: set[str] = set()
@@ -370,12 +387,34 @@ def parse_formula(source: str, known: Iterable[str]) -> Formula:
     return Formula(text, frozenset(used), body)
 
 
+# Python's words for why a formula does not parse, for the mistakes a formula has; another
+# stays in Python's English.
+_PYTHON_SAYS: tuple[Rewording, ...] = (
+    (r"invalid syntax", lambda m: Text("invalid syntax")),
+    (r"invalid syntax\. Perhaps you forgot a comma\?",
+     lambda m: Text("invalid syntax. Perhaps you forgot a comma?")),
+    (r"'(.)' was never closed", lambda m: Text("'{bracket}' was never closed", bracket=m[1])),
+    (r"unmatched '(.)'", lambda m: Text("unmatched '{bracket}'", bracket=m[1])),
+    (r"closing parenthesis '(.)' does not match opening parenthesis '(.)'",
+     lambda m: Text("closing parenthesis '{closing}' does not match opening parenthesis "
+                    "'{opening}'", closing=m[1], opening=m[2])),
+    (r"unterminated string literal \(detected at line (\d+)\)",
+     lambda m: Text("unterminated string literal (detected at line {line})", line=m[1])),
+    (r"invalid decimal literal", lambda m: Text("invalid decimal literal")),
+    (r"invalid character '(.)' \((U\+[0-9A-F]+)\)",
+     lambda m: Text("invalid character '{character}' ({code})", character=m[1], code=m[2])),
+    (r"expected 'else' after 'if' expression",
+     lambda m: Text("expected 'else' after 'if' expression")),
+)
+
+
 def _short(text: str) -> str:
     return text if len(text) <= 80 else f"{text[:60]}...{text[-15:]}"
 
 
-def _too_large(text: str, why: str) -> ExpressionError:
-    return ExpressionError(f"formula '{_short(text)}' is {why}: split it into computed fields")
+def _too_large(text: str, why: Text) -> ExpressionError:
+    return ExpressionError(Text("formula '{formula}' is {why}: split it into computed fields",
+                                formula=_short(text), why=why))
 
 
 def _check_size(tree: ast.AST, text: str) -> None:
@@ -389,56 +428,64 @@ def _check_size(tree: ast.AST, text: str) -> None:
             depth += 1
             nodes += 1
             if depth > MAX_DEPTH:
-                raise _too_large(text, f"nested more than {MAX_DEPTH} deep")
+                raise _too_large(text, Text("nested more than {limit} deep", limit=MAX_DEPTH))
             if nodes > MAX_NODES:
-                raise _too_large(text, f"more than {MAX_NODES} terms")
+                raise _too_large(text, Text("more than {limit} terms", limit=MAX_NODES))
         todo.extend((child, depth) for child in ast.iter_child_nodes(node))
 
 
 def _check_node(node: ast.AST, text: str, known: set[str], used: set[str],
                 called: set[int]) -> None:
     if not isinstance(node, _ALLOWED):
-        why = _WHY_NOT.get(type(node), f"'{type(node).__name__}' is not part of the formula "
-                                       "language")
-        raise ExpressionError(f"formula '{_short(text)}': {why}")
+        why = _WHY_NOT.get(type(node)) or Text("'{node}' is not part of the formula language",
+                                               node=type(node).__name__)
+        raise ExpressionError(_formula_problem(text, why))
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) and type(node.func) in _WHY_NOT:
             # `__import__('os').system(...)`, `(lambda: 1)()`: say what is wrong with the callee
-            raise ExpressionError(f"formula '{_short(text)}': {_WHY_NOT[type(node.func)]}")
+            raise ExpressionError(_formula_problem(text, _WHY_NOT[type(node.func)]))
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
-            hint = did_you_mean(name, FUNCTIONS)
-            raise ExpressionError(
-                f"formula '{_short(text)}': unknown function '{name}'{hint}; the functions are "
-                + ", ".join(sorted(FUNCTIONS)))
+            raise ExpressionError(_formula_problem(text, Text(
+                "unknown function '{name}'{hint}; the functions are {functions}", name=name,
+                hint=did_you_mean(name, FUNCTIONS), functions=", ".join(sorted(FUNCTIONS)))))
         if node.keywords:
-            raise ExpressionError(
-                f"formula '{_short(text)}': {node.func.id}() takes no named arguments")
+            raise ExpressionError(_formula_problem(text, Text(
+                "{function}() takes no named arguments", function=node.func.id)))
         spec = FUNCTIONS[node.func.id]
         n = len(node.args)
         if n < spec.min_args or (spec.max_args is not None and n > spec.max_args):
-            want = (str(spec.min_args) if spec.max_args == spec.min_args else
-                    f"{spec.min_args} or more" if spec.max_args is None else
-                    f"{spec.min_args} to {spec.max_args}")
-            raise ExpressionError(
-                f"formula '{_short(text)}': {node.func.id}() takes {want} arguments, got {n}")
+            want = (Text("{function}() takes {count} arguments, got {got}", count=spec.min_args,
+                         function=node.func.id, got=n) if spec.max_args == spec.min_args else
+                    Text("{function}() takes {count} or more arguments, got {got}",
+                         count=spec.min_args, function=node.func.id, got=n)
+                    if spec.max_args is None else
+                    Text("{function}() takes {least} to {most} arguments, got {got}",
+                         least=spec.min_args, most=spec.max_args, function=node.func.id, got=n))
+            raise ExpressionError(_formula_problem(text, want))
         if any(isinstance(a, ast.Starred) for a in node.args):
-            raise ExpressionError(f"formula '{_short(text)}': '*' arguments are not allowed")
+            raise ExpressionError(_formula_problem(text, Text("'*' arguments are not allowed")))
     elif isinstance(node, ast.Name):
         if id(node) in called:
             return  # the Call branch has checked it
         if node.id in CONSTANTS:
             return
         if node.id.startswith("_") or node.id not in known:
-            raise ExpressionError(
-                f"formula '{_short(text)}': unknown name '{node.id}'{did_you_mean(node.id, known)}")
+            raise ExpressionError(_formula_problem(text, Text(
+                "unknown name '{name}'{hint}", name=node.id, hint=did_you_mean(node.id, known))))
         used.add(node.id)
     elif (isinstance(node, ast.Constant) and node.value is not None
           and not isinstance(node.value, (str, int, float, bool))):
-        raise ExpressionError(f"formula '{_short(text)}': literal {node.value!r} is not allowed")
+        raise ExpressionError(_formula_problem(text, Text("literal {value!r} is not allowed",
+                                                          value=node.value)))
     elif isinstance(node, ast.Constant) and isinstance(node.value, float) and (
             not math.isfinite(node.value)):
-        raise ExpressionError(f"formula '{_short(text)}': a number is too large to compute with")
+        raise ExpressionError(_formula_problem(text, Text(
+            "a number is too large to compute with")))
+
+
+def _formula_problem(text: str, why: Text) -> Text:
+    return Text("formula '{formula}': {why}", formula=_short(text), why=why)
 
 
 def _decimal_literals(node: ast.expr) -> ast.expr:

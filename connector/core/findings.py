@@ -3,8 +3,12 @@ overlaps, a concrete example combination."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
+
+from connector.errors import Text
 
 Severity = Literal["error", "warning"]
 Kind = Literal[
@@ -54,7 +58,8 @@ class Finding:
 
 
 def did_you_mean(word: str, choices: object) -> str:
-    """' (did you mean 'stage'?)' when a close choice exists, else ''."""
+    """' (did you mean 'stage'?)' when a close choice exists, else '' (a value of a message:
+    `Text("unknown factor '{name}'{hint}", name=..., hint=did_you_mean(...))`)."""
     import difflib
 
     names = [str(c) for c in choices]  # type: ignore[attr-defined]
@@ -63,4 +68,17 @@ def did_you_mean(word: str, choices: object) -> str:
         lowered = {n.casefold(): n for n in names}
         hit = lowered.get(str(word).casefold())
         close = [hit] if hit else []
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return Text(" (did you mean '{name}'?)", name=close[0]) if close else ""
+
+
+Rewording = tuple[str, Callable[[re.Match[str]], Text]]
+
+
+def reworded(said: str, known: Iterable[Rewording]) -> str:
+    """Another program's words (PyYAML's, Python's) as our Text when they fully match one of
+    `known` (a pattern, and the Text saying the same), so that they can be said in the person's
+    language; as they are (English) otherwise. The English never changes."""
+    for pattern, text in known:
+        if m := re.fullmatch(pattern, said):
+            return text(m)
+    return said

@@ -9,9 +9,11 @@ splitting it along the workflows' cubes.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import reduce
 
 from connector.core.findings import Finding
 from connector.core.ruleset import Cube, Factor, RuleSet
+from connector.errors import Text
 
 MAX_REPORTED = 20  # per kind of problem; the message says how many more there are
 
@@ -41,12 +43,22 @@ def _describe(factors: Sequence[Factor], cube: Cube) -> str:
         vals = [v for i, v in enumerate(f.values) if m >> i & 1]
         parts.append(f"{f.name}={vals[0]}" if len(vals) == 1 else
                      f"{f.name} in [{', '.join(vals)}]")
-    return ", ".join(parts) or "every combination"
+    return ", ".join(parts) or Text("every combination")
 
 
 def describe_cubes(factors: Sequence[Factor], cubes: Sequence[Cube]) -> str:
     """A workflow's condition in words: 'stage=Prospecting or stage in [A, B], size=large'."""
-    return " or ".join(_describe(factors, c) for c in cubes if all(c)) or "nothing"
+    described = [_describe(factors, c) for c in cubes if all(c)]
+    if not described:
+        return Text("nothing")
+    return reduce(lambda a, b: Text("{either} or {other}", either=a, other=b), described)
+
+
+def _combinations(cube: Cube) -> Text:
+    n = _count(cube)
+    if n == 1:
+        return Text("1 combination")
+    return Text("{count} combinations", count=n)
 
 
 def _count(cube: Cube) -> int:
@@ -61,8 +73,9 @@ def unreachable(rules: RuleSet) -> list[Finding]:
     for w in rules.workflows:
         if not any(all(cube) for cube in w.cubes):
             out.append(Finding.at(w.where, "error", "unreachable",
-                                  f"workflow '{w.name}' matches no combination of factor values "
-                                  "(an empty list of values, or 'any: []'?)", (w.name,)))
+                                  Text("workflow '{workflow}' matches no combination of factor "
+                                       "values (an empty list of values, or 'any: []'?)",
+                                       workflow=w.name), (w.name,)))
     return out
 
 
@@ -92,13 +105,14 @@ def overlaps(rules: RuleSet) -> list[Finding]:
         wx, wy = rules.workflows[kx], rules.workflows[ky]
         out.append(Finding.at(
             wy.where, "error", "overlap",
-            f"workflows '{wx.name}' (line {wx.where.line}) and '{wy.name}' both match "
-            f"{_describe(rules.factors, common)} ({_count(common)} combination"
-            f"{'s' if _count(common) != 1 else ''}): make their conditions exclusive",
+            Text("workflows '{first}' (line {line}) and '{second}' both match {condition} "
+                 "({combinations}): make their conditions exclusive", first=wx.name,
+                 line=wx.where.line, second=wy.name, condition=_describe(rules.factors, common),
+                 combinations=_combinations(common)),
             (wx.name, wy.name), _example(rules.factors, common)))
     if len(seen) > MAX_REPORTED:
-        out.append(Finding("error", "overlap",
-                           f"... and {len(seen) - MAX_REPORTED} more overlapping pairs"))
+        out.append(Finding("error", "overlap", Text("... and {count} more overlapping pairs",
+                                                    count=len(seen) - MAX_REPORTED)))
     return out
 
 
@@ -161,14 +175,15 @@ def gaps(rules: RuleSet) -> list[Finding]:
             if more > 10_000:
                 break
             continue
-        n = _count(gap)
         out.append(Finding("error", "gap",
-                           f"no workflow matches {_describe(rules.factors, gap)} ({n} "
-                           f"combination{'s' if n != 1 else ''}): add a workflow or widen one",
+                           Text("no workflow matches {condition} ({combinations}): add a "
+                                "workflow or widen one", condition=_describe(rules.factors, gap),
+                                combinations=_combinations(gap)),
                            example=_example(rules.factors, gap)))
     if more:
-        out.append(Finding("error", "gap", f"... and {more}{'+' if more > 10_000 else ''} more "
-                           "uncovered regions"))
+        counted = f"{more}+" if more > 10_000 else more  # the search stopped counting there
+        out.append(Finding("error", "gap", Text("... and {count} more uncovered regions",
+                                                count=counted)))
     return out
 
 
@@ -206,9 +221,11 @@ def monotonicity(rules: RuleSet) -> list[Finding]:
                 example = _example(rules.factors, tuple(point))
                 found[key] = Finding.at(
                     wa.where, "warning", "monotonicity",
-                    f"{f.name}={f.values[i]} is better than {f.name}={f.values[i + 1]}, yet "
-                    f"gives {_pct(pa)} % ('{wa.name}') where the worse value gives {_pct(pb)} % "
-                    f"('{wb.name}'), all else equal", (wa.name, wb.name), example)
+                    Text("{factor}={better} is better than {factor}={worse}, yet gives "
+                         "{low} % ('{lower}') where the worse value gives {high} % ('{higher}'), "
+                         "all else equal", factor=f.name, better=f.values[i],
+                         worse=f.values[i + 1], low=_pct(pa), lower=wa.name, high=_pct(pb),
+                         higher=wb.name), (wa.name, wb.name), example)
     return list(found.values())[:MAX_REPORTED]
 
 
@@ -226,6 +243,6 @@ def _weights_monotonicity(rules: RuleSet) -> list[Finding]:
         return []
     return [
         Finding("warning", "monotonicity",
-                f"factor '{f.name}' has a negative weight: its better values lower the "
-                "probability")
+                Text("factor '{factor}' has a negative weight: its better values lower the "
+                     "probability", factor=f.name))
         for f, w in zip(rules.factors, weights.weights) if w < 0 and len(f.values) > 1]

@@ -63,23 +63,28 @@ class Factor:
         if value is None or value == "":
             if self.empty is not None:
                 return self.empty
-            raise RecordError(f"'{self.field}' is empty and factor '{self.name}' needs it")
+            raise RecordError(Text("'{field}' is empty and factor '{factor}' needs it",
+                                   field=self.field, factor=self.name))
         if self.bands is not None:
             if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-                raise RecordError(f"'{self.field}' is {value!r}, not a number, and factor "
-                                  f"'{self.name}' has numeric bands")
+                raise RecordError(Text("'{field}' is {value!r}, not a number, and factor "
+                                       "'{factor}' has numeric bands",
+                                       field=self.field, value=value, factor=self.name))
             for bound, i in self._by_bound:  # type: ignore[attr-defined]
                 if value >= bound:
                     return i  # type: ignore[no-any-return]
             lowest = self._by_bound[-1][0]  # type: ignore[attr-defined]
-            raise RecordError(f"'{self.field}' = {as_text(value)} is below every band of factor "
-                              f"'{self.name}' (the lowest starts at {as_text(lowest)})")
+            raise RecordError(Text("'{field}' = {value} is below every band of factor "
+                                   "'{factor}' (the lowest starts at {lowest})",
+                                   field=self.field, value=as_text(value), factor=self.name,
+                                   lowest=as_text(lowest)))
         try:
             return self._index[norm(value)]
         except KeyError:
-            raise RecordError(
-                f"unknown {self.name} {as_text(value)!r}{did_you_mean(as_text(value), self.values)}"
-                f": factor '{self.name}' knows " + ", ".join(self.values)) from None
+            raise RecordError(Text(
+                "unknown {factor} {value!r}{hint}: factor '{factor}' knows {values}",
+                factor=self.name, value=as_text(value), values=", ".join(self.values),
+                hint=did_you_mean(as_text(value), self.values))) from None
 
 
 @dataclass(frozen=True)
@@ -239,29 +244,33 @@ _API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _HUBSPOT_OBJECT_TYPE_ID = re.compile(r"[0-9]+-[0-9]+")  # 0-3 (deals), 2-12345 (a custom object)
 
 
-def _api_name_problem(name: str, path: bool = False) -> str | None:
+def _api_name_problem(name: str, path: bool = False) -> Text | None:
     """Why `name` is not an API name (a relationship path `Account.Name` when `path`)."""
     parts = name.split(".") if path else [name]
     if all(_API_NAME.fullmatch(part) for part in parts):
         return None
     shown = name if len(name) <= 60 else f"{name[:60]}..."
-    return (f"'{shown}' is not an API name: letters, digits and underscores, starting with a "
-            "letter" + (" (a relationship path joins names with dots: Account.Name)"
-                        if path else ""))
+    if path:
+        return Text("'{name}' is not an API name: letters, digits and underscores, starting "
+                    "with a letter (a relationship path joins names with dots: Account.Name)",
+                    name=shown)
+    return Text("'{name}' is not an API name: letters, digits and underscores, starting with "
+                "a letter", name=shown)
 
 
 def _check_names(spec: schema.MappingSpec, c: _Collector) -> None:
     hubspot_type_id = spec.crm == "hubspot" and _HUBSPOT_OBJECT_TYPE_ID.fullmatch(spec.object)
     if not hubspot_type_id and (why := _api_name_problem(spec.object)):
-        c.error(("object",), "schema", f"object: {why}")
+        c.error(("object",), "schema", Text("{key}: {reason}", key="object", reason=why))
     if spec.labels:  # column labels of an export: never in a query (open_crm refuses them)
         return
     for key in ("id", "modified"):
         if why := _api_name_problem(getattr(spec, key)):
-            c.error((key,), "schema", f"{key}: {why}")
+            c.error((key,), "schema", Text("{key}: {reason}", key=key, reason=why))
     for name, crm_field in spec.fields.items():
         if why := _api_name_problem(crm_field, path=True):
-            c.error(("fields", name), "schema", f"field '{name}': {why}")
+            c.error(("fields", name), "schema",
+                    Text("field '{name}': {reason}", name=name, reason=why))
 
 
 def compile_mapping(spec: schema.MappingSpec, locate: Locate, source: str | None = None
@@ -270,21 +279,23 @@ def compile_mapping(spec: schema.MappingSpec, locate: Locate, source: str | None
     _check_names(spec, c)
     if ID in spec.fields:
         c.error(("fields", ID), "reference",
-                f"'{ID}' is reserved for the record id; it comes from 'id: {spec.id}'")
+                Text("'{name}' is reserved for the record id; it comes from 'id: {id}'",
+                     name=ID, id=spec.id))
     for name in spec.writeback:
         if name not in spec.fields:
             c.error(("writeback",), "reference",
-                    f"writeback field '{name}' is not in 'fields'{did_you_mean(name, spec.fields)}")
+                    Text("writeback field '{name}' is not in 'fields'{hint}", name=name,
+                         hint=did_you_mean(name, spec.fields)))
     for name in spec.types:
         if name not in spec.fields:
             c.error(("types", name), "reference",
-                    f"'types' names '{name}', which is not in 'fields'"
-                    f"{did_you_mean(name, spec.fields)}")
+                    Text("'{key}' names '{name}', which is not in 'fields'{hint}", key="types",
+                         name=name, hint=did_you_mean(name, spec.fields)))
     for i, name in enumerate(spec.optional):
         if name not in spec.fields:
             c.error(("optional", i), "reference",
-                    f"'optional' names '{name}', which is not in 'fields'"
-                    f"{did_you_mean(name, spec.fields)}")
+                    Text("'{key}' names '{name}', which is not in 'fields'{hint}",
+                         key="optional", name=name, hint=did_you_mean(name, spec.fields)))
     types = {n: FieldType(k) for n, k in spec.types.items() if k in KINDS}  # type: ignore[arg-type]
     mapping = Mapping(spec.crm, spec.object, spec.id, spec.modified, dict(spec.fields),
                       tuple(spec.writeback), types, source, spec.locale, frozenset(spec.optional),
@@ -309,7 +320,7 @@ def compile_rules(spec: schema.RulesSpec, mapping: Mapping, locate: Locate, vers
     weights: Weights | None = None
     if spec.workflows is not None and spec.probability is not None:
         c.error(("probability",), "schema",
-                "give either 'workflows' or 'probability' (weights), not both")
+                Text("give either 'workflows' or 'probability' (weights), not both"))
     elif spec.workflows is not None:
         workflows = _compile_workflows(spec, factors, closed, known, computed, mapping, c)
     elif spec.probability is not None:
@@ -324,8 +335,8 @@ def compile_rules(spec: schema.RulesSpec, mapping: Mapping, locate: Locate, vers
         for j, a in enumerate(w.actions):
             if a not in actions:
                 c.error(("workflows", i, "actions", j), "reference",
-                        f"workflow '{w.name}': unknown action '{a}'{did_you_mean(a, actions)}",
-                        [w.name])
+                        Text("workflow '{workflow}': unknown action '{action}'{hint}",
+                             workflow=w.name, action=a, hint=did_you_mean(a, actions)), [w.name])
     triggers = _compile_triggers(spec, known, actions, c)
     _check_order(computed, workflows, factors, c)
     if c.failed:
@@ -340,16 +351,17 @@ def _compile_factors(spec: schema.RulesSpec, fields: Iterable[str], c: _Collecto
     known_fields = set(fields)
     out: list[Factor] = []
     if not spec.factors:
-        c.error(("factors",), "schema", "no 'factors': name at least one factor")
+        c.error(("factors",), "schema", Text("no 'factors': name at least one factor"))
     for name, f in spec.factors.items():
         path: Path = ("factors", name)
         if name in RESERVED or name == ID:
-            c.error(path, "reference", f"factor '{name}': the name is reserved; choose another")
+            c.error(path, "reference", Text("factor '{factor}': the name is reserved; choose "
+                                            "another", factor=name))
         if f.field not in known_fields:
             c.error(path + ("field",), "reference",
-                    f"factor '{name}': unknown field '{f.field}'"
-                    f"{did_you_mean(f.field, known_fields)}; fields come from the mapping's "
-                    "'fields' or from 'computed'")
+                    Text("factor '{factor}': unknown field '{field}'{hint}; fields come from "
+                         "the mapping's 'fields' or from 'computed'", factor=name, field=f.field,
+                         hint=did_you_mean(f.field, known_fields)))
         bands: tuple[tuple[str, Decimal], ...] | None = None
         if f.bands is not None:
             bands = tuple(f.bands.items())
@@ -357,22 +369,25 @@ def _compile_factors(spec: schema.RulesSpec, fields: Iterable[str], c: _Collecto
             bounds = [b for _, b in bands]
             if len(set(bounds)) != len(bounds):
                 c.error(path + ("bands",), "schema",
-                        f"factor '{name}': two bands start at the same bound")
+                        Text("factor '{factor}': two bands start at the same bound",
+                             factor=name))
         else:
             values = tuple(as_text(v) for v in f.values or [])
         seen: dict[str, int] = {}
         for i, v in enumerate(values):
             if norm(v) in seen:
                 c.error(path + ("values", i), "schema",
-                        f"factor '{name}': value '{v}' is listed twice")
+                        Text("factor '{factor}': value '{value}' is listed twice",
+                             factor=name, value=v))
             seen[norm(v)] = i
         empty = None
         if f.empty is not None:
             empty = seen.get(norm(f.empty))
             if empty is None:
                 c.error(path + ("empty",), "reference",
-                        f"factor '{name}': 'empty' is '{as_text(f.empty)}', which is not one of "
-                        f"its values{did_you_mean(as_text(f.empty), values)}")
+                        Text("factor '{factor}': 'empty' is '{value}', which is not one of "
+                             "its values{hint}", factor=name, value=as_text(f.empty),
+                             hint=did_you_mean(as_text(f.empty), values)))
         out.append(Factor(name, f.field, values, bands, empty, c.locate(path)))
     return out
 
@@ -384,19 +399,21 @@ def _compile_closed(spec: schema.RulesSpec, fields: frozenset[str],
         return None
     if cl.field not in fields:
         c.error(("closed", "field"), "reference",
-                f"closed: unknown field '{cl.field}'{did_you_mean(cl.field, fields)}")
+                Text("closed: unknown field '{field}'{hint}", field=cl.field,
+                     hint=did_you_mean(cl.field, fields)))
     won = frozenset(norm(v) for v in cl.won)
     lost = frozenset(norm(v) for v in cl.lost)
     if won & lost:
-        c.error(("closed",), "schema", "closed: a value is both won and lost: "
-                + ", ".join(sorted(won & lost)))
+        c.error(("closed",), "schema", Text("closed: a value is both won and lost: {values}",
+                                            values=", ".join(sorted(won & lost))))
     for f in factors.values():
         if f.field == cl.field:
             for i, v in enumerate(f.values):
                 if norm(v) in won | lost:
                     c.error(("factors", f.name, "values", i), "reference",
-                            f"factor '{f.name}': '{v}' is a closed state; closed deals are "
-                            "outside the workflows, so remove it from the values")
+                            Text("factor '{factor}': '{value}' is a closed state; closed deals "
+                                 "are outside the workflows, so remove it from the values",
+                                 factor=f.name, value=v))
     return Closed(cl.field, won, lost, tuple(as_text(v) for v in [*cl.won, *cl.lost]))
 
 
@@ -416,12 +433,13 @@ def _compile_computed(spec: schema.RulesSpec, known: set[str], c: _Collector
     for name, source in spec.computed.items():
         if name in RESERVED or name == ID:
             c.error(("computed", name), "reference",
-                    f"computed field '{name}': the name is reserved")
+                    Text("computed field '{name}': the name is reserved", name=name))
             continue
         try:
             out[name] = _formula(str(source), known)
         except ExpressionError as exc:
-            c.error(("computed", name), "expression", f"computed field '{name}': {exc}")
+            c.error(("computed", name), "expression",
+                    Text("computed field '{name}': {reason}", name=name, reason=exc.text))
     return out
 
 
@@ -434,7 +452,8 @@ def _cube_masks(block: dict[str, Any], base_path: Path, wf: str, factors: list[F
         path = base_path + (key,)
         if key not in index:
             c.error(path, "reference",
-                    f"workflow '{wf}': unknown factor '{key}'{did_you_mean(key, index)}", [wf])
+                    Text("workflow '{workflow}': unknown factor '{factor}'{hint}", workflow=wf,
+                         factor=key, hint=did_you_mean(key, index)), [wf])
             ok = False
             continue
         f = factors[index[key]]
@@ -443,8 +462,9 @@ def _cube_masks(block: dict[str, Any], base_path: Path, wf: str, factors: list[F
         for j, item in enumerate(items):
             ipath = path + (j,) if isinstance(wanted, list) else path
             if isinstance(item, (dict, list)):
-                c.error(ipath, "schema", f"workflow '{wf}': factor '{key}' takes a value or a "
-                        "list of values", [wf])
+                c.error(ipath, "schema", Text("workflow '{workflow}': factor '{factor}' takes a "
+                                              "value or a list of values", workflow=wf,
+                                              factor=key), [wf])
                 ok = False
                 continue
             try:
@@ -452,13 +472,16 @@ def _cube_masks(block: dict[str, Any], base_path: Path, wf: str, factors: list[F
             except KeyError:
                 text = as_text(item)
                 if closed is not None and f.field == closed.field and closed.state(item):
-                    hint = (f": '{text}' is a closed state, handled outside the workflows "
-                            "(closed-won is 100, closed-lost 0)")
+                    message = Text("workflow '{workflow}': unknown value '{value}' for factor "
+                                   "'{factor}': '{value}' is a closed state, handled outside "
+                                   "the workflows (closed-won is 100, closed-lost 0)",
+                                   workflow=wf, value=text, factor=key)
                 else:
-                    hint = (f"{did_you_mean(text, f.values)}; factor '{key}' knows "
-                            + ", ".join(f.values))
-                c.error(ipath, "reference",
-                        f"workflow '{wf}': unknown value '{text}' for factor '{key}'{hint}", [wf])
+                    message = Text("workflow '{workflow}': unknown value '{value}' for factor "
+                                   "'{factor}'{hint}; factor '{factor}' knows {values}",
+                                   workflow=wf, value=text, factor=key,
+                                   hint=did_you_mean(text, f.values), values=", ".join(f.values))
+                c.error(ipath, "reference", message, [wf])
                 ok = False
         masks[index[key]] = mask
     return tuple(masks) if ok else None
@@ -473,11 +496,14 @@ def _compile_workflows(spec: schema.RulesSpec, factors: list[Factor], closed: Cl
         path: Path = ("workflows", i)
         if w.name in names:
             first = c.locate(("workflows", names[w.name], "name"))
-            c.error(path + ("name",), "schema", f"workflow '{w.name}' is defined twice (first at "
-                    f"{first.file}:{first.line}): give each workflow its own name", [w.name])
+            c.error(path + ("name",), "schema", Text(
+                "workflow '{workflow}' is defined twice (first at {file}:{line}): give each "
+                "workflow its own name", workflow=w.name, file=first.file, line=first.line),
+                [w.name])
         if w.name in (CLOSED_WON, CLOSED_LOST):
             c.error(path + ("name",), "reference",
-                    f"workflow '{w.name}': the name is reserved for closed deals", [w.name])
+                    Text("workflow '{workflow}': the name is reserved for closed deals",
+                         workflow=w.name), [w.name])
         names.setdefault(w.name, i)
         cubes: list[Cube] = []
         when = dict(w.when)
@@ -485,7 +511,8 @@ def _compile_workflows(spec: schema.RulesSpec, factors: list[Factor], closed: Cl
         base = _cube_masks(when, path + ("when",), w.name, factors, closed, c)
         if blocks is not None and not isinstance(blocks, list):
             c.error(path + ("when", "any"), "schema",
-                    f"workflow '{w.name}': 'any' takes a list of conditions", [w.name])
+                    Text("workflow '{workflow}': 'any' takes a list of conditions",
+                         workflow=w.name), [w.name])
             blocks = []
         if base is not None:
             if blocks is None:
@@ -494,12 +521,14 @@ def _compile_workflows(spec: schema.RulesSpec, factors: list[Factor], closed: Cl
                 for j, block in enumerate(blocks):
                     bpath = path + ("when", "any", j)
                     if not isinstance(block, dict):
-                        c.error(bpath, "schema", f"workflow '{w.name}': each 'any' entry is a "
-                                "set of factor: value pairs", [w.name])
+                        c.error(bpath, "schema", Text("workflow '{workflow}': each 'any' entry "
+                                                      "is a set of factor: value pairs",
+                                                      workflow=w.name), [w.name])
                         continue
                     if "any" in block:
                         c.error(bpath, "schema",
-                                f"workflow '{w.name}': 'any' cannot nest", [w.name])
+                                Text("workflow '{workflow}': 'any' cannot nest",
+                                     workflow=w.name), [w.name])
                         continue
                     cube = _cube_masks(block, bpath, w.name, factors, closed, c)
                     if cube is not None:
@@ -517,27 +546,33 @@ def _compile_sets(w: schema.WorkflowSpec, path: Path, known: set[str],
     for key, value in w.set.items():
         spath = path + ("set", key)
         if key in computed:
-            c.error(spath, "reference", f"workflow '{w.name}': '{key}' is a computed field; a "
-                    "workflow cannot also set it", [w.name])
+            c.error(spath, "reference", Text("workflow '{workflow}': '{field}' is a computed "
+                                             "field; a workflow cannot also set it",
+                                             workflow=w.name, field=key), [w.name])
             continue
         if key in RESERVED or key == ID:
-            c.error(spath, "reference", f"workflow '{w.name}': '{key}' is reserved and cannot "
-                    "be set", [w.name])
+            c.error(spath, "reference", Text("workflow '{workflow}': '{field}' is reserved and "
+                                             "cannot be set", workflow=w.name, field=key),
+                    [w.name])
             continue
         if key not in mapping.fields:
-            c.warning(spath, "reference", f"workflow '{w.name}' sets '{key}', which the mapping "
-                      "does not name: it is computed but never written", [w.name])
+            c.warning(spath, "reference", Text("workflow '{workflow}' sets '{field}', which the "
+                                               "mapping does not name: it is computed but never "
+                                               "written", workflow=w.name, field=key), [w.name])
         elif key not in mapping.writeback:
-            c.warning(spath, "reference", f"workflow '{w.name}' sets '{key}', which is not in "
-                      "the mapping's writeback list: it is never written", [w.name])
+            c.warning(spath, "reference", Text("workflow '{workflow}' sets '{field}', which is "
+                                               "not in the mapping's writeback list: it is never "
+                                               "written", workflow=w.name, field=key), [w.name])
         if isinstance(value, str) and value.lstrip().startswith("="):
             try:
                 sets[key] = _formula(value, known)
             except ExpressionError as exc:
-                c.error(spath, "expression", f"workflow '{w.name}': set '{key}': {exc}", [w.name])
+                c.error(spath, "expression", Text("workflow '{workflow}': set '{field}': {reason}",
+                                                  workflow=w.name, field=key, reason=exc.text),
+                        [w.name])
         elif isinstance(value, (dict, list)):
-            c.error(spath, "schema", f"workflow '{w.name}': set '{key}' takes a value or an "
-                    "'= formula'", [w.name])
+            c.error(spath, "schema", Text("workflow '{workflow}': set '{field}' takes a value or "
+                                          "an '= formula'", workflow=w.name, field=key), [w.name])
         elif isinstance(value, bool) or value is None:
             sets[key] = value
         elif isinstance(value, (int, float, Decimal)):
@@ -546,14 +581,17 @@ def _compile_sets(w: schema.WorkflowSpec, path: Path, known: set[str],
             sets[key] = value
     p = sets.get(PROBABILITY)
     if PROBABILITY not in w.set:
-        c.error(path + ("set",), "schema", f"workflow '{w.name}' sets no probability: add "
-                "'set: {probability: N}'", [w.name])
+        c.error(path + ("set",), "schema", Text("workflow '{workflow}' sets no probability: add "
+                                            "'set: {{probability: N}}'", workflow=w.name),
+                [w.name])
     elif isinstance(p, Decimal) and not Decimal(0) <= p <= Decimal(100):
         c.error(path + ("set", PROBABILITY), "schema",
-                f"workflow '{w.name}': probability {p} is outside 0..100", [w.name])
+                Text("workflow '{workflow}': probability {value} is outside 0..100",
+                     workflow=w.name, value=p), [w.name])
     elif not isinstance(p, (Decimal, Formula)) and PROBABILITY in sets:
         c.error(path + ("set", PROBABILITY), "schema",
-                f"workflow '{w.name}': probability must be a number or an '= formula'", [w.name])
+                Text("workflow '{workflow}': probability must be a number or an '= formula'",
+                     workflow=w.name), [w.name])
     return sets
 
 
@@ -564,12 +602,14 @@ def _compile_weights(p: schema.ProbabilitySpec, factors: list[Factor], c: _Colle
     for key in p.weights:
         if key not in names:
             c.error(("probability", "weights", key), "reference",
-                    f"weights: unknown factor '{key}'{did_you_mean(key, names)}")
+                    Text("weights: unknown factor '{factor}'{hint}", factor=key,
+                         hint=did_you_mean(key, names)))
             ok = False
     for f in factors:
         if f.name not in p.weights:
             c.error(("probability", "weights"), "reference",
-                    f"weights: factor '{f.name}' has no weight (give it 0 to ignore it)")
+                    Text("weights: factor '{factor}' has no weight (give it 0 to ignore it)",
+                         factor=f.name))
             ok = False
     if not ok:
         return None
@@ -623,17 +663,19 @@ def _compile_actions(spec: schema.RulesSpec, mapping: Mapping, c: _Collector
         field = a.approval.field
         if field not in mapping.writeback:
             c.error(path + ("field",), "reference",
-                    f"approval '{name}': field '{field}' must be a writeback field of the "
-                    "mapping (the decision is written there)"
-                    + did_you_mean(field, mapping.writeback))
+                    Text("approval '{approval}': field '{field}' must be a writeback field of "
+                         "the mapping (the decision is written there){hint}", approval=name,
+                         field=field, hint=did_you_mean(field, mapping.writeback)))
         for key in ("on_approve", "on_reject"):
             for j, other in enumerate(getattr(a.approval, key)):
                 if other not in out:
-                    c.error(path + (key, j), "reference", f"approval '{name}': unknown action "
-                            f"'{other}'{did_you_mean(other, out)}")
+                    c.error(path + (key, j), "reference", Text(
+                        "approval '{approval}': unknown action '{action}'{hint}", approval=name,
+                        action=other, hint=did_you_mean(other, out)))
                 elif out[other].kind == "approval":
-                    c.error(path + (key, j), "reference", f"approval '{name}': '{other}' is "
-                            "itself an approval; chain approvals through a trigger instead")
+                    c.error(path + (key, j), "reference", Text(
+                        "approval '{approval}': '{action}' is itself an approval; chain "
+                        "approvals through a trigger instead", approval=name, action=other))
     return out
 
 
@@ -645,7 +687,8 @@ def _compile_triggers(spec: schema.RulesSpec, known: set[str], actions: dict[str
         path: Path = ("triggers", i)
         name = t.name or f"trigger-{i + 1}"
         if name in names:
-            c.error(path + ("name",), "schema", f"trigger '{name}' is defined twice")
+            c.error(path + ("name",), "schema",
+                    Text("trigger '{trigger}' is defined twice", trigger=name))
         names.add(name)
         named = [(path + ("do", j), a) for j, a in enumerate(t.do)]
         named += [(path + ("steps", k, "do", j), a)
@@ -653,17 +696,19 @@ def _compile_triggers(spec: schema.RulesSpec, known: set[str], actions: dict[str
         for at, a in named:
             if a not in actions:
                 c.error(at, "reference",
-                        f"trigger '{name}': unknown action '{a}'{did_you_mean(a, actions)}")
+                        Text("trigger '{trigger}': unknown action '{action}'{hint}",
+                             trigger=name, action=a, hint=did_you_mean(a, actions)))
         days = [step.after_days for step in t.steps]
         if len(set(days)) != len(days):
-            c.error(path + ("steps",), "schema", f"trigger '{name}': two steps have the same "
-                    "after_days")
+            c.error(path + ("steps",), "schema", Text("trigger '{trigger}': two steps have the "
+                                                      "same after_days", trigger=name))
         try:
             formula = _formula(t.when, known)
             since = _formula(t.since, known) if t.since else None
         except ExpressionError as exc:
             c.error(path + ("since" if t.since and "since" in str(exc) else "when",),
-                    "expression", f"trigger '{name}': {exc}")
+                    "expression", Text("trigger '{trigger}': {reason}", trigger=name,
+                                       reason=exc.text))
             continue
         steps = tuple(sorted((s.after_days, tuple(s.do)) for s in t.steps))
         out.append(Trigger(name, formula, tuple(t.do), c.locate(path), since, steps))
@@ -677,7 +722,8 @@ def _check_order(computed: dict[str, Formula], workflows: tuple[Workflow, ...],
     graph = {n: set(f.names) & set(computed) for n, f in computed.items()}
     for cycle in _cycles(graph):
         c.error(("computed", cycle[0]), "cycle",
-                "computed fields depend on each other in a circle: " + " -> ".join(cycle))
+                Text("computed fields depend on each other in a circle: {cycle}",
+                     cycle=" -> ".join(cycle)))
     after_match = {PROBABILITY, "rule"} | {k for w in workflows for k in w.sets}
     late = after_match | set()
     changed = True
@@ -690,8 +736,8 @@ def _check_order(computed: dict[str, Formula], workflows: tuple[Workflow, ...],
     for factor in factors:
         if factor.field in late:
             c.error(("factors", factor.name, "field"), "cycle",
-                    f"factor '{factor.name}' reads '{factor.field}', which is only known after a "
-                    "workflow is chosen")
+                    Text("factor '{factor}' reads '{field}', which is only known after a "
+                         "workflow is chosen", factor=factor.name, field=factor.field))
     for w in workflows:
         wgraph = dict(graph)
         for k, v in w.sets.items():
@@ -699,8 +745,9 @@ def _check_order(computed: dict[str, Formula], workflows: tuple[Workflow, ...],
                 wgraph[k] = set(v.names) & (set(computed) | set(w.sets))
         for cycle in _cycles(wgraph):
             if any(n in w.sets for n in cycle):
-                c.error(("workflows",), "cycle", f"workflow '{w.name}': its formulas depend on "
-                        "each other in a circle: " + " -> ".join(cycle), [w.name])
+                c.error(("workflows",), "cycle", Text(
+                    "workflow '{workflow}': its formulas depend on each other in a circle: "
+                    "{cycle}", workflow=w.name, cycle=" -> ".join(cycle)), [w.name])
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

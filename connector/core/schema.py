@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from connector.errors import Text
+
 Scalar = StrictStr | StrictBool | StrictInt | Decimal
 
 
@@ -35,12 +37,12 @@ class FactorSpec(_Strict):
     @model_validator(mode="after")
     def _values_or_bands(self) -> FactorSpec:
         if (self.values is None) == (self.bands is None):
-            raise ValueError("a factor has either 'values' (best first) or 'bands', not both "
-                             "and not neither")
+            raise ValueError(Text("a factor has either 'values' (best first) or 'bands', not both "
+                                  "and not neither"))
         if self.values is not None and not self.values:
-            raise ValueError("'values' is empty: list the values, best first")
+            raise ValueError(Text("'values' is empty: list the values, best first"))
         if self.bands is not None and not self.bands:
-            raise ValueError("'bands' is empty: name the bands with their lower bounds")
+            raise ValueError(Text("'bands' is empty: name the bands with their lower bounds"))
         return self
 
 
@@ -67,11 +69,11 @@ class ProbabilitySpec(_Strict):
     @model_validator(mode="after")
     def _sane(self) -> ProbabilitySpec:
         if not (Decimal(0) <= self.min <= self.max <= Decimal(100)):
-            raise ValueError("need 0 <= min <= max <= 100")
+            raise ValueError(Text("need 0 <= min <= max <= 100"))
         if self.step <= 0:
-            raise ValueError("'step' must be greater than 0")
+            raise ValueError(Text("'step' must be greater than 0"))
         if not self.weights:
-            raise ValueError("'weights' is empty: give each factor a weight")
+            raise ValueError(Text("'weights' is empty: give each factor a weight"))
         return self
 
 
@@ -85,7 +87,8 @@ class EmailSpec(_Strict):
     @model_validator(mode="after")
     def _one_body(self) -> EmailSpec:
         if (self.template is None) == (self.body is None):
-            raise ValueError("an email has either 'template' (a file) or 'body' (inline text)")
+            raise ValueError(Text("an email has either 'template' (a file) or 'body' (inline "
+                                  "text)"))
         return self
 
 
@@ -112,16 +115,16 @@ class AudienceSpec(_Strict):
     @classmethod
     def _list_given(cls, value: str | int) -> str | int:
         if isinstance(value, str) and not value.strip():
-            raise ValueError("'list' is empty: give the list id, or \"${NAME}\" to read it "
-                             "from the environment")
+            raise ValueError(Text("'list' is empty: give the list id, or \"${NAME}\" to read it "
+                                  "from the environment"))
         return value
 
     @field_validator("tags", "remove_tags")
     @classmethod
     def _provider_has_tags(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if value and info.data.get("provider") == "brevo":
-            raise ValueError("Brevo contacts have no tags: put them in a list, or set an "
-                             "attribute in merge_fields")
+            raise ValueError(Text("Brevo contacts have no tags: put them in a list, or set an "
+                                  "attribute in merge_fields"))
         return value
 
 
@@ -149,8 +152,8 @@ class ActionSpec(_Strict):
         kinds = [k for k in ("email", "http", "erp", "approval", "audience")
                  if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("an action is exactly one of 'email', 'http', 'erp', 'approval' "
-                             "or 'audience'")
+            raise ValueError(Text("an action is exactly one of 'email', 'http', 'erp', 'approval' "
+                                  "or 'audience'"))
         return self
 
 
@@ -173,13 +176,13 @@ class TriggerSpec(_Strict):
     @model_validator(mode="after")
     def _do_or_steps(self) -> TriggerSpec:
         if bool(self.do) == bool(self.steps):
-            raise ValueError("a trigger has either 'do' (actions) or 'steps' (escalation), "
-                             "not both and not neither")
+            raise ValueError(Text("a trigger has either 'do' (actions) or 'steps' (escalation), "
+                                  "not both and not neither"))
         if self.steps and not self.since:
-            raise ValueError("'steps' count days from 'since': give the date they start from, "
-                             "e.g. since: stage_changed")
+            raise ValueError(Text("'steps' count days from 'since': give the date they start from, "
+                                  "e.g. since: stage_changed"))
         if self.since and not self.steps:
-            raise ValueError("'since' is only for 'steps'")
+            raise ValueError(Text("'since' is only for 'steps'"))
         return self
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connector.core.findings import Finding, Where, did_you_mean
 from connector.erp.port import Customer, SalesOrder
-from connector.errors import RecordError
+from connector.errors import RecordError, Text
 from connector.files import DataPath, YamlFile, read_yaml, validation_findings
 from connector.templates import (
     InvalidTemplate,
@@ -75,14 +75,15 @@ class ErpMapping:
         for key, value in match.items():
             if value is None or (isinstance(value, str) and not value.strip()):
                 # An empty key would match (or create) one shared blank customer for every deal.
-                raise RecordError(f"{self._where('customer.match.' + key)} is empty for this "
-                                  "opportunity: the ERP customer cannot be found or created")
+                raise RecordError(Text("{at} is empty for this opportunity: the ERP customer "
+                                       "cannot be found or created",
+                                       at=self._where("customer.match." + key)))
         create = self._render("customer.create", self.customer_create, values, environ)
         header = self._render("order.header", self.header, values, environ)
         reference = header.pop("reference", None)
         if reference is None or not str(reference).strip():
-            raise RecordError(f"{self._where('order.header.reference')} is empty for this "
-                              "opportunity: it is the order's idempotency key")
+            raise RecordError(Text("{at} is empty for this opportunity: it is the order's "
+                                   "idempotency key", at=self._where("order.header.reference")))
         lines = []
         for i, line in enumerate(self.lines):
             rendered = self._render(f"order.lines[{i}]", line, values, environ)
@@ -100,13 +101,14 @@ class ErpMapping:
         try:
             rendered: dict[str, Any] = render_structure(obj, values, environ)
         except TemplateRenderError as exc:  # InvalidTemplate stays a ConfigurationError
-            raise RecordError(f"{self._where(at)}: {exc}") from exc
+            raise RecordError(Text("{at}: {problem}", at=self._where(at),
+                                   problem=exc.text)) from exc
         return rendered
 
 
 def _decimal(value: Any, where: str) -> Decimal:
     if isinstance(value, bool) or value is None:
-        raise RecordError(f"{where}: {value!r} is not an amount")
+        raise RecordError(Text("{at}: {value!r} is not an amount", at=where, value=value))
     if isinstance(value, Decimal):
         return value
     if isinstance(value, int):
@@ -116,7 +118,8 @@ def _decimal(value: Any, where: str) -> Decimal:
     try:
         return Decimal(str(value).strip())
     except InvalidOperation:
-        raise RecordError(f"{where}: {str(value)!r} is not an amount") from None
+        raise RecordError(Text("{at}: {value!r} is not an amount", at=where,
+                               value=str(value))) from None
 
 
 # --- reading and checking the file ------------------------------------------------------------
@@ -130,8 +133,8 @@ def load_erp_mapping(path: Path, known_names: Collection[str]
     if doc is None or findings:
         return None, findings
     if not isinstance(doc.data, dict):
-        return None, [Finding("error", "schema", "the ERP mapping is a set of keys (erp:, "
-                              "customer:, order:)", doc.path, 1)]
+        return None, [Finding("error", "schema", Text("the ERP mapping is a set of keys (erp:, "
+                                                      "customer:, order:)"), doc.path, 1)]
 
     def locate(at: DataPath) -> Where:
         return Where(doc.path, doc.line_of(at))
@@ -162,43 +165,49 @@ def _check(spec: ErpMappingSpec, doc: YamlFile, known: set[str]) -> list[Finding
 
     header = spec.order.header
     if "reference" not in header:
-        add(("order", "header"), "'reference' is missing: it is the order's idempotency key, "
-            "usually \"{{ id }}\" (the opportunity id)")
+        add(("order", "header"), Text("'reference' is missing: it is the order's idempotency "
+                                      "key, usually \"{{ id }}\" (the opportunity id)"))
     elif isinstance(header["reference"], str):
         try:
             used = template_variables(header["reference"])
         except InvalidTemplate:
             used = {"id"}  # already reported as a template error
         if not used:
-            add(("order", "header", "reference"), "the reference is the same for every deal, so "
-                "every deal would map to one order: use \"{{ id }}\"")
+            add(("order", "header", "reference"), Text("the reference is the same for every "
+                                                       "deal, so every deal would map to one "
+                                                       "order: use \"{{ id }}\""))
         elif "id" not in used:
-            add(("order", "header", "reference"), "the reference does not use '{{ id }}': two "
-                "opportunities could share one order", severity="warning")
+            add(("order", "header", "reference"), Text("the reference does not use '{{ id }}': "
+                                                       "two opportunities could share one order"),
+                severity="warning")
     if spec.erp == "rest":
         for key in REST_RESERVED:
             if key in header:
-                add(("order", "header", key), f"'{key}' is reserved in the REST order body; "
-                    "rename this header field")
+                add(("order", "header", key), Text("'{key}' is reserved in the REST order body; "
+                                                   "rename this header field", key=key))
     if spec.erp == "odoo":
         for key in ODOO_RESERVED:
             if key in header:
-                add(("order", "header", key), f"'{key}' is set by the connector on an Odoo "
-                    "order (the external id, the customer, the opportunity id); remove it")
+                add(("order", "header", key), Text(
+                    "'{key}' is set by the connector on an Odoo order (the external id, the "
+                    "customer, the opportunity id); remove it", key=key))
         for i, line in enumerate(spec.order.lines):
             if not {"product", "product_id"} & set(line):
-                add(("order", "lines", i), f"order.lines[{i}]: an Odoo sale line needs a "
-                    "product: add 'product: <internal reference or name>'")
+                add(("order", "lines", i), Text(
+                    "order.lines[{index}]: an Odoo sale line needs a product: add 'product: "
+                    "<internal reference or name>'", index=i))
     for i, line in enumerate(spec.order.lines):
         for key in DECIMAL_LINE_FIELDS:
             if key not in line:
-                add(("order", "lines", i), f"order.lines[{i}]: '{key}' is missing")
+                add(("order", "lines", i), Text("order.lines[{index}]: '{key}' is missing",
+                                                index=i, key=key))
             elif not isinstance(line[key], str) or "{" not in line[key]:
                 try:
                     _decimal(line[key], "")
                 except RecordError:
                     add(("order", "lines", i, key),
-                        f"order.lines[{i}].{key}: {line[key]!r} is not a number")
+                        Text("order.lines[{index}].{key}: {value!r} is not a number",
+                             index=i, key=key, value=line[key]))
     return sorted(findings, key=lambda f: f.line or 0)  # in the order the admin reads the file
 
 
@@ -210,8 +219,9 @@ def _check_template(source: str, at: DataPath, known: set[str],
         add(at, exc.problem, "template")
         return
     for name in sorted(used - known):
-        add(at, f"unknown variable '{name}'{did_you_mean(name, sorted(known))}; the fields are "
-            "the CRM mapping's canonical names and 'id'", "template")
+        add(at, Text("unknown variable '{name}'{hint}; the fields are the CRM mapping's "
+                     "canonical names and 'id'", name=name, hint=did_you_mean(name, sorted(known))),
+            "template")
 
 
 def _leaves(data: Any, at: DataPath) -> list[tuple[DataPath, Any]]:

@@ -190,3 +190,18 @@ def test_the_history_pages_are_in_the_persons_language(tmp_path, spanish, capsys
     assert '<html lang="es"' in page and "<h1>Calibración</h1>" in page
     assert "Confiabilidad" in page and "Puntajes" in page
     assert "Reliability" not in page and "Lower Brier is better" not in page
+
+
+def test_every_failure_of_the_example_is_said_in_spanish(tmp_path, spanish):
+    """The six rows examples/README.md says must fail: each reason (read, factor value,
+    formula) is a Text, and `_error` holds its Spanish."""
+    loaded = load(ROOT / "rules", ROOT / "mappings")
+    assert loaded.rules is not None
+    raised = simulate(loaded.rules, EXAMPLE, None, dt.date(2026, 11, 26)).failures
+    assert len(raised) == 6 and all(isinstance(f.reason, Text) for f in raised)
+    out = tmp_path / "out.csv"
+    assert main(["simulate", str(EXAMPLE), "--out", str(out), *CONFIG]) == 1
+    with out.open(encoding="utf-8", newline="") as f:
+        errors = {r["Id"]: r["_error"] for r in csv.DictReader(f) if r["_error"]}
+    assert errors == {f.record_id: say(f.reason, "es") for f in raised}
+    assert all(errors[f.record_id] != str(f.reason) for f in raised)

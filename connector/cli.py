@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from connector.core.findings import Finding
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 from connector.files import Loaded, load
 from connector.i18n import choose_language, ngettext, say, say_error, set_language
 from connector.i18n import gettext as _
@@ -75,13 +75,13 @@ def _print_table(console: Console, title: str, headers: list[str], rows: list[li
     for column, width in zip(t.columns, widths):
         column.no_wrap, column.min_width = True, width
     if fold:
-        t.add_column("reason", overflow="fold")
+        t.add_column(_("reason"), overflow="fold")
     for i, row in enumerate(rows):
         t.add_row(*map(escape, row), *([escape(reasons[i])] if fold and reasons else []))
     console.width = max(console.width, needed)
     console.print(t)
     if reasons is not None and not fold and any(reasons):
-        console.print("reasons:")
+        console.print(_("reasons:"))
         for row, reason in zip(rows, reasons):
             if reason:
                 console.print(f"  {escape(row[0])}: {escape(reason)}")
@@ -183,8 +183,8 @@ def table(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
 
     def workflow(ws: list[Any]) -> str:
         if not ws:
-            return "(gap)"
-        return " + ".join(w.name for w in ws) + (" (overlap)" if len(ws) > 1 else "")
+            return _("(gap)")
+        return " + ".join(w.name for w in ws) + (" " + _("(overlap)") if len(ws) > 1 else "")
 
     failed = False
     if format is TableFormat.json:
@@ -206,7 +206,7 @@ def table(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
             failed |= len(ws) != 1
             table_rows.append([*combo, workflow(ws), probability(ws)])
         console = _out()
-        _print_table(console, f"Decision table ({rs.version})",
+        _print_table(console, _("Decision table ({version})").format(version=rs.version),
                      [*names, "workflow", "probability"], table_rows)
         if rs.closed:
             console.print(_("closed deals, outside the table: {field} in won -> closed-won "
@@ -241,7 +241,7 @@ def _read_options(locale: str | None, encoding: str | None, delimiter: str | Non
 
         unknown = known_locale(locale)
         if unknown:
-            raise typer.BadParameter(unknown, param_hint="--locale")
+            raise typer.BadParameter(say(unknown), param_hint="--locale")
     rates, problems = load_rates(mappings)
     if problems:
         _print_findings(problems, _err())
@@ -257,10 +257,10 @@ def _shown_locale(option: str | None, mapping: str | None) -> str | None:
     return option or mapping or person_locale(os.environ)
 
 
-def _notes(notes: list[str]) -> None:
+def _notes(notes: Sequence[str]) -> None:
     console = _err()
     for note in notes:
-        console.print(escape(note))
+        console.print(escape(say(note)))
 
 
 def _today(value: str | None) -> dt.date:
@@ -343,7 +343,7 @@ def simulate(
         console.print("[red]" + _("failed") + "[/red]:")
         for f in summary.failures:
             console.print("  " + _("line {line} ({id}): {reason}").format(
-                line=f.line, id=escape(f.record_id or "?"), reason=escape(f.reason)))
+                line=f.line, id=escape(f.record_id or "?"), reason=escape(say(f.reason))))
         if summary.failed > len(summary.failures):
             console.print("  " + _("... and {n} more").format(
                 n=summary.failed - len(summary.failures)))
@@ -436,10 +436,10 @@ def forecast(
         if left:
             t.add_row(_("left out"), str(sum(left.values())), "", "")
             for why, n in left.items():
-                t.add_row(f"  {escape(why)}", str(n), "", "")
+                t.add_row(f"  {escape(say(why))}", str(n), "", "")
         _out().print(t)
     if left and format is not TableFormat.text:
-        _err().print(_("left out:") + " " + ", ".join(f"{n} {escape(why)}"
+        _err().print(_("left out:") + " " + ", ".join(f"{n} {escape(say(why))}"
                                                       for why, n in left.items()))
     if "failed" in left:
         _err().print(_("(run 'simulate' to see why records failed)"))
@@ -561,10 +561,11 @@ def accuracy(
     try:
         days = [int(x) for x in lags.split(",") if x.strip()]
     except ValueError:
-        raise typer.BadParameter(f"'{lags}': give whole days, like 30,60,90",
-                                 param_hint="--lags") from None
+        raise typer.BadParameter(_("'{lags}': give whole days, like 30,60,90").format(
+            lags=lags), param_hint="--lags") from None
     if not days or any(d < 0 for d in days):
-        raise typer.BadParameter(f"'{lags}': give whole days, like 30,60,90", param_hint="--lags")
+        raise typer.BadParameter(_("'{lags}': give whole days, like 30,60,90").format(
+            lags=lags), param_hint="--lags")
     _suffix(chart, (".svg",), "--chart")
     _suffix(report, (".html", ".htm"), "--report")
     loaded = _load_or_exit(rules, mappings, mapping)
@@ -630,14 +631,14 @@ def sync(
     console.print(_("API calls: {calls} (+ {logins} login)").format(
         calls=application.crm.calls, logins=application.crm.auth_calls))
     for reason in report.reasons:
-        console.print(f"  {escape(reason)}")
+        console.print(f"  {escape(say(reason))}")
     drained = None
     if not dry_run and report.stopped is None:
         drained = pipeline.drain()
         _print_drain(console, drained)
     if report.stopped:
         _err().print("[red]" + _("stopped") + "[/red]: " + _(
-            "{reason} (cursor kept at {cursor})").format(reason=escape(report.stopped),
+            "{reason} (cursor kept at {cursor})").format(reason=escape(say(report.stopped)),
                                                          cursor=report.cursor))
         raise typer.Exit(1)
     bad = report.failed or report.parked or (drained is not None and drained.parked)
@@ -658,7 +659,7 @@ def sweep(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
     console.print(_("API calls: {calls} (+ {logins} login)").format(
         calls=application.crm.calls, logins=application.crm.auth_calls))
     if report.stopped:
-        _err().print("[red]" + _("stopped") + f"[/red]: {escape(report.stopped)}")
+        _err().print("[red]" + _("stopped") + f"[/red]: {escape(say(report.stopped))}")
         raise typer.Exit(1)
     drained = application.pipeline.drain()
     _print_drain(console, drained)
@@ -685,18 +686,21 @@ def history_pull(
     report = pull(application.crm, rule_set, application.state, application.now(),
                   _since(since))
     console = _out()
-    console.print(f"opportunities {report.opportunities:,}, history values {report.changes:,}"
-                  f", snapshots added {report.snapshots:,}; API calls {report.api_calls:,}")
+    console.print(_("opportunities {n}, history values {changes}, snapshots added "
+                    "{snapshots}; API calls {calls}").format(
+        n=f"{report.opportunities:,}", changes=f"{report.changes:,}",
+        snapshots=f"{report.snapshots:,}", calls=f"{report.api_calls:,}"))
     if report.orphans:
-        console.print(f"history values of opportunities not read (deleted?): "
-                      f"{report.orphans:,}, left out")
+        console.print(_("history values of opportunities not read (deleted?): {n}, left out")
+                      .format(n=f"{report.orphans:,}"))
     if report.approximated:
-        console.print("approximated: fields with no history keep the value read now in "
-                      "every past snapshot:")
+        console.print(_("approximated: fields with no history keep the value read now in "
+                        "every past snapshot:"))
         for name, count in sorted(report.approximated.items()):
-            used = " [bold](read by the rules)[/bold]" if name in report.read_by_rules else ""
-            console.print(f"  {escape(name)}: {count:,} of {report.opportunities:,} "
-                          f"opportunities{used}")
+            used = (" [bold]" + _("(read by the rules)") + "[/bold]"
+                    if name in report.read_by_rules else "")
+            console.print("  " + _("{field}: {n} of {total} opportunities").format(
+                field=escape(name), n=f"{count:,}", total=f"{report.opportunities:,}") + used)
 
 
 @history_app.command("export")
@@ -736,7 +740,7 @@ def rates_pull(
     crm = application.crm
 
     def query(soql: str) -> list[dict[str, Any]]:
-        return [r for page in crm.query_pages("the currency rates", soql) for r in page]
+        return [r for page in crm.query_pages(Text("the currency rates"), soql) for r in page]
 
     rates = rates_from_salesforce(query, dated)
     target = mappings / FILE

@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connector.core.findings import Finding, Where
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 
 FILE = "currencies.yaml"  # in the mappings folder
 _CODE = re.compile(r"^[A-Z]{3}$")
@@ -174,8 +174,8 @@ def rates_from_salesforce(query: Query, dated: bool = False) -> CurrencyRates:
         if record.get("IsCorporate"):
             corporate = code
     if corporate is None:
-        raise ConfigurationError("CurrencyType has no corporate currency (IsCorporate): is "
-                                 "multi-currency on in this org?")
+        raise ConfigurationError(Text("CurrencyType has no corporate currency (IsCorporate): is "
+                                      "multi-currency on in this org?"))
     periods: dict[str, list[Period]] = {}
     if dated:
         for record in query("SELECT IsoCode, ConversionRate, StartDate, NextStartDate FROM "

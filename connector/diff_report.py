@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 
 from connector.core.forecast import money
+from connector.i18n import say
 from connector.report import cell, page
 from connector.rulediff import RuleDiff
 
@@ -63,7 +64,7 @@ def render_diff(diff: RuleDiff, source: Path, before: str, today: dt.date) -> st
                                + [f"&minus; {escape(a)}" for a in r.stopped])
             parts.append(f"<tr>{cell(r.line, True)}{cell(r.record_id)}"
                          f"{cell(f'{r.before_rule} → {r.after_rule}')}<td>{fields}"
-                         f"{escape(r.reason)}</td><td>{acts}</td></tr>")
+                         f"{escape(say(r.reason))}</td><td>{acts}</td></tr>")
         parts.append("</table>")
     else:
         parts.append("<p>None.</p>")

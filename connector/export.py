@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from connector.errors import ConfigurationError, RecordError
+from connector.errors import ConfigurationError, RecordError, Text
 
 T = TypeVar("T")
 
@@ -68,7 +68,8 @@ def kind_of(path: Path) -> str:
         return "csv"
     if suffix in (".json", ".jsonl", ".ndjson"):
         return "json"
-    raise ConfigurationError(f"{path}: unknown export format '{path.suffix}'; use .csv or .json")
+    raise ConfigurationError(Text("{file}: unknown export format '{suffix}'; use .csv or .json",
+                                  file=str(path), suffix=path.suffix))
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,12 @@ class Export:
                  delimiter: str | None = None) -> None:
         self.path = path
         self.kind = kind_of(path)
-        self.notes: list[str] = []
+        self.notes: list[Text] = []
         try:
             self._binary = path.open("rb")
         except OSError as exc:
-            raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+            raise ConfigurationError(Text("cannot read {file}: {reason}", file=str(path),
+                                          reason=exc.strerror)) from None
         self.size = path.stat().st_size
         try:
             bom = self._binary.read(3) == codecs.BOM_UTF8
@@ -122,8 +124,9 @@ class Export:
             try:
                 return codecs.lookup(forced).name
             except LookupError:
-                raise ConfigurationError(f"--encoding {forced}: not an encoding Python knows "
-                                         "(utf-8, cp1252, latin-1, ...)") from None
+                raise ConfigurationError(Text("--encoding {encoding}: not an encoding Python "
+                                              "knows (utf-8, cp1252, latin-1, ...)",
+                                              encoding=forced)) from None
         if bom:
             return "utf-8"
         decoder = codecs.getincrementaldecoder("utf-8")()
@@ -144,12 +147,14 @@ class Export:
         while chunk:
             undefined = [chunk.find(b) for b in _NOT_WINDOWS_1252 if b in chunk]
             if undefined:
-                raise ConfigurationError(
-                    f"{self.path}: neither UTF-8 nor Windows-1252 text (byte "
-                    f"{chunk[min(undefined)]:#04x}); give the file's encoding with --encoding")
+                raise ConfigurationError(Text(
+                    "{file}: neither UTF-8 nor Windows-1252 text (byte {byte}); give the "
+                    "file's encoding with --encoding", file=str(self.path),
+                    byte=format(chunk[min(undefined)], "#04x")))
             chunk = self._binary.read(_SCAN)
-        self.notes.append(f"{self.path}: not UTF-8 (at byte {where}), read as Windows-1252; "
-                          "--encoding says otherwise")
+        self.notes.append(Text("{file}: not UTF-8 (at byte {offset}), read as Windows-1252; "
+                               "--encoding says otherwise", file=str(self.path),
+                               offset=where))
         return "cp1252"
 
     def _dialect(self, forced: str | None, encoding: str, bom: bool) -> Dialect:
@@ -161,17 +166,18 @@ class Export:
         if forced is not None:
             forced = {"tab": "\t", "\\t": "\t"}.get(forced, forced)
             if len(forced) != 1 or forced in '"\r\n':
-                raise ConfigurationError(f"--delimiter {forced!r}: give one character "
-                                         "(, ; | or tab)")
+                raise ConfigurationError(Text("--delimiter {delimiter}: give one character "
+                                              "(, ; | or tab)", delimiter=repr(forced)))
             return Dialect(forced, encoding, bom, line_end)
         if self.kind != "csv":
             return Dialect(",", encoding, bom, line_end)
         bare = re.sub(r'"[^"]*"', "", line)
         counts = sorted(((bare.count(d), d) for d in DELIMITERS), reverse=True)
         if counts[0][0] and counts[0][0] == counts[1][0]:
-            raise ConfigurationError(
-                f"{self.path}: the header line has as many {counts[0][1]!r} as {counts[1][1]!r}"
-                "; say which separates the columns with --delimiter")
+            raise ConfigurationError(Text(
+                "{file}: the header line has as many {first} as {second}; say which separates "
+                "the columns with --delimiter", file=str(self.path), first=repr(counts[0][1]),
+                second=repr(counts[1][1])))
         return Dialect(counts[0][1] if counts[0][0] else ",", encoding, bom, line_end)
 
     def close(self) -> None:
@@ -200,8 +206,9 @@ class Export:
 
     def _not_utf8(self, exc: UnicodeDecodeError) -> ConfigurationError:
         """A byte the encoding given with --encoding cannot read."""
-        return ConfigurationError(f"{self.path}: not {self.dialect.encoding} text "
-                                  f"({exc.reason}); give the file's encoding with --encoding")
+        return ConfigurationError(Text("{file}: not {encoding} text ({reason}); give the file's "
+                                       "encoding with --encoding", file=str(self.path),
+                                       encoding=self.dialect.encoding, reason=exc.reason))
 
     def read_header(self) -> list[str]:
         """A CSV export's header: its first line that is not blank, names trimmed."""
@@ -214,14 +221,16 @@ class Export:
                     self.header = [h.strip() for h in raw]
                     break
             else:
-                raise ConfigurationError(f"{self.path}: the file is empty (no header row)")
+                raise ConfigurationError(Text("{file}: the file is empty (no header row)",
+                                              file=str(self.path)))
         except UnicodeDecodeError as exc:
             raise self._not_utf8(exc) from None
         except csv.Error as exc:
             raise self._unreadable(self._lines.next, exc) from None
         if len(set(self.header)) != len(self.header):
             dupes = sorted({h for h in self.header if self.header.count(h) > 1})
-            raise ConfigurationError(f"{self.path}: the header repeats {', '.join(dupes)}")
+            raise ConfigurationError(Text("{file}: the header repeats {columns}",
+                                          file=str(self.path), columns=", ".join(dupes)))
         return self.header
 
     def records(self, read: Callable[[list[str]], T]
@@ -262,12 +271,12 @@ class Export:
                         in_footer = True
                         continue
                 if len(raw) != width:
-                    yield line, raw, None, f"the row {self.width_error(raw)}"
+                    yield line, raw, None, self.width_error(raw)
                     continue
                 try:
                     values = read(raw)
                 except RecordError as exc:
-                    yield line, raw, None, str(exc)
+                    yield line, raw, None, exc.text
                     continue
                 yield line, raw, values, None
         except UnicodeDecodeError as exc:
@@ -288,8 +297,9 @@ class Export:
             if not starts or (len(cells) == len(self.header) and len(filled) > 1):
                 return False
             self.footer = line
-            self.notes.append(f"{self.path}: line {line}: skipped the report's footer "
-                              f"({filled[0][:60]!r} ...)")
+            self.notes.append(Text("{file}: line {line}: skipped the report's footer ({start} "
+                                   "...)", file=str(self.path), line=line,
+                                   start=repr(filled[0][:60])))
         elif not (starts or len(filled) == 1):
             return False
         counted = _COUNTED.search(filled[0])
@@ -300,12 +310,14 @@ class Export:
     def _unreadable(self, line: int, exc: csv.Error) -> ConfigurationError:
         """csv.reader's refusal of a quoted row (a cell over its 131,072 characters): the
         rows after it cannot be told apart, so the file is refused, saying where."""
-        return ConfigurationError(f"{self.path}: line {line}: cannot read the row ({exc})")
+        return ConfigurationError(Text("{file}: line {line}: cannot read the row ({reason})",
+                                       file=str(self.path), line=line, reason=str(exc)))
 
-    def width_error(self, cells: list[str]) -> str | None:
+    def width_error(self, cells: list[str]) -> Text | None:
         if len(cells) == len(self.header):
             return None
-        return f"has {len(cells)} columns where the header has {len(self.header)}"
+        return Text("the row has {n} columns where the header has {width}", n=len(cells),
+                    width=len(self.header))
 
     def _json_rows(self) -> Iterator[Row]:
         decoder = json.JSONDecoder(parse_float=Decimal)  # money never passes through float
@@ -345,9 +357,10 @@ class Export:
             except json.JSONDecodeError as exc:
                 if not eof and fill():
                     continue
-                raise ConfigurationError(f"{self.path}: not valid JSON near character "
-                                         f"{self.counter.count - len(buffer) + exc.pos}: "
-                                         f"{exc.msg}") from None
+                raise ConfigurationError(Text(
+                    "{file}: not valid JSON near character {offset}: {reason}",
+                    file=str(self.path), offset=self.counter.count - len(buffer) + exc.pos,
+                    reason=exc.msg)) from None
             if end == len(buffer) and not eof and fill():
                 continue  # the value may go on in the next chunk (a number cut in two)
             position = end
@@ -356,7 +369,7 @@ class Export:
             for record in batch:
                 number += 1
                 if not isinstance(record, dict):
-                    yield Row(number, {"__error__": "is not a JSON object"})
+                    yield Row(number, {"__error__": Text("the row is not a JSON object")})
                     continue
                 record.pop("attributes", None)
                 if not self.header:

@@ -11,11 +11,12 @@ COP) would be a misread waiting to happen."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 
 if TYPE_CHECKING:
     from babel import Locale
@@ -23,10 +24,20 @@ if TYPE_CHECKING:
 # Babel is imported where a value is formatted, not here: every template environment imports
 # this module, and the Lambda worker's cold start should not pay for CLDR's data unused.
 
-__all__ = ["DATE_STYLES", "format_day", "format_money", "format_percent_value", "locale_of"]
+__all__ = ["DATE_STYLES", "format_day", "format_money", "format_percent_value", "listed",
+           "locale_of"]
 
 DATE_STYLES = ("short", "medium", "long", "full")
 _CENT = Decimal("0.01")
+
+
+def listed(parts: Sequence[str], separator: str = ", ") -> str:
+    """Messages one after the other (a Text joined as str would be English only): each is
+    still said in the person's language."""
+    text = parts[-1]
+    for part in reversed(parts[:-1]):
+        text = Text("{first}{separator}{rest}", first=part, separator=separator, rest=text)
+    return text
 
 
 @lru_cache(maxsize=64)
@@ -37,8 +48,8 @@ def locale_of(name: str) -> Locale:
     try:
         return Locale.parse(name.replace("-", "_"))
     except (UnknownLocaleError, ValueError):
-        raise ConfigurationError(f"unknown locale '{name}': use a CLDR id such as es_CO, "
-                                 "es_MX, es_ES, pt_BR or en_US") from None
+        raise ConfigurationError(Text("unknown locale '{name}': use a CLDR id such as es_CO, "
+                                      "es_MX, es_ES, pt_BR or en_US", name=name)) from None
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -90,7 +101,8 @@ def format_percent_value(value: Any, locale: str | None) -> str:
 def format_day(value: Any, locale: str | None, style: str = "medium") -> str:
     """A date in one of CLDR's styles (short, medium, long, full); ISO without a locale."""
     if style not in DATE_STYLES:
-        raise ValueError(f"date style '{style}': use one of {', '.join(DATE_STYLES)}")
+        raise ValueError(Text("date style '{style}': use one of {styles}", style=style,
+                              styles=", ".join(DATE_STYLES)))
     if isinstance(value, dt.datetime):
         value = value.date()
     if not isinstance(value, dt.date):

@@ -20,17 +20,18 @@ from babel import dates as babel_dates
 from babel import numbers as babel_numbers
 
 from connector.core.values import Cells, parse_iso_date
-from connector.errors import ConfigurationError, RecordError
+from connector.errors import ConfigurationError, RecordError, Text
 
 _PLAIN = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")  # as Data Loader writes numbers: 2500.00
 
 
-def known_locale(name: str) -> str | None:
+def known_locale(name: str) -> Text | None:
     """None when `name` is a CLDR locale Babel knows, else why not."""
     try:
         Locale.parse(name)
     except (UnknownLocaleError, ValueError, TypeError) as exc:
-        return f"'{name}' is not a locale Babel knows ({exc}); use a CLDR id such as es_CO"
+        return Text("'{name}' is not a locale Babel knows ({reason}); use a CLDR id such as "
+                    "es_CO", name=name, reason=str(exc))
     return None
 
 
@@ -108,8 +109,9 @@ class LocaleCells(Cells):
                 return -value if dressed["lead"] and value > 0 else value
         if _PLAIN.fullmatch(cell):
             return Decimal(cell)
-        raise RecordError(f"{field}: {text!r} is not a number as {self.name} writes them "
-                          f"({self.example})")
+        raise RecordError(Text("{field}: {value} is not a number as {locale} writes them "
+                               "({example})", field=field, value=repr(text), locale=self.name,
+                               example=self.example))
 
     def _strict(self, text: str) -> Decimal | None:
         if not self.strict.fullmatch(text):
@@ -126,13 +128,14 @@ class LocaleCells(Cells):
             return None
         found = self._date.fullmatch(cell)
         if found is None:
-            return parse_iso_date(cell, field, f" or {self.date_example} ({self.name})")
+            return parse_iso_date(cell, field, f"{self.date_example} ({self.name})")
         parts = dict(zip(self._order, (int(p) for p in found.groups())))
         try:
             return dt.date(parts["y"], parts["m"], parts["d"])
         except ValueError:
-            raise RecordError(f"{field}: {text!r} is not a date as {self.name} writes them "
-                              f"({self.date_example})") from None
+            raise RecordError(Text("{field}: {value} is not a date as {locale} writes them "
+                                   "({example})", field=field, value=repr(text),
+                                   locale=self.name, example=self.date_example)) from None
 
     def __repr__(self) -> str:
         return f"LocaleCells({self.name!r})"

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from connector.actions import decode_values
 from connector.approvals import PENDING, STATUS
-from connector.errors import ConnectorError, RecordError, RetriableError
+from connector.errors import ConnectorError, RecordError, RetriableError, Text
+from connector.formatting import listed
 from connector.state import Commit, Kind, OutboxItem, StateStore
 
 if TYPE_CHECKING:
@@ -60,13 +61,16 @@ Ran = Done | Waits | Failed
 Runner = Callable[["Pipeline", OutboxItem], Ran]
 
 
+NO_RUNNER = Text("no action runner is configured")
+
 def reprocess_records(pipeline: Pipeline, item: OutboxItem) -> Ran:
     """Read the records the item names and process them. A notice's records are new versions
     (those handled already are dropped); a parked record or write-back is processed again."""
     report = pipeline.fetch_and_process(list(item.payload.get("ids", [])),
                                         reprocess=item.kind != Kind.NOTICE)
     if report.failed or report.parked:
-        return Failed(RecordError("; ".join(report.reasons) or "the record failed again"),
+        return Failed(RecordError(listed(report.reasons, "; ") if report.reasons
+                                  else Text("the record failed again")),
                       tuple(report.added))
     return Done(f"read {report.read}, wrote {report.written}, unchanged {report.unchanged}, "
                 f"actions {report.actions}", tuple(report.added))
@@ -75,7 +79,7 @@ def reprocess_records(pipeline: Pipeline, item: OutboxItem) -> Ran:
 def run_action(pipeline: Pipeline, item: OutboxItem) -> Ran:
     """Send the email, push, order or contact, once for the item's key."""
     if pipeline.actions is None:
-        raise RetriableError("no action runner is configured")
+        raise RetriableError(NO_RUNNER)
     values = decode_values(item.payload.get("values", {}))
     return Done(pipeline.actions.run(item.action, item.key, values))
 
@@ -88,7 +92,7 @@ def request_approval(pipeline: Pipeline, item: OutboxItem) -> Ran:
     second email. Only a crash between the SMTP server's answer and that one local
     transaction sends it twice, under the same Message-ID."""
     if pipeline.actions is None:
-        raise RetriableError("no action runner is configured")
+        raise RetriableError(NO_RUNNER)
     key = f"{item.key}:pending"
     sent = pipeline.state.item(key)
     if sent is None:

@@ -43,6 +43,7 @@ from connector.errors import (
     FatalError,
     RecordError,
     RetriableError,
+    Text,
 )
 from connector.history.snapshots import Snapshotter
 from connector.outbox import RECORD_KINDS, RUNNERS, Failed, Ran, Waits, record_verdict
@@ -175,7 +176,7 @@ class Pipeline:
             try:
                 outcome = self.evaluator.evaluate(self.mapping.read(raw), today)
             except RecordError as exc:
-                evaluated.append(_Evaluated(rid, version, None, str(exc), snapshot))
+                evaluated.append(_Evaluated(rid, version, None, exc.text, snapshot))
                 continue
             evaluated.append(_Evaluated(rid, version, outcome, snapshot=snapshot))
         return evaluated
@@ -196,20 +197,20 @@ class Pipeline:
             commits.append(commit)
             if outcome is None:
                 report.failed += 1
-                report.note(f"{rid}: {e.error}")
+                report.note(Text("{record}: {reason}", record=rid, reason=e.error))
                 commit.outbox.append(OutboxItem(
                     f"record:{rid}:{version}", rid, "compute", Kind.RECORD, {"ids": [rid]},
-                    status="parked", reason=e.error or ""))
+                    status="parked", reason=str(e.error or "")))
                 continue
             result = results.get(rid)
             if outcome.changes and result is not None and not result.ok:
                 report.parked += 1
-                reason = f"{result.code}: {result.message}"
-                report.note(f"{rid}: {reason}")
+                reason = Text("{code}: {reason}", code=result.code, reason=result.message)
+                report.note(Text("{record}: {reason}", record=rid, reason=reason))
                 commit.outbox.append(OutboxItem(
                     f"writeback:{rid}:{version}", rid, "writeback", Kind.WRITEBACK,
                     {"ids": [rid], "fields": list(outcome.changes)}, status="parked",
-                    reason=reason))
+                    reason=str(reason)))
                 if backfill:  # what is true now stays the past when the write goes through
                     self._edges(rid, outcome, commit, report, backfill)
                 continue  # its actions wait until the write goes through
@@ -315,7 +316,7 @@ class Pipeline:
             self._process_pages(self.crm.changed(since, started), report, dry_run=dry_run,
                                 backfill=backfill, committed=move_cursor)
         except (FatalError, RetriableError) as exc:
-            report.stopped = str(exc)
+            report.stopped = exc.text
             log.warning("poll stopped, cursor kept at %s: %s", report.cursor, exc)
             return report
         if report.backfill and not dry_run:
@@ -336,7 +337,7 @@ class Pipeline:
             self._process_pages(self.crm.open_records(field, list(closed.labels) if closed
                                                       else []), report, reprocess=True)
         except (FatalError, RetriableError) as exc:
-            report.stopped = str(exc)
+            report.stopped = exc.text
         return report
 
     # --- webhooks ---------------------------------------------------------------------------
@@ -404,7 +405,7 @@ class Pipeline:
             ran = self._run(item)
         except FatalError as exc:
             self.state.retry_later(item.key, str(exc), now + dt.timedelta(minutes=15))
-            report.stopped = str(exc)
+            report.stopped = exc.text
             return {item.key}
         except ConnectorError as exc:
             self._failed(item, exc, now, report)
@@ -433,7 +434,8 @@ class Pipeline:
     def _run(self, item: OutboxItem) -> Ran:
         runner = RUNNERS.get(item.kind)
         if runner is None:
-            raise ConfigurationError(f"no runner for outbox items of kind '{item.kind}'")
+            raise ConfigurationError(Text("no runner for outbox items of kind '{kind}'",
+                                          kind=item.kind))
         return runner(self, item)
 
     def _failed(self, item: OutboxItem, exc: ConnectorError, now: dt.datetime,

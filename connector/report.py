@@ -25,7 +25,7 @@ from connector.core.proof import describe_cubes
 from connector.core.ruleset import CLOSED_LOST, CLOSED_WON, RuleSet
 from connector.formatting import format_money
 from connector.i18n import gettext as _
-from connector.i18n import language
+from connector.i18n import language, say
 from connector.simulate import Change, Summary
 
 __all__ = ["CSS", "SCRIPT", "cell", "page", "render"]
@@ -230,7 +230,7 @@ def _forecast(fc: Forecast, as_is: Forecast, cash: Cash) -> list[str]:
                f"{_money_cell(t.weighted_amount - old_total, cash)}</tr></tfoot></table></div>")
     if fc.left_out:
         out.append("<p>" + escape(_("Left out of the forecast: {reasons}.").format(
-            reasons=", ".join(f"{n} {why}" for why, n in fc.left_out.items()))) + "</p>")
+            reasons=", ".join(f"{n} {say(why)}" for why, n in fc.left_out.items()))) + "</p>")
     return out
 
 
@@ -331,7 +331,7 @@ def _previews(summary: Summary) -> list[str]:
         label = _("line {line} ({id}): {action}").format(line=p.line, id=p.record_id,
                                                          action=p.action)
         if p.rendered is None:
-            body = f'<span class="bad">{escape(p.error)}</span>'
+            body = f'<span class="bad">{escape(say(p.error))}</span>'
         elif p.kind in ("email", "approval"):
             body = _email(p.rendered)
         else:
@@ -359,6 +359,6 @@ def _failures(summary: Summary) -> list[str]:
     out.append(_table("failures", [_("line"), _("id"), _("reason")]))
     for f in summary.failures:
         out.append(f'<tr class="bad">{cell(f.line, True, f.line)}{cell(f.record_id)}'
-                   f"{cell(f.reason)}</tr>")
+                   f"{cell(say(f.reason))}</tr>")
     out.append(END_TABLE)
     return out

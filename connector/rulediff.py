@@ -23,7 +23,7 @@ from connector.core.evaluate import Decide, Evaluator, Verdict
 from connector.core.forecast import OVERDUE, Forecast, money
 from connector.core.ruleset import RuleSet
 from connector.core.values import as_text
-from connector.errors import ConfigurationError, RecordError
+from connector.errors import ConfigurationError, RecordError, Text
 from connector.simulate import (
     SHOWN,
     ReadOptions,
@@ -150,7 +150,7 @@ def compare(before: RuleSet, after: RuleSet, source: Path, today: dt.date,
             if len(result.records) < SHOWN:
                 result.records.append(RecordDiff(
                     line, record_id_of(after, export, raw, values), move[0], move[1], fields,
-                    newly, stopped, "; ".join(e for e in (old_error, new_error) if e)))
+                    newly, stopped, _reasons(old_error, new_error)))
     return result
 
 
@@ -159,7 +159,14 @@ def _verdict(decide: Decide, values: Mapping[str, Any], today: dt.date
     try:
         return decide(values, today), ""
     except RecordError as exc:
-        return None, str(exc)
+        return None, exc.text
+
+
+def _reasons(before: str, after: str) -> str:
+    """Why a side failed, or both did."""
+    if before and after:
+        return Text("{before}; {after}", before=before, after=after)
+    return before or after
 
 
 def _written_differences(old: Verdict | None, new: Verdict | None,
@@ -187,25 +194,27 @@ def rules_at(before: str, rules: Path) -> Iterator[Path]:
     top = _git(resolved.parent if resolved.is_dir() else Path.cwd(), "rev-parse",
                "--show-toplevel")
     if top is None:
-        raise ConfigurationError(f"--before {before}: no such folder, and {rules} is not in a "
-                                 "git repository to read a commit from")
+        raise ConfigurationError(Text("--before {before}: no such folder, and {rules} is not in "
+                                      "a git repository to read a commit from", before=before,
+                                      rules=str(rules)))
     root = Path(top.strip())
     relative = resolved.relative_to(root).as_posix()
     listing = _git(root, "ls-tree", "-r", "-z", "--name-only", before, "--", relative)
     if listing is None:
-        raise ConfigurationError(f"--before {before}: no such folder, and not a commit, branch "
-                                 "or tag of this repository")
+        raise ConfigurationError(Text("--before {before}: no such folder, and not a commit, "
+                                      "branch or tag of this repository", before=before))
     names = [n for n in listing.split("\0") if n]
     if not names:
-        raise ConfigurationError(f"--before {before}: that commit has no {relative}/ folder")
+        raise ConfigurationError(Text("--before {before}: that commit has no {folder}/ folder",
+                                      before=before, folder=relative))
     with tempfile.TemporaryDirectory(prefix="rules-before-") as tmp:
         folder = Path(tmp) / Path(relative).name
         for name in names:
             blob = subprocess.run(["git", "-C", str(root), "show", f"{before}:{name}"],
                                   capture_output=True)
             if blob.returncode != 0:  # a submodule, a shallow clone's missing object
-                raise ConfigurationError(f"--before {before}: git cannot read {name} at that "
-                                         "commit")
+                raise ConfigurationError(Text("--before {before}: git cannot read {file} at "
+                                              "that commit", before=before, file=name))
             target = folder / Path(name).relative_to(relative)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(blob.stdout)

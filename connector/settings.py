@@ -14,7 +14,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
+from connector.formatting import listed
 
 AuthMethod = Literal["session", "jwt", "password", "client_credentials"]
 
@@ -26,14 +27,14 @@ AUTH_LABELS: dict[AuthMethod, str] = {
 }
 
 # What to set for each way in; shown whenever none of them is complete.
-LOGIN_HELP = (
+LOGIN_HELP = Text(
     "SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN (username-password; "
     "the token may be left out when the org trusts this network); SALESFORCE_CLIENT_ID, "
     "SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY_FILE (JWT bearer); SALESFORCE_CLIENT_ID, "
     "SALESFORCE_CLIENT_SECRET and SALESFORCE_DOMAIN=<your My Domain, e.g. acme.my> "
     "(client credentials)")
-AUTH_HELP = ("set one of: SALESFORCE_INSTANCE_URL and SALESFORCE_ACCESS_TOKEN (an existing "
-             "session); " + LOGIN_HELP)
+AUTH_HELP = Text("set one of: SALESFORCE_INSTANCE_URL and SALESFORCE_ACCESS_TOKEN (an existing "
+                 "session); {ways}", ways=LOGIN_HELP)
 
 _API_VERSION = re.compile(r"^\d{2,3}\.0$")
 
@@ -95,7 +96,7 @@ class Settings(BaseSettings):
         text = re.sub(r"^https?://", "", value.strip()).rstrip("/")
         text = re.sub(r"\.salesforce\.com$", "", text, flags=re.IGNORECASE)
         if not text or "/" in text:
-            raise ValueError("use 'login', 'test' or your My Domain such as 'acme.my'")
+            raise ValueError(Text("use 'login', 'test' or your My Domain such as 'acme.my'"))
         return text
 
     @field_validator("salesforce_instance_url")
@@ -105,7 +106,8 @@ class Settings(BaseSettings):
             return None
         text = value.strip().rstrip("/")
         if not text.startswith("https://"):
-            raise ValueError("use the full https:// address, e.g. https://acme.my.salesforce.com")
+            raise ValueError(Text("use the full https:// address, e.g. "
+                                  "https://acme.my.salesforce.com"))
         return text
 
     @field_validator("salesforce_client_name")
@@ -115,7 +117,7 @@ class Settings(BaseSettings):
         # events' changeOrigin, where a comma or a space would break the parsing.
         text = value.strip()
         if not re.fullmatch(r"[A-Za-z0-9_.\-/]{1,80}", text):
-            raise ValueError("use letters, digits and _ . - / only (e.g. crm-automation)")
+            raise ValueError(Text("use letters, digits and _ . - / only (e.g. crm-automation)"))
         return text
 
     @field_validator("salesforce_api_version")
@@ -125,7 +127,7 @@ class Settings(BaseSettings):
             return None
         text = value.strip().removeprefix("v")
         if not _API_VERSION.match(text):
-            raise ValueError("use a version such as 62.0")
+            raise ValueError(Text("use a version such as 62.0"))
         return text
 
     @field_validator("salesforce_username", "salesforce_client_id", "salesforce_org_id",
@@ -152,9 +154,19 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-                    for err in exc.errors()]
-        raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
+        problems = [Text("{variable}: {problem}",
+                         variable=".".join(str(p) for p in err["loc"]).upper(),
+                         problem=_problem(err)) for err in exc.errors()]
+        raise ConfigurationError(Text("invalid settings: {problems}",
+                                      problems=listed(problems, "; "))) from None
+
+
+def _problem(error: Any) -> str:
+    """What is wrong with a setting: our validator's own words (a Text) when they are ours,
+    else pydantic's."""
+    raised = (error.get("ctx") or {}).get("error")
+    return raised.args[0] if isinstance(raised, ValueError) and raised.args and \
+        isinstance(raised.args[0], Text) else str(error["msg"])
 
 
 def _set(value: object) -> bool:
@@ -189,32 +201,38 @@ def salesforce_auth(settings: Settings) -> AuthMethod:
     login = salesforce_login(s)
     if login is not None:
         return login
-    raise ConfigurationError(f"Salesforce credentials are incomplete{_missing(s)}; {AUTH_HELP}")
+    hints = _missing(s)
+    if hints:
+        raise ConfigurationError(Text("Salesforce credentials are incomplete ({missing}); {help}",
+                                      missing=listed(hints, "; "), help=AUTH_HELP))
+    raise ConfigurationError(Text("Salesforce credentials are incomplete; {help}",
+                                  help=AUTH_HELP))
 
 
-def _missing(s: Settings) -> str:
+def _missing(s: Settings) -> list[str]:
     """What each half-configured way lacks, so the admin sees the one variable to add."""
     hints: list[str] = []
     if _set(s.salesforce_instance_url) != _set(s.salesforce_access_token):
-        hints.append("an existing session needs both SALESFORCE_INSTANCE_URL and "
-                     "SALESFORCE_ACCESS_TOKEN")
+        hints.append(Text("an existing session needs both SALESFORCE_INSTANCE_URL and "
+                          "SALESFORCE_ACCESS_TOKEN"))
     if _set(s.salesforce_private_key_file) and not (_set(s.salesforce_client_id)
                                                     and _set(s.salesforce_username)):
-        hints.append("JWT bearer needs SALESFORCE_CLIENT_ID and SALESFORCE_USERNAME besides "
-                     "SALESFORCE_PRIVATE_KEY_FILE")
+        hints.append(Text("JWT bearer needs SALESFORCE_CLIENT_ID and SALESFORCE_USERNAME besides "
+                          "SALESFORCE_PRIVATE_KEY_FILE"))
     if _set(s.salesforce_client_secret) and not _set(s.salesforce_client_id):
-        hints.append("client credentials need SALESFORCE_CLIENT_ID besides "
-                     "SALESFORCE_CLIENT_SECRET")
+        hints.append(Text("client credentials need SALESFORCE_CLIENT_ID besides "
+                          "SALESFORCE_CLIENT_SECRET"))
     if _set(s.salesforce_client_id) and _set(s.salesforce_client_secret) and \
             s.salesforce_domain in ("login", "test"):
         # https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm
-        hints.append("client credentials need SALESFORCE_DOMAIN set to your My Domain (e.g. "
-                     f"acme.my), not '{s.salesforce_domain}': Salesforce issues these tokens "
-                     "on My Domain only")
+        hints.append(Text("client credentials need SALESFORCE_DOMAIN set to your My Domain (e.g. "
+                          "acme.my), not '{domain}': Salesforce issues these tokens on My Domain "
+                          "only", domain=s.salesforce_domain))
     if _set(s.salesforce_username) != _set(s.salesforce_password) and \
             not _set(s.salesforce_private_key_file):
-        hints.append("username-password needs both SALESFORCE_USERNAME and SALESFORCE_PASSWORD")
-    return f" ({'; '.join(hints)})" if hints else ""
+        hints.append(Text("username-password needs both SALESFORCE_USERNAME and "
+                          "SALESFORCE_PASSWORD"))
+    return hints
 
 
 __all__ = ["AUTH_HELP", "AUTH_LABELS", "LOGIN_HELP", "AuthMethod", "Settings", "load_settings",

@@ -27,8 +27,10 @@ from connector.core.forecast import (
 from connector.core.mapping import ID
 from connector.core.ruleset import CLOSED_LOST, CLOSED_WON, RuleSet
 from connector.core.values import EXPORT, Cells, as_text
-from connector.errors import ConfigurationError, ConnectorError, RecordError
+from connector.errors import ConfigurationError, ConnectorError, RecordError, Text
 from connector.export import Dialect, Export, ExportWriter
+from connector.formatting import listed
+from connector.i18n import say
 
 SHOWN = 500  # changes and failures kept for the report; the counts cover every record
 PREVIEWS = 50  # actions rendered for the report (rendering costs more than evaluating)
@@ -78,12 +80,12 @@ def records(rules: RuleSet, export: Export, progress: Progress | None = None,
 def _json_records(rules: RuleSet, export: Export, cells: Cells) -> Iterator[Record]:
     for row in export.rows():
         if "__error__" in row.data:
-            yield row.number, {}, None, f"the row {row.data['__error__']}"
+            yield row.number, {}, None, row.data["__error__"]
             continue
         try:
             yield row.number, row.data, rules.mapping.read(row.data, cells), None
         except RecordError as exc:
-            yield row.number, row.data, None, str(exc)
+            yield row.number, row.data, None, exc.text
 
 
 def require_columns(rules: RuleSet, export: Export, names: Collection[str]) -> None:
@@ -95,15 +97,17 @@ def require_columns(rules: RuleSet, export: Export, names: Collection[str]) -> N
     mapping = rules.mapping
     header = export.read_header()
     columns = mapping.columns(header)
-    missing = [mapping.crm_field(n) + did_you_mean(mapping.crm_field(n), header)
+    missing = [Text("{column}{hint}", column=mapping.crm_field(n),
+                    hint=did_you_mean(mapping.crm_field(n), header))
                for n in mapping.fields if n in names and n not in mapping.optional
                and columns.get(n) is None]
     if missing:
-        raise ConfigurationError(
-            f"{export.path}: the columns the rules read are not in its header: "
-            f"{', '.join(missing)}; found {', '.join(header)}. Export those fields, name them "
-            f"in the mapping ({mapping.source or '--mapping'}), or list those that may be absent "
-            "under 'optional:' in it")
+        raise ConfigurationError(Text(
+            "{file}: the columns the rules read are not in its header: {missing}; found "
+            "{found}. Export those fields, name them in the mapping ({mapping}), or list those "
+            "that may be absent under 'optional:' in it", file=str(export.path),
+            missing=listed(missing), found=", ".join(header),
+            mapping=mapping.source or "--mapping"))
 
 
 def deal_fields(rules: RuleSet) -> DealFields:
@@ -199,7 +203,7 @@ class Summary:
     forecast: Forecast = field(default_factory=Forecast)
     forecast_as_is: Forecast = field(default_factory=Forecast)
     previews: list[Shown] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what reading the export detected, skipped
+    notes: list[Text] = field(default_factory=list)  # what reading the export detected, skipped
 
     @property
     def ok(self) -> bool:
@@ -250,19 +254,19 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                 try:
                     verdict = decide(values, today)
                 except RecordError as exc:
-                    error = str(exc)
+                    error = exc.text
                     add_as_is(values)
             if verdict is None:
                 failed += 1
                 if values is None:
                     unread += 1
-                reason = error or "unknown error"
+                reason = error or Text("unknown error")
                 reasons[_reason_kind(reason)] += 1
                 if len(failures_shown) < SHOWN:
                     failures_shown.append(Failure(line, record_id_of(rules, export, raw, values),
                                                   reason))
                 if write is not None:
-                    write(raw, _NO_CHANGES, "", reason, "")
+                    write(raw, _NO_CHANGES, "", say(reason), "")
                 continue
             after, route, changes, due = verdict
             rule = route.rule
@@ -302,9 +306,9 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
             output.close()
         summary.notes = export.notes
         if export.footer_records is not None and export.footer_records != read:
-            summary.notes.append(f"{source}: the report's footer counts "
-                                 f"{export.footer_records} records, {read} were read: is the "
-                                 "export whole?")
+            summary.notes.append(Text("{file}: the report's footer counts {counted} records, "
+                                      "{read} were read: is the export whole?", file=str(source),
+                                      counted=export.footer_records, read=read))
     forecasts.close()
     summary.forecast.fail(failed)
     summary.forecast_as_is.fail(unread)
@@ -318,7 +322,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
 
 def forecast(rules: RuleSet, source: Path, today: dt.date, by: str = "month",
              as_is: bool = False, progress: Progress | None = None,
-             options: ReadOptions = ReadOptions()) -> tuple[Forecast, list[str]]:
+             options: ReadOptions = ReadOptions()) -> tuple[Forecast, list[Text]]:
     """The forecast (what it left out, records that failed, lost ..., is in its `left_out`)
     and what reading the export detected or skipped (Export.notes)."""
     result = Forecast(by, today, options.rates, stage_order(rules) if by == "stage" else ())
@@ -420,7 +424,7 @@ def _preview(render: Callable[[str, Mapping[str, Any]], Any], line: int, record_
     try:
         shown = render(action, values)
     except ConnectorError as exc:  # a template that fails for this record, no SMTP needed
-        return Shown(line, record_id, action, "", None, str(exc))
+        return Shown(line, record_id, action, "", None, exc.text)
     return Shown(line, record_id, action, shown.kind, shown.rendered)
 
 

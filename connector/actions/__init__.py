@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.core.ruleset import Action, RuleSet
-from connector.errors import ConfigurationError, ConnectorError, RecordError
+from connector.errors import ConfigurationError, ConnectorError, RecordError, Text
 
 # --- the record's values as the outbox keeps them (JSON, types kept) ------------------------
 
@@ -92,7 +92,8 @@ class ActionRunner:
         try:
             return self.rules.actions[name]
         except KeyError:
-            raise RecordError(f"action '{name}' is no longer in the rules") from None
+            raise RecordError(Text("action '{name}' is no longer in the rules", name=name)
+                              ) from None
 
     def render(self, name: str, values: Mapping[str, Any]) -> Preview:
         """What the action would send, rendered; nothing is sent. `${NAME}` stays as written:
@@ -127,7 +128,8 @@ class ActionRunner:
             mapping, findings = load_erp_mapping(path, set(self.rules.mapping.canonical_names))
             if mapping is None:
                 raise ConfigurationError("; ".join(str(f) for f in findings)
-                                         or f"{path}: cannot read the ERP mapping")
+                                         or Text("{file}: cannot read the ERP mapping",
+                                                 file=str(path)))
             self._erp_mapping = mapping
         return self._erp_mapping
 
@@ -190,8 +192,9 @@ class ActionRunner:
         secret = self.settings.approval_secret if self.settings else None
         base = (self.settings.public_url or "").rstrip("/") if self.settings else ""
         if secret is None or not base:
-            raise ConfigurationError("approval actions need APPROVAL_SECRET (the key that signs "
-                                     "the links) and PUBLIC_URL (where the links point)")
+            raise ConfigurationError(Text("approval actions need APPROVAL_SECRET (the key that "
+                                          "signs the links) and PUBLIC_URL (where the links "
+                                          "point)"))
         expires = now + dt.timedelta(days=spec.expires_in_days)
         links = {f"{decision}_url": f"{base}/approvals/" + make_token(
             secret.get_secret_value(), Claim(key, record_id, name, decision, expires))
@@ -215,8 +218,8 @@ def _default_sender(kind: str, runner: ActionRunner) -> Callable[..., Any]:
         from connector.actions.email import SmtpSender
 
         if not settings.smtp_url or not settings.email_from:
-            raise ConfigurationError("email actions need SMTP_URL (smtp://host:port) and "
-                                     "EMAIL_FROM")
+            raise ConfigurationError(Text("email actions need SMTP_URL (smtp://host:port) and "
+                                          "EMAIL_FROM"))
         return SmtpSender(settings.smtp_url, settings.email_from).send
     if kind == "http":
         from connector.actions.http import HttpSender
@@ -232,8 +235,8 @@ def _default_sender(kind: str, runner: ActionRunner) -> Callable[..., Any]:
     from connector.erp import connect_erp
 
     if not settings.erp_url:
-        raise ConfigurationError("ERP actions need ERP_URL (and ERP_DATABASE, ERP_USERNAME, "
-                                 "ERP_PASSWORD for Tryton)")
+        raise ConfigurationError(Text("ERP actions need ERP_URL (and ERP_DATABASE, ERP_USERNAME, "
+                                      "ERP_PASSWORD for Tryton)"))
     erp = connect_erp(runner.erp_mapping().erp, settings.erp_url, settings.erp_database,
                       settings.erp_username,
                       settings.erp_password.get_secret_value() if settings.erp_password else None)

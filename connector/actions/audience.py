@@ -28,7 +28,13 @@ import requests
 
 from connector.core.schema import AudienceSpec
 from connector.crm import json_value
-from connector.errors import ConfigurationError, ConnectorError, RecordError, RetriableError
+from connector.errors import (
+    ConfigurationError,
+    ConnectorError,
+    RecordError,
+    RetriableError,
+    Text,
+)
 from connector.retry import RetryPolicy, retry_after_seconds
 from connector.templates import render_structure, render_value, resolve
 
@@ -48,14 +54,18 @@ def render_member(spec: AudienceSpec, values: Mapping[str, Any],
     `${NAME}`."""
     email = str(render_value(spec.email, values) or "").strip()
     if "@" not in email:
-        found = f"{email!r}, not an address" if email else "empty"
-        raise RecordError(f"the contact email {spec.email!r} is {found} for this opportunity")
+        if email:
+            raise RecordError(Text("the contact email {template} is {value}, not an address, "
+                                   "for this opportunity", template=repr(spec.email),
+                                   value=repr(email)))
+        raise RecordError(Text("the contact email {template} is empty for this opportunity",
+                               template=repr(spec.email)))
     tags = _names(spec.tags, values)
     remove = _names(spec.remove_tags, values)
     both = sorted(set(tags) & set(remove))
     if both:
-        raise RecordError(f"tag {both[0]!r} is both in 'tags' (add it) and 'remove_tags' "
-                          "(remove it) for this opportunity: which one is meant?")
+        raise RecordError(Text("tag {tag} is both in 'tags' (add it) and 'remove_tags' (remove "
+                               "it) for this opportunity: which one is meant?", tag=repr(both[0])))
     merge = {key: json_value(value)
              for key, value in render_structure(spec.merge_fields, values).items()}
     return {"provider": spec.provider, "list": resolve(str(spec.list_id), environ),
@@ -100,7 +110,8 @@ class AudienceSender:
             key = self._keys.get(provider)
             variable = f"{provider.upper()}_API_KEY"
             if not key:
-                raise ConfigurationError(f"{provider} audience actions need {variable}")
+                raise ConfigurationError(Text("{provider} audience actions need {variable}",
+                                              provider=provider, variable=variable))
             http = self._session or requests.Session()
             client = Mailchimp if provider == "mailchimp" else Brevo
             self._clients[provider] = client(key, http, self._retry, self._timeout)
@@ -134,19 +145,21 @@ class _Api:
             response = self._http.request(method, self.base + path, json=body,
                                           headers=dict(headers), timeout=self._timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise RetriableError(f"cannot reach {self.name} ({type(exc).__name__}): will retry"
-                             ) from None
+            raise RetriableError(Text("cannot reach {service} ({error}): will retry",
+                                      service=self.name, error=type(exc).__name__)) from None
         status = response.status_code
         if status == 429 or status >= 500:
-            raise RetriableError(f"{self.name} answered {status}: will retry",
+            raise RetriableError(Text("{service} answered {status}: will retry",
+                                      service=self.name, status=status),
                              retry_after_seconds(response.headers.get("Retry-After")))
         try:
             data = response.json() if response.content else {}
         except ValueError:
             data = {"detail": response.text[:200]}
         if status in (401, 403):
-            raise ConfigurationError(f"{self.name} refused {self.key_variable} ({status}): "
-                                     "check the key and its permissions")
+            raise ConfigurationError(Text("{service} refused {variable} ({status}): check the "
+                                          "key and its permissions", service=self.name,
+                                          variable=self.key_variable, status=status))
         if status >= 400:
             raise self.refused(status, data if isinstance(data, dict) else {}, path, list_id)
         return data
@@ -167,8 +180,8 @@ class Mailchimp(_Api):
                  timeout: float) -> None:
         dc = api_key.rpartition("-")[2]
         if "-" not in api_key or not re.fullmatch(r"[a-z]+[0-9]+", dc):
-            raise ConfigurationError("MAILCHIMP_API_KEY ends in its data centre, such as "
-                                     "'-us21': copy the whole key")
+            raise ConfigurationError(Text("MAILCHIMP_API_KEY ends in its data centre, such as "
+                                          "'-us21': copy the whole key"))
         super().__init__(f"https://{dc}.api.mailchimp.com/3.0", http, retry, timeout)
         # Basic auth: any user name, the key as the password.
         self._auth = {"Authorization": "Basic " + base64.b64encode(
@@ -227,9 +240,9 @@ class Mailchimp(_Api):
         outcomes: dict[str, str | ConnectorError] = {}
         for address, (key, member) in chunk.items():
             error = refused.get(address)
-            outcomes[key] = RecordError(
-                f"Mailchimp refused the member: {error.get('error')} "
-                f"({error.get('error_code', 'no code')})") if error else (
+            outcomes[key] = RecordError(Text(
+                "Mailchimp refused the member: {reason} ({code})", reason=error.get("error"),
+                code=error.get("error_code", "no code"))) if error else (
                 f"Mailchimp list {list_id}: member upserted in a batch of {len(chunk)}"
                 + _tagged(member))
         return outcomes
@@ -239,10 +252,13 @@ class Mailchimp(_Api):
         # Errors are application/problem+json: {type, title, status, detail, instance}.
         title, detail = data.get("title", ""), data.get("detail", "")
         if status == 404 and not path.endswith("/tags"):  # a PUT makes the member: the list
-            return ConfigurationError(f"Mailchimp has no list {list_id!r}: check the action's "
-                                      "'list' (Audience > Settings > Audience name and "
-                                      "defaults > Audience ID)")
-        return RecordError(f"Mailchimp refused the member: {title}: {detail}".rstrip(": "))
+            return ConfigurationError(Text("Mailchimp has no list {list}: check the action's "
+                                           "'list' (Audience > Settings > Audience name and "
+                                           "defaults > Audience ID)", list=repr(list_id)))
+        reason = f"{title}: {detail}".rstrip(": ")
+        if not reason:
+            return RecordError(Text("Mailchimp refused the member"))
+        return RecordError(Text("Mailchimp refused the member: {reason}", reason=reason))
 
 
 class Brevo(_Api):
@@ -258,8 +274,9 @@ class Brevo(_Api):
         try:
             list_id = int(member["list"])
         except ValueError:
-            raise ConfigurationError(f"Brevo list ids are numbers, not {member['list']!r}: "
-                                     "check the action's 'list'") from None
+            raise ConfigurationError(Text("Brevo list ids are numbers, not {list}: check the "
+                                          "action's 'list'", list=repr(member["list"]))
+                                     ) from None
         body = {"email": member["email"], "listIds": [list_id], "updateEnabled": True}
         if member["merge_fields"]:
             body["attributes"] = member["merge_fields"]
@@ -271,10 +288,11 @@ class Brevo(_Api):
                 ) -> ConnectorError:
         # Errors read {code, message}.
         if status == 404:
-            return ConfigurationError(f"Brevo has no list {list_id}: check the action's "
-                                      f"'list' ({data.get('message', '')})")
-        return RecordError(f"Brevo refused the contact: {data.get('message', '')} "
-                           f"({data.get('code', status)})")
+            return ConfigurationError(Text("Brevo has no list {list}: check the action's 'list' "
+                                           "({reason})", list=list_id,
+                                           reason=data.get("message", "")))
+        return RecordError(Text("Brevo refused the contact: {reason} ({code})",
+                                reason=data.get("message", ""), code=data.get("code", status)))
 
 
 def _tagged(member: Mapping[str, Any]) -> str:

@@ -21,7 +21,7 @@ import jinja2
 
 from connector.actions import opaque
 from connector.core.schema import EmailSpec
-from connector.errors import ConfigurationError, RecordError, RetriableError
+from connector.errors import ConfigurationError, RecordError, RetriableError, Text
 from connector.templates import (
     ENV_REFERENCE,
     InvalidTemplate,
@@ -48,10 +48,12 @@ def render_email(spec: EmailSpec, values: Mapping[str, Any], rules_dir: Path,
             template = env.get_template(spec.template)
             body = template.render(render_context(values, environ))
         except jinja2.TemplateNotFound:
-            raise ConfigurationError(f"email template {spec.template} not found under "
-                                     f"{rules_dir}") from None
+            raise ConfigurationError(Text("email template {template} not found under {folder}",
+                                          template=spec.template, folder=str(rules_dir))
+                                     ) from None
         except jinja2.TemplateSyntaxError as exc:
-            raise InvalidTemplate(spec.template, f"line {exc.lineno}: {exc.message}") from None
+            raise InvalidTemplate(spec.template, Text("line {line}: {problem}", line=exc.lineno,
+                                                      problem=exc.message or "")) from None
         except jinja2.TemplateError as exc:
             raise TemplateRenderError(spec.template, exc.message or type(exc).__name__) from None
         is_html = spec.template.casefold().endswith((".html", ".htm"))
@@ -74,34 +76,38 @@ def _recipient(template: str, values: Mapping[str, Any],
     # must not add one.
     text = str(render_value(template, values, environ)).strip()
     if not text:
-        raise RecordError(f"email recipient {template!r} is empty for this opportunity")
+        raise RecordError(Text("email recipient {template} is empty for this opportunity",
+                               template=repr(template)))
     # A preview keeps `${NAME}` as written: check it as the address it will be.
     problem = address_problem(text if environ is not None else
                               ENV_REFERENCE.sub("name@example.invalid", text))
     if problem:
         # A variable's value is not quoted: only the record's own data is.
-        shown = "" if ENV_REFERENCE.search(template) else \
-            f" is {text if len(text) <= 80 else text[:77] + '...'!r}"
-        raise RecordError(f"email recipient {template!r}{shown} for this opportunity: "
-                          f"{problem}")
+        if ENV_REFERENCE.search(template):
+            raise RecordError(Text("email recipient {template} for this opportunity: {problem}",
+                                   template=repr(template), problem=problem))
+        raise RecordError(Text("email recipient {template} is {value} for this opportunity: "
+                               "{problem}", template=repr(template),
+                               value=repr(text if len(text) <= 80 else text[:77] + "..."),
+                               problem=problem))
     return text
 
 
-def address_problem(text: str) -> str | None:
+def address_problem(text: str) -> Text | None:
     """Why `text` is not exactly one email address ("Ann <ann@acme.com>" is one), or None."""
     if re.search(r"[\x00-\x1f\x7f]", text):
-        return "it holds a line break or a control character"
+        return Text("it holds a line break or a control character")
     try:
         header = policy.default.header_factory("To", text)
         groups = header.groups
     except (IndexError, ValueError, TypeError):  # the parser's own failures on odd input
-        return "not an email address"
+        return Text("not an email address")
     addresses = [a for g in groups for a in g.addresses]
     if len(addresses) > 1:
-        return f"{len(addresses)} addresses where one is expected"
+        return Text("{n} addresses where one is expected", n=len(addresses))
     if header.defects or len(groups) != 1 or groups[0].display_name is not None or \
             not addresses or not addresses[0].username or not addresses[0].domain:
-        return "not an email address"
+        return Text("not an email address")
     return None
 
 
@@ -109,7 +115,7 @@ def build_message(rendered: Mapping[str, Any], sender: str, key: str) -> EmailMe
     try:
         return _message(rendered, sender, key)
     except ValueError as exc:  # a header the email library refuses: this message cannot go
-        raise RecordError(f"the email cannot be built: {exc}") from None
+        raise RecordError(Text("the email cannot be built: {reason}", reason=str(exc))) from None
 
 
 def _message(rendered: Mapping[str, Any], sender: str, key: str) -> EmailMessage:
@@ -129,7 +135,8 @@ def _message(rendered: Mapping[str, Any], sender: str, key: str) -> EmailMessage
 def checked_sender(sender: str) -> str:
     problem = address_problem(sender)
     if problem:
-        raise ConfigurationError(f"EMAIL_FROM must be one email address: {problem}")
+        raise ConfigurationError(Text("EMAIL_FROM must be one email address: {problem}",
+                                      problem=problem))
     return sender
 
 
@@ -140,7 +147,8 @@ class SmtpSender:
     def __init__(self, url: str, sender: str, timeout: float = 30.0) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ConfigurationError("SMTP_URL must read smtp://host:port or smtps://host:port")
+            raise ConfigurationError(Text("SMTP_URL must read smtp://host:port or "
+                                          "smtps://host:port"))
         self.host = parts.hostname
         self.port = parts.port or (465 if parts.scheme == "smtps" else 25)
         self.tls = parts.scheme == "smtps"
@@ -148,7 +156,7 @@ class SmtpSender:
         self._password = unquote(parts.password) if parts.password else None
         if not f"{self.user or ''}{self._password or ''}".isascii():
             # smtplib sends the login as ASCII: anything else fails on every email
-            raise ConfigurationError("the user and password in SMTP_URL must be ASCII")
+            raise ConfigurationError(Text("the user and password in SMTP_URL must be ASCII"))
         self.sender = checked_sender(sender)
         self.timeout = timeout
 
@@ -163,23 +171,28 @@ class SmtpSender:
                     smtp.ehlo()
                 if self.user and self._password:
                     if not smtp.has_extn("auth"):
-                        raise ConfigurationError("SMTP_URL has a user and password, but the "
-                                                 "SMTP server offers no login (AUTH) here")
+                        raise ConfigurationError(Text(
+                            "SMTP_URL has a user and password, but the SMTP server offers no "
+                            "login (AUTH) here"))
                     smtp.login(self.user, self._password)
                 smtp.send_message(message)
         except smtplib.SMTPAuthenticationError:
-            raise ConfigurationError("the SMTP server refused the login in SMTP_URL") from None
+            raise ConfigurationError(Text("the SMTP server refused the login in SMTP_URL")
+                                     ) from None
         except smtplib.SMTPNotSupportedError:
-            raise RecordError("the SMTP server cannot take this email's non-ASCII addresses "
-                              "(no SMTPUTF8)") from None
+            raise RecordError(Text("the SMTP server cannot take this email's non-ASCII addresses "
+                                   "(no SMTPUTF8)")) from None
         except smtplib.SMTPRecipientsRefused as exc:
-            raise RecordError(f"the SMTP server refused the recipients "
-                              f"{', '.join(exc.recipients)}") from None
+            raise RecordError(Text("the SMTP server refused the recipients {recipients}",
+                                   recipients=", ".join(exc.recipients))) from None
         except smtplib.SMTPResponseException as exc:
             if 400 <= exc.smtp_code < 500:  # 4xx: try again later, per RFC 5321
-                raise RetriableError(f"SMTP {exc.smtp_code}: try again later") from None
-            raise RecordError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from None
+                raise RetriableError(Text("SMTP {code}: try again later", code=exc.smtp_code)
+                                     ) from None
+            raise RecordError(Text("SMTP {code}: {reason}", code=exc.smtp_code,
+                                   reason=repr(exc.smtp_error))) from None
         except (TimeoutError, OSError, smtplib.SMTPException) as exc:
-            raise RetriableError(f"cannot reach the SMTP server {self.host}:{self.port} "
-                                 f"({type(exc).__name__})") from None
+            raise RetriableError(Text("cannot reach the SMTP server {host}:{port} ({error})",
+                                      host=self.host, port=self.port,
+                                      error=type(exc).__name__)) from None
         return f"email to {', '.join(rendered['to'])}"

@@ -19,7 +19,7 @@ import requests
 from connector.actions import opaque
 from connector.core.schema import HttpSpec
 from connector.crm import json_value, scrub
-from connector.errors import ConfigurationError, RecordError, RetriableError
+from connector.errors import ConfigurationError, RecordError, RetriableError, Text
 from connector.retry import retry_after_seconds
 from connector.templates import ENV_REFERENCE, render_structure, render_value, resolve
 
@@ -53,14 +53,18 @@ def _header_value(name: str, template: str, values: Mapping[str, Any],
     breaks it fails this record alone. Neither message quotes the value."""
     for variable in ENV_REFERENCE.findall(template):
         if environ is not None and _NOT_IN_HEADER.search(environ.get(variable, "").strip()):
-            raise ConfigurationError(f"{variable} holds a line break or a character an HTTP "
-                                     f"header cannot carry: it is used in header {name}")
+            raise ConfigurationError(Text("{variable} holds a line break or a character an HTTP "
+                                          "header cannot carry: it is used in header {name}",
+                                          variable=variable, name=name))
     text = str(render_value(template, values, environ)).strip()
     bad = _NOT_IN_HEADER.search(text)
     if bad:
-        what = "a line break" if bad.group() in "\r\n" else \
-            f"a character an HTTP header cannot carry (U+{ord(bad.group()):04X})"
-        raise RecordError(f"header {name}: the value for this opportunity holds {what}")
+        if bad.group() in "\r\n":
+            raise RecordError(Text("header {name}: the value for this opportunity holds a line "
+                                   "break", name=name))
+        raise RecordError(Text("header {name}: the value for this opportunity holds a character "
+                               "an HTTP header cannot carry (U+{code})", name=name,
+                               code=format(ord(bad.group()), "04X")))
     return text
 
 
@@ -78,7 +82,8 @@ class HttpSender:
             try:
                 body = json.dumps(request["json"], allow_nan=False)
             except (TypeError, ValueError) as exc:  # a rendered value JSON cannot carry
-                raise RecordError(f"the JSON body cannot be sent: {exc}") from None
+                raise RecordError(Text("the JSON body cannot be sent: {reason}", reason=str(exc))
+                                  ) from None
         url = request["url"]
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or \
@@ -88,32 +93,38 @@ class HttpSender:
             response = self.session.request(request["method"], url, headers=headers,
                                             data=body, timeout=self.timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise RetriableError(f"HTTP {request['method']} failed: {type(exc).__name__}") \
-                from None
+            raise _failed(request["method"], exc) from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                 requests.exceptions.MissingSchema) as exc:
             raise _bad_url(type(exc).__name__) from None
         except requests.exceptions.InvalidHeader:
             # The values were checked when rendered: what is left is a header's name.
-            raise ConfigurationError("an HTTP action's header name is not a valid HTTP header "
-                                     "name: check its headers: in the rules") from None
+            raise ConfigurationError(Text("an HTTP action's header name is not a valid HTTP "
+                                          "header name: check its headers: in the rules")
+                                     ) from None
         except requests.RequestException as exc:  # the answer broke off: the next try may pass
-            raise RetriableError(f"HTTP {request['method']} failed: {type(exc).__name__}") \
-                from None
+            raise _failed(request["method"], exc) from None
         status = response.status_code
         if status == 429 or status >= 500:
-            raise RetriableError(f"HTTP {status} from the endpoint; will retry",
+            raise RetriableError(Text("HTTP {status} from the endpoint; will retry",
+                                      status=status),
                                  retry_after_seconds(response.headers.get("Retry-After")))
         if status >= 400:
             # The answer may echo what was sent (a token, the URL): never quote those.
             sent = [url, parts.path, parts.query, *headers.values(),
                     *(word for value in headers.values() for word in value.split())]
             answer = scrub(response.text[:200], [s for s in sent if len(s) >= 8])
-            raise RecordError(f"HTTP {status} from the endpoint: {answer!r}")
+            raise RecordError(Text("HTTP {status} from the endpoint: {answer}", status=status,
+                                   answer=repr(answer)))
         return f"HTTP {request['method']} {status}"
+
+
+def _failed(method: str, exc: Exception) -> RetriableError:
+    return RetriableError(Text("HTTP {method} failed: {error}", method=method,
+                               error=type(exc).__name__))
 
 
 def _bad_url(reason: str) -> ConfigurationError:
     # Never the URL itself: it may carry a token.
-    return ConfigurationError(f"an HTTP action's URL cannot be used ({reason}): check the "
-                              "variable its url: names")
+    return ConfigurationError(Text("an HTTP action's URL cannot be used ({reason}): check the "
+                                   "variable its url: names", reason=reason))

@@ -14,7 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from connector.actions.email import build_message, checked_sender
-from connector.errors import ConfigurationError, FatalError, RecordError, RetriableError
+from connector.errors import (
+    ConfigurationError,
+    FatalError,
+    RecordError,
+    RetriableError,
+    Text,
+)
 
 _RETRIABLE = frozenset({"TooManyRequestsException", "LimitExceededException",
                         "ThrottlingException", "Throttling", "ServiceUnavailable",
@@ -31,8 +37,8 @@ class SesSender:
     def __init__(self, sender: str | None, client: Any = None,
                  configuration_set: str | None = None) -> None:
         if not sender:
-            raise ConfigurationError("email actions through SES need EMAIL_FROM, an address "
-                                     "or domain SES has verified")
+            raise ConfigurationError(Text("email actions through SES need EMAIL_FROM, an "
+                                          "address or domain SES has verified"))
         if client is None:
             import boto3
 
@@ -58,9 +64,11 @@ class SesSender:
         except ClientError as exc:
             raise _translate(exc, self.sender) from None
         except ParamValidationError as exc:  # checked before SES sees it: this message's values
-            raise RecordError(f"Amazon SES cannot take this email: {exc}") from None
+            raise RecordError(Text("Amazon SES cannot take this email: {reason}",
+                                   reason=str(exc))) from None
         except BotoCoreError as exc:
-            raise RetriableError(f"cannot reach Amazon SES ({type(exc).__name__})") from None
+            raise RetriableError(Text("cannot reach Amazon SES ({error})",
+                                      error=type(exc).__name__)) from None
         return f"email to {', '.join(rendered['to'])} (SES {answer.get('MessageId', '?')})"
 
 
@@ -70,12 +78,15 @@ def _translate(exc: Any, sender: str) -> Exception:
     text = str(error.get("Message", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     if code in _RETRIABLE or status >= 500:
-        return RetriableError(f"Amazon SES is busy ({code or status}); try again later")
+        return RetriableError(Text("Amazon SES is busy ({code}); try again later",
+                                   code=code or status))
     if code in _PAUSED:
-        return FatalError(f"Amazon SES does not send for this account now ({code})")
+        return FatalError(Text("Amazon SES does not send for this account now ({code})",
+                               code=code))
     if code in _ADMIN or "not verified" in text.lower() or "authority" in text.lower():
-        return ConfigurationError(f"Amazon SES refused to send from {sender} ({code}): verify "
-                                  "that identity in SES, in this region, and check the "
-                                  "function's role")
+        return ConfigurationError(Text("Amazon SES refused to send from {sender} ({code}): "
+                                       "verify that identity in SES, in this region, and check "
+                                       "the function's role", sender=sender, code=code))
     # MessageRejected, BadRequestException: this message, as rendered, will not go.
-    return RecordError(f"Amazon SES refused the email ({code}): {text[:200]}")
+    return RecordError(Text("Amazon SES refused the email ({code}): {reason}", code=code,
+                            reason=text[:200]))

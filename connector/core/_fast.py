@@ -41,7 +41,7 @@ from connector.core.expressions import (
     _short,
 )
 from connector.core.mapping import ID
-from connector.core.outcome import ActionDue, explanation, steps_due
+from connector.core.outcome import ActionDue, explanation, no_single_workflow, steps_due
 from connector.core.ruleset import (
     CLOSED_LOST,
     CLOSED_PROBABILITY,
@@ -56,7 +56,7 @@ from connector.core.ruleset import (
 )
 from connector.core.table import DecisionTable
 from connector.core.values import TEXT, Cells, parse_cache, same, writer_for
-from connector.errors import RecordError
+from connector.errors import RecordError, Text
 
 _OP_NAMES = {op: f"_op_{op.__name__}" for op in OPERATORS}
 _GLOBALS: dict[str, Any] = {"__builtins__": {}, "_type": type, "_Decimal": Decimal,
@@ -248,10 +248,12 @@ def failure(source: str) -> Callable[[Exception], RecordError]:
 
     def fail(exc: Exception) -> RecordError:
         if isinstance(exc, RecordError):
-            return RecordError(f"{exc}, in '{source}'")
+            return RecordError(Text("{reason}, in '{formula}'", reason=exc.text,
+                                    formula=source))
         if isinstance(exc, (ZeroDivisionError, DivisionByZero)):
-            return RecordError(f"division by zero in '{source}'")
-        return RecordError(f"cannot compute '{source}': {_plain(exc)}")
+            return RecordError(Text("division by zero in '{formula}'", formula=source))
+        return RecordError(Text("cannot compute '{formula}': {reason}", formula=source,
+                                reason=_plain(exc)))
 
     return fail
 
@@ -282,8 +284,9 @@ def prove_compiles(formula: Formula) -> None:
         compile("\n".join(["def _make():", " def _finish(_v):", "    try:", line,
                            "    except _ERRORS:", "        pass"]), "<route>", "exec")
     except (RecursionError, MemoryError, SyntaxError):
-        raise ExpressionError(f"formula '{_short(formula.source)}' is too complex to compile: "
-                              "split it into computed fields") from None
+        raise ExpressionError(Text("formula '{formula}' is too complex to compile: split it "
+                                   "into computed fields", formula=_short(formula.source))
+                              ) from None
 
 
 Finish = Callable[[Names, Mapping[str, Any]], tuple[dict[str, Any], tuple[ActionDue, ...]]]
@@ -300,7 +303,7 @@ class Route:
     formulas: tuple[tuple[str, Formula], ...]     # (name, formula), in order
     factors: dict[str, str]
     due: tuple[ActionDue, ...]
-    error: str | None = None
+    error: Text | None = None
     # writeback fields the route assigns a literal to (and no formula recomputes): their
     # value as written, rounded once here; and the other writeback fields that need rounding
     written: dict[str, Any] = field(default_factory=dict)
@@ -466,12 +469,7 @@ class Routes:
         factors = {f.name: f.values[i] for f, i in zip(rules.factors, combo)}
         hits = self.table.match(combo)
         if len(hits) != 1:
-            shown = ", ".join(f"{k}={v}" for k, v in factors.items())
-            if not hits:
-                error = f"no workflow matches {shown}: run 'check' to find the gap"
-            else:
-                names = ", ".join(rules.workflows[k].name for k in hits)
-                error = f"workflows {names} all match {shown}: run 'check' to find the overlap"
+            error = no_single_workflow([rules.workflows[k].name for k in hits], factors)
             return Route("", {}, (), factors, (), error)
         workflow = rules.workflows[hits[0]]
         literals, formulas = self._split(self._plans[workflow.name])
@@ -515,7 +513,7 @@ class Routes:
             if len(seen) < _CACHE_LIMIT:
                 seen[value] = hit
         if isinstance(hit, RecordError):
-            raise RecordError(str(hit))
+            raise RecordError(hit.text)
         return hit
 
     def _state(self, closed: Closed, value: Any) -> str | None:
@@ -620,7 +618,8 @@ def _finisher(route: Route, writeback: tuple[str, ...], scales: dict[str, int]
     # Every name the code binds starts with an underscore, as no function of the formula
     # language does (a formula reads fields as _v['name']): an inlined formula cannot see one.
     scope.update({"_str": str, "_int": int, "_HALF_UP": ROUND_HALF_UP,
-                  "_RecordError": RecordError, "_PLAIN_TYPES": _PLAIN_TYPES,
+                  "_RecordError": RecordError, "_field_failed": field_failed,
+                  "_PLAIN_TYPES": _PLAIN_TYPES,
                   "_differs": _differs})
     actions = [f"_a{i}" for i in range(len(route.triggers))]
     lines = [f"def _make(_written, _due, {', '.join(actions)}):",
@@ -630,7 +629,7 @@ def _finisher(route: Route, writeback: tuple[str, ...], scales: dict[str, int]
         lines += ["    try:",
                   f"        _v[{name!r}] = {inline.expression(formula)}",
                   "    except _ERRORS as _exc:",
-                  f"        raise _RecordError({name + ': '!r} + _str(_fail{i}(_exc))) from None"]
+                  f"        raise _RecordError(_field_failed({name!r}, _fail{i}(_exc))) from None"]
     if route.written:
         lines.append("    _v.update(_written)")
     for i, (name, write) in enumerate(route.rewrite):
@@ -719,7 +718,12 @@ def _step(name: str, formula: Any, values: Names) -> Any:
     try:
         return formula(values)
     except RecordError as exc:
-        raise RecordError(f"{name}: {exc}") from None
+        raise RecordError(field_failed(name, exc)) from None
+
+
+def field_failed(name: str, exc: RecordError) -> Text:
+    """A field's formula failed: the field, then why."""
+    return Text("{field}: {reason}", field=name, reason=exc.text)
 
 
 def row_reader(mapping: Any, header: list[str], names: Collection[str] | None,

@@ -15,10 +15,16 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from connector.core._fast import Decide, Names, Routes, Verdict
+from connector.core._fast import Decide, Names, Routes, Verdict, field_failed
 from connector.core.expressions import Formula
 from connector.core.mapping import ID
-from connector.core.outcome import ActionDue, Outcome, explanation, steps_due
+from connector.core.outcome import (
+    ActionDue,
+    Outcome,
+    explanation,
+    no_single_workflow,
+    steps_due,
+)
 from connector.core.ruleset import (
     CLOSED_LOST,
     CLOSED_PROBABILITY,
@@ -128,15 +134,11 @@ def _workflow_of(rules: RuleSet, combo: tuple[int, ...], factors: Mapping[str, s
                          for cube in w.cubes)]
     if len(taking) == 1:
         return taking[0]
-    shown = ", ".join(f"{k}={v}" for k, v in factors.items())
-    if not taking:
-        raise RecordError(f"no workflow matches {shown}: run 'check' to find the gap")
-    names = ", ".join(w.name for w in taking)
-    raise RecordError(f"workflows {names} all match {shown}: run 'check' to find the overlap")
+    raise RecordError(no_single_workflow([w.name for w in taking], factors))
 
 
 def _compute(name: str, formula: Formula, values: Mapping[str, Any]) -> Any:
     try:
         return formula.evaluate(values)
     except RecordError as exc:
-        raise RecordError(f"{name}: {exc}") from None
+        raise RecordError(field_failed(name, exc)) from None

@@ -16,11 +16,20 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
+from connector.errors import Text
+
 CENT = Decimal("0.01")
 OVERDUE = "overdue"
 LEFT_OUT = "left out"
 OPEN, WON, LOST = "open", "won", "lost"  # a deal's status, from the rules' closed states
-FAILED = "failed"
+FAILED = Text("failed")
+# Why records were left out, said to a person as counted here (built once, not per record)
+_LEFT_LOST = Text("lost")
+_NO_CLOSE_DATE = Text("without a close date")
+_NO_KEY = {"owner": Text("without an owner"), "stage": Text("without a stage")}
+_NO_AMOUNT = Text("without an amount")
+_NO_PROBABILITY = Text("without a probability")
+_NO_CURRENCY = Text("without a currency")
 
 
 class Rates(Protocol):
@@ -103,11 +112,11 @@ class Forecast:
         date and status). `key` is the owner or stage when grouping by them."""
         left = self.left
         if status == LOST:
-            left[LOST] += opportunities
+            left[_LEFT_LOST] += opportunities
             return
         if self.by == "month":
             if not isinstance(close_date, dt.date):
-                left["without a close date"] += opportunities
+                left[_NO_CLOSE_DATE] += opportunities
                 return
             due_by = self.due_by
             if status == OPEN and due_by is not None and close_date < due_by:
@@ -115,21 +124,21 @@ class Forecast:
             else:
                 key = month_of(close_date)
         elif not key:
-            left[f"without an {self.by}" if self.by == "owner" else
-                 f"without a {self.by}"] += opportunities
+            left[_NO_KEY.get(self.by) or Text("without a {group}", group=self.by)
+                 ] += opportunities
             return
         if amount is None:
-            left["without an amount"] += opportunities
+            left[_NO_AMOUNT] += opportunities
             return
         if type(probability) is not Decimal and type(probability) is not int:
             # (an int as it is: Decimal x int is Decimal x Decimal(int), exactly)
             probability = as_decimal(probability)
             if probability is None:
-                left["without a probability"] += opportunities
+                left[_NO_PROBABILITY] += opportunities
                 return
         if currency is not None:  # a currency field is mapped
             if not currency:
-                left["without a currency"] += opportunities
+                left[_NO_CURRENCY] += opportunities
                 return
             rates = self.rates
             if rates is None:  # no rates: the first currency met is summed, no other
@@ -138,7 +147,7 @@ class Forecast:
             else:
                 converted = rates.to_corporate(amount, currency, close_date)
             if converted is None:
-                left[f"no rate for {currency}"] += opportunities
+                left[Text("no rate for {currency}", currency=currency)] += opportunities
                 return
             amount = converted
         bucket = self.buckets.get(key)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.core.ruleset import CLOSED_LOST, CLOSED_WON, RuleSet
+from connector.errors import Text
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,16 @@ def explanation(rules: RuleSet, rule: str, factors: Mapping[str, str]) -> str:
     shown = ", ".join(f"{k}={v}" for k, v in factors.items())
     head = f"{rule}: {shown}" if shown else rule
     return f"{head} · {rules.explanation_label} {rules.version}"
+
+
+def no_single_workflow(taking: list[str], factors: Mapping[str, str]) -> Text:
+    """Why a record's factor values route it nowhere, or to more than one workflow (the
+    rules prove neither happens; `check` finds where they do)."""
+    shown = ", ".join(f"{k}={v}" for k, v in factors.items())
+    if not taking:
+        return Text("no workflow matches {values}: run 'check' to find the gap", values=shown)
+    return Text("workflows {names} all match {values}: run 'check' to find the overlap",
+                names=", ".join(taking), values=shown)
 
 
 def steps_due(start: Any, today: dt.date,

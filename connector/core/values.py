@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Literal
 
-from connector.errors import RecordError
+from connector.errors import RecordError, Text
 
 Kind = Literal["text", "number", "money", "percent", "integer", "date", "datetime", "boolean"]
 KINDS: tuple[str, ...] = ("text", "number", "money", "percent", "integer", "date", "datetime",
@@ -44,16 +44,16 @@ def parse_number(raw: object, field: str) -> Decimal | None:
     if raw is None or isinstance(raw, bool):
         if raw is None:
             return None
-        raise RecordError(f"{field}: {raw!r} is not a number")
+        raise RecordError(not_a_number(field, repr(raw)))
     if isinstance(raw, Decimal):
         if not raw.is_finite():
-            raise RecordError(f"{field}: {raw} is not a number")
+            raise RecordError(not_a_number(field, str(raw)))
         return raw
     if isinstance(raw, int):
         return Decimal(raw)
     if isinstance(raw, float):
         if raw != raw or raw in (float("inf"), float("-inf")):  # JSON's NaN and Infinity
-            raise RecordError(f"{field}: {raw} is not a number")
+            raise RecordError(not_a_number(field, str(raw)))
         return Decimal(repr(raw))
     text = str(raw).strip()
     if not text:
@@ -61,11 +61,15 @@ def parse_number(raw: object, field: str) -> Decimal | None:
     if text.endswith("%"):
         text = text[:-1].strip()
     if not _NUMBER.match(text):
-        raise RecordError(f"{field}: {str(raw)!r} is not a number")
+        raise RecordError(not_a_number(field, repr(str(raw))))
     try:
         return Decimal(text.replace(",", ""))
     except InvalidOperation:  # pragma: no cover - the pattern above already refuses these
-        raise RecordError(f"{field}: {str(raw)!r} is not a number") from None
+        raise RecordError(not_a_number(field, repr(str(raw)))) from None
+
+
+def not_a_number(field: str, shown: str) -> Text:
+    return Text("{field}: {value} is not a number", field=field, value=shown)
 
 
 def parse_date(raw: object, field: str) -> dt.date | None:
@@ -89,7 +93,11 @@ def parse_iso_date(text: str, field: str, also: str = "") -> dt.date:
             return dt.date.fromisoformat(text)
         return parse_datetime(text, field).date()  # type: ignore[union-attr]
     except (ValueError, RecordError):
-        raise RecordError(f"{field}: {text!r} is not a date (expected YYYY-MM-DD{also})"
+        if not also:
+            raise RecordError(Text("{field}: {value} is not a date (expected YYYY-MM-DD)",
+                                   field=field, value=repr(text))) from None
+        raise RecordError(Text("{field}: {value} is not a date (expected YYYY-MM-DD or "
+                               "{other})", field=field, value=repr(text), other=also)
                           ) from None
 
 
@@ -106,7 +114,8 @@ def parse_datetime(raw: object, field: str) -> dt.datetime | None:
     try:
         return dt.datetime.fromisoformat(fixed)
     except ValueError:
-        raise RecordError(f"{field}: {text!r} is not a date and time (ISO 8601)") from None
+        raise RecordError(Text("{field}: {value} is not a date and time (ISO 8601)",
+                               field=field, value=repr(text))) from None
 
 
 def parse_boolean(raw: object, field: str) -> bool | None:
@@ -119,7 +128,8 @@ def parse_boolean(raw: object, field: str) -> bool | None:
         return True
     if text in ("false", "0", "no"):
         return False
-    raise RecordError(f"{field}: {str(raw)!r} is not true or false")
+    raise RecordError(Text("{field}: {value} is not true or false", field=field,
+                           value=repr(str(raw))))
 
 
 def parse_value(raw: object, ftype: FieldType, field: str) -> Value:
@@ -141,7 +151,7 @@ def parse_value(raw: object, ftype: FieldType, field: str) -> Value:
     return raw
 
 
-LOCALE_HINT = "give the export's locale (--locale, or 'locale:' in the mapping)"
+LOCALE_HINT = Text("give the export's locale (--locale, or 'locale:' in the mapping)")
 # A number a locale could have grouped, read two ways without one: 1.500, 1,500, -250.000
 _TWO_WAYS = re.compile(r"^[+-]?[1-9]\d{0,2}[.,]\d{3}$")
 _DAY_MONTH = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4})$")
@@ -162,14 +172,16 @@ class Cells:
             head, mark, tail = digits[:-4], digits[-4], digits[-3:]
             grouped = Decimal(sign + head + tail)
             pointed = Decimal(f"{sign}{head}.{tail}")
-            readings = (f"{pointed} ('{mark}' as the decimal sign) or {grouped} ('{mark}' "
-                        "grouping thousands)")
-            raise RecordError(f"{field}: {text!r} reads two ways: {readings}; {LOCALE_HINT}")
+            raise RecordError(Text(
+                "{field}: {value} reads two ways: {pointed} ('{mark}' as the decimal sign) or "
+                "{grouped} ('{mark}' grouping thousands); {hint}", field=field,
+                value=repr(text), pointed=pointed, grouped=grouped, mark=mark, hint=LOCALE_HINT))
         try:
             return parse_number(cell, field)
         except RecordError:
-            raise RecordError(f"{field}: {text!r} is not a number (expected 1234.50); if the "
-                              f"export writes numbers another way, {LOCALE_HINT}") from None
+            raise RecordError(Text("{field}: {value} is not a number (expected 1234.50); if the "
+                                   "export writes numbers another way, {hint}", field=field,
+                                   value=repr(text), hint=LOCALE_HINT)) from None
 
     def date(self, text: str, field: str) -> dt.date | None:
         cell = text.strip()
@@ -179,18 +191,20 @@ class Cells:
         if found is None:
             return parse_iso_date(cell, field)
         first, second, year = int(found[1]), int(found[3]), int(found[4])
-        readings = []
-        for month, day, how in ((first, second, "month first, as en_US writes it"),
-                                (second, first, "day first, as es_CO writes it")):
-            try:
-                readings.append(f"{dt.date(year, month, day)} ({how})")
-            except ValueError:
-                pass
-        if len(readings) == 2 and first != second:
-            raise RecordError(f"{field}: {text!r} reads two ways: {' or '.join(readings)}; "
-                              f"{LOCALE_HINT}")
-        raise RecordError(f"{field}: {text!r} is not a date (expected YYYY-MM-DD); for dates "
-                          f"written the locale's way, {LOCALE_HINT}")
+        try:
+            month_first, day_first = dt.date(year, first, second), dt.date(year, second, first)
+        except ValueError:
+            pass
+        else:
+            if first != second:
+                raise RecordError(Text(
+                    "{field}: {value} reads two ways: {month_first} (month first, as en_US "
+                    "writes it) or {day_first} (day first, as es_CO writes it); {hint}",
+                    field=field, value=repr(text), month_first=month_first,
+                    day_first=day_first, hint=LOCALE_HINT))
+        raise RecordError(Text("{field}: {value} is not a date (expected YYYY-MM-DD); for dates "
+                               "written the locale's way, {hint}", field=field, value=repr(text),
+                               hint=LOCALE_HINT))
 
     def reader(self, ftype: FieldType, field: str) -> Callable[[object], Value]:
         """One field's parser for its cells: text through this reader, other values (a JSON

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from connector.core.values import FieldType
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 
 if TYPE_CHECKING:
     from connector.core.mapping import Mapping
@@ -91,16 +91,17 @@ def open_crm(settings: Any, mapping: Mapping, closed: Closed | None) -> Crm:
     """The adapter of the CRM the mapping names (`crm: hubspot` -> connector.crm.hubspot), built
     from the settings; the rules' `closed` states tell it the closed-won and closed-lost values."""
     if mapping.labels:
-        raise ConfigurationError(
-            f"{mapping.source or 'the mapping'} names export column labels (labels: true): it "
-            "reads exports only; the CRM needs a mapping of API names")
+        raise ConfigurationError(Text(
+            "{file} names export column labels (labels: true): it reads exports only; the CRM "
+            "needs a mapping of API names", file=mapping.source or Text("the mapping")))
     name = f"{__name__}.{mapping.crm}"
     try:
         package = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name != name:
             raise   # the adapter is there; something it imports is not installed
-        raise ConfigurationError(f"no adapter for the CRM '{mapping.crm}' yet") from None
+        raise ConfigurationError(Text("no adapter for the CRM '{crm}' yet", crm=mapping.crm)
+                                 ) from None
     crm: Crm = package.from_settings(settings, mapping, closed)
     return crm
 

@@ -39,6 +39,7 @@ from connector.errors import (
     FatalError,
     RecordError,
     RetriableError,
+    Text,
 )
 from connector.retry import RetryPolicy
 
@@ -74,10 +75,10 @@ class CrmAdapter(ABC):
     page_size: ClassVar[int]
     write_size: ClassVar[int]
     # What the admin should do, after each kind of refusal (see Verdict).
-    allowance_hint = "the run stops here and the cursor is kept"
-    access_hint = "grant the integration user the rights it needs"
-    login_hint = "check the credentials"
-    renewed_hint = "check the credentials"
+    allowance_hint: str = Text("the run stops here and the cursor is kept")
+    access_hint: str = Text("grant the integration user the rights it needs")
+    login_hint: str = Text("check the credentials")
+    renewed_hint: str = Text("check the credentials")
 
     def __init__(self, mapping: Mapping, *, retry: RetryPolicy | None = None,
                  timeout: float = 60.0, secrets: Iterable[str] = (),
@@ -120,7 +121,8 @@ class CrmAdapter(ABC):
         return None
 
     def _renew(self) -> None:
-        raise FatalError(f"the {self.name} session has expired: {self.renewed_hint}")
+        raise FatalError(Text("the {crm} session has expired: {hint}", crm=self.name,
+                              hint=self.renewed_hint))
 
     def _outgoing(self, record_id: str, name: str, value: Any) -> Any:
         """A value as the CRM takes it; a RecordError fails that record alone."""
@@ -154,7 +156,7 @@ class CrmAdapter(ABC):
             try:
                 todo.append((rid, {n: self._outgoing(rid, n, v) for n, v in fields.items()}))
             except RecordError as exc:
-                results[rid] = WriteResult(rid, False, "INVALID_VALUE", self._scrub(str(exc)))
+                results[rid] = WriteResult(rid, False, "INVALID_VALUE", self._scrubbed(exc.text))
         for rid in [rid for rid, fields in todo if not fields]:
             results[rid] = WriteResult(rid, True)
         todo = [(rid, fields) for rid, fields in todo if fields]
@@ -173,8 +175,9 @@ class CrmAdapter(ABC):
         """The mapping's spelling of a writeback field; names match in any case."""
         found = names.get(name.casefold())
         if found is None:
-            raise ConfigurationError(f"{self._where}: '{name}' is not a writeback field"
-                                     f"{did_you_mean(name, list(names.values()))}")
+            raise ConfigurationError(Text("{file}: '{name}' is not a writeback field{hint}",
+                                          file=self._where, name=name,
+                                          hint=did_you_mean(name, list(names.values()))))
         return found
 
     # --- calls ------------------------------------------------------------------------------
@@ -195,32 +198,37 @@ class CrmAdapter(ABC):
                 return attempt()
             except SessionExpired as exc:
                 if renewed:
-                    raise FatalError(self._scrub(
-                        f"{self.name} refused {what} again right after a new login ({exc}): "
-                        f"{self.renewed_hint}")) from None
+                    raise FatalError(self._scrubbed(Text(
+                        "{crm} refused {what} again right after a new login ({reason}): {hint}",
+                        crm=self.name, what=what, reason=str(exc), hint=self.renewed_hint))
+                    ) from None
                 self._renew()
                 renewed = True
             except requests.Timeout:
-                raise RetriableError(f"{self.name} did not answer {what} within "
-                                     f"{self._timeout:g} s") from None
+                raise RetriableError(Text("{crm} did not answer {what} within {seconds} s",
+                                          crm=self.name, what=what,
+                                          seconds=format(self._timeout, "g"))) from None
             except requests.ConnectionError as exc:
-                raise RetriableError(f"cannot reach {self.name} for {what} "
-                                     f"({type(exc).__name__})") from None
+                raise RetriableError(Text("cannot reach {crm} for {what} ({error})",
+                                          crm=self.name, what=what,
+                                          error=type(exc).__name__)) from None
 
     def _refused(self, what: str, status: int, code: str | None, message: str, *,
                  retry_after: float | None = None, verdict: Verdict | None = None
                  ) -> ConnectorError:
         """The connector error for a refused call: `verdict`, or the adapter's `_verdict`."""
-        detail = f"{code}: {message}" if code else (message or "no details")
-        text = self._scrub(f"{self.name} refused {what} (HTTP {status}, {detail})")
+        detail = f"{code}: {message}" if code else (message or Text("no details"))
+        text = self._scrubbed(Text("{crm} refused {what} (HTTP {status}, {detail})",
+                                   crm=self.name, what=what, status=status, detail=detail))
         verdict = verdict or self._verdict(status, code)
         if verdict == "later":
             return RetriableError(text, retry_after)
         if verdict == "mapping":
-            return ConfigurationError(f"{text}: check {self._where}")
+            return ConfigurationError(Text("{refused}: check {file}", refused=text,
+                                           file=self._where))
         hint = {"allowance": self.allowance_hint, "access": self.access_hint,
                 "login": self.login_hint}.get(verdict)
-        return FatalError(f"{text}: {hint}" if hint else text)
+        return FatalError(Text("{refused}: {hint}", refused=text, hint=hint) if hint else text)
 
     def _check_quota(self) -> None:
         """Stop before the call that would pass the share of the account's daily allowance
@@ -231,16 +239,20 @@ class CrmAdapter(ABC):
         used, allowed = usage
         prefix = self.settings_prefix
         if used * 100 >= allowed * self._quota_total:
-            raise FatalError(
-                f"the {self.account} has used {used:,} of its {allowed:,} daily API calls "
-                f"({used / allowed:.0%}); the connector stops at {self._quota_total:g}% "
-                f"({prefix}_QUOTA_TOTAL_PERCENT) to leave the rest to other integrations; "
-                "the cursor is kept")
+            raise FatalError(Text(
+                "the {account} has used {used} of its {allowed} daily API calls ({share}); the "
+                "connector stops at {limit} ({setting}) to leave the rest to other "
+                "integrations; the cursor is kept", account=self.account, used=format(used, ","),
+                allowed=format(allowed, ","), share=format(used / allowed, ".0%"),
+                limit=format(self._quota_total, "g") + "%",
+                setting=prefix + "_QUOTA_TOTAL_PERCENT"))
         if self.calls * 100 >= allowed * self._quota_run:
-            raise FatalError(
-                f"this run has made {self.calls:,} API calls, {self._quota_run:g}% of the "
-                f"{self.account}'s {allowed:,} a day ({prefix}_QUOTA_RUN_PERCENT); it stops "
-                "here and the cursor is kept")
+            raise FatalError(Text(
+                "this run has made {calls} API calls, {limit} of the {account}'s {allowed} a "
+                "day ({setting}); it stops here and the cursor is kept",
+                calls=format(self.calls, ","), limit=format(self._quota_run, "g") + "%",
+                account=self.account, allowed=format(allowed, ","),
+                setting=prefix + "_QUOTA_RUN_PERCENT"))
 
     # --- small helpers ----------------------------------------------------------------------
 
@@ -250,6 +262,14 @@ class CrmAdapter(ABC):
 
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
+
+    def _scrubbed(self, text: str) -> str:
+        """A message whose values may quote a server's answer: each is scrubbed as `_scrub`
+        scrubs a whole text (the message's own words hold no secret)."""
+        if not isinstance(text, Text):
+            return self._scrub(text)
+        return Text(text.template, **{k: self._scrub(v) if type(v) is str else v
+                                      for k, v in text.values.items()})
 
     def _keep_secret(self, secret: str) -> None:
         """A token got at run time is as secret as a password: scrub it from messages too."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from connector.erp.mapping import ErpKind, ErpMapping, load_erp_mapping
 from connector.erp.port import Customer, Erp, ErpUnavailable, SalesOrder
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 
 __all__ = [
     "Customer",
@@ -30,8 +30,8 @@ def connect_erp(kind: ErpKind, url: str, database: str | None, username: str | N
         from connector.erp.tryton import TrytonErp
 
         if not (database and username and password):
-            raise ConfigurationError("the Tryton ERP needs ERP_DATABASE, ERP_USERNAME and "
-                                     "ERP_PASSWORD besides ERP_URL")
+            raise ConfigurationError(Text("the Tryton ERP needs ERP_DATABASE, ERP_USERNAME and "
+                                          "ERP_PASSWORD besides ERP_URL"))
         return TrytonErp(url, database, username, password, timeout=timeout)
     if kind == "rest":
         from connector.erp.rest import RestErp
@@ -41,7 +41,9 @@ def connect_erp(kind: ErpKind, url: str, database: str | None, username: str | N
         from connector.erp.odoo import OdooErp
 
         if not password:
-            raise ConfigurationError("the Odoo ERP needs ERP_PASSWORD (an API key) besides "
-                                     "ERP_URL; ERP_DATABASE and ERP_USERNAME too before Odoo 19")
+            raise ConfigurationError(Text("the Odoo ERP needs ERP_PASSWORD (an API key) besides "
+                                          "ERP_URL; ERP_DATABASE and ERP_USERNAME too before "
+                                          "Odoo 19"))
         return OdooErp(url, database, username, password, timeout=timeout)
-    raise ConfigurationError(f"unknown ERP kind {kind!r}: use 'tryton', 'rest' or 'odoo'")
+    raise ConfigurationError(Text("unknown ERP kind {kind}: use 'tryton', 'rest' or 'odoo'",
+                                  kind=repr(kind)))

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import requests
 
 from connector.erp.port import Customer, ErpUnavailable, SalesOrder, shown_url
-from connector.errors import ConfigurationError, RecordError
+from connector.errors import ConfigurationError, RecordError, Text
 from connector.retry import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,9 @@ class OdooErp:
         errors = [m for m in result.get("messages") or [] if m.get("type") == "error"]
         if errors or not result.get("ids"):
             texts = "; ".join(str(m.get("message", "")).strip() for m in errors)
-            raise RecordError(f"Odoo refused the order for {order.reference}: "
-                              f"{texts or 'no order was made'}")
+            raise RecordError(Text("Odoo refused the order for {reference}: {reason}",
+                                   reference=order.reference,
+                                   reason=texts or Text("no order was made")))
         created = str(result["ids"][0])
         log.info("Odoo order %s created for %s (key %s)", created, order.reference,
                  idempotency_key)
@@ -112,8 +113,9 @@ class OdooErp:
                              limit=2)
         if len(rows) > 1:
             # Picking one would attach the order to a customer nobody chose.
-            raise RecordError(f"several Odoo partners match {customer.match!r}: match on a "
-                              "field that is unique (ref, vat) in mappings/erp.yaml")
+            raise RecordError(Text("several Odoo partners match {match}: match on a field that "
+                                   "is unique (ref, vat) in mappings/erp.yaml",
+                                   match=repr(customer.match)))
         if rows:
             return int(rows[0]["id"])
         vals = {key: _plain(value) for key, value in customer.create.items()}
@@ -132,8 +134,9 @@ class OdooErp:
         if major >= JSON2_SINCE:
             return _Json2(self.url, self.database, self._api_key, self._http, self._timeout)
         if not (self.database and self.username):
-            raise ConfigurationError(f"Odoo {major} speaks XML-RPC, which needs ERP_DATABASE "
-                                     "and ERP_USERNAME besides ERP_URL and ERP_PASSWORD")
+            raise ConfigurationError(Text("Odoo {version} speaks XML-RPC, which needs "
+                                          "ERP_DATABASE and ERP_USERNAME besides ERP_URL and "
+                                          "ERP_PASSWORD", version=major))
         return _XmlRpc(self.url, self.database, self.username, self._api_key, self._http,
                        self._timeout)
 
@@ -153,8 +156,8 @@ class OdooErp:
         try:  # a SaaS release reads 'saas~18'
             return int(str(info[0]).rpartition("~")[2])
         except (TypeError, ValueError, IndexError):
-            raise ConfigurationError(f"{shown_url(self.url)} does not say which Odoo it is: check "
-                                     "ERP_URL") from None
+            raise ConfigurationError(Text("{url} does not say which Odoo it is: check ERP_URL",
+                                          url=shown_url(self.url))) from None
 
 
 class _Json2:
@@ -181,24 +184,26 @@ class _Json2:
             name, message = "", response.text[:200]
         doing = f"{model}.{method}"
         if status == 429 or status > 500:
-            raise ErpUnavailable(f"Odoo answered {status} to {doing}: retry later",
+            raise ErpUnavailable(Text("Odoo answered {status} to {doing}: retry later",
+                                      status=status, doing=doing),
                                  retry_after_seconds(response.headers.get("Retry-After")))
         if status == 500 and "Serialization" in name:
-            raise ErpUnavailable(f"Odoo reports a concurrent change during {doing}: retry")
+            raise _concurrent(doing)
         if status == 401:
-            raise ConfigurationError("Odoo refused the API key in ERP_PASSWORD (it may have "
-                                     "expired): make a new one in Preferences > Security")
+            raise ConfigurationError(Text("Odoo refused the API key in ERP_PASSWORD (it may have "
+                                          "expired): make a new one in Preferences > Security"))
         if status == 403:
-            raise ConfigurationError(f"Odoo forbids {doing} to this API key's user: "
-                                     f"{message}")
+            raise ConfigurationError(Text("Odoo forbids {doing} to this API key's user: "
+                                          "{reason}", doing=doing, reason=message))
         if status == 404 and "werkzeug" in name:
-            raise ConfigurationError(f"Odoo has no {doing} here (is the Sales app installed, "
-                                     "and ERP_DATABASE the right database?)")
+            raise ConfigurationError(Text("Odoo has no {doing} here (is the Sales app "
+                                          "installed, and ERP_DATABASE the right database?)",
+                                          doing=doing))
         log.debug("Odoo %s failed: %s", doing, error if status != 500 else name)
         if status == 500:
-            raise RecordError(f"Odoo could not run {doing}: {name or 'server error'} (the "
-                              "Odoo server log has the details)")
-        raise RecordError(f"Odoo refused {doing}: {message or name}")
+            raise _could_not_run(doing, name or "server error")
+        raise RecordError(Text("Odoo refused {doing}: {reason}", doing=doing,
+                               reason=message or name))
 
 
 class _XmlRpc:
@@ -217,9 +222,10 @@ class _XmlRpc:
             uid = _xmlrpc(self.http, f"{self.url}/xmlrpc/2/common", "authenticate",
                           (self.database, self.username, self._api_key, {}), self.timeout)
             if not uid:
-                raise ConfigurationError(f"Odoo refused the login of {self.username!r} on "
-                                         f"database {self.database!r}: check ERP_USERNAME "
-                                         "and ERP_PASSWORD (an API key)")
+                raise ConfigurationError(Text("Odoo refused the login of {user} on database "
+                                              "{database}: check ERP_USERNAME and ERP_PASSWORD "
+                                              "(an API key)", user=repr(self.username),
+                                              database=repr(self.database)))
             self._uid = int(uid)
         return _xmlrpc(self.http, f"{self.url}/xmlrpc/2/object", "execute_kw",
                        (self.database, self._uid, self._api_key, model, method, [], kwargs),
@@ -238,38 +244,51 @@ def _xmlrpc(http: requests.Session, endpoint: str, method: str, params: tuple[An
     status = response.status_code
     doing = doing or method
     if status == 429 or status >= 500:
-        raise ErpUnavailable(f"Odoo answered {status} to {doing}: retry later",
+        raise ErpUnavailable(Text("Odoo answered {status} to {doing}: retry later",
+                                  status=status, doing=doing),
                              retry_after_seconds(response.headers.get("Retry-After")))
     if status == 404:
-        raise ConfigurationError(f"{shown_url(endpoint)} does not exist: check that ERP_URL "
-                                 "is the Odoo server")
+        raise ConfigurationError(Text("{url} does not exist: check that ERP_URL is the Odoo "
+                                      "server", url=shown_url(endpoint)))
     if status != 200:
-        raise RecordError(f"Odoo answered {status} to {doing}: {response.text[:200]}")
+        raise RecordError(Text("Odoo answered {status} to {doing}: {reason}", status=status,
+                               doing=doing, reason=response.text[:200]))
     try:
         (result,), _ = xmlrpc.client.loads(response.content, use_builtin_types=True)
     except xmlrpc.client.Fault as fault:
         raise _fault(doing, fault) from None
     except (xmlrpc.client.ResponseError, ValueError):
-        raise ConfigurationError(f"{shown_url(endpoint)} did not answer XML-RPC: check that "
-                                 "ERP_URL is the Odoo server") from None
+        raise ConfigurationError(Text("{url} did not answer XML-RPC: check that ERP_URL is the "
+                                      "Odoo server", url=shown_url(endpoint))) from None
     return result
 
 
 def _fault(doing: str, fault: xmlrpc.client.Fault) -> Exception:
     text = str(fault.faultString).strip()
     if fault.faultCode == FAULT_ACCESS_DENIED:
-        return ConfigurationError("Odoo refused ERP_USERNAME / ERP_PASSWORD (AccessDenied): "
-                                  "check them, or make a new API key")
+        return ConfigurationError(Text("Odoo refused ERP_USERNAME / ERP_PASSWORD (AccessDenied):"
+                                       " check them, or make a new API key"))
     if fault.faultCode == FAULT_ACCESS_ERROR:
-        return ConfigurationError(f"Odoo forbids {doing} to ERP_USERNAME: {text}")
+        return ConfigurationError(Text("Odoo forbids {doing} to ERP_USERNAME: {reason}",
+                                       doing=doing, reason=text))
     if fault.faultCode == FAULT_WARNING:  # UserError, ValidationError: this order's data
-        return RecordError(f"Odoo refused {doing}: {text}")
+        return RecordError(Text("Odoo refused {doing}: {reason}", doing=doing, reason=text))
     if "could not serialize access" in text or "SerializationFailure" in text:
-        return ErpUnavailable(f"Odoo reports a concurrent change during {doing}: retry")
+        return _concurrent(doing)
     log.debug("Odoo %s failed: %s", doing, text)  # the server's traceback, for a developer
     last = text.splitlines()[-1] if text else "server error"
-    return RecordError(f"Odoo could not run {doing}: {last[:200]} (the Odoo server log has "
-                       "the details)")
+    return _could_not_run(doing, last[:200])
+
+
+def _concurrent(doing: str) -> ErpUnavailable:
+    return ErpUnavailable(Text("Odoo reports a concurrent change during {doing}: retry",
+                               doing=doing))
+
+
+def _could_not_run(doing: str, error: str) -> RecordError:
+    """Odoo failed on its side; its words (an exception's name or last line) are a value."""
+    return RecordError(Text("Odoo could not run {doing}: {error} (the Odoo server log has the "
+                            "details)", doing=doing, error=error))
 
 
 def _send(http: requests.Session, method: str, url: str, timeout: float,
@@ -277,16 +296,19 @@ def _send(http: requests.Session, method: str, url: str, timeout: float,
     try:
         return http.request(method, url, timeout=timeout, **kwargs)
     except requests.Timeout:
-        raise ErpUnavailable(f"Odoo at {shown_url(url)} did not answer within {timeout:g}s; it "
-                             "may have done it: retry (the order is looked up first)") from None
+        raise ErpUnavailable(Text("Odoo at {url} did not answer within {seconds}s; it may have "
+                                  "done it: retry (the order is looked up first)",
+                                  url=shown_url(url), seconds=format(timeout, "g"))) from None
     except requests.ConnectionError as exc:
-        raise ErpUnavailable(f"cannot reach Odoo at {shown_url(url)} ({type(exc).__name__}): "
-                             "retry later, or check ERP_URL") from None
-    except BAD_URL:
-        raise ConfigurationError(f"ERP_URL {shown_url(url)!r} is not an http(s) URL") from None
-    except requests.RequestException as exc:  # a broken answer: the next try may pass
-        raise ErpUnavailable(f"Odoo's answer broke off ({type(exc).__name__}): retry later"
+        raise ErpUnavailable(Text("cannot reach Odoo at {url} ({error}): retry later, or check "
+                                  "ERP_URL", url=shown_url(url), error=type(exc).__name__)
                              ) from None
+    except BAD_URL:
+        raise ConfigurationError(Text("ERP_URL {url} is not an http(s) URL",
+                                      url=repr(shown_url(url)))) from None
+    except requests.RequestException as exc:  # a broken answer: the next try may pass
+        raise ErpUnavailable(Text("Odoo's answer broke off ({error}): retry later",
+                                  error=type(exc).__name__)) from None
 
 
 def _plain(value: Any) -> Any:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from connector.errors import RetriableError
+from connector.errors import ConfigurationError, RetriableError, Text
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,12 @@ class Erp(Protocol):
 class ErpUnavailable(RetriableError):
     """The ERP is down, overloaded or rate-limiting; `retry_after` is the delay it asked for,
     in seconds, when it said one (HTTP Retry-After)."""
+
+
+def not_a_url(exc: Exception) -> ConfigurationError:
+    """ERP_URL cannot be sent to (requests' reason, never the URL: it may carry a password)."""
+    return ConfigurationError(Text("ERP_URL is not an http(s) URL ({error})",
+                                   error=type(exc).__name__))
 
 
 def shown_url(url: str) -> str:

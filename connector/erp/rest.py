@@ -26,8 +26,8 @@ from typing import Any
 import requests
 
 from connector.crm import scrub
-from connector.erp.port import ErpUnavailable, SalesOrder, shown_url
-from connector.errors import ConfigurationError, RecordError
+from connector.erp.port import ErpUnavailable, SalesOrder, not_a_url, shown_url
+from connector.errors import ConfigurationError, RecordError, Text
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,9 @@ class RestErp:
             self._http.auth = (username, password)
         elif password:
             if re.search(r"[\x00-\x1f\x7f]|[^\x00-\xff]", password):
-                raise ConfigurationError("ERP_PASSWORD holds a line break or a character an "
-                                         "HTTP header cannot carry; it goes as a Bearer token")
+                raise ConfigurationError(Text("ERP_PASSWORD holds a line break or a character an "
+                                              "HTTP header cannot carry; it goes as a Bearer "
+                                              "token"))
             self._http.headers["Authorization"] = f"Bearer {password}"
 
     def __repr__(self) -> str:  # never the credentials
@@ -65,7 +66,8 @@ class RestErp:
         response = self._send("GET", "/orders", params={"reference": reference})
         if response.status_code == 404:
             return None
-        self._raise_for(response, f"looking up order {reference!r}")
+        self._raise_for(response, Text("looking up order {reference}",
+                                       reference=repr(reference)))
         return _order_id(_json(response, self._secrets), reference)
 
     def push_order(self, order: SalesOrder, idempotency_key: str) -> str:
@@ -78,8 +80,8 @@ class RestErp:
         try:
             data = json.dumps(body, default=_encode)
         except (TypeError, ValueError) as exc:  # a rendered value JSON cannot carry
-            raise RecordError(f"order {order.reference!r} cannot be sent as JSON: {exc}"
-                              ) from None
+            raise RecordError(Text("order {reference} cannot be sent as JSON: {reason}",
+                                   reference=repr(order.reference), reason=str(exc))) from None
         response = self._send("POST", "/orders", data=data,
                               headers={"Content-Type": "application/json",
                                        "Idempotency-Key": idempotency_key})
@@ -87,17 +89,20 @@ class RestErp:
             # Someone (an earlier attempt whose answer was lost) created it: return that one.
             found = self.find_order(order.reference)
             if found is None:
-                raise RecordError(f"the ERP reports a conflict for order {order.reference!r} "
-                                  f"but has no order with that reference: "
-                                  f"{_excerpt(response, self._secrets)}")
+                raise RecordError(Text("the ERP reports a conflict for order {reference} but has "
+                                       "no order with that reference: {answer}",
+                                       reference=repr(order.reference),
+                                       answer=_excerpt(response, self._secrets)))
             return found
-        self._raise_for(response, f"creating order {order.reference!r}")
+        self._raise_for(response, Text("creating order {reference}",
+                                       reference=repr(order.reference)))
         created = _order_id(_json(response, self._secrets), order.reference)
         if created is None:
             # Created, but the answer does not say its id: the lookup does.
             created = self.find_order(order.reference)
         if created is None:
-            raise RecordError(f"the ERP accepted order {order.reference!r} but cannot find it")
+            raise RecordError(Text("the ERP accepted order {reference} but cannot find it",
+                                   reference=repr(order.reference)))
         log.info("ERP order %s created for %s", created, order.reference)
         return created
 
@@ -106,34 +111,39 @@ class RestErp:
             return self._http.request(method, self.base_url + path, timeout=self._timeout,
                                       **kwargs)
         except requests.Timeout:
-            raise ErpUnavailable(f"the ERP at {self._shown} did not answer {method} {path} "
-                                 f"within {self._timeout:g}s: retry later") from None
+            raise ErpUnavailable(Text("the ERP at {url} did not answer {method} {path} within "
+                                      "{seconds}s: retry later", url=self._shown, method=method,
+                                      path=path, seconds=format(self._timeout, "g"))) from None
         except requests.ConnectionError as exc:
-            raise ErpUnavailable(f"cannot reach the ERP at {self._shown} "
-                                 f"({type(exc).__name__}): retry later, or check ERP_URL"
-                                 ) from None
+            raise ErpUnavailable(Text("cannot reach the ERP at {url} ({error}): retry later, or "
+                                      "check ERP_URL", url=self._shown,
+                                      error=type(exc).__name__)) from None
         except BAD_URL as exc:
-            raise ConfigurationError(f"ERP_URL is not an http(s) URL ({type(exc).__name__})"
-                                     ) from None
+            raise not_a_url(exc) from None
         except requests.RequestException as exc:  # a broken answer: the next try may pass
-            raise ErpUnavailable(f"the ERP's answer to {method} {path} broke off "
-                                 f"({type(exc).__name__}): retry later") from None
+            raise ErpUnavailable(Text("the ERP's answer to {method} {path} broke off ({error}): "
+                                      "retry later", method=method, path=path,
+                                      error=type(exc).__name__)) from None
 
-    def _raise_for(self, response: requests.Response, doing: str) -> None:
+    def _raise_for(self, response: requests.Response, doing: Text) -> None:
         status = response.status_code
         if status < 400:
             return
         if status in (408, 429) or status >= 500:
             retry_after = _retry_after(response.headers.get("Retry-After"))
-            wait = f" (it asks to wait {retry_after:g}s)" if retry_after is not None else ""
-            raise ErpUnavailable(f"the ERP answered {status} {doing}{wait}: retry later",
-                                 retry_after)
+            if retry_after is None:
+                raise ErpUnavailable(Text("the ERP answered {status} {doing}: retry later",
+                                          status=status, doing=doing))
+            raise ErpUnavailable(Text("the ERP answered {status} {doing} (it asks to wait "
+                                      "{seconds}s): retry later", status=status, doing=doing,
+                                      seconds=format(retry_after, "g")), retry_after)
         if status in (401, 403):
             # Every order would fail the same way: an admin must fix the credentials.
-            raise ConfigurationError(f"the ERP refused the credentials ({status}) {doing}: "
-                                     "check ERP_USERNAME and ERP_PASSWORD")
-        raise RecordError(f"the ERP refused {doing} ({status}): "
-                          f"{_excerpt(response, self._secrets)}")
+            raise ConfigurationError(Text("the ERP refused the credentials ({status}) {doing}: "
+                                          "check ERP_USERNAME and ERP_PASSWORD", status=status,
+                                          doing=doing))
+        raise RecordError(Text("the ERP refused {doing} ({status}): {answer}", doing=doing,
+                               status=status, answer=_excerpt(response, self._secrets)))
 
 
 def _json(response: requests.Response, secrets: list[str]) -> Any:
@@ -142,8 +152,9 @@ def _json(response: requests.Response, secrets: list[str]) -> Any:
     try:
         return response.json()
     except ValueError:
-        raise RecordError(f"the ERP answered {response.status_code} with something that is "
-                          f"not JSON: {_excerpt(response, secrets)}") from None
+        raise RecordError(Text("the ERP answered {status} with something that is not JSON: "
+                               "{answer}", status=response.status_code,
+                               answer=_excerpt(response, secrets))) from None
 
 
 def _order_id(data: Any, reference: str) -> str | None:

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import requests
 
 from connector.crm import scrub
-from connector.erp.port import Customer, ErpUnavailable, SalesOrder, shown_url
-from connector.errors import ConfigurationError, RecordError
+from connector.erp.port import Customer, ErpUnavailable, SalesOrder, not_a_url, shown_url
+from connector.errors import ConfigurationError, RecordError, Text
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ class TrytonErp:
         ids = self._call("model.party.party.search", domain, 0, 2, [["id", "ASC"]])
         if len(ids) > 1:
             # Picking one would attach the order to a customer nobody chose.
-            raise RecordError(f"several Tryton parties match {customer.match!r}: match on a "
-                              "field that is unique (a code) in mappings/erp.yaml")
+            raise RecordError(Text("several Tryton parties match {match}: match on a field that "
+                                   "is unique (a code) in mappings/erp.yaml",
+                                   match=repr(customer.match)))
         if ids:
             return int(ids[0])
         values = dict(customer.create)
@@ -109,8 +110,9 @@ class TrytonErp:
             self._login()
         company = self._context.get("company")
         if not company:
-            raise ConfigurationError(f"the Tryton user {self.username!r} has no current "
-                                     "company: set one in the user's preferences")
+            raise ConfigurationError(Text("the Tryton user {user} has no current company: set "
+                                          "one in the user's preferences",
+                                          user=repr(self.username)))
         return int(company)
 
     # --- JSON-RPC -----------------------------------------------------------------------------
@@ -128,8 +130,9 @@ class TrytonErp:
         try:
             return self._rpc(method, [*params, self._context])
         except _SessionRefused:
-            raise ConfigurationError(f"Tryton refused {method} right after a fresh login as "
-                                     f"{self.username!r}: check the user's access") from None
+            raise ConfigurationError(Text("Tryton refused {method} right after a fresh login as "
+                                          "{user}: check the user's access", method=method,
+                                          user=repr(self.username))) from None
 
     def _login(self) -> None:
         self._authorization = None
@@ -137,12 +140,14 @@ class TrytonErp:
             result = self._rpc("common.db.login", [self.username, {"password": self._password}],
                                authorize=False)
         except _SessionRefused:
-            raise ConfigurationError(
-                f"Tryton refused the login of {self.username!r} on database "
-                f"{self.database!r}: check ERP_USERNAME and ERP_PASSWORD") from None
+            raise ConfigurationError(Text(
+                "Tryton refused the login of {user} on database {database}: check ERP_USERNAME "
+                "and ERP_PASSWORD", user=repr(self.username), database=repr(self.database))
+            ) from None
         if not (isinstance(result, list) and len(result) >= 2):
-            raise ConfigurationError(f"Tryton answered the login of {self.username!r} with no "
-                                     "session: check that ERP_URL is the Tryton server")
+            raise ConfigurationError(Text("Tryton answered the login of {user} with no session: "
+                                          "check that ERP_URL is the Tryton server",
+                                          user=repr(self.username)))
         user_id, session = result[0], result[1]
         token = base64.b64encode(f"{self.username}:{user_id}:{session}".encode()).decode()
         self._authorization = f"Session {token}"
@@ -150,9 +155,9 @@ class TrytonErp:
             self._context = self._rpc("model.res.user.get_preferences", [True, {}])
         except _SessionRefused:
             self._authorization = None
-            raise ConfigurationError(f"Tryton refused the session it just gave "
-                                     f"{self.username!r}: check the server's session "
-                                     "settings") from None
+            raise ConfigurationError(Text("Tryton refused the session it just gave {user}: "
+                                          "check the server's session settings",
+                                          user=repr(self.username))) from None
 
     def _rpc(self, method: str, params: list[Any], authorize: bool = True) -> Any:
         headers = {"Content-Type": "application/json"}
@@ -161,46 +166,53 @@ class TrytonErp:
         try:
             body = json.dumps({"id": 1, "method": method, "params": params}, default=_encode)
         except (TypeError, ValueError) as exc:  # a rendered value Tryton cannot take
-            raise RecordError(f"cannot send {method} to Tryton: {exc}") from None
+            raise RecordError(Text("cannot send {method} to Tryton: {reason}", method=method,
+                                   reason=str(exc))) from None
         try:
             response = self._http.post(self._endpoint, data=body, headers=headers,
                                        timeout=self._timeout)
         except requests.Timeout:
-            raise ErpUnavailable(f"Tryton at {self._shown} did not answer {method} within "
-                                 f"{self._timeout:g}s; it may have done it: retry (the order "
-                                 "is looked up first)") from None
+            raise ErpUnavailable(Text("Tryton at {url} did not answer {method} within "
+                                      "{seconds}s; it may have done it: retry (the order is "
+                                      "looked up first)", url=self._shown, method=method,
+                                      seconds=format(self._timeout, "g"))) from None
         except requests.ConnectionError as exc:
-            raise ErpUnavailable(f"cannot reach Tryton at {self._shown} ({type(exc).__name__}): "
-                                 "retry later, or check ERP_URL") from None
+            raise ErpUnavailable(Text("cannot reach Tryton at {url} ({error}): retry later, or "
+                                      "check ERP_URL", url=self._shown,
+                                      error=type(exc).__name__)) from None
         except BAD_URL as exc:
-            raise ConfigurationError(f"ERP_URL is not an http(s) URL ({type(exc).__name__})"
-                                     ) from None
+            raise not_a_url(exc) from None
         except requests.RequestException as exc:  # a broken answer: the next try may pass
-            raise ErpUnavailable(f"Tryton's answer to {method} broke off "
-                                 f"({type(exc).__name__}): retry later") from None
+            raise ErpUnavailable(Text("Tryton's answer to {method} broke off ({error}): retry "
+                                      "later", method=method, error=type(exc).__name__)
+                                 ) from None
         status = response.status_code
         if status == 401:
             raise _SessionRefused()
         if status == 429 or status >= 500:
-            raise ErpUnavailable(f"Tryton answered {status} to {method}: retry later",
+            raise ErpUnavailable(Text("Tryton answered {status} to {method}: retry later",
+                                      status=status, method=method),
                                  _retry_after(response))
         if status == 404:
-            raise ConfigurationError(f"Tryton at {self._shown} has no database "
-                                     f"{self.database!r}: check ERP_URL and ERP_DATABASE")
+            raise ConfigurationError(Text("Tryton at {url} has no database {database}: check "
+                                          "ERP_URL and ERP_DATABASE", url=self._shown,
+                                          database=repr(self.database)))
         if status == 403:
-            raise ConfigurationError(f"Tryton forbids {method} to {self.username!r}: check "
-                                     "the user's access rights")
+            raise ConfigurationError(Text("Tryton forbids {method} to {user}: check the user's "
+                                          "access rights", method=method,
+                                          user=repr(self.username)))
         if status != 200:
             answer = scrub(response.text[:200], [self._password] if self._password else [])
-            raise RecordError(f"Tryton answered {status} to {method}: {answer}")
+            raise RecordError(Text("Tryton answered {status} to {method}: {answer}",
+                                   status=status, method=method, answer=answer))
         try:
             payload = json.loads(response.text, object_hook=_decode)
         except (ValueError, LookupError, TypeError, ArithmeticError):  # not JSON, or odd types
             payload = None
         if not isinstance(payload, dict):
-            raise ConfigurationError(f"{self._shown} did not answer JSON-RPC on database "
-                                     f"{self.database!r}: check that ERP_URL is the Tryton "
-                                     "server")
+            raise ConfigurationError(Text("{url} did not answer JSON-RPC on database {database}: "
+                                          "check that ERP_URL is the Tryton server",
+                                          url=self._shown, database=repr(self.database)))
         if payload.get("error") is not None:
             raise _translate(method, payload["error"])
         return payload.get("result")
@@ -215,15 +227,18 @@ def _translate(method: str, error: Any) -> Exception:
         # UserError: (message, description, domain); UserWarning: (name, message, description)
         texts = args[:2] if kind == "UserError" else args[1:3]
         message = " ".join(str(t).strip() for t in texts if t)
-        return RecordError(f"Tryton refused {method}: {message}")
+        return RecordError(Text("Tryton refused {method}: {reason}", method=method,
+                                reason=message))
     if kind == "ConcurrencyException":
-        return ErpUnavailable(f"Tryton reports a concurrent change during {method}: retry")
+        return ErpUnavailable(Text("Tryton reports a concurrent change during {method}: retry",
+                                   method=method))
     if kind == "LoginException":
-        return ConfigurationError(f"Tryton asks for more than a password ({args!r}) to log in: "
-                                  "use a user that logs in with a password only")
+        return ConfigurationError(Text("Tryton asks for more than a password ({asks}) to log "
+                                       "in: use a user that logs in with a password only",
+                                       asks=repr(args)))
     log.debug("Tryton %s failed: %s", method, args)  # the server's traceback, for a developer
-    return RecordError(f"Tryton could not run {method}: {kind} (the Tryton server log has the "
-                       "details)")
+    return RecordError(Text("Tryton could not run {method}: {error} (the Tryton server log has "
+                            "the details)", method=method, error=kind))
 
 
 def _retry_after(response: requests.Response) -> float | None:

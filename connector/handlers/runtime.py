@@ -26,7 +26,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connector.errors import ConfigurationError, RetriableError
+from connector.errors import ConfigurationError, RetriableError, Text
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
@@ -78,10 +78,12 @@ def load_secrets(environ: MutableMapping[str, str], ssm: Any, path: str) -> list
                     loaded.append(name)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        raise ConfigurationError(f"cannot read the secrets under SSM path {path} ({code}): "
-                                 "check SECRETS_PATH and the function's role") from None
+        raise ConfigurationError(Text("cannot read the secrets under SSM path {path} ({code}): "
+                                      "check SECRETS_PATH and the function's role", path=path,
+                                      code=code)) from None
     except BotoCoreError as exc:
-        raise RetriableError(f"cannot reach SSM Parameter Store ({type(exc).__name__})") from None
+        raise RetriableError(Text("cannot reach SSM Parameter Store ({error})",
+                                  error=type(exc).__name__)) from None
     return loaded
 
 
@@ -105,16 +107,18 @@ class WorkQueue:
                     answer = self._sqs.send_message_batch(QueueUrl=self.url, Entries=entries)
                 except ClientError as exc:
                     code = exc.response.get("Error", {}).get("Code", "")
-                    raise RetriableError(f"the work queue refused the messages ({code})") \
-                        from None
+                    raise RetriableError(Text("the work queue refused the messages ({code})",
+                                              code=code)) from None
                 except BotoCoreError as exc:
-                    raise RetriableError(f"cannot reach SQS ({type(exc).__name__})") from None
+                    raise RetriableError(Text("cannot reach SQS ({error})",
+                                              error=type(exc).__name__)) from None
                 failed = {f["Id"] for f in answer.get("Failed", [])}
                 entries = [e for e in entries if e["Id"] in failed]
                 if not entries:
                     break
             else:
-                raise RetriableError(f"the work queue refused {len(entries)} messages")
+                raise RetriableError(Text("the work queue refused {n} messages",
+                                          n=len(entries)))
         return len(bodies)
 
 
@@ -206,8 +210,8 @@ class Runtime:
     def queue(self) -> WorkQueue:
         url = self.environ.get("WORK_QUEUE_URL")
         if not url:
-            raise ConfigurationError("WORK_QUEUE_URL is not set: serverless.yml gives it to "
-                                     "every function")
+            raise ConfigurationError(Text("WORK_QUEUE_URL is not set: serverless.yml gives it "
+                                          "to every function"))
         return WorkQueue(url, self.client("sqs"))
 
     @cached_property
@@ -235,7 +239,7 @@ class Runtime:
         if transport == "smtp":
             return {}
         if transport != "ses":
-            raise ConfigurationError("EMAIL_TRANSPORT must be 'ses' or 'smtp'")
+            raise ConfigurationError(Text("EMAIL_TRANSPORT must be 'ses' or 'smtp'"))
 
         def send(rendered: Any, key: str) -> str:
             return str(self.ses.send(rendered, key))

@@ -169,10 +169,10 @@ def _idempotent() -> Any:
     if _idempotent_for[0] is not rt:
         table = rt.environ.get("IDEMPOTENCY_TABLE")
         if not table:
-            from connector.errors import ConfigurationError
+            from connector.errors import ConfigurationError, Text
 
-            raise ConfigurationError("IDEMPOTENCY_TABLE is not set: serverless.yml gives it to "
-                                     "the worker")
+            raise ConfigurationError(Text("IDEMPOTENCY_TABLE is not set: serverless.yml gives it "
+                                          "to the worker"))
         store = DynamoDBPersistenceLayer(table_name=table, boto3_client=rt.client("dynamodb"))
         _idempotent_for = (rt, idempotent_function(
             data_keyword_argument="record", config=config, persistence_store=store)(

@@ -9,6 +9,7 @@ from decimal import Decimal
 from html import escape
 
 from connector.chart import _nice_ceiling, _short
+from connector.i18n import gettext as _
 
 SIZE, PAD = 360, 48
 COLOUR, OUTSIDE, GREY = "#2f5d8a", "#a40000", "#bbb"
@@ -38,7 +39,7 @@ def reliability_svg(points: list[tuple[str, float, float | None, float, float, b
     """(workflow, said 0..1, observed 0..1 or None, low, high, verdict is 'outside') per
     workflow: the observed rate with its interval against what the workflow says; the
     diagonal is a perfect calibration."""
-    title = "Reliability: what each workflow says vs what was won"
+    title = _("Reliability: what each workflow says vs what was won")
     side = SIZE - 2 * PAD
     parts = _open(SIZE + 140, SIZE, title, standalone)
 
@@ -101,12 +102,13 @@ def waterfall_svg(month: str, start: Decimal, steps: list[tuple[str, Decimal]], 
         colour = COLOUR if name in ("start", "end") else ("#2e7d32" if b >= a else OUTSIDE)
         x = PAD + i * slot + slot * 0.15
         hi, lo = y(max(a, b)), y(min(a, b))
+        label = {"start": _("start"), "end": _("end")}.get(name) or name.replace("_", " ")
         parts.append(f'<rect x="{x:.1f}" y="{hi:.1f}" width="{slot * 0.7:.1f}" '
-                     f'height="{max(lo - hi, 1):.1f}" fill="{colour}"><title>{escape(name)}: '
+                     f'height="{max(lo - hi, 1):.1f}" fill="{colour}"><title>{escape(label)}: '
                      f"{(b - a).quantize(Decimal('0.01'))}</title></rect>")
         parts.append(f'<text x="{x + slot * 0.35:.1f}" y="{height - 40}" text-anchor="end" '
                      f'transform="rotate(-35 {x + slot * 0.35:.1f} {height - 40})">'
-                     f"{escape(name.replace('_', ' '))}</text>")
+                     f"{escape(label)}</text>")
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -114,10 +116,10 @@ def waterfall_svg(month: str, start: Decimal, steps: list[tuple[str, Decimal]], 
 def accuracy_svg(rows: list[tuple[str, Decimal, Decimal | None, Decimal]], lag: int,
                  standalone: bool = True) -> str:
     """Per month: the rules' forecast, the CRM's, and what was won (a line of dots)."""
-    title = f"Forecast {lag} days ahead vs won"
+    title = _("Forecast {n} days ahead vs won").format(n=lag)
     width = max(640, PAD * 2 + 56 * len(rows))
     height = 300
-    values = [v for _, f, c, w in rows for v in (f, c, w) if v is not None]
+    values = [v for _month, f, c, w in rows for v in (f, c, w) if v is not None]
     top = _nice_ceiling(max(values, default=Decimal(0)))
     plot_h = height - PAD - 48
     slot = (width - 2 * PAD) / max(len(rows), 1)
@@ -130,17 +132,19 @@ def accuracy_svg(rows: list[tuple[str, Decimal, Decimal | None, Decimal]], lag: 
     for i, (month, rules, crm, won) in enumerate(rows):
         x = PAD + i * slot + slot / 2
         bar = slot * 0.3
-        for offset, value, colour, label in ((-bar, rules, COLOUR, "rules"),
+        for offset, value, colour, label in ((-bar, rules, COLOUR, _("rules")),
                                              (0, crm, GREY, "CRM")):
             if value is None:
                 continue
             parts.append(f'<rect x="{x + offset:.1f}" y="{y(value):.1f}" width="{bar:.1f}" '
                          f'height="{y(Decimal(0)) - y(value):.1f}" fill="{colour}"><title>'
                          f"{escape(month)} {label}: {value}</title></rect>")
+        won_label = _("won")
         parts.append(f'<circle cx="{x:.1f}" cy="{y(won):.1f}" r="4" fill="{OUTSIDE}"><title>'
-                     f"{escape(month)} won: {won}</title></circle>")
+                     f"{escape(month)} {won_label}: {won}</title></circle>")
         parts.append(f'<text x="{x:.1f}" y="{height - 24}" text-anchor="middle">'
                      f"{escape(month)}</text>")
-    parts.append(f'<text x="{PAD}" y="{height - 6}">blue: rules, grey: CRM, red dot: won</text>')
+    legend = escape(_("blue: rules, grey: CRM, red dot: won"))
+    parts.append(f'<text x="{PAD}" y="{height - 6}">{legend}</text>')
     parts.append("</svg>")
     return "\n".join(parts)

@@ -18,8 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from connector.core.ruleset import RuleSet
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 from connector.files import display, load
+from connector.formatting import listed
 from connector.history.calibrate import (
     Calibration,
     Counts,
@@ -36,6 +37,7 @@ from connector.history.engine import History, opened
 from connector.history.inputs import history_file
 from connector.history.source import Failures, Plan, Reference, plan_for, reference
 from connector.i18n import gettext as _
+from connector.i18n import say
 
 
 @contextmanager
@@ -53,7 +55,7 @@ def _failures(failures: Failures, console: Console) -> None:
     if failures.rows or failures.deals:
         console.print(_("left out: {rows} rows that could not be read, {deals} deals whose "
                         "rows cannot be ordered").format(rows=failures.rows, deals=failures.deals)
-                      + "".join(f"\n  {escape(r)}" for r in failures.reasons))
+                      + "".join(f"\n  {escape(say(r))}" for r in failures.reasons))
 
 
 def _split(c: Counts, fit: bool) -> Counts:
@@ -140,8 +142,8 @@ def _proven(rules_dir: Path, mappings_dir: Path, source: Path, text: str) -> Non
         if loaded.rules is not None and not errors:
             errors = [f for f in prove(loaded.rules) if f.severity == "error"]
         if errors:  # pragma: no cover - only numbers change; a proof failing is a bug here
-            raise ConfigurationError("the proposed table does not pass check: "
-                                     + "; ".join(f.message for f in errors))
+            raise ConfigurationError(Text("the proposed table does not pass check: {problems}",
+                                          problems=listed([f.message for f in errors], "; ")))
 
 
 def _print_calibration(result: Calibration, doc: dict[str, Any], out: Console) -> None:

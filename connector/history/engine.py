@@ -26,7 +26,7 @@ import duckdb
 from connector.core.mapping import ID
 from connector.core.ruleset import CLOSED_LOST, CLOSED_WON, Factor
 from connector.core.values import parse_cache
-from connector.errors import ConfigurationError, RecordError
+from connector.errors import ConfigurationError, RecordError, Text
 from connector.export import Export
 from connector.history.source import (
     AS_OF,
@@ -98,7 +98,7 @@ class History:
             try:
                 value = parse[text]
             except RecordError as exc:
-                self._reason(str(exc))
+                self._reason(exc.text)
                 rows.append((text, True, None, *(-1 for _ in factors)))
                 continue
             state = None
@@ -112,7 +112,7 @@ class History:
                     indices.append(f.index_of(value))
                 except RecordError as exc:
                     if state is None:  # a closed deal's stage is no factor value, rightly
-                        self._reason(str(exc))
+                        self._reason(exc.text)
                     indices.append(-1)
             rows.append((text, False, state, *indices))
         extra = "".join(f", i{k} INTEGER" for k in range(len(factors)))
@@ -127,14 +127,15 @@ class History:
             try:
                 value = parse[text]
             except RecordError as exc:
-                self._reason(str(exc))
+                self._reason(exc.text)
                 rows.append((text, None, True))
                 continue
             if isinstance(value, dt.datetime) and kind == "date":
                 value = value.date()
             ok = value is None or isinstance(value, wanted)
             if not ok:
-                self._reason(f"{name}: {text!r} is not a {kind}")
+                self._reason(Text("{field}: {value} is not a {kind}", field=name,
+                                  value=repr(text), kind=kind))
             rows.append((text, value if ok else None, not ok))
         self._insert(table, f"t VARCHAR, v {sql}, bad BOOLEAN", rows)
 
@@ -220,7 +221,7 @@ class History:
         self.failures.rows = total - good
         (self.failures.deals,) = self.con.execute("SELECT count(*) FROM tied").fetchone() or (0,)
         if self.failures.rows and not self.failures.reasons:
-            self.failures.reasons.append("as_of is not an ISO date-time")
+            self.failures.reasons.append(Text("as_of is not an ISO date-time"))
 
 
 def _timestamp(text: str) -> str:
@@ -254,6 +255,7 @@ def opened(plan: Plan, path: Path) -> Iterator[History]:
         try:
             yield History(plan, path, con)
         except duckdb.Error as exc:
-            raise ConfigurationError(f"{path}: cannot read the history: {exc}") from None
+            raise ConfigurationError(Text("{file}: cannot read the history: {reason}",
+                                          file=str(path), reason=str(exc))) from None
         finally:
             con.close()

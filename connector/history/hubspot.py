@@ -14,6 +14,7 @@ from typing import Any
 
 from connector.core.mapping import Mapping
 from connector.crm.hubspot.client import HubSpotCrm
+from connector.errors import Text
 from connector.history.asof import Change
 from connector.history.snapshots import instant, text
 
@@ -29,7 +30,7 @@ def read_changes(crm: HubSpotCrm, mapping: Mapping, ids: Sequence[str],
         return
     path = f"/crm/v3/objects/{mapping.object}/batch/read"
     for i in range(0, len(ids), HISTORY_BATCH):
-        body = crm.post("reading the deals' history", path, {
+        body = crm.post(Text("reading the deals' history"), path, {
             "properties": [mapping.id_field], "propertiesWithHistory": own,
             "inputs": [{"id": d} for d in ids[i:i + HISTORY_BATCH]]}, kind="batch_read")
         for result in body.get("results", []) if isinstance(body, dict) else []:

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from connector.core.ruleset import Weights, clamp, round_up_half, score
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 from connector.files import yaml_files
 from connector.history.calibrate import MINIMUM_DEALS, Counts, weight
 from connector.history.source import Plan
@@ -131,7 +131,7 @@ def _propose_weights(plan: Plan, counts: Counts) -> Proposal:
         if key[2]:
             s[1] += weight(key, c)
     if not per:
-        raise ConfigurationError("no closed deal to fit the weights on")
+        raise ConfigurationError(Text("no closed deal to fit the weights on"))
     rows, target = [], []
     for combo, (w, x) in per.items():
         root = float(w) ** 0.5
@@ -154,7 +154,8 @@ def rules_file(rules_dir: Path) -> Path:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         if isinstance(data, dict) and ("workflows" in data or "probability" in data):
             return path
-    raise ConfigurationError(f"no file in {rules_dir} holds 'workflows:' or 'probability:'")
+    raise ConfigurationError(Text("no file in {folder} holds 'workflows:' or 'probability:'",
+                                  folder=str(rules_dir)))
 
 
 def _number(p: Fraction) -> str:
@@ -182,7 +183,8 @@ def rewrite(text: str, proposal: Proposal) -> str:
             if node is not None:
                 spans.append((node.start_mark.index, node.end_mark.index, _number(value)))
             else:
-                raise ConfigurationError(f"write 'probability: {key}:' in the rules to propose it")
+                raise ConfigurationError(Text("write 'probability: {key}:' in the rules to "
+                                              "propose it", key=key))
         weights = child(spec, "weights")
         for name, value in zip(proposal.weight_names, w.weights):
             node = child(weights, name)

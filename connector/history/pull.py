@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from connector.core.ruleset import RuleSet
 from connector.crm import Crm, Record
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 from connector.history.asof import Change, timeline
 from connector.history.snapshots import Snapshotter, text
 from connector.state import Snapshot, StateStore
@@ -91,4 +91,5 @@ def _changes(crm: Crm, rules: RuleSet, ids: list[str],
         from connector.history import hubspot
 
         return hubspot.read_changes(crm, rules.mapping, ids, since)
-    raise ConfigurationError(f"no history reader for the CRM '{rules.mapping.crm}'")
+    raise ConfigurationError(Text("no history reader for the CRM '{crm}'",
+                                  crm=rules.mapping.crm))

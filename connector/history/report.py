@@ -1,4 +1,5 @@
-"""The history's HTML pages, in the dry-run report's style (its CSS, no script, offline)."""
+"""The history's HTML pages, in the dry-run report's style (its CSS, no script, offline), in
+the person's language."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from connector.history.accuracy import Line, Summary
 from connector.history.calibrate import Calibration, number, rate
 from connector.history.charts import accuracy_svg, reliability_svg
 from connector.history.movement import BUCKETS, Movement
+from connector.i18n import gettext as _
+from connector.i18n import say
 from connector.report import cell
 from connector.report import page as report_page
 
@@ -17,40 +20,53 @@ def page(title: str, body: list[str]) -> str:
     return report_page(title, [f"<h1>{escape(title)}</h1>", *body], script=False)
 
 
+def _heading(title: str) -> str:
+    return f"<h2>{escape(title)}</h2>"
+
+
+def _header(*names: str) -> str:
+    return "<tr>" + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr>"
+
+
 def calibration_html(result: Calibration, source: str, version: str) -> str:
     data = result.as_json()
-    cards = [("deals", str(result.deals)), ("Brier, rules", data["brier"] or "-"),
-             ("Brier, CRM", data["brier_crm"] or "-"),
-             ("Brier, base rate", data["brier_base_rate"] or "-"), ("ECE", data["ece"] or "-")]
-    body = [f'<p class="muted">{escape(source)}, rule set {escape(version)}. A closed deal '
-            "weighs 1, spread over its open snapshots. Lower Brier is better; the base rate "
-            "says the overall win rate for every deal.</p>",
+    verdicts = {"inside": _("inside"), "outside": _("outside"), "too few": _("too few")}
+    cards = [(_("deals"), str(result.deals)), (_("Brier, rules"), data["brier"] or "-"),
+             (_("Brier, CRM"), data["brier_crm"] or "-"),
+             (_("Brier, base rate"), data["brier_base_rate"] or "-"), ("ECE", data["ece"] or "-")]
+    body = ['<p class="muted">' + escape(_(
+                "{source}, rule set {version}. A closed deal weighs 1, spread over its open "
+                "snapshots. Lower Brier is better; the base rate says the overall win rate for "
+                "every deal.").format(source=source, version=version)) + "</p>",
             '<div class="cards" id="summary">',
             *(f'<div class="card">{escape(k)}<b>{escape(v)}</b></div>' for k, v in cards),
-            "</div>", "<h2>Reliability</h2>",
+            "</div>", _heading(_("Reliability")),
             reliability_svg([(w.workflow, float(w.probability) / 100,
                               float(w.observed) if w.observed is not None else None,
                               w.low, w.high, w.verdict == "outside")
                              for w in result.workflows], standalone=False),
-            "<h2>Workflows</h2>",
-            '<table id="workflows"><tr><th>workflow</th><th>says</th><th>deals</th><th>wins</th>'
-            "<th>won</th><th>95 % interval</th><th>verdict</th></tr>"]
+            _heading(_("Workflows")),
+            '<table id="workflows">' + _header(_("workflow"), _("says"), _("deals"), _("wins"),
+                                               _("won"), _("interval (95%)"), _("verdict"))]
     for w in result.workflows:
         cls = ' class="bad"' if w.verdict == "outside" else ""
+        interval = _("{low} to {high}").format(low=rate(w.low), high=rate(w.high))
         body.append(f"<tr{cls}>{cell(w.workflow)}{cell(f'{w.probability}%', True)}"
                     f"{cell(number(w.deals), True)}{cell(number(w.wins), True)}"
                     f"{cell(rate(w.observed) if w.observed is not None else '-', True)}"
-                    f"{cell(f'{rate(w.low)} to {rate(w.high)}', True)}{cell(w.verdict)}</tr>")
+                    f"{cell(interval, True)}{cell(verdicts[w.verdict])}</tr>")
     body.append("</table>")
-    body.append(f"<p class=\"muted\">No verdict below {data['minimum_deals']} deals: the "
-                "interval is shown, but it is too wide to judge.</p>")
-    scores = [("rules", data["rules"]), ("CRM as it was", data["crm"]),
-              ("base rate", data["base_rate"])]
-    body.append('<h2>Scores</h2><table id="scores"><tr><th></th><th>Brier</th>'
-                "<th>reliability</th><th>resolution</th><th>uncertainty</th><th>ECE</th></tr>")
+    body.append('<p class="muted">' + escape(_(
+        "No verdict below {n} deals: the interval is shown, but it is too wide to judge.").format(
+        n=data["minimum_deals"])) + "</p>")
+    scores = [(_("rules"), data["rules"]), (_("CRM as it was"), data["crm"]),
+              (_("base rate"), data["base_rate"])]
+    body.append(_heading(_("Scores")) + '<table id="scores">' + _header(
+        "", "Brier", _("reliability"), _("resolution"), _("uncertainty"), "ECE"))
     for name, s in scores:
         if s is None:
-            body.append(f"<tr>{cell(name)}<td colspan=5>no probability recorded</td></tr>")
+            body.append(f"<tr>{cell(name)}<td colspan=5>"
+                        + escape(_("no probability recorded")) + "</td></tr>")
             continue
         body.append(f"<tr>{cell(name)}" + "".join(
             cell(s[k], True) for k in ("brier", "reliability", "resolution", "uncertainty",
@@ -58,19 +74,22 @@ def calibration_html(result: Calibration, source: str, version: str) -> str:
     body.append("</table>")
     failed = result.failures
     if failed.rows or failed.deals:
-        body.append(f"<p class=\"bad\">Left out: {failed.rows} rows that could not be read, "
-                    f"{failed.deals} deals with two rows at one instant. "
-                    + escape("; ".join(failed.reasons)) + "</p>")
-    return page("Calibration", body)
+        body.append('<p class="bad">' + escape(_(
+            "Left out: {rows} rows that could not be read, {deals} deals with two rows at one "
+            "instant.").format(rows=failed.rows, deals=failed.deals) + " "
+            + "; ".join(say(r) for r in failed.reasons)) + "</p>")
+    return page(_("Calibration"), body)
 
 
 def accuracy_html(lines: list[Line], summary: list[Summary], lags: list[int], source: str,
                   version: str) -> str:
-    body = [f'<p class="muted">{escape(source)}, rule set {escape(version)}. The forecast is '
-            "the current rules on each deal as it was that many days before the month began; "
-            "the CRM's is its own probability then. Error = forecast - won.</p>",
-            '<table id="accuracy-summary"><tr><th>days ahead</th><th>months</th>'
-            "<th>MAPE, rules</th><th>bias, rules</th><th>MAPE, CRM</th><th>bias, CRM</th></tr>"]
+    body = ['<p class="muted">' + escape(_(
+                "{source}, rule set {version}. The forecast is the current rules on each deal as "
+                "it was that many days before the month began; the CRM's is its own probability "
+                "then. Error = forecast - won.").format(source=source, version=version)) + "</p>",
+            '<table id="accuracy-summary">' + _header(
+                _("days ahead"), _("months"), _("MAPE, rules"), _("bias, rules"), _("MAPE, CRM"),
+                _("bias, CRM"))]
     for s in summary:
         body.append(f"<tr>{cell(s.lag, True)}{cell(s.months, True)}"
                     f"{cell(f'{s.mape}%' if s.mape is not None else '-', True)}"
@@ -79,33 +98,36 @@ def accuracy_html(lines: list[Line], summary: list[Summary], lags: list[int], so
                     f"{cell(s.bias_crm if s.bias_crm is not None else '-', True)}</tr>")
     body.append("</table>")
     for lag in lags:
-        body.append(f"<h2>{lag} days ahead</h2>")
+        body.append(_heading(_("{n} days ahead").format(n=lag)))
         body.append(accuracy_svg([(x.month, x.forecast, x.forecast_crm, x.won)
                                   for x in lines if x.lag == lag], lag, standalone=False))
-    body.append('<table id="accuracy"><tr><th>month</th><th>days ahead</th><th>forecast</th>'
-                "<th>forecast, CRM</th><th>won</th><th>error</th></tr>")
+    body.append('<table id="accuracy">' + _header(_("month"), _("days ahead"), _("forecast"),
+                                                  _("forecast, CRM"), _("won"), _("error")))
     for x in lines:
         d = x.as_json()
         body.append("<tr>" + "".join(cell(d[k] if d[k] is not None else "-", k != "month")
                                      for k in ("month", "lag", "forecast", "forecast_crm",
                                                "won", "error")) + "</tr>")
     body.append("</table>")
-    return page("Forecast accuracy", body)
+    return page(_("Forecast accuracy"), body)
 
 
 def movement_html(result: Movement, charts: list[str]) -> str:
-    body = [f'<p class="muted">The open pipeline of each close month from {result.first} to '
-            f"{result.second}: each deal in one bucket; start + changes = end.</p>", *charts]
+    body = ['<p class="muted">' + escape(_(
+                "The open pipeline of each close month from {first} to {second}: each deal in "
+                "one bucket; start + changes = end.").format(first=result.first,
+                                                             second=result.second)) + "</p>",
+            *charts]
     for month, mo in sorted(result.months.items()):
         body.append(f'<h2>{escape(month)}</h2><table class="movement" data-month="{month}">'
-                    "<tr><th></th><th>deals</th><th>unweighted</th><th>weighted</th></tr>")
-        body.append(f"<tr>{cell('start')}{cell('')}{cell(mo.unweighted.start, True)}"
+                    + _header("", _("deals"), _("unweighted"), _("weighted")))
+        body.append("<tr>" + cell(_("start")) + f"{cell('')}{cell(mo.unweighted.start, True)}"
                     f"{cell(mo.weighted.start, True)}</tr>")
         for b in BUCKETS:
             if mo.deals[b]:
                 body.append(f"<tr>{cell(b.replace('_', ' '))}{cell(mo.deals[b], True)}"
                             f"{cell(mo.unweighted.changes[b], True)}"
                             f"{cell(mo.weighted.changes[b], True)}</tr>")
-        body.append(f"<tr><th>end</th>{cell('')}{cell(mo.unweighted.end, True)}"
-                    f"{cell(mo.weighted.end, True)}</tr></table>")
-    return page("Pipeline movement", body)
+        body.append("<tr><th>" + escape(_("end")) + f"</th>{cell('')}"
+                    f"{cell(mo.unweighted.end, True)}{cell(mo.weighted.end, True)}</tr></table>")
+    return page(_("Pipeline movement"), body)

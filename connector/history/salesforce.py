@@ -20,7 +20,7 @@ from simple_salesforce import format_soql
 
 from connector.core.mapping import Mapping
 from connector.crm.salesforce.client import SalesforceCrm
-from connector.errors import ConfigurationError, RetriableError
+from connector.errors import ConfigurationError, RetriableError, Text
 from connector.history.asof import Change
 from connector.history.snapshots import instant, text
 
@@ -35,8 +35,10 @@ def read_changes(crm: SalesforceCrm, mapping: Mapping,
     """(opportunity id, change) for every history row since `since` (all when None; an
     aware datetime)."""
     if mapping.object.casefold() != "opportunity":
-        raise ConfigurationError(f"{mapping.source or 'the mapping'}: Salesforce keeps this "
-                                 f"history for opportunities only, not '{mapping.object}'")
+        raise ConfigurationError(Text("{file}: Salesforce keeps this history for opportunities "
+                                      "only, not '{object}'",
+                                      file=mapping.source or Text("the mapping"),
+                                      object=mapping.object))
     own = {name.casefold(): name for name in mapping.fields.values() if "." not in name}
     after = "" if since is None else "CreatedDate >= {since}"
     columns = {c: own[f.casefold()] for c, f in OPPORTUNITY_HISTORY.items()
@@ -46,7 +48,7 @@ def read_changes(crm: SalesforceCrm, mapping: Mapping,
                            "OpportunityHistory" + (" WHERE " + after if after else "")
                            + " ORDER BY OpportunityId, CreatedDate",
                            columns=", ".join(columns), since=since)
-        for page in crm.query_pages("the opportunity history query", soql):
+        for page in crm.query_pages(Text("the opportunity history query"), soql):
             for row in page:
                 at = _instant(row)
                 for column, field in columns.items():
@@ -57,7 +59,7 @@ def read_changes(crm: SalesforceCrm, mapping: Mapping,
                            + (" AND " + after if after else "")
                            + " ORDER BY OpportunityId, CreatedDate",
                            fields=sorted(own.values()), since=since)
-        for page in crm.query_pages("the opportunity field history query", soql):
+        for page in crm.query_pages(Text("the opportunity field history query"), soql):
             for row in page:
                 tracked = own.get(str(row.get("Field", "")).casefold())
                 if tracked is not None:
@@ -69,6 +71,6 @@ def read_changes(crm: SalesforceCrm, mapping: Mapping,
 def _instant(row: dict[str, object]) -> dt.datetime:
     moment = instant(row.get("CreatedDate"))
     if moment is None:
-        raise RetriableError(f"Salesforce sent a history row without a usable CreatedDate "
-                             f"({row.get('CreatedDate')!r})")
+        raise RetriableError(Text("Salesforce sent a history row without a usable CreatedDate "
+                                  "({value})", value=repr(row.get("CreatedDate"))))
     return moment

@@ -29,8 +29,9 @@ from connector.core.mapping import ID
 from connector.core.ruleset import CLOSED_WON, RuleSet
 from connector.core.table import DecisionTable
 from connector.core.values import parse_datetime
-from connector.errors import ConfigurationError, RecordError
+from connector.errors import ConfigurationError, RecordError, Text
 from connector.export import Export
+from connector.formatting import listed
 from connector.history.snapshots import AS_OF
 
 MODIFIED = "modified"  # the key columns_of gives the mapping's modification stamp
@@ -95,7 +96,8 @@ class Plan:
         """The current rules' probability for a combination (0..100)."""
         hits = self.table.match(combo)
         if len(hits) != 1:
-            raise ConfigurationError("the rules are not exclusive and complete: run 'check'")
+            raise ConfigurationError(Text("the rules are not exclusive and complete: run "
+                                          "'check'"))
         p = self.rules.workflows[hits[0]].probability
         assert p is not None  # plan_for refuses formulas
         return p
@@ -108,16 +110,17 @@ def plan_for(rules: RuleSet) -> Plan:
     """Refuses, with what to do, a rule set the analyses cannot judge."""
     mapping = rules.mapping
     if rules.closed is None:
-        raise ConfigurationError("the rules name no 'closed:' states, so no deal is ever won or "
-                                 "lost: add them to the factors file")
+        raise ConfigurationError(Text("the rules name no 'closed:' states, so no deal is ever won "
+                                      "or lost: add them to the factors file"))
     computed = [f.field for f in rules.factors if f.field not in mapping.fields]
     if computed:
-        raise ConfigurationError("history analyses need factors on CRM fields; these are "
-                                 "computed: " + ", ".join(computed))
+        raise ConfigurationError(Text("history analyses need factors on CRM fields; these are "
+                                      "computed: {fields}", fields=", ".join(computed)))
     formulas = [w.name for w in rules.workflows if w.probability is None]
     if formulas:
-        raise ConfigurationError("history analyses need a number as each workflow's "
-                                 "probability; these compute it: " + ", ".join(formulas))
+        raise ConfigurationError(Text("history analyses need a number as each workflow's "
+                                      "probability; these compute it: {workflows}",
+                                      workflows=", ".join(formulas)))
 
     def mapped(name: str) -> str | None:
         return name if name in mapping.fields else None
@@ -136,9 +139,11 @@ def columns_of(plan: Plan, header: list[str], path: Path) -> dict[str, int]:
     found[MODIFIED] = next((i for i, h in enumerate(header) if h.casefold() == modified), None)
     if missing:
         crm = [AS_OF if n == AS_OF else plan.rules.mapping.crm_field(n) for n in missing]
-        hints = "".join(did_you_mean(c, header) for c in crm)
-        raise ConfigurationError(f"{path}: no column {', '.join(crm)}{hints}; found "
-                                 + ", ".join(header))
+        raise ConfigurationError(Text("{file}: no column {columns}; found {found}",
+                                      file=str(path), columns=listed([Text(
+                                          "{column}{hint}", column=c,
+                                          hint=did_you_mean(c, header)) for c in crm]),
+                                      found=", ".join(header)))
     return {n: i for n in [*needed, MODIFIED] if (i := found[n]) is not None}
 
 
@@ -162,17 +167,17 @@ def read_reference(plan: Plan, path: Path, failures: Failures) -> list[Snap]:
         at, stamp = cols[AS_OF], cols.get(MODIFIED)
         for line, cells, values, reason in export.records(reader):
             if values is None:
-                failures.row(f"line {line}: {reason}")
+                failures.row(Text("line {line}: {reason}", line=line, reason=reason))
                 continue
             try:
                 ts = parse_datetime(cells[at], AS_OF)
                 if ts is None:
-                    raise RecordError("as_of is empty")
+                    raise RecordError(Text("as_of is empty"))
                 state = closed.state(values.get(closed.field))
                 combo = None if state is not None else tuple(
                     f.index_of(values.get(f.field)) for f in rules.factors)
             except RecordError as exc:
-                failures.row(f"line {line}: {exc}")
+                failures.row(Text("line {line}: {reason}", line=line, reason=exc.text))
                 continue
             out.append(Snap(
                 str(values[ID]), utc(ts),

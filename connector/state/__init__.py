@@ -208,14 +208,14 @@ class StateUrl:
 
     @classmethod
     def parse(cls, url: str) -> StateUrl:
-        from connector.errors import ConfigurationError
+        from connector.errors import ConfigurationError, Text
 
         if url.startswith("sqlite:///"):
             return cls("sqlite", url.removeprefix("sqlite:///") or ":memory:")
         if url.startswith("dynamodb://"):
             return cls("dynamodb", url.removeprefix("dynamodb://"))
-        raise ConfigurationError(f"STATE_URL '{url}' is neither sqlite:///PATH nor "
-                                 "dynamodb://TABLE")
+        raise ConfigurationError(Text("STATE_URL '{url}' is neither sqlite:///PATH nor "
+                                      "dynamodb://TABLE", url=url))
 
     @property
     def folder(self) -> Path | None:

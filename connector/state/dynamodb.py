@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from connector.core.edges import LedgerState
-from connector.errors import ConfigurationError, RetriableError
+from connector.errors import ConfigurationError, RetriableError, Text
 from connector.state import (
     Commit,
     OutboxItem,
@@ -121,7 +121,7 @@ class DynamoState:
 
     def __init__(self, table_name: str, *, client: Any = None, resource: Any = None) -> None:
         if not table_name:
-            raise ConfigurationError("STATE_URL must name the table: dynamodb://TABLE")
+            raise ConfigurationError(Text("STATE_URL must name the table: dynamodb://TABLE"))
         if client is None:
             import boto3
             from botocore.config import Config
@@ -157,15 +157,19 @@ class DynamoState:
                 reasons = exc.response.get("CancellationReasons") or []
                 raise _Cancelled([str(r.get("Code", "None")) for r in reasons]) from None
             if code in _CONFIGURATION:
-                raise ConfigurationError(
-                    f"DynamoDB table '{self.table}' refused {operation} ({code}): check that "
-                    "it exists, in this region, and that this role may use it") from None
+                raise ConfigurationError(Text(
+                    "DynamoDB table '{table}' refused {operation} ({code}): check that it "
+                    "exists, in this region, and that this role may use it", table=self.table,
+                    operation=operation, code=code)) from None
             if code in _RETRIABLE or exc.response.get("ResponseMetadata", {}).get(
                     "HTTPStatusCode", 0) >= 500:
-                raise RetriableError(f"DynamoDB is busy or down ({code}); try again") from None
-            raise RetriableError(f"DynamoDB refused {operation} ({code})") from None
+                raise RetriableError(Text("DynamoDB is busy or down ({code}); try again",
+                                          code=code)) from None
+            raise RetriableError(Text("DynamoDB refused {operation} ({code})",
+                                      operation=operation, code=code)) from None
         except BotoCoreError as exc:
-            raise RetriableError(f"cannot reach DynamoDB ({type(exc).__name__})") from None
+            raise RetriableError(Text("cannot reach DynamoDB ({error})",
+                                      error=type(exc).__name__)) from None
 
     def _conditional(self, operation: str, **kwargs: Any) -> bool:
         """Run a conditional write: False when the condition did not hold."""
@@ -221,7 +225,7 @@ class DynamoState:
                     break
                 _pause(attempt)
             else:
-                raise RetriableError("DynamoDB left keys unread after 10 tries; try again")
+                raise RetriableError(Text("DynamoDB left keys unread after 10 tries; try again"))
         return found
 
     def remember_notification(self, key: str, now: dt.datetime) -> bool:
@@ -327,7 +331,7 @@ class DynamoState:
                     writes = [w for w, c in zip(writes, codes) if c != "ConditionalCheckFailed"]
                     continue
                 _pause(attempt)  # a conflict with another writer: try again
-        raise RetriableError("DynamoDB kept cancelling the state commit; try again")
+        raise RetriableError(Text("DynamoDB kept cancelling the state commit; try again"))
 
     # --- outbox -------------------------------------------------------------------------------
     @staticmethod
@@ -414,7 +418,7 @@ class DynamoState:
                 if "ConditionalCheckFailed" in cancelled.codes:
                     return False      # the decision is there: the first one recorded wins
                 _pause(attempt)
-        raise RetriableError("DynamoDB kept cancelling the decision; try again")
+        raise RetriableError(Text("DynamoDB kept cancelling the decision; try again"))
 
     def done(self, key: str, now: dt.datetime) -> None:
         self._conditional(

@@ -69,7 +69,8 @@ from connector.crm.hubspot.metadata import (
     stages_of,
 )
 from connector.crm.hubspot.references import References
-from connector.errors import ConfigurationError, ConnectorError, FatalError, RecordError
+from connector.errors import ConfigurationError, ConnectorError, FatalError, RecordError, Text
+from connector.formatting import listed
 from connector.retry import RetryPolicy, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ _RECORD_ERRORS = 400, 404, 409, 422   # batch-update answers that a record's dat
 # only property'.
 _PROPERTY_GONE = re.compile(r"does not exist|read[ -]only property", re.IGNORECASE)
 
+WRITE_BACK = Text("the write-back")
 _SCOPES = ("crm.objects.deals.read, crm.objects.deals.write, crm.schemas.deals.read, "
            "crm.objects.owners.read, crm.objects.companies.read")
 
@@ -110,11 +112,11 @@ class HubSpotCrm(CrmAdapter):
     settings_prefix = "HUBSPOT"
     page_size = search.PAGE_SIZE
     write_size = BATCH_SIZE
-    allowance_hint = ("the portal's daily API limit is used up; the run stops here and the "
-                      "cursor is kept, to resume after midnight in the portal's time zone")
-    access_hint = f"the token lacks a scope; grant the app {_SCOPES}"
-    login_hint = ("HUBSPOT_ACCESS_TOKEN is invalid, expired or revoked: set the private app's "
-                  "current token (or a fresh OAuth token)")
+    allowance_hint = Text("the portal's daily API limit is used up; the run stops here and the "
+                          "cursor is kept, to resume after midnight in the portal's time zone")
+    access_hint = Text("the token lacks a scope; grant the app {scopes}", scopes=_SCOPES)
+    login_hint = Text("HUBSPOT_ACCESS_TOKEN is invalid, expired or revoked: set the private "
+                      "app's current token (or a fresh OAuth token)")
     renewed_hint = login_hint
 
     def __init__(self, mapping: Mapping, access_token: str | Callable[[], str], *,
@@ -131,11 +133,12 @@ class HubSpotCrm(CrmAdapter):
                          quota_total_percent=quota_total_percent,
                          quota_run_percent=quota_run_percent)
         if mapping.crm != "hubspot":
-            raise ConfigurationError(f"{mapping.source or 'the mapping'}: crm is "
-                                     f"'{mapping.crm}', not 'hubspot'")
+            raise ConfigurationError(Text("{file}: crm is '{crm}', not 'hubspot'",
+                                          file=mapping.source or Text("the mapping"),
+                                          crm=mapping.crm))
         if not won or not lost:
-            raise ConfigurationError("HubSpot needs the rules' closed-won and closed-lost "
-                                     "stage values (closed: won: [...], lost: [...])")
+            raise ConfigurationError(Text("HubSpot needs the rules' closed-won and closed-lost "
+                                          "stage values (closed: won: [...], lost: [...])"))
         self._base = base_url.rstrip("/")
         self._http = session or requests.Session()
         self._names = StageNames(tuple(won), tuple(lost),
@@ -152,7 +155,7 @@ class HubSpotCrm(CrmAdapter):
         self._daily_at = 0.0                            # when the headers said so
         self._burst: tuple[int, float] | None = None    # (remaining, window seconds)
         self._last_search: float | None = None
-        self._window = search.Window(partial(self._search, what="the poll search"),
+        self._window = search.Window(partial(self._search, what=Text("the poll search")),
                                      self._record, mapping.modified_field, mapping.id_field,
                                      self._stamp)
         self.window_moves = 0
@@ -161,8 +164,9 @@ class HubSpotCrm(CrmAdapter):
         bad += [path for path in mapping.fields.values()
                 if not all(_NAME.match(p) for p in path.split(".")) or path.count(".") > 1]
         if bad:
-            raise ConfigurationError(f"{self._where}: not HubSpot property names (or "
-                                     f"property.attribute): {', '.join(map(repr, bad))}")
+            raise ConfigurationError(Text("{file}: not HubSpot property names (or "
+                                          "property.attribute): {names}", file=self._where,
+                                          names=", ".join(map(repr, bad))))
 
     @classmethod
     def from_settings(cls, settings: Any, mapping: Mapping, *, closed: Closed | None = None,
@@ -172,9 +176,10 @@ class HubSpotCrm(CrmAdapter):
         token: Any = getattr(settings, "hubspot_access_token", None)
         text = token.get_secret_value() if hasattr(token, "get_secret_value") else token
         if not text:
-            raise ConfigurationError(
+            raise ConfigurationError(Text(
                 "HUBSPOT_ACCESS_TOKEN is not set: create a private app in HubSpot (Settings > "
-                f"Integrations > Private apps) with the scopes {_SCOPES}, and set its token")
+                "Integrations > Private apps) with the scopes {scopes}, and set its token",
+                scopes=_SCOPES))
         if closed is not None and closed.won and closed.lost:
             won, lost = closed_values(closed)
             kwargs.setdefault("won", won)
@@ -193,17 +198,20 @@ class HubSpotCrm(CrmAdapter):
         company properties a path reads) and return each canonical field's type."""
         m = self._mapping
         props = self._deal_properties()
-        problems: list[str] = []
-        for label, name in (("the record id", m.id_field), ("the poll cursor", m.modified_field)):
+        problems: list[Text] = []
+        for label, name in ((Text("the record id"), m.id_field),
+                            (Text("the poll cursor"), m.modified_field)):
             if name not in props:
-                problems.append(f"{label} ({name}): {self._no_property(name, props)}")
+                problems.append(Text("{field} ({path}): {problem}", field=label, path=name,
+                                     problem=self._no_property(name, props)))
         types: dict[str, FieldType] = {}
         company_attributes: dict[str, str] = {}
         for canonical, path in m.fields.items():
             head, _, attribute = path.partition(".")
             prop = props.get(head)
             if prop is None:
-                problems.append(f"'{canonical}' ({path}): {self._no_property(head, props)}")
+                problems.append(Text("{field} ({path}): {problem}", field=repr(canonical),
+                                     path=path, problem=self._no_property(head, props)))
                 continue
             if not attribute:
                 types[canonical] = field_type(prop, m.type_of(canonical))
@@ -211,51 +219,59 @@ class HubSpotCrm(CrmAdapter):
             target = reference(prop)
             if target == "OWNER":
                 if attribute not in OWNER_ATTRIBUTES:
-                    problems.append(f"'{canonical}' ({path}): an owner has no '{attribute}'"
-                                    f"{did_you_mean(attribute, OWNER_ATTRIBUTES)}; use one "
-                                    f"of {', '.join(OWNER_ATTRIBUTES)}")
+                    problems.append(Text(
+                        "'{field}' ({path}): an owner has no '{attribute}'{hint}; use one of "
+                        "{attributes}", field=canonical, path=path, attribute=attribute,
+                        hint=did_you_mean(attribute, OWNER_ATTRIBUTES),
+                        attributes=", ".join(OWNER_ATTRIBUTES)))
             elif target == "COMPANY":
                 company_attributes[canonical] = attribute
             else:
-                problems.append(f"'{canonical}' ({path}): '{head}' does not reference an owner "
-                                "or a company, so it has no attributes to read")
+                problems.append(Text("'{field}' ({path}): '{property}' does not reference an "
+                                     "owner or a company, so it has no attributes to read",
+                                     field=canonical, path=path, property=head))
             types[canonical] = m.type_of(canonical) or TEXT
         if company_attributes:
             companies = self._object_properties("companies")
             for canonical, attribute in company_attributes.items():
                 if attribute not in companies:
-                    problems.append(f"'{canonical}' ({m.fields[canonical]}): companies have no "
-                                    f"property '{attribute}'"
-                                    f"{did_you_mean(attribute, list(companies))}")
+                    problems.append(Text(
+                        "'{field}' ({path}): companies have no property '{attribute}'{hint}",
+                        field=canonical, path=m.fields[canonical], attribute=attribute,
+                        hint=did_you_mean(attribute, list(companies))))
         for name in m.writeback:
             if name not in m.fields:
                 continue  # the mapping file's own check
             path = m.fields[name]
             prop = props.get(path)
             if "." in path:
-                problems.append(f"writeback '{name}' ({path}) is a property of a related record; "
-                                f"only the {m.object}' own properties can be written")
+                problems.append(Text("writeback '{field}' ({path}) is a property of a related "
+                                     "record; only the {object}' own properties can be written",
+                                     field=name, path=path, object=m.object))
             elif prop is None:
                 continue  # reported above
             elif prop.get("calculated") or str(prop.get("fieldType", "")).startswith(
                     "calculation"):
-                problems.append(f"writeback '{name}' ({path}) is calculated by HubSpot: map it "
-                                "to a custom property the connector can write")
+                problems.append(Text("writeback '{field}' ({path}) is calculated by HubSpot: "
+                                     "map it to a custom property the connector can write",
+                                     field=name, path=path))
             elif (prop.get("modificationMetadata") or {}).get("readOnlyValue"):
-                problems.append(f"writeback '{name}' ({path}) is read-only in HubSpot: map it to "
-                                "a custom property the connector can write")
+                problems.append(Text("writeback '{field}' ({path}) is read-only in HubSpot: map "
+                                     "it to a custom property the connector can write",
+                                     field=name, path=path))
             elif prop.get("numberDisplayHint") == "probability" and \
                     (m.type_of(name) or TEXT).kind == "percent":
-                problems.append(f"writeback '{name}' ({path}) holds a fraction 0..1 and the "
-                                "rules write a percentage 0..100: map it to a custom number "
-                                "property")
+                problems.append(Text("writeback '{field}' ({path}) holds a fraction 0..1 and the "
+                                     "rules write a percentage 0..100: map it to a custom "
+                                     "number property", field=name, path=path))
         if STAGE_PROPERTY in m.fields.values():
             self._pipelines()
         heads = {p.partition(".")[0] for p in m.fields.values() if "." in p}
         if any(reference(props.get(h, {}), h) == "OWNER" for h in heads):
             self._references.owners()
         if problems:
-            raise ConfigurationError("\n".join(f"{self._where}: {p}" for p in problems))
+            raise ConfigurationError(listed([Text("{file}: {problem}", file=self._where,
+                                                  problem=p) for p in problems], "\n"))
         return types
 
     def changed(self, since: dt.datetime | None, until: dt.datetime) -> Iterator[list[Record]]:
@@ -299,7 +315,7 @@ class HubSpotCrm(CrmAdapter):
             values = sorted(dict.fromkeys(closed))
         filters = [{"propertyName": field, "operator": "NOT_IN", "values": values}] \
             if values else []
-        for page in search.by_id(partial(self._search, what="the sweep"), self._record,
+        for page in search.by_id(partial(self._search, what=Text("the sweep")), self._record,
                                  self._mapping.id_field, filters):
             yield self._finish(page)
 
@@ -310,7 +326,7 @@ class HubSpotCrm(CrmAdapter):
         records: list[Record] = []
         for chunk in chunks(unique, BATCH_SIZE):
             answer = self._request(
-                "reading deals by id", "POST", f"/crm/v3/objects/{self._mapping.object}"
+                Text("reading deals by id"), "POST", f"/crm/v3/objects/{self._mapping.object}"
                 "/batch/read", kind="batch_read", params={"archived": "false"},
                 json_body={"properties": self._wanted(), "inputs": [{"id": i} for i in chunk]},
                 accept=(200, 207))
@@ -345,10 +361,13 @@ class HubSpotCrm(CrmAdapter):
                  if (pipeline is None or s.pipeline == pipeline) and
                  (self.stage_label(s.id) or "").casefold() == label.casefold()]
         if len(set(found)) != 1:
-            where = f" in pipeline '{pipeline}'" if pipeline else ""
-            what = "no stage" if not found else f"{len(found)} stages"
-            raise RecordError(f"{what} of HubSpot{where} read as '{label}': the stage cannot "
-                             "be written")
+            stages = Text("no stage") if not found else Text("{n} stages", n=len(found))
+            if pipeline:
+                raise RecordError(Text("{stages} of HubSpot in pipeline '{pipeline}' read as "
+                                       "'{label}': the stage cannot be written", stages=stages,
+                                       pipeline=pipeline, label=label))
+            raise RecordError(Text("{stages} of HubSpot read as '{label}': the stage cannot be "
+                                   "written", stages=stages, label=label))
         return found[0]
 
     # --- reading ---------------------------------------------------------------------------
@@ -419,14 +438,15 @@ class HubSpotCrm(CrmAdapter):
         return self._properties
 
     def _object_properties(self, object_type: str) -> dict[str, dict[str, Any]]:
-        answer = self._request(f"reading the {object_type} properties", "GET",
+        answer = self._request(Text("reading the {object} properties", object=object_type),
+                               "GET",
                                f"/crm/v3/properties/{object_type}", kind="properties",
                                params={"archived": "false"})
         return {str(p.get("name")): p for p in search.results(answer.body)}
 
     def _pipelines(self) -> dict[str, Stage]:
         if self._stages is None:
-            answer = self._request("reading the pipelines", "GET",
+            answer = self._request(Text("reading the pipelines"), "GET",
                                    f"/crm/v3/pipelines/{self._mapping.object}",
                                    kind="pipelines")
             self._stages = stages_of(search.results(answer.body))
@@ -446,7 +466,7 @@ class HubSpotCrm(CrmAdapter):
         """Up to 100 deals in one call. A whole batch refused for a record's data (HubSpot
         names no id then) is split in two, until the record at fault fails alone."""
         answer = self._request(
-            "the write-back", "POST", f"/crm/v3/objects/{self._mapping.object}/batch/update",
+            WRITE_BACK, "POST", f"/crm/v3/objects/{self._mapping.object}/batch/update",
             kind="batch_update", accept=(200, 207, *_RECORD_ERRORS),
             json_body={"inputs": [{"id": rid, "properties": props} for rid, props in chunk]})
         results: dict[str, WriteResult] = {}
@@ -455,10 +475,11 @@ class HubSpotCrm(CrmAdapter):
             if _PROPERTY_GONE.search(message):
                 # Not one deal's value: the property itself. Every deal would fail alike, and
                 # splitting the batch would only spend calls finding that out.
-                raise FatalError(self._scrub(
-                    f"HubSpot refused the write-back ({code}: {message}): a writeback "
-                    f"property no longer exists or is read-only; check {self._where} "
-                    "against the deal properties (the run stops, the cursor is kept)"))
+                raise FatalError(self._scrubbed(Text(
+                    "HubSpot refused the write-back ({code}: {reason}): a writeback property no "
+                    "longer exists or is read-only; check {file} against the deal properties "
+                    "(the run stops, the cursor is kept)", code=code, reason=message,
+                    file=self._where)))
             named = [rid for rid, _ in chunk if rid in set(_error_ids(answer.body))]
             if len(chunk) == 1 or named:
                 at_fault = named or [chunk[0][0]]
@@ -542,8 +563,8 @@ class HubSpotCrm(CrmAdapter):
             except ConnectorError:
                 raise
             except Exception as exc:  # the caller's token source: say what, never the secret
-                raise FatalError(f"could not get a HubSpot access token "
-                                 f"({type(exc).__name__})") from None
+                raise FatalError(Text("could not get a HubSpot access token ({error})",
+                                      error=type(exc).__name__)) from None
             self._keep_secret(self._token)
         return self._token
 
@@ -601,9 +622,10 @@ class HubSpotCrm(CrmAdapter):
 
     # --- small helpers ---------------------------------------------------------------------
 
-    def _no_property(self, name: str, props: MappingABC[str, Any]) -> str:
-        return (f"{self._mapping.object} have no property '{name}'"
-                f"{did_you_mean(name, list(props))} (use the internal name, not the label)")
+    def _no_property(self, name: str, props: MappingABC[str, Any]) -> Text:
+        return Text("{object} have no property '{name}'{hint} (use the internal name, not the "
+                    "label)", object=self._mapping.object, name=name,
+                    hint=did_you_mean(name, list(props)))
 
 
 # --- answers ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connector.core.values import TEXT, FieldType
-from connector.errors import RecordError
+from connector.errors import RecordError, Text
 
 BATCH_SIZE = 100           # inputs per batch read or batch update, HubSpot's maximum
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -114,7 +114,7 @@ def hubspot_value(value: Any, prop_type: str = "") -> str:
 
 def _plain_number(value: Decimal) -> str:
     if not value.is_finite():
-        raise RecordError(f"{value} cannot be written to HubSpot")
+        raise RecordError(Text("{value} cannot be written to HubSpot", value=value))
     text = format(value, "f")
     return text
 

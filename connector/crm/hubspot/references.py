@@ -18,6 +18,7 @@ from connector.crm.hubspot.metadata import (
     owner_attribute,
     reference,
 )
+from connector.errors import Text
 
 OWNERS_PAGE = 500          # owners per page, the owners API's maximum
 
@@ -74,7 +75,7 @@ class References:
                 params = {"limit": str(OWNERS_PAGE), "archived": "false"}
                 if after:
                     params["after"] = after
-                answer = self._request("reading the owners", "GET", "/crm/v3/owners",
+                answer = self._request(Text("reading the owners"), "GET", "/crm/v3/owners",
                                        kind="owners", params=params)
                 for owner in search.results(answer.body):
                     owners[str(owner.get("id"))] = owner
@@ -88,16 +89,16 @@ class References:
         table = self.owners()
         if owner_id not in table:
             # An owner added since the table was read, or deactivated: ask for that one.
-            answer = self._request("reading a deal owner", "GET", f"/crm/v3/owners/{owner_id}",
-                                   kind="owners", params={"idProperty": "id"},
-                                   accept=(200, 404))
+            answer = self._request(Text("reading a deal owner"), "GET",
+                                   f"/crm/v3/owners/{owner_id}", kind="owners",
+                                   params={"idProperty": "id"}, accept=(200, 404))
             table[owner_id] = answer.body if answer.status == 200 and \
                 isinstance(answer.body, dict) else None
         return table[owner_id]
 
     def _read_companies(self, ids: list[str], attributes: list[str]) -> None:
         for chunk in chunks(ids, BATCH_SIZE):
-            answer = self._request("reading the deals' companies", "POST",
+            answer = self._request(Text("reading the deals' companies"), "POST",
                                    "/crm/v3/objects/companies/batch/read", kind="companies",
                                    params={"archived": "false"},
                                    json_body={"properties": attributes,

@@ -11,20 +11,20 @@ from typing import Any
 import requests
 from simple_salesforce import SalesforceAuthenticationFailed, SalesforceLogin
 
-from connector.errors import ConfigurationError, FatalError, RetriableError
+from connector.errors import ConfigurationError, FatalError, RetriableError, Text
 from connector.settings import AUTH_LABELS, AuthMethod, Settings
 
 LOGIN_HINTS: dict[AuthMethod, str] = {
-    "session": "set a fresh SALESFORCE_ACCESS_TOKEN",
-    "password": "check SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN "
-                "(reset the token from the user's settings if the password changed), and "
-                "SALESFORCE_DOMAIN ('test' for a sandbox)",
-    "jwt": "check SALESFORCE_CLIENT_ID (the connected app's consumer key), SALESFORCE_USERNAME, "
-           "that SALESFORCE_PRIVATE_KEY_FILE matches the app's certificate and that the user is "
-           "pre-authorized for the app",
-    "client_credentials": "check SALESFORCE_CLIENT_ID, SALESFORCE_CLIENT_SECRET, that "
-                          "SALESFORCE_DOMAIN is your My Domain and that the connected app has "
-                          "client credentials enabled with a run-as user",
+    "session": Text("set a fresh SALESFORCE_ACCESS_TOKEN"),
+    "password": Text("check SALESFORCE_USERNAME, SALESFORCE_PASSWORD and "
+                     "SALESFORCE_SECURITY_TOKEN (reset the token from the user's settings if the "
+                     "password changed), and SALESFORCE_DOMAIN ('test' for a sandbox)"),
+    "jwt": Text("check SALESFORCE_CLIENT_ID (the connected app's consumer key), "
+                "SALESFORCE_USERNAME, that SALESFORCE_PRIVATE_KEY_FILE matches the app's "
+                "certificate and that the user is pre-authorized for the app"),
+    "client_credentials": Text("check SALESFORCE_CLIENT_ID, SALESFORCE_CLIENT_SECRET, that "
+                               "SALESFORCE_DOMAIN is your My Domain and that the connected app "
+                               "has client credentials enabled with a run-as user"),
 }
 
 
@@ -37,18 +37,20 @@ def login(settings: Settings, method: AuthMethod, http: requests.Session, versio
         return _login(settings, method, http, version)
     except SalesforceAuthenticationFailed as exc:
         code, why = exc.code, (exc.auth_message or "").strip()[:300]
-        text = scrub(f"Salesforce refused the {AUTH_LABELS[method]} login "
-                     f"({code}{': ' + why if why else ''})")
+        text = Text("Salesforce refused the {method} login ({reason})",
+                    method=AUTH_LABELS[method],
+                    reason=scrub(f"{code}{': ' + why if why else ''}"))
         if isinstance(code, int) and (code == 429 or code >= 500):
-            raise RetriableError(f"{text}: Salesforce is busy, try again",
+            raise RetriableError(Text("{refused}: Salesforce is busy, try again", refused=text),
                                  retry_after()) from None
-        raise FatalError(f"{text}: {LOGIN_HINTS[method]}") from None
+        raise FatalError(Text("{refused}: {hint}", refused=text, hint=LOGIN_HINTS[method])
+                         ) from None
     except requests.Timeout:
-        raise RetriableError(f"the Salesforce login did not answer within "
-                             f"{settings.salesforce_timeout:g} s") from None
+        raise RetriableError(Text("the Salesforce login did not answer within {seconds} s",
+                                  seconds=format(settings.salesforce_timeout, "g"))) from None
     except requests.ConnectionError as exc:
-        raise RetriableError(f"cannot reach Salesforce to log in "
-                             f"({type(exc).__name__})") from None
+        raise RetriableError(Text("cannot reach Salesforce to log in ({error})",
+                                  error=type(exc).__name__)) from None
 
 
 def _login(s: Settings, method: AuthMethod, http: requests.Session, version: str
@@ -59,8 +61,9 @@ def _login(s: Settings, method: AuthMethod, http: requests.Session, version: str
         try:
             key = Path(key_file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigurationError(f"SALESFORCE_PRIVATE_KEY_FILE: cannot read {key_file} "
-                                     f"({exc.strerror})") from None
+            raise ConfigurationError(Text("SALESFORCE_PRIVATE_KEY_FILE: cannot read {file} "
+                                          "({reason})", file=str(key_file),
+                                          reason=exc.strerror)) from None
         # The JWT's audience must be login or test.salesforce.com even when the token is
         # asked of a My Domain; simple-salesforce takes `domain` as the audience and
         # `instance_url` as the token host.

@@ -36,7 +36,14 @@ from connector.core.values import FieldType
 from connector.crm import Record, WriteResult, json_value
 from connector.crm._base import CrmAdapter, SessionExpired, Verdict, chunks
 from connector.crm.salesforce import auth, query
-from connector.errors import ConfigurationError, ConnectorError, FatalError, RetriableError
+from connector.errors import (
+    ConfigurationError,
+    ConnectorError,
+    FatalError,
+    RetriableError,
+    Text,
+)
+from connector.formatting import listed
 from connector.retry import RetryPolicy, retry_after_seconds
 from connector.settings import (
     AUTH_LABELS,
@@ -60,6 +67,9 @@ CONFIG_CODES = frozenset({"INVALID_FIELD", "INVALID_TYPE", "MALFORMED_QUERY", "N
 LOCKED = "UNABLE_TO_LOCK_ROW"   # a record's own error that is sent again after a wait
 
 
+WRITE_BACK = Text("the write-back")
+BY_ID = Text("fetching records by id")
+
 class _RowsLocked(RetriableError):
     """Some records were locked by another transaction; they are sent again after a wait."""
 
@@ -72,9 +82,9 @@ class SalesforceCrm(CrmAdapter):
     settings_prefix = "SALESFORCE"
     page_size = PAGE_SIZE
     write_size = COLLECTION_SIZE * PER_COMPOSITE
-    allowance_hint = ("the org's API request limit is used up; the run stops here and the "
-                      "cursor is kept, to resume when the 24-hour allowance frees up")
-    renewed_hint = "check that the integration user is active and has API Enabled"
+    allowance_hint = Text("the org's API request limit is used up; the run stops here and the "
+                          "cursor is kept, to resume when the 24-hour allowance frees up")
+    renewed_hint = Text("check that the integration user is active and has API Enabled")
 
     def __init__(self, settings: Settings, mapping: Mapping, *, retry: RetryPolicy | None = None,
                  session: requests.Session | None = None) -> None:
@@ -95,10 +105,10 @@ class SalesforceCrm(CrmAdapter):
         bad = [name for name in (mapping.object, mapping.id_field, mapping.modified_field,
                                  *mapping.fields.values()) if not query.API_NAME.match(name)]
         if bad:
-            raise ConfigurationError(f"{self._where}: not Salesforce API names: "
-                                     f"{', '.join(map(repr, bad))}")
-        self.access_hint = ("check that the integration user has API Enabled and access to "
-                            f"{mapping.object}")
+            raise ConfigurationError(Text("{file}: not Salesforce API names: {names}",
+                                          file=self._where, names=", ".join(map(repr, bad))))
+        self.access_hint = Text("check that the integration user has API Enabled and access to "
+                                "{object}", object=mapping.object)
 
     # --- the port -------------------------------------------------------------------------
 
@@ -106,41 +116,46 @@ class SalesforceCrm(CrmAdapter):
         """Check the mapping against Salesforce and return each canonical field's type.
         Costs one call for the object and one per related object a path goes through."""
         m = self._mapping
-        problems: list[str] = []
+        problems: list[Text] = []
         found: dict[str, dict[str, Any]] = {}
-        paths = {"the record id": m.id_field, "the poll cursor": m.modified_field}
+        paths: dict[str, str] = {Text("the record id"): m.id_field,
+                                 Text("the poll cursor"): m.modified_field}
         paths.update({f"'{name}'": path for name, path in m.fields.items()})
         for label, path in paths.items():
             try:
                 found[label] = query.resolve(m.object, path, self._fields_of)
             except query.Unresolved as why:
-                problems.append(f"{label} ({path}): {why}")
+                problems.append(Text("{field} ({path}): {problem}", field=label, path=path,
+                                     problem=why.text))
         for name in m.writeback:
             crm_field = m.fields.get(name)
             field = found.get(f"'{name}'")
             if crm_field is None or field is None:
                 continue  # the mapping file's own check, or a problem already reported
             if "." in crm_field:
-                problems.append(f"writeback '{name}' ({crm_field}) is a field of a related record; "
-                                f"only {m.object}'s own fields can be written")
+                problems.append(Text("writeback '{field}' ({path}) is a field of a related "
+                                     "record; only {object}'s own fields can be written",
+                                     field=name, path=crm_field, object=m.object))
             elif not field.get("updateable"):
-                problems.append(f"writeback '{name}' ({crm_field}) is not updateable in Salesforce "
-                                "(a formula or system field, or the integration user cannot "
-                                "edit it): grant edit access or remove it from writeback")
+                problems.append(Text("writeback '{field}' ({path}) is not updateable in "
+                                     "Salesforce (a formula or system field, or the integration "
+                                     "user cannot edit it): grant edit access or remove it from "
+                                     "writeback", field=name, path=crm_field))
         if problems:
-            raise ConfigurationError("\n".join(f"{self._where}: {p}" for p in problems))
+            raise ConfigurationError(listed([Text("{file}: {problem}", file=self._where,
+                                                  problem=p) for p in problems], "\n"))
         return {name: query.field_type(found[f"'{name}'"]) for name in m.fields}
 
     def changed(self, since: datetime | None, until: datetime) -> Iterator[list[Record]]:
         """Pages of up to 2,000 records modified in [since, until], by modification time then
         id. SOQL datetimes have whole seconds: both bounds are floored, so a record at the edge
         is read again next time rather than skipped."""
-        yield from self.query_pages("the poll query",
+        yield from self.query_pages(Text("the poll query"),
                                     query.changed_soql(self._mapping, since, until))
 
     def open_records(self, field: str, closed: list[str]) -> Iterator[list[Record]]:
         """Pages of 2,000 records whose `field` is none of the `closed` values, by id."""
-        yield from self.query_pages("the sweep query",
+        yield from self.query_pages(Text("the sweep query"),
                                     query.open_soql(self._mapping, field, closed))
 
     def fetch(self, ids: list[str]) -> list[Record]:
@@ -153,12 +168,12 @@ class SalesforceCrm(CrmAdapter):
                  "url": f"/services/data/v{self._version}/query/?"
                         + urlencode({"q": query.fetch_soql(self._mapping, chunk)})}
                 for n, chunk in enumerate(group)]
-            for body in self._request("fetching records by id",
+            for body in self._request(BY_ID,
                                       partial(self._queries, subrequests)):
                 records += [query.plain(r) for r in body.get("records", [])]
                 while not body.get("done", True) and body.get("nextRecordsUrl"):
                     # A page can hold fewer than 2,000 rows when they are wide.
-                    body = self._request("fetching records by id",
+                    body = self._request(BY_ID,
                                          partial(self._query_more, body["nextRecordsUrl"]))
                     records += [query.plain(r) for r in body.get("records", [])]
         return records
@@ -173,7 +188,7 @@ class SalesforceCrm(CrmAdapter):
                 yield records
             if page.get("done", True) or not page.get("nextRecordsUrl"):
                 return
-            page = self._request(f"the next page of {what}",
+            page = self._request(Text("the next page of {what}", what=what),
                                  partial(self._query_more, page["nextRecordsUrl"]))
 
     # --- calls -----------------------------------------------------------------------------
@@ -225,7 +240,7 @@ class SalesforceCrm(CrmAdapter):
             answer = by_ref.get(sub["referenceId"], {})
             status = int(answer.get("httpStatusCode", 500))
             if status >= 300:
-                raise self._error("fetching records by id", status, answer.get("body"))
+                raise self._error(BY_ID, status, answer.get("body"))
             bodies.append(answer.get("body") or {})
         return bodies
 
@@ -265,8 +280,8 @@ class SalesforceCrm(CrmAdapter):
 
         def attempt() -> None:
             nonlocal pending
-            answers = self._once("the write-back",
-                                 partial(self._attempt, "the write-back",
+            answers = self._once(WRITE_BACK,
+                                 partial(self._attempt, WRITE_BACK,
                                          partial(self._post_updates, pending)))
             again: list[tuple[str, dict[str, Any]]] = []
             for update, (result, retry) in zip(pending, self._save_results(pending, answers)):
@@ -275,8 +290,9 @@ class SalesforceCrm(CrmAdapter):
                     again.append(update)
             pending = again
             if again:
-                raise _RowsLocked(f"Salesforce could not lock {len(again)} of the records to "
-                                  f"write ({LOCKED}): another process is saving them")
+                raise _RowsLocked(Text("Salesforce could not lock {n} of the records to write "
+                                       "({code}): another process is saving them",
+                                       n=len(again), code=LOCKED))
 
         try:
             self._retry.call(attempt)
@@ -311,7 +327,7 @@ class SalesforceCrm(CrmAdapter):
                 # The whole collection failed: every record in it shares the error.
                 code, message = _first_error(body)
                 if code == "REQUEST_LIMIT_EXCEEDED":
-                    raise self._error("the write-back", status, body)
+                    raise self._error(WRITE_BACK, status, body)
                 retry = status == 429 or status >= 500 or code == LOCKED
                 out += [(WriteResult(rid, False, code or f"HTTP_{status}",
                                      self._scrub(message or "no details")), retry)
@@ -351,10 +367,10 @@ class SalesforceCrm(CrmAdapter):
     def _renew(self) -> None:
         method = salesforce_login(self._settings)
         if method is None:
-            raise FatalError("the Salesforce session (SALESFORCE_ACCESS_TOKEN) has expired or "
-                             "was revoked, and no credentials are set to log in again: set a "
-                             "fresh SALESFORCE_ACCESS_TOKEN, or one of these to log in with: "
-                             + LOGIN_HELP)
+            raise FatalError(Text("the Salesforce session (SALESFORCE_ACCESS_TOKEN) has expired "
+                                  "or was revoked, and no credentials are set to log in again: "
+                                  "set a fresh SALESFORCE_ACCESS_TOKEN, or one of these to log "
+                                  "in with: {ways}", ways=LOGIN_HELP))
         log.info("Salesforce: the session has expired; logging in again (%s)",
                  AUTH_LABELS[method])
         self._sf = self._open(method)
@@ -380,7 +396,8 @@ class SalesforceCrm(CrmAdapter):
 
     def _fields_of(self, sobject: str) -> dict[str, dict[str, Any]]:
         if sobject not in self._described:
-            body = self._request(f"describe {sobject}", partial(self._describe, sobject))
+            body = self._request(Text("describe {object}", object=sobject),
+                                 partial(self._describe, sobject))
             self._described[sobject] = {str(f.get("name", "")).casefold(): f
                                         for f in (body or {}).get("fields", [])}
         return self._described[sobject]

@@ -16,7 +16,7 @@ from connector.core.findings import did_you_mean
 from connector.core.mapping import Mapping
 from connector.core.values import TEXT, FieldType, Kind
 from connector.crm._base import utc
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 
 # An API name, or a relationship path of them (Owner.Email, Account.Owner.Name).
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
@@ -100,25 +100,30 @@ def resolve(sobject: str, path: str, fields_of: Callable[[str], dict[str, dict[s
         link = links.get(part.casefold())
         if link is None:
             names = [str(f["relationshipName"]) for f in links.values()]
-            raise Unresolved(f"{sobject} has no relationship '{part}'"
-                             f"{did_you_mean(part, names)}")
+            raise Unresolved(Text("{object} has no relationship '{name}'{hint}", object=sobject,
+                                  name=part, hint=did_you_mean(part, names)))
         if link["relationshipName"] != part:
-            raise Unresolved(f"Salesforce spells it '{link['relationshipName']}'")
+            raise _spelled(str(link["relationshipName"]))
         targets = link.get("referenceTo") or []
         if not targets:
-            raise Unresolved(f"{sobject}.{part} points to no object")
+            raise Unresolved(Text("{object}.{name} points to no object", object=sobject,
+                                  name=part))
         # A polymorphic link (several targets) is read through its first object type.
         sobject = str(targets[0])
     fields = fields_of(sobject)
     field = fields.get(parts[-1].casefold())
     if field is None:
         names = [str(f.get("name")) for f in fields.values()]
-        raise Unresolved(f"{sobject} has no field '{parts[-1]}'"
-                         f"{did_you_mean(parts[-1], names)}")
+        raise Unresolved(Text("{object} has no field '{name}'{hint}", object=sobject,
+                              name=parts[-1], hint=did_you_mean(parts[-1], names)))
     if field.get("name") != parts[-1]:
         # Records come back with Salesforce's spelling; the mapping must match it.
-        raise Unresolved(f"Salesforce spells it '{field.get('name')}'")
+        raise _spelled(str(field.get("name")))
     return field
+
+
+def _spelled(name: str) -> Unresolved:
+    return Unresolved(Text("Salesforce spells it '{name}'", name=name))
 
 
 def plain(value: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 from connector.actions import ActionRunner
 from connector.core.values import FieldType
 from connector.crm import Crm, open_crm
-from connector.errors import ConfigurationError, RuleFileError, Text
+from connector.errors import ConfigurationError, Text
 from connector.files import Loaded, load
 from connector.formatting import listed
 from connector.pipeline import Pipeline, utcnow
@@ -102,10 +102,8 @@ def build_app(rules_dir: Path = Path("rules"), mappings_dir: Path = Path("mappin
     settings = settings or load_settings()
     loaded = load(rules_dir, mappings_dir, crm=settings.crm)
     if not loaded.ok:
-        # each problem at its file:line, in the person's language (RuleFileError says where)
-        problems = listed([Text("{where}{message}", message=f.message,
-                                where=RuleFileError("", f.file, f.line).where)
-                           for f in loaded.findings if f.severity == "error"], "\n")
+        # each problem at its file:line, in the person's language
+        problems = listed([f.located for f in loaded.findings if f.severity == "error"], "\n")
         raise ConfigurationError(Text("the rules do not pass 'check':\n{problems}",
                                       problems=problems))
     return App(settings, loaded, rules_dir, mappings_dir, now, dict(senders or {}), state, crm)

@@ -33,11 +33,15 @@ _CENT = Decimal("0.01")
 
 def listed(parts: Sequence[str], separator: str = ", ") -> str:
     """Messages one after the other (a Text joined as str would be English only): each is
-    still said in the person's language."""
-    text = parts[-1]
-    for part in reversed(parts[:-1]):
-        text = Text("{first}{separator}{rest}", first=part, separator=separator, rest=text)
-    return text
+    still said in the person's language. Joined in halves, so that saying a list of a
+    thousand findings nests ten deep, not a thousand."""
+    if not parts:
+        return ""
+    if len(parts) == 1:
+        return parts[0]
+    half = len(parts) // 2
+    return Text("{first}{separator}{rest}", first=listed(parts[:half], separator),
+                separator=separator, rest=listed(parts[half:], separator))
 
 
 @lru_cache(maxsize=64)

@@ -243,7 +243,7 @@ def _workflows(rules: RuleSet, summary: Summary) -> list[str]:
         shown = f"= {p.source}" if isinstance(p, Formula) else (
             format(p.normalize(), "f") + " %" if p is not None else "")
         when = (_("the weights formula") if w.generated
-                else describe_cubes(rules.factors, w.cubes))
+                else say(describe_cubes(rules.factors, w.cubes)))
         out.append(f'<tr data-workflow="{escape(w.name)}">{cell(w.name)}{cell(shown)}'
                    f"{cell(when)}{cell(_where(w.where.file, w.where.line))}"
                    f"{_records_link(w.name, summary.per_workflow.get(w.name, 0))}</tr>")

@@ -11,6 +11,7 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from connector.cli import main
+from connector.errors import Text
 from connector.i18n import choose_language, set_language
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,3 +197,17 @@ def test_a_text_is_english_until_it_is_said_in_spanish() -> None:
         assert str(RecordError(inner)) == inner  # logs and str() stay English
     finally:
         set_language("en")
+
+
+def test_a_long_list_of_messages_is_said_whole() -> None:
+    """A broken rule set with thousands of problems is one error listing them all: each
+    still in Spanish, and saying it does not run out of stack."""
+    from connector.core.findings import Finding
+    from connector.formatting import listed
+    from connector.i18n import say
+
+    inner = Text("the rules define no 'workflows' and no 'probability' weights: add one of them")
+    findings = [Finding("error", "schema", inner, "rules/a.yaml", n) for n in range(1, 5001)]
+    said = say(listed([f.located for f in findings], "\n"), "es").split("\n")
+    assert said == [f"rules/a.yaml:{n}: {say(inner, 'es')}" for n in range(1, 5001)]
+    assert listed([]) == ""

@@ -19,6 +19,7 @@ from typing import Any
 
 from connector.core.ruleset import Action, RuleSet
 from connector.errors import ConfigurationError, ConnectorError, RecordError, Text
+from connector.formatting import listed
 
 # --- the record's values as the outbox keeps them (JSON, types kept) ------------------------
 
@@ -127,7 +128,7 @@ class ActionRunner:
             path = self.mappings_dir / "erp.yaml"
             mapping, findings = load_erp_mapping(path, set(self.rules.mapping.canonical_names))
             if mapping is None:
-                raise ConfigurationError("; ".join(str(f) for f in findings)
+                raise ConfigurationError(listed([f.located for f in findings], "; ")
                                          or Text("{file}: cannot read the ERP mapping",
                                                  file=str(path)))
             self._erp_mapping = mapping

@@ -50,11 +50,20 @@ class Finding:
             "example": self.example,
         }
 
+    @property
+    def where(self) -> str:
+        """`file:line: `, `file: ` or nothing."""
+        if not self.file:
+            return ""
+        return f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+
+    @property
+    def located(self) -> Text:
+        """The message after its `file:line: `, as an error that lists findings shows it."""
+        return Text("{where}{message}", where=self.where, message=self.message)
+
     def __str__(self) -> str:
-        where = ""
-        if self.file:
-            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
-        return f"{where}{self.severity}: {self.message}"
+        return f"{self.where}{self.severity}: {self.message}"
 
 
 def did_you_mean(word: str, choices: object) -> str:

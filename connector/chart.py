@@ -12,6 +12,7 @@ from decimal import Decimal
 from html import escape
 
 from connector.core.forecast import OVERDUE, Bucket
+from connector.formatting import format_money, row_label
 from connector.i18n import gettext as _
 
 WIDTH, HEIGHT = 760, 320
@@ -46,10 +47,11 @@ def _short(value: Decimal) -> str:
 
 
 def forecast_svg(buckets: list[Bucket], title: str | None = None,
-                 standalone: bool = True) -> str:
+                 standalone: bool = True, locale: str | None = None) -> str:
     """The chart as an SVG document (`standalone`, for a .svg file) or as markup to put inside
     an HTML page, where the SVG namespace is implied and an `http://` URL, even one that is only
-    a namespace name, has no place in a page that must show it refers to nothing outside."""
+    a namespace name, has no place in a page that must show it refers to nothing outside.
+    Amounts in the tooltips as a person reads them in `locale`."""
     title = title or _("Forecast per expected close month")
     namespace = 'xmlns="http://www.w3.org/2000/svg" ' if standalone else ""
     width = max(WIDTH, LEFT + RIGHT + 64 * len(buckets))  # room for every month's label
@@ -75,6 +77,7 @@ def forecast_svg(buckets: list[Bucket], title: str | None = None,
         for i, b in enumerate(buckets):
             x = LEFT + i * slot + slot / 2
             open_colour = OVERDUE_COLOUR if b.key == OVERDUE else AMOUNT_COLOUR
+            name = row_label(b.key)
             for offset, value, colour, label in (
                     (-1.5 * bar, b.amount - b.won, open_colour, open_label),
                     (-0.5 * bar, b.won, WON_COLOUR, won_label),
@@ -82,10 +85,10 @@ def forecast_svg(buckets: list[Bucket], title: str | None = None,
                 h = float(max(value, Decimal(0)) / top) * plot_h
                 parts.append(
                     f'<rect x="{x + offset:.1f}" y="{TOP + plot_h - h:.1f}" width="{bar:.1f}" '
-                    f'height="{h:.1f}" fill="{colour}"><title>{escape(b.key)} {escape(label)}: '
-                    f'{value.quantize(Decimal("0.01"))}</title></rect>')
+                    f'height="{h:.1f}" fill="{colour}"><title>{escape(name)} {escape(label)}: '
+                    f'{escape(format_money(value, locale))}</title></rect>')
             parts.append(f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">'
-                         f'{escape(b.key)}</text>')
+                         f'{escape(name)}</text>')
     else:
         empty = escape(_("no opportunity with a close date and an amount"))
         parts.append(f'<text x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" '

@@ -413,7 +413,7 @@ def forecast(
         writer.writerow([total.key, total.opportunities, money(total.amount),
                          money(total.weighted_amount)])
     else:
-        from connector.formatting import format_money
+        from connector.formatting import format_money, row_label
 
         shown = _shown_locale(options.locale, loaded.rules.mapping.locale)
 
@@ -428,7 +428,7 @@ def forecast(
                   title=_("Forecast by {group}, on {basis}").format(group=group, basis=basis)
                   + currency)
         for b in rows:
-            t.add_row(escape(b.key), str(b.opportunities), cash(b.amount),
+            t.add_row(escape(row_label(b.key)), str(b.opportunities), cash(b.amount),
                       cash(b.weighted_amount))
         t.add_section()
         t.add_row(_("total"), str(total.opportunities), cash(total.amount),
@@ -450,7 +450,8 @@ def forecast(
             _err().print(_("the chart shows months; --by is ignored for it"))
             result, _notes_again = run_forecast(loaded.rules, input, when, "month", as_is,
                                                 options=options)
-        chart.write_text(forecast_svg(result.rows()), encoding="utf-8")
+        shown = _shown_locale(options.locale, loaded.rules.mapping.locale)
+        chart.write_text(forecast_svg(result.rows(), locale=shown), encoding="utf-8")
         _err().print(_("chart: {file}").format(file=escape(str(chart))))
     raise typer.Exit(1 if "failed" in left else 0)
 
@@ -473,13 +474,14 @@ def _date(value: str | None, option: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)",
+        raise typer.BadParameter(_("'{value}' is not a date (YYYY-MM-DD)").format(value=value),
                                  param_hint=option) from None
 
 
 def _suffix(path: Path | None, kinds: tuple[str, ...], option: str) -> None:
     if path is not None and path.suffix.casefold() not in kinds:
-        raise typer.BadParameter(f"{path}: name it {' or '.join(kinds)}", param_hint=option)
+        raise typer.BadParameter(_("{file}: name it {kinds}").format(
+            file=path, kinds=_(" or ").join(kinds)), param_hint=option)
 
 
 @app.command()
@@ -819,18 +821,18 @@ def diff(
 ) -> None:
     """The effect of a rule change on an export: records that change workflow, the forecast
     per month before and after, actions that would newly fire or stop."""
-    from connector.formatting import format_money
+    from connector.formatting import format_money, row_label
     from connector.rulediff import compare, rules_at
 
     when = _today(today)
-    if report is not None and report.suffix.casefold() not in (".html", ".htm"):
-        raise typer.BadParameter(f"{report}: use .html", param_hint="--report")
+    _suffix(report, (".html", ".htm"), "--report")
     options = _read_options(locale, encoding, delimiter, mappings)
     after = _load_or_exit(rules, mappings, mapping)
     with rules_at(before, rules) as before_folder:
         old = _load_or_exit(before_folder, mappings, mapping)
     assert old.rules is not None and after.rules is not None
     result = compare(old.rules, after.rules, input, when, options)
+    shown = _shown_locale(options.locale, after.rules.mapping.locale)
     if format is CheckFormat.json:
         print(json.dumps(result.as_json(), indent=2))
     else:
@@ -848,13 +850,12 @@ def diff(
             console.print(moves)
         months = Table(_("month"), _("before"), _("after"), _("change"),
                        title=_("Weighted forecast"))
-        shown = _shown_locale(options.locale, after.rules.mapping.locale)
 
         def cash(value: Any) -> str:  # as `forecast` shows money
             return format_money(value, shown)
 
         for month, old_w, new_w in result.months():
-            months.add_row(month, cash(old_w), cash(new_w), cash(new_w - old_w))
+            months.add_row(row_label(month), cash(old_w), cash(new_w), cash(new_w - old_w))
         if months.row_count:
             total_before, total_after = result.totals()
             months.add_section()
@@ -869,7 +870,7 @@ def diff(
     if report is not None:
         from connector.diff_report import render_diff
 
-        report.write_text(render_diff(result, input, before, when), encoding="utf-8")
+        report.write_text(render_diff(result, input, before, when, shown), encoding="utf-8")
         _err().print(_("report: {file}").format(file=escape(str(report))))
     raise typer.Exit(0)
 

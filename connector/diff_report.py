@@ -7,58 +7,69 @@ import datetime as dt
 from html import escape
 from pathlib import Path
 
-from connector.core.forecast import money
+from connector.formatting import format_money, row_label
+from connector.i18n import gettext as _
 from connector.i18n import say
-from connector.report import cell, page
+from connector.report import cell, page, tag
 from connector.rulediff import RuleDiff
 
 
-def render_diff(diff: RuleDiff, source: Path, before: str, today: dt.date) -> str:
+def render_diff(diff: RuleDiff, source: Path, before: str, today: dt.date,
+                locale: str | None = None) -> str:
+    """The page, in the person's language, money in `locale` (as `diff` shows it)."""
     months = diff.months()
     total_before, total_after = diff.totals()
+
+    def cash(value: object) -> str:
+        return format_money(value, locale)
+
+    def head(*names: str) -> str:
+        return "<tr>" + "".join(tag("th", n) for n in names) + "</tr>"
+
+    blank = escape(_("(blank)"))
     parts = [
-        f"<h1>What the rule change does to {escape(source.name)}</h1>",
-        f'<p class="muted">Rules before: {escape(before)} ({escape(diff.before_version)}); '
-        f"after: {escape(diff.after_version)}; today = {today.isoformat()}. Nothing was "
-        "written and nothing was sent.</p>",
+        tag("h1", _("What the rule change does to {file}").format(file=source.name)),
+        '<p class="muted">' + escape(_(
+            "Rules before: {before} ({before_version}); after: {after_version}; today = "
+            "{today}. Nothing was written and nothing was sent.").format(
+            before=before, before_version=diff.before_version,
+            after_version=diff.after_version, today=today.isoformat())) + "</p>",
         '<div class="cards" id="summary">',
-        f'<div class="card">records read<b id="records-read">{diff.read}</b></div>',
-        f'<div class="card">would change<b id="records-changed">{diff.changed}</b></div>',
-        f'<div class="card">forecast change<b id="forecast-delta">'
-        f"{money(total_after - total_before)}</b></div>",
+        _card(_("records read"), "records-read", str(diff.read)),
+        _card(_("would change"), "records-changed", str(diff.changed)),
+        _card(_("forecast change"), "forecast-delta", cash(total_after - total_before)),
         "</div>",
-        "<h2>Workflows, before &rarr; after</h2>",
-        '<table id="moves"><tr><th>before</th><th>after</th><th>records</th></tr>']
+        tag("h2", _("Workflows, before → after")),
+        '<table id="moves">' + head(_("before"), _("after"), _("records"))]
     for (old, new), n in sorted(diff.moves.items()):
         mark = "" if old == new else ' class="bad"'
         parts.append(f"<tr{mark}>{cell(old)}{cell(new)}{cell(n, True)}</tr>")
-    parts += ["</table>", "<h2>Weighted forecast per month</h2>",
-              '<table id="forecast"><tr><th>month</th><th>before</th><th>after</th>'
-              "<th>change</th></tr>"]
+    parts += ["</table>", tag("h2", _("Weighted forecast per month")),
+              '<table id="forecast">' + head(_("month"), _("before"), _("after"), _("change"))]
     for month, old_w, new_w in months:
-        parts.append(f'<tr data-month="{escape(month)}">{cell(month)}'
-                     f"{cell(money(old_w), True)}{cell(money(new_w), True)}"
-                     f"{cell(money(new_w - old_w), True)}</tr>")
-    parts.append(f'<tr id="forecast-total"><th>total</th>{cell(money(total_before), True)}'
-                 f"{cell(money(total_after), True)}"
-                 f"{cell(money(total_after - total_before), True)}</tr></table>")
-    parts.append("<h2>Actions</h2>")
+        parts.append(f'<tr data-month="{escape(month)}">{cell(row_label(month))}'
+                     f"{cell(cash(old_w), True)}{cell(cash(new_w), True)}"
+                     f"{cell(cash(new_w - old_w), True)}</tr>")
+    parts.append('<tr id="forecast-total">' + tag("th", _("total"))
+                 + f"{cell(cash(total_before), True)}{cell(cash(total_after), True)}"
+                 f"{cell(cash(total_after - total_before), True)}</tr></table>")
+    parts.append(tag("h2", _("Actions")))
     if not diff.newly and not diff.stopped:
-        parts.append("<p>No action would newly fire or stop.</p>")
+        parts.append(tag("p", _("No action would newly fire or stop.")))
     else:
-        parts.append('<table id="actions"><tr><th>action</th><th>newly due</th>'
-                     "<th>no longer due</th></tr>")
+        parts.append('<table id="actions">'
+                     + head(_("action"), _("newly due"), _("no longer due")))
         for action in sorted(diff.newly.keys() | diff.stopped.keys()):
             parts.append(f"<tr>{cell(action)}{cell(diff.newly[action], True)}"
                          f"{cell(diff.stopped[action], True)}</tr>")
         parts.append("</table>")
-    parts.append(f"<h2>Records that change ({diff.changed})</h2>")
+    parts.append(tag("h2", _("Records that change ({n})").format(n=diff.changed)))
     if diff.records:
-        parts.append('<table id="changes"><tr><th>line</th><th>id</th><th>workflow</th>'
-                     "<th>fields</th><th>actions</th></tr>")
+        parts.append('<table id="changes">'
+                     + head(_("line"), _("id"), _("workflow"), _("fields"), _("actions")))
         for r in diff.records:
-            fields = "<br>".join(f"{escape(k)}: <del>{escape(b) or '(blank)'}</del> &rarr; "
-                                 f"<ins>{escape(a) or '(blank)'}</ins>"
+            fields = "<br>".join(f"{escape(k)}: <del>{escape(b) or blank}</del> &rarr; "
+                                 f"<ins>{escape(a) or blank}</ins>"
                                  for k, (b, a) in r.fields.items())
             acts = "<br>".join([f"+ {escape(a)}" for a in r.newly]
                                + [f"&minus; {escape(a)}" for a in r.stopped])
@@ -67,5 +78,9 @@ def render_diff(diff: RuleDiff, source: Path, before: str, today: dt.date) -> st
                          f"{escape(say(r.reason))}</td><td>{acts}</td></tr>")
         parts.append("</table>")
     else:
-        parts.append("<p>None.</p>")
-    return page(f"Rule change: {source.name}", parts, script=False)
+        parts.append(tag("p", _("None.")))
+    return page(_("Rule change: {file}").format(file=source.name), parts, script=False)
+
+
+def _card(label: str, id_: str, value: str) -> str:
+    return f'<div class="card">{escape(label)}<b id="{id_}">{escape(value)}</b></div>'

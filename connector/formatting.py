@@ -16,7 +16,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from connector.core.forecast import OVERDUE
 from connector.errors import ConfigurationError, Text
+from connector.i18n import gettext as _
 
 if TYPE_CHECKING:
     from babel import Locale
@@ -29,6 +31,12 @@ __all__ = ["DATE_STYLES", "format_day", "format_money", "format_percent_value", 
 
 DATE_STYLES = ("short", "medium", "long", "full")
 _CENT = Decimal("0.01")
+
+
+def row_label(key: str) -> str:
+    """A forecast row's name as a person reads it: the overdue row in their language; a
+    month, an owner or a stage as it is (JSON and CSV keep `overdue`)."""
+    return _("overdue") if key == OVERDUE else key
 
 
 def listed(parts: Sequence[str], separator: str = ", ") -> str:

@@ -23,12 +23,12 @@ from connector.core.expressions import Formula
 from connector.core.forecast import Forecast, money
 from connector.core.proof import describe_cubes
 from connector.core.ruleset import CLOSED_LOST, CLOSED_WON, RuleSet
-from connector.formatting import format_money
+from connector.formatting import format_money, row_label
 from connector.i18n import gettext as _
 from connector.i18n import language, say
 from connector.simulate import Change, Summary
 
-__all__ = ["CSS", "SCRIPT", "cell", "page", "render"]
+__all__ = ["CSS", "SCRIPT", "cell", "page", "render", "tag"]
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222;
@@ -152,7 +152,7 @@ def render(rules: RuleSet, summary: Summary, source: Path, today: dt.date,
         return format_money(value, locale, currency)
 
     body = [
-        _tag("h1", _("Dry run of {file}").format(file=source.name)),
+        tag("h1", _("Dry run of {file}").format(file=source.name)),
         '<p class="muted">' + escape(_(
             "Rule set {version}, {crm} mapping, today = {today}. Nothing was written to the "
             "CRM and nothing was sent.").format(version=rules.version, crm=rules.mapping.crm,
@@ -169,7 +169,7 @@ def render(rules: RuleSet, summary: Summary, source: Path, today: dt.date,
               "good" if effect > 0 else "bad" if effect < 0 else ""),
         "</div>",
     ]
-    body += _forecast(summary.forecast, summary.forecast_as_is, cash)
+    body += _forecast(summary.forecast, summary.forecast_as_is, cash, locale)
     body += _workflows(rules, summary)
     body += _changes(rules, summary)
     body += _actions(rules, summary)
@@ -178,8 +178,8 @@ def render(rules: RuleSet, summary: Summary, source: Path, today: dt.date,
     return page(title, body)
 
 
-def _tag(tag: str, text: str) -> str:
-    return f"<{tag}>{escape(text)}</{tag}>"
+def tag(name: str, text: str) -> str:
+    return f"<{name}>{escape(text)}</{name}>"
 
 
 def _card(label: str, ident: str, value: object, cls: str = "") -> str:
@@ -205,25 +205,25 @@ def _filter(table: str, count: int) -> str:
             f'<span id="{table}-shown">{count}</span> {escape(shown)}</span></p>')
 
 
-def _forecast(fc: Forecast, as_is: Forecast, cash: Cash) -> list[str]:
+def _forecast(fc: Forecast, as_is: Forecast, cash: Cash, locale: str | None) -> list[str]:
     rows = fc.rows()
     before = {b.key: b for b in as_is.rows()}
-    out = [_tag("h2", _("Forecast: as exported and on the rules")),
-           forecast_svg(rows, standalone=False),
+    out = [tag("h2", _("Forecast: as exported and on the rules")),
+           forecast_svg(rows, standalone=False, locale=locale),
            _table("forecast", [_("month"), _("opportunities"), _("amount"),
                                _("weighted, on the rules"), _("weighted, as exported"),
                                _("difference")])]
     for b in rows:
         old = before.get(b.key)
         diff = b.weighted_amount - old.weighted_amount if old else b.weighted_amount
-        out.append(f'<tr data-month="{escape(b.key)}">{cell(b.key)}'
+        out.append(f'<tr data-month="{escape(b.key)}">{cell(row_label(b.key))}'
                    f"{cell(b.opportunities, True)}{_money_cell(b.amount, cash)}"
                    f"{_money_cell(b.weighted_amount, cash)}"
                    f"{_money_cell(old.weighted_amount, cash) if old else cell('', True)}"
                    f"{_money_cell(diff, cash)}</tr>")
     out.append("</tbody>")
     t, old_total = fc.total(), as_is.total().weighted_amount
-    total = _tag("th", _("total"))
+    total = tag("th", _("total"))
     out.append(f'<tfoot><tr id="forecast-total">{total}'
                f"{cell(t.opportunities, True)}{_money_cell(t.amount, cash)}"
                f"{_money_cell(t.weighted_amount, cash)}{_money_cell(old_total, cash)}"
@@ -235,7 +235,7 @@ def _forecast(fc: Forecast, as_is: Forecast, cash: Cash) -> list[str]:
 
 
 def _workflows(rules: RuleSet, summary: Summary) -> list[str]:
-    out = [_tag("h2", _("Decision table")),
+    out = [tag("h2", _("Decision table")),
            _table("workflows", [_("workflow"), _("probability"), _("when"), _("where"),
                                 _("records")])]
     for w in rules.workflows:
@@ -283,9 +283,9 @@ def _why(rules: RuleSet, change: Change) -> str:
 
 
 def _changes(rules: RuleSet, summary: Summary) -> list[str]:
-    out = [_tag("h2", _("Records that would change ({n})").format(n=summary.changed))]
+    out = [tag("h2", _("Records that would change ({n})").format(n=summary.changed))]
     if not summary.changes:
-        return out + [_tag("p", _("None."))]
+        return out + [tag("p", _("None."))]
     if summary.changed > len(summary.changes):
         out.append("<p>" + escape(_("The first {n} are shown; the output file has all.").format(
             n=len(summary.changes))) + "</p>")
@@ -305,13 +305,13 @@ def _changes(rules: RuleSet, summary: Summary) -> list[str]:
 
 
 def _actions(rules: RuleSet, summary: Summary) -> list[str]:
-    out = [_tag("h2", _("Actions that would fire")), '<p id="backfill">' + escape(_(
+    out = [tag("h2", _("Actions that would fire")), '<p id="backfill">' + escape(_(
         "A first sync is a backfill: it records these conditions as already true and fires "
         "nothing (sync --fire-backfill fires them). After it, each action fires when a change "
         "makes its condition true: a deal entering the workflow, a trigger turning true.")) +
         "</p>"]
     if not summary.actions:
-        return out + [_tag("p", _("None."))]
+        return out + [tag("p", _("None."))]
     out.append(_table("actions", [_("action"), _("kind"), _("times")]))
     for name, count in sorted(summary.actions.items()):
         kind = rules.actions[name].kind if name in rules.actions else "?"
@@ -323,7 +323,7 @@ def _actions(rules: RuleSet, summary: Summary) -> list[str]:
 def _previews(summary: Summary) -> list[str]:
     if not summary.previews:
         return []
-    out = [_tag("h2", _("What they would send")),
+    out = [tag("h2", _("What they would send")),
            '<p class="muted">' + escape(_(
                "The first {n}, rendered as they would be sent; nothing was sent.").format(
                n=len(summary.previews))) + "</p>", '<div id="previews">']
@@ -344,7 +344,7 @@ def _previews(summary: Summary) -> list[str]:
 def _email(rendered: Mapping[str, object]) -> str:
     to = rendered.get("to") or []
     recipients = ", ".join(str(t) for t in to) if isinstance(to, list) else str(to)
-    to_label, subject_label = _tag("b", _("To")), _tag("b", _("Subject"))
+    to_label, subject_label = tag("b", _("To")), tag("b", _("Subject"))
     return (f"{to_label}: {escape(recipients)}<br>{subject_label}: "
             f"{escape(str(rendered.get('subject', '')))}"
             f"<pre>{escape(str(rendered.get('text', '')))}</pre>")
@@ -354,7 +354,7 @@ def _failures(summary: Summary) -> list[str]:
     title = escape(_("Records that failed"))
     out = [f'<h2>{title} (<span id="failures-count">{summary.failed}</span>)</h2>']
     if not summary.failures:
-        return out + [_tag("p", _("None."))]
+        return out + [tag("p", _("None."))]
     out.append(_filter("failures", len(summary.failures)))
     out.append(_table("failures", [_("line"), _("id"), _("reason")]))
     for f in summary.failures:

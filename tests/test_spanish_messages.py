@@ -205,3 +205,48 @@ def test_every_failure_of_the_example_is_said_in_spanish(tmp_path, spanish):
         errors = {r["Id"]: r["_error"] for r in csv.DictReader(f) if r["_error"]}
     assert errors == {f.record_id: say(f.reason, "es") for f in raised}
     assert all(errors[f.record_id] != str(f.reason) for f in raised)
+
+
+def test_the_overdue_row_is_named_in_spanish_and_keyed_in_english(tmp_path, spanish, capsys):
+    import re
+
+    chart = tmp_path / "forecast.svg"
+    later = [*CONFIG[:-1], "2026-12-07"]  # three open deals of the example are overdue then
+    assert main(["forecast", str(EXAMPLE), *later, "--chart", str(chart)]) == 1
+    table = capsys.readouterr().out
+    assert "vencidas" in table and "overdue" not in table
+    svg = chart.read_text(encoding="utf-8")
+    assert ">vencidas</text>" in svg and ">overdue<" not in svg
+    # the tooltips' amounts as the person reads them (es_CO, from LANG): 1.234,56
+    amounts = [t.rsplit(": ", 1)[1] for t in _titles(svg) if ": " in t]
+    assert amounts and all(re.fullmatch(r"\d{1,3}(\.\d{3})*,\d{2}", a) for a in amounts), amounts
+    assert main(["forecast", str(EXAMPLE), "--format", "json", *later]) == 1
+    assert json.loads(capsys.readouterr().out)[0]["month"] == "overdue"  # for machines
+
+
+def _titles(svg: str) -> list[str]:
+    import re
+
+    return [html.unescape(t) for t in re.findall(r"<title>([^<]*)</title>", svg)]
+
+
+def test_the_diff_report_is_in_spanish_with_money_in_the_locale(tmp_path, spanish, capsys):
+    import shutil
+
+    after = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", after)
+    rules_file = next(p for p in after.glob("*.yaml") if "probability: 60" in p.read_text())
+    rules_file.write_text(rules_file.read_text().replace("probability: 60", "probability: 65"))
+    page = tmp_path / "diff.html"
+    assert main(["diff", str(EXAMPLE), "--before", str(ROOT / "rules"), "--rules", str(after),
+                 "--mappings", str(ROOT / "mappings"), "--today", "2026-12-07",
+                 "--report", str(page)]) == 0
+    text = html.unescape(page.read_text(encoding="utf-8"))
+    for spanish_words in ("Qué le hace el cambio de reglas a", "registros leídos",
+                          "Forecast ponderado por mes", "Registros que cambian", "vencidas"):
+        assert spanish_words in text
+    for english in ("What the rule change does", "records read", "Weighted forecast per month",
+                    ">overdue<"):
+        assert english not in text
+    delta = text.split('id="forecast-delta">')[1].split("<")[0]
+    assert "," in delta and delta.replace(".", "").replace(",", "").isdigit(), delta

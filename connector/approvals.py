@@ -19,6 +19,7 @@ from html import escape
 from typing import Literal
 
 from connector.errors import RefusedInput
+from connector.i18n import LANGUAGES, translate
 
 # What an approver answers (not core's Decision, which is what the rules compute).
 Verdict = Literal["approve", "reject"]
@@ -31,7 +32,11 @@ class InvalidToken(RefusedInput):
 
 
 class ExpiredToken(RefusedInput):
-    """Signed by us, but past its expiry."""
+    """Signed by us, but past its expiry (`expired`)."""
+
+    def __init__(self, expired: dt.datetime) -> None:
+        super().__init__(f"the link expired on {expired:%Y-%m-%d %H:%M} UTC")
+        self.expired = expired
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ def make_token(secret: str, claim: Claim) -> str:
 def read_token(secret: str, token: str, now: dt.datetime) -> Claim:
     if not secret:
         raise InvalidToken("approvals are not configured (APPROVAL_SECRET)")
-    body, _, signature = token.partition(".")
+    body, _dot, signature = token.partition(".")
     try:
         given = _unb64(signature)
         expected = hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest()
@@ -78,21 +83,39 @@ def read_token(secret: str, token: str, now: dt.datetime) -> Claim:
     if claim.decision not in STATUS:
         raise InvalidToken("the link's decision is unknown")
     if now >= claim.expires:
-        raise ExpiredToken(f"the link expired on {claim.expires:%Y-%m-%d %H:%M} UTC")
+        raise ExpiredToken(claim.expires)
     return claim
 
 
 def page(title: str, message: str, token: str | None = None,
-         decision: Verdict | None = None) -> str:
-    """A small self-contained page; with a token, the button that records the decision."""
+         decision: Verdict | None = None, language: str = "en") -> str:
+    """A small self-contained page in `language`; with a token, the button that records the
+    decision."""
     form = ""
     if token and decision:
-        label = "Approve" if decision == "approve" else "Reject"
+        label = (translate(language, "Approve") if decision == "approve"
+                 else translate(language, "Reject"))
         form = (f'<form method="post" action="">'
                 f'<input type="hidden" name="token" value="{escape(token)}">'
-                f'<button type="submit">{label}</button></form>')
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f'<button type="submit">{escape(label)}</button></form>')
+    return (f"<!DOCTYPE html><html lang=\"{escape(language)}\"><head><meta charset=\"utf-8\">"
             f"<title>{escape(title)}</title><style>body{{font-family:sans-serif;max-width:36rem;"
             "margin:3rem auto;padding:0 1rem}button{font-size:1.1rem;padding:.5rem 1.5rem}"
             f"</style></head><body><h1>{escape(title)}</h1><p>{escape(message)}</p>{form}"
             "</body></html>")
+
+
+def page_language(headers: dict[str, str], default: str) -> str:
+    """The approver's language: the first of ours their browser asks for (Accept-Language,
+    by its q weights), else `default` (the mapping's)."""
+    asked = []
+    for i, part in enumerate(headers.get("accept-language", "").split(",")):
+        name, _sep, weight = part.strip().partition(";q=")
+        try:
+            q = float(weight) if weight else 1.0
+        except ValueError:
+            continue
+        code = name.strip().split("-")[0].lower()
+        if code in LANGUAGES and q > 0:
+            asked.append((-q, i, code))
+    return min(asked)[2] if asked else default

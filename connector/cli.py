@@ -28,7 +28,7 @@ from rich.table import Table
 from connector.core.findings import Finding
 from connector.errors import ConfigurationError, Text
 from connector.files import Loaded, load
-from connector.i18n import choose_language, ngettext, say, say_error, set_language
+from connector.i18n import choose_language, language_of, ngettext, say, say_error, set_language
 from connector.i18n import gettext as _
 
 if TYPE_CHECKING:
@@ -779,11 +779,16 @@ def serve(
         worker.wake.set()
         return stored
 
+    loaded_rules = application.loaded.rules
+    assert loaded_rules is not None  # _app refuses rules that do not pass check
+    approver_language = language_of(loaded_rules.mapping.locale)  # unless the browser asks
+
     def dispatch(event: dict[str, Any]) -> dict[str, Any]:
         if str(event.get("rawPath", "")).startswith("/approvals/"):
             secret = application.settings.approval_secret
             return approval_route(event, secret=secret.get_secret_value() if secret else "",
-                                  record_verdict=record_verdict, now=application.now)
+                                  record_verdict=record_verdict, now=application.now,
+                                  language=approver_language)
         return route(event, settings=application.settings, store=store,
                      version=application.version)
 

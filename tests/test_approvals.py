@@ -316,3 +316,37 @@ def test_run_items_runs_an_approval_and_its_pending_note_and_a_verdict_returns_w
     assert f"{request.key}:decision" in recorded.added and len(recorded.added) == 2
     assert app.pipeline.run_items(recorded.added).done == 2
     assert org.records[DEAL]["Approval_Status__c"] == "Approved"
+
+
+@pytest.mark.parametrize(("accept", "default", "spoken"), [
+    ("es-CO,es;q=0.9,en;q=0.8", "en", "es"),       # the approver's browser asks for Spanish
+    ("fr-FR,en;q=0.5,es;q=0.4", "es", "en"),       # ... for English before Spanish
+    ("fr-FR", "es", "es"),                          # ... for neither: the mapping's language
+    ("", "en", "en"),
+    ("es;q=0, en", "es", "en"),                     # q=0: not that one
+])
+def test_the_approval_pages_speak_the_approvers_language(world, accept, default, spoken):
+    app, org, inbox = world
+    approve, _reject = request_approval(app, org, inbox)
+    path = urllib.parse.urlsplit(approve).path
+    headers = {"Accept-Language": accept} if accept else {}
+
+    def page(method, link_path=path):  # type: ignore[no-untyped-def]
+        event = to_event(method, link_path, headers, b"token=x" if method == "POST" else b"")
+        return approval_route(event, secret=SECRET, record_verdict=app.pipeline.record_verdict,
+                              now=app.now, language=default)
+
+    opened, decided, again = page("GET"), page("POST"), page("POST")
+    broken = page("GET", path[:-3] + "xyz")
+    bodies = [p["body"] for p in (opened, decided, again, broken)]
+    assert all(f'<html lang="{spoken}">' in b for b in bodies)
+    # each page's words, in the two languages: only the spoken one's are there
+    shown_on = [bodies[0], bodies[0], bodies[1], bodies[2], bodies[3]]
+    spanish = ("¿Aprobar esta solicitud?", "Aprobar</button>", "Aprobada", "Ya decidida",
+               "no es válido")
+    english = ("Approve this request?", "Approve</button>", "Approved", "Already decided",
+               "Not a valid approval link")
+    for language, phrases in (("es", spanish), ("en", english)):
+        for words, body in zip(phrases, shown_on):
+            assert (words in body) == (spoken == language), (words, body)
+    assert [p["statusCode"] for p in (opened, decided, again, broken)] == [200, 200, 409, 404]

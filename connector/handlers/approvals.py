@@ -8,7 +8,9 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
-from connector.approvals import STATUS, ExpiredToken, InvalidToken, page, read_token
+from connector.approvals import ExpiredToken, InvalidToken, page, page_language, read_token
+from connector.errors import Text
+from connector.i18n import language_of, say, translate
 
 # (approval key, verdict) -> 'recorded' | 'already decided' | 'not pending'
 RecordVerdict = Callable[[str, str], str]
@@ -21,36 +23,58 @@ def _html(status: int, body: str) -> dict[str, Any]:
 
 
 def approval_route(event: Mapping[str, Any], *, secret: str, record_verdict: RecordVerdict,
-                   now: Callable[[], dt.datetime]) -> dict[str, Any]:
+                   now: Callable[[], dt.datetime], language: str = "en") -> dict[str, Any]:
+    """The approver's page, in the language their browser asks for, else in `language` (the
+    mapping's)."""
     http = (event.get("requestContext") or {}).get("http") or {}
     method = str(http.get("method") or "GET").upper()
     token = str(event.get("rawPath") or "").removeprefix("/approvals/")
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    code = page_language(headers, language)
+
+    def show(status: int, title: str, message: str, **form: Any) -> dict[str, Any]:
+        return _html(status, page(title, message, language=code, **form))
+
     try:
         claim = read_token(secret, token, now())
     except ExpiredToken as exc:
-        return _html(410, page("This link has expired", f"{exc}. Nothing was changed; ask for "
-                                                        "a new approval request."))
+        return show(410, translate(code, "This link has expired"), translate(
+            code, "The link expired on {when} UTC. Nothing was changed; ask for a new approval "
+            "request.").format(when=f"{exc.expired:%Y-%m-%d %H:%M}"))
     except InvalidToken:
-        return _html(404, page("Not a valid approval link", "The link is incomplete or was "
-                                                             "altered. Nothing was changed."))
-    verb = "approve" if claim.decision == "approve" else "reject"
+        return show(404, translate(code, "Not a valid approval link"), translate(
+            code, "The link is incomplete or was altered. Nothing was changed."))
+    approving = claim.decision == "approve"
     if method == "GET":
-        return _html(200, page(f"{verb.capitalize()} this request?",
-                               f"Opportunity {claim.record_id}, {claim.action}: press the button "
-                               f"to {verb} it. This link works once, until "
-                               f"{claim.expires:%Y-%m-%d}.", token, claim.decision))
+        title = (translate(code, "Approve this request?") if approving
+                 else translate(code, "Reject this request?"))
+        message = (translate(code, "Opportunity {record}, {action}: press the button to approve "
+                             "it. This link works once, until {until}.") if approving
+                   else translate(code, "Opportunity {record}, {action}: press the button to "
+                                  "reject it. This link works once, until {until}.")).format(
+            record=claim.record_id, action=claim.action, until=f"{claim.expires:%Y-%m-%d}")
+        return show(200, title, message, token=token, decision=claim.decision)
     if method != "POST":
-        return _html(405, page("Not allowed", "Open the link in a browser."))
+        return show(405, translate(code, "Not allowed"),
+                    translate(code, "Open the link in a browser."))
     outcome = record_verdict(claim.key, claim.decision)
     if outcome == "recorded":
-        return _html(200, page(f"{STATUS[claim.decision]}",
-                               f"Your decision on opportunity {claim.record_id} is recorded; the "
-                               "CRM will show it in a moment."))
+        return show(200, translate(code, "Approved") if approving
+                    else translate(code, "Rejected"),
+                    translate(code, "Your decision on opportunity {record} is recorded; the CRM "
+                              "will show it in a moment.").format(record=claim.record_id))
     if outcome == "already decided":
-        return _html(409, page("Already decided", "A decision on this request was recorded "
-                                                  "before. Nothing was changed."))
-    return _html(410, page("No longer pending", "This request is no longer waiting for a "
-                                                "decision. Nothing was changed."))
+        return show(409, translate(code, "Already decided"), translate(
+            code, "A decision on this request was recorded before. Nothing was changed."))
+    return show(410, translate(code, "No longer pending"), translate(
+        code, "This request is no longer waiting for a decision. Nothing was changed."))
+
+
+def _unavailable(event: Mapping[str, Any], why: Text) -> dict[str, Any]:
+    """503, in the browser's language (no mapping was read to say otherwise)."""
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    code = page_language(headers, "en")
+    return _html(503, page(translate(code, "Try again later"), say(why, code), language=code))
 
 
 # --- the Lambda function ------------------------------------------------------------------------
@@ -80,9 +104,9 @@ def _lambda() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
             rules = load(rt.rules_dir, rt.mappings_dir, crm=rt.settings.crm).rules
         except ConnectorError as exc:
             logger.error("cannot load the settings", extra={"error": type(exc).__name__})
-            return _html(503, page("Try again later", "The connector is not configured."))
+            return _unavailable(event, Text("The connector is not configured."))
         if rules is None:
-            return _html(503, page("Try again later", "The rules do not pass 'check'."))
+            return _unavailable(event, Text("The rules do not pass 'check'."))
 
         def record(key: str, verdict: str) -> str:
             recorded = record_verdict(rt.state, rules, key, verdict, rt.now())
@@ -91,7 +115,8 @@ def _lambda() -> Callable[[dict[str, Any], Any], dict[str, Any]]:
             return recorded.outcome
 
         return approval_route(event, secret=secret.get_secret_value() if secret else "",
-                              record_verdict=record, now=rt.now)
+                              record_verdict=record, now=rt.now,
+                              language=language_of(rules.mapping.locale))
 
     return handle
 

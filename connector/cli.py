@@ -207,7 +207,7 @@ def table(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
             table_rows.append([*combo, workflow(ws), probability(ws)])
         console = _out()
         _print_table(console, _("Decision table ({version})").format(version=rs.version),
-                     [*names, "workflow", "probability"], table_rows)
+                     [*names, _("workflow"), _("probability")], table_rows)
         if rs.closed:
             console.print(_("closed deals, outside the table: {field} in won -> closed-won "
                             "(100 %), lost -> closed-lost (0 %)").format(field=rs.closed.field))
@@ -322,7 +322,7 @@ def simulate(
     from connector.actions import ActionRunner
 
     runner = ActionRunner(loaded.rules, rules, mappings)
-    with _progress(f"simulating {input.name}") as progress:
+    with _progress(_("simulating {file}").format(file=input.name)) as progress:
         summary = run_simulation(loaded.rules, input, out, when, progress, runner.render,
                                  options, explain)
     _notes(summary.notes)
@@ -393,7 +393,7 @@ def forecast(
     options = _read_options(locale, encoding, delimiter, mappings)
     loaded = _load_or_exit(rules, mappings, mapping)
     assert loaded.rules is not None
-    with _progress(f"forecasting {input.name}") as progress:
+    with _progress(_("forecasting {file}").format(file=input.name)) as progress:
         result, notes = run_forecast(loaded.rules, input, when, by.value, as_is, progress,
                                      options)
     _notes(notes)
@@ -913,20 +913,26 @@ def outbox(
     if command is OutboxCommand.list:
         items = [i for i in state.items() if all_items or i.status != "done"]
         flying = {i.key for i in state.in_flight(now)}
+        # the words for the statuses stored (JSON keeps the stored ones)
+        statuses = {"pending": _("pending"), "waiting": _("waiting"), "parked": _("parked"),
+                    "done": _("done")}
 
         def shown(i: Any) -> tuple[str, dt.datetime | None, str]:
             """Status, when it is retried, and why: an item in flight is retried when its
             lease ends, if the process that runs it does not finish it first."""
             if i.key in flying:
-                return ("in flight", i.lease_until,
-                        f"run by {host_of(i.holder)}" if i.holder else "run by another worker")
-            return i.status, i.next_at if i.status == "pending" else None, i.reason
+                return (_("in flight"), i.lease_until,
+                        _("run by {host}").format(host=host_of(i.holder)) if i.holder
+                        else _("run by another worker"))
+            return statuses.get(i.status, i.status), \
+                i.next_at if i.status == "pending" else None, i.reason
 
         if format is ListFormat.json:
             print(json.dumps([dataclasses.asdict(i) for i in items], indent=2, default=str))
             raise typer.Exit(0)
         rows = [(i, *shown(i)) for i in items]
-        _print_table(console, "Outbox", ["key", "record", "kind", "status", "tries", "next"],
+        _print_table(console, _("Outbox"), [_("key"), _("record"), _("kind"), _("status"),
+                                            _("tries"), _("next")],
                      [[i.key, i.record_id, i.kind, status, str(i.attempts),
                        when.isoformat(timespec="seconds") if when else ""]
                       for i, status, when, _reason in rows],

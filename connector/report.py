@@ -274,8 +274,8 @@ def _why(rules: RuleSet, change: Change) -> str:
     closed deal, its state."""
     if change.rule in (CLOSED_WON, CLOSED_LOST):
         field = rules.closed.field if rules.closed else ""
-        return _("{field} is a {state} state").format(
-            field=field, state=_("won") if change.rule == CLOSED_WON else _("lost"))
+        return (_("{field} is a won state") if change.rule == CLOSED_WON
+                else _("{field} is a lost state")).format(field=field)
     where = next((_where(w.where.file, w.where.line) for w in rules.workflows
                   if w.name == change.rule), "")
     matched = ", ".join(f"{k}={v}" for k, v in change.factors.items())

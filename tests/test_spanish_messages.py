@@ -174,7 +174,7 @@ def test_both_evaluation_paths_say_no_single_workflow_alike(case, record, englis
 def test_the_forecasts_left_out_reasons_are_words_in_spanish_and_keys_in_json(spanish, capsys):
     assert main(["forecast", str(EXAMPLE), *CONFIG]) == 1
     table = capsys.readouterr().out
-    assert "perdida" in table and "con error" in table
+    assert "perdidos" in table and "con error" in table
     assert " lost " not in table and " failed " not in table
     assert main(["forecast", str(EXAMPLE), "--format", "json", *CONFIG]) == 1
     left = json.loads(capsys.readouterr().out)[-1]
@@ -250,3 +250,22 @@ def test_the_diff_report_is_in_spanish_with_money_in_the_locale(tmp_path, spanis
         assert english not in text
     delta = text.split('id="forecast-delta">')[1].split("<")[0]
     assert "," in delta and delta.replace(".", "").replace(",", "").isdigit(), delta
+
+
+def test_the_decision_table_and_the_pipeline_buckets_are_named_in_spanish(capsys):
+    from connector.history.movement import BUCKETS, bucket_label
+    from connector.i18n import set_language
+
+    assert main(["--lang", "es", "table", "--rules", str(ROOT / "rules"),
+                 "--mappings", str(ROOT / "mappings")]) == 0
+    header = capsys.readouterr().out
+    assert "flujo" in header and "probabilidad" in header and "workflow" not in header
+    set_language("en")  # (main left it Spanish)
+    english = {b: bucket_label(b) for b in BUCKETS}
+    set_language("es")
+    try:
+        spanish = {b: bucket_label(b) for b in BUCKETS}
+    finally:
+        set_language("en")
+    assert all(spanish[b] != english[b] for b in BUCKETS), spanish
+    assert spanish["pushed_out"] == "aplazados" and english["pushed_out"] == "pushed out"

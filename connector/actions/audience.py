@@ -242,7 +242,7 @@ class Mailchimp(_Api):
             error = refused.get(address)
             outcomes[key] = RecordError(Text(
                 "Mailchimp refused the member: {reason} ({code})", reason=error.get("error"),
-                code=error.get("error_code", "no code"))) if error else (
+                code=error.get("error_code") or Text("no code"))) if error else (
                 f"Mailchimp list {list_id}: member upserted in a batch of {len(chunk)}"
                 + _tagged(member))
         return outcomes

@@ -29,6 +29,7 @@ from connector.templates import (
     make_environment,
     render_context,
     render_value,
+    syntax_problem,
 )
 
 
@@ -53,7 +54,7 @@ def render_email(spec: EmailSpec, values: Mapping[str, Any], rules_dir: Path,
                                      ) from None
         except jinja2.TemplateSyntaxError as exc:
             raise InvalidTemplate(spec.template, Text("line {line}: {problem}", line=exc.lineno,
-                                                      problem=exc.message or "")) from None
+                                                      problem=syntax_problem(exc))) from None
         except jinja2.TemplateError as exc:
             raise TemplateRenderError(spec.template, exc.message or type(exc).__name__) from None
         is_html = spec.template.casefold().endswith((".html", ".htm"))

@@ -88,7 +88,7 @@ class HttpSender:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or \
                 re.search(r"[\x00-\x1f\x7f]", url):
-            raise _bad_url("it is not an http(s) URL")
+            raise _bad_url(Text("it is not an http(s) URL"))
         try:
             response = self.session.request(request["method"], url, headers=headers,
                                             data=body, timeout=self.timeout)

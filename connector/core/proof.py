@@ -9,7 +9,6 @@ splitting it along the workflows' cubes.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from functools import reduce
 
 from connector.core.findings import Finding
 from connector.core.ruleset import Cube, Factor, RuleSet
@@ -51,7 +50,17 @@ def describe_cubes(factors: Sequence[Factor], cubes: Sequence[Cube]) -> str:
     described = [_describe(factors, c) for c in cubes if all(c)]
     if not described:
         return Text("nothing")
-    return reduce(lambda a, b: Text("{either} or {other}", either=a, other=b), described)
+    return _either(described)
+
+
+def _either(described: Sequence[str]) -> str:
+    """'a or b or c', joined in halves: a workflow of a thousand `any:` blocks nests ten
+    deep when it is said in Spanish, not a thousand."""
+    if len(described) == 1:
+        return described[0]
+    half = len(described) // 2
+    return Text("{either} or {other}", either=_either(described[:half]),
+                other=_either(described[half:]))
 
 
 def _combinations(cube: Cube) -> Text:

@@ -268,7 +268,7 @@ class CrmAdapter(ABC):
         scrubs a whole text (the message's own words hold no secret)."""
         if not isinstance(text, Text):
             return self._scrub(text)
-        return Text(text.template, **{k: self._scrub(v) if type(v) is str else v
+        return Text(text.template, **{k: self._scrubbed(v) if isinstance(v, str) else v
                                       for k, v in text.values.items()})
 
     def _keep_secret(self, secret: str) -> None:

@@ -201,7 +201,7 @@ class _Json2:
                                           doing=doing))
         log.debug("Odoo %s failed: %s", doing, error if status != 500 else name)
         if status == 500:
-            raise _could_not_run(doing, name or "server error")
+            raise _could_not_run(doing, name or Text("server error"))
         raise RecordError(Text("Odoo refused {doing}: {reason}", doing=doing,
                                reason=message or name))
 
@@ -276,7 +276,7 @@ def _fault(doing: str, fault: xmlrpc.client.Fault) -> Exception:
     if "could not serialize access" in text or "SerializationFailure" in text:
         return _concurrent(doing)
     log.debug("Odoo %s failed: %s", doing, text)  # the server's traceback, for a developer
-    last = text.splitlines()[-1] if text else "server error"
+    last = text.splitlines()[-1] if text else Text("server error")
     return _could_not_run(doing, last[:200])
 
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 from html import escape
 
 from connector.chart import _nice_ceiling, _short
+from connector.history.movement import bucket_label
 from connector.i18n import gettext as _
 
 SIZE, PAD = 360, 48
@@ -57,6 +58,9 @@ def reliability_svg(points: list[tuple[str, float, float | None, float, float, b
         parts.append(f'<text x="{x(v):.1f}" y="{y(0) + 16}" text-anchor="middle">{i * 20}%</text>')
     parts.append(f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(1)}" y2="{y(1)}" stroke="{GREY}" '
                  'stroke-dasharray="4 3"/>')
+    point = _("{name}: says {said}, won {won} (interval {low} to {high}, 95%)")
+    axis, dot, bar = _("the workflow says"), _("dot: won"), _("bar: interval (95%)")
+    red = _("red: outside")
     for name, said, observed, low, high, outside in points:
         if observed is None:
             continue
@@ -64,14 +68,15 @@ def reliability_svg(points: list[tuple[str, float, float | None, float, float, b
         parts.append(f'<line x1="{x(said):.1f}" x2="{x(said):.1f}" y1="{y(low):.1f}" '
                      f'y2="{y(high):.1f}" stroke="{colour}" stroke-width="2"/>')
         parts.append(f'<circle cx="{x(said):.1f}" cy="{y(observed):.1f}" r="4" fill="{colour}">'
-                     f"<title>{escape(name)}: says {said:.0%}, won {observed:.1%} "
-                     f"(95 % interval {low:.1%} to {high:.1%})</title></circle>")
-    parts.append(f'<text x="{x(0.5)}" y="{SIZE - 8}" text-anchor="middle">the workflow says'
-                 "</text>")
-    parts.append(f'<text x="{SIZE - PAD + 12}" y="{PAD + 10}">dot: won</text>')
-    parts.append(f'<text x="{SIZE - PAD + 12}" y="{PAD + 26}">bar: 95 % interval</text>')
-    parts.append(f'<text x="{SIZE - PAD + 12}" y="{PAD + 42}" fill="{OUTSIDE}">red: outside'
-                 "</text>")
+                     "<title>" + escape(point.format(
+                         name=name, said=f"{said:.0%}", won=f"{observed:.1%}",
+                         low=f"{low:.1%}", high=f"{high:.1%}")) + "</title></circle>")
+    parts.append(f'<text x="{x(0.5)}" y="{SIZE - 8}" text-anchor="middle">'
+                 f"{escape(axis)}</text>")
+    parts.append(f'<text x="{SIZE - PAD + 12}" y="{PAD + 10}">{escape(dot)}</text>')
+    parts.append(f'<text x="{SIZE - PAD + 12}" y="{PAD + 26}">{escape(bar)}</text>')
+    parts.append(f'<text x="{SIZE - PAD + 12}" y="{PAD + 42}" fill="{OUTSIDE}">'
+                 f"{escape(red)}</text>")
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -102,7 +107,7 @@ def waterfall_svg(month: str, start: Decimal, steps: list[tuple[str, Decimal]], 
         colour = COLOUR if name in ("start", "end") else ("#2e7d32" if b >= a else OUTSIDE)
         x = PAD + i * slot + slot * 0.15
         hi, lo = y(max(a, b)), y(min(a, b))
-        label = {"start": _("start"), "end": _("end")}.get(name) or name.replace("_", " ")
+        label = bucket_label(name)
         parts.append(f'<rect x="{x:.1f}" y="{hi:.1f}" width="{slot * 0.7:.1f}" '
                      f'height="{max(lo - hi, 1):.1f}" fill="{colour}"><title>{escape(label)}: '
                      f"{(b - a).quantize(Decimal('0.01'))}</title></rect>")

@@ -106,7 +106,7 @@ def calibrate_command(rules: RuleSet, rules_dir: Path, mappings_dir: Path, given
     if report is not None:
         from connector.history.report import calibration_html
 
-        report.write_text(calibration_html(result, str(given or "the state store"),
+        report.write_text(calibration_html(result, str(given or _("the state store")),
                                            rules.version), encoding="utf-8")
         err.print(_("report: {file}").format(file=escape(str(report))))
     return 1 if failures.rows or failures.deals else 0
@@ -148,7 +148,7 @@ def _proven(rules_dir: Path, mappings_dir: Path, source: Path, text: str) -> Non
 
 def _print_calibration(result: Calibration, doc: dict[str, Any], out: Console) -> None:
     verdicts = {"inside": _("inside"), "outside": _("outside"), "too few": _("too few")}
-    t = Table(_("workflow"), _("says"), _("deals"), _("wins"), _("won"), _("interval (95%)"),
+    t = Table(_("workflow"), _("says"), _("deals"), _("wins"), _("win rate"), _("interval (95%)"),
               _("verdict"), title=_("Calibration over {n} closed deals").format(n=result.deals))
     for w in result.workflows:
         verdict = verdicts[w.verdict]
@@ -180,7 +180,7 @@ def movement_command(rules: RuleSet, given: Path | None, engine: str, first: dt.
     import csv
     import sys
 
-    from connector.history.movement import BUCKETS, movement
+    from connector.history.movement import BUCKETS, bucket_label, movement
 
     if second < first:
         raise ConfigurationError(_("--to {second} is before --from {first}").format(
@@ -220,7 +220,7 @@ def movement_command(rules: RuleSet, given: Path | None, engine: str, first: dt.
                     if b.startswith("probability_"):
                         note = " " + _("({rules} rules, {factors} factors)").format(
                             **mo.causes)
-                    t.add_row(b.replace("_", " ") + note, str(mo.deals[b]),
+                    t.add_row(bucket_label(b) + note, str(mo.deals[b]),
                               str(mo.unweighted.changes[b]), str(mo.weighted.changes[b]))
             t.add_row(_("end"), "", str(mo.unweighted.end), str(mo.weighted.end), style="bold")
             out.print(t)
@@ -228,7 +228,8 @@ def movement_command(rules: RuleSet, given: Path | None, engine: str, first: dt.
             t = Table(_("month"), _("bucket"), "id", _("cause"), _("unweighted"),
                       _("weighted"), title=_("The deals behind each bucket"))
             for d in result.details:
-                t.add_row(d.month, d.bucket, escape(d.id), d.cause, str(d.unweighted),
+                t.add_row(d.month, bucket_label(d.bucket), escape(d.id),
+                          bucket_label(d.cause) if d.cause else "", str(d.unweighted),
                           str(d.weighted))
             out.print(t)
         out.print(_("probability moves: 'rules' = same factor values (the rule set or the "
@@ -318,7 +319,7 @@ def accuracy_command(rules: RuleSet, given: Path | None, engine: str, lags: list
     if report is not None:
         from connector.history.report import accuracy_html
 
-        report.write_text(accuracy_html(lines, summary, lags, str(given or "the state store"),
+        report.write_text(accuracy_html(lines, summary, lags, str(given or _("the state store")),
                                         rules.version), encoding="utf-8")
         err.print(_("report: {file}").format(file=escape(str(report))))
     return 1 if failures.rows or failures.deals else 0

@@ -134,8 +134,10 @@ class History:
                 value = value.date()
             ok = value is None or isinstance(value, wanted)
             if not ok:
-                self._reason(Text("{field}: {value} is not a {kind}", field=name,
-                                  value=repr(text), kind=kind))
+                self._reason(Text("{field}: {value} is not a date", field=name, value=repr(text))
+                             if kind == "date" else
+                             Text("{field}: {value} is not a number", field=name,
+                                  value=repr(text)))
             rows.append((text, value if ok else None, not ok))
         self._insert(table, f"t VARCHAR, v {sql}, bad BOOLEAN", rows)
 

@@ -20,10 +20,24 @@ from typing import Any, NamedTuple
 from connector.core.forecast import month_of
 from connector.history.engine import History
 from connector.history.source import Reference, Snap, state_at
+from connector.i18n import gettext as _
 
 BUCKETS = ("won", "lost", "new", "pulled_in", "pushed_in", "pushed_out", "pulled_out",
            "amount_up", "amount_down", "probability_up", "probability_down", "unchanged")
 CENT = Decimal("0.01")
+
+
+def bucket_label(bucket: str) -> str:
+    """A bucket, or a probability move's cause, as a person reads it (CSV and JSON keep
+    the key)."""
+    labels = {
+        "won": _("won"), "lost": _("lost"), "new": _("new"), "pulled_in": _("pulled in"),
+        "pushed_in": _("pushed in"), "pushed_out": _("pushed out"),
+        "pulled_out": _("pulled out"), "amount_up": _("amount up"),
+        "amount_down": _("amount down"), "probability_up": _("probability up"),
+        "probability_down": _("probability down"), "unchanged": _("unchanged"),
+        "rules": _("rules"), "factors": _("factors"), "start": _("start"), "end": _("end")}
+    return labels.get(bucket) or bucket.replace("_", " ")
 
 
 class Side(NamedTuple):

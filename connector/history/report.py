@@ -8,7 +8,7 @@ from html import escape
 from connector.history.accuracy import Line, Summary
 from connector.history.calibrate import Calibration, number, rate
 from connector.history.charts import accuracy_svg, reliability_svg
-from connector.history.movement import BUCKETS, Movement
+from connector.history.movement import BUCKETS, Movement, bucket_label
 from connector.i18n import gettext as _
 from connector.i18n import say
 from connector.report import cell
@@ -47,7 +47,8 @@ def calibration_html(result: Calibration, source: str, version: str) -> str:
                              for w in result.workflows], standalone=False),
             _heading(_("Workflows")),
             '<table id="workflows">' + _header(_("workflow"), _("says"), _("deals"), _("wins"),
-                                               _("won"), _("interval (95%)"), _("verdict"))]
+                                               _("win rate"), _("interval (95%)"),
+                                               _("verdict"))]
     for w in result.workflows:
         cls = ' class="bad"' if w.verdict == "outside" else ""
         interval = _("{low} to {high}").format(low=rate(w.low), high=rate(w.high))
@@ -125,7 +126,7 @@ def movement_html(result: Movement, charts: list[str]) -> str:
                     f"{cell(mo.weighted.start, True)}</tr>")
         for b in BUCKETS:
             if mo.deals[b]:
-                body.append(f"<tr>{cell(b.replace('_', ' '))}{cell(mo.deals[b], True)}"
+                body.append(f"<tr>{cell(bucket_label(b))}{cell(mo.deals[b], True)}"
                             f"{cell(mo.unweighted.changes[b], True)}"
                             f"{cell(mo.weighted.changes[b], True)}</tr>")
         body.append("<tr><th>" + escape(_("end")) + f"</th>{cell('')}"

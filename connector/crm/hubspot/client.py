@@ -505,7 +505,7 @@ class HubSpotCrm(CrmAdapter):
             if rid in results:
                 continue
             results[rid] = WriteResult(rid, True) if rid in done else WriteResult(
-                rid, False, "NO_RESULT", "HubSpot returned no result for this deal")
+                rid, False, "NO_RESULT", Text("HubSpot returned no result for this deal"))
         return results
 
     # --- for connector.history, which reads what the port does not ------------------------
@@ -644,10 +644,10 @@ def _error_of(body: Any, status: int) -> tuple[str, str]:
     if isinstance(body, dict):
         code = body.get("category") or body.get("errorType") or body.get("subCategory")
         message = str(body.get("message") or "")[:500]
-        return (str(code) if code else f"HTTP_{status}"), message or "no details"
+        return (str(code) if code else f"HTTP_{status}"), message or Text("no details")
     if isinstance(body, str) and body.strip():
         return f"HTTP_{status}", body.strip()[:300]
-    return f"HTTP_{status}", "no details"
+    return f"HTTP_{status}", Text("no details")
 
 
 def _error_ids(body: Any) -> list[str]:

@@ -330,7 +330,8 @@ class SalesforceCrm(CrmAdapter):
                     raise self._error(WRITE_BACK, status, body)
                 retry = status == 429 or status >= 500 or code == LOCKED
                 out += [(WriteResult(rid, False, code or f"HTTP_{status}",
-                                     self._scrub(message or "no details")), retry)
+                                     self._scrub(message) if message
+                                     else Text("no details")), retry)
                         for rid, _ in group]
                 continue
             for k, (rid, _) in enumerate(group):
@@ -341,7 +342,7 @@ class SalesforceCrm(CrmAdapter):
     def _one_result(self, record_id: str, saved: Any) -> tuple[WriteResult, bool]:
         if not isinstance(saved, dict):
             return WriteResult(record_id, False, "NO_RESULT",
-                               "Salesforce returned no result for this record"), True
+                               Text("Salesforce returned no result for this record")), True
         if saved.get("success"):
             return WriteResult(record_id, True), False
         errors = [e for e in saved.get("errors") or [] if isinstance(e, dict)]
@@ -421,7 +422,7 @@ def _first_error(content: Any) -> tuple[str | None, str]:
 
 def _error_text(content: Any) -> str:
     code, message = _first_error(content)
-    return f"{code}: {message}" if code else (message or "no details")
+    return f"{code}: {message}" if code else (message or Text("no details"))
 
 
 def _json_default(value: Any) -> Any:

@@ -16,6 +16,7 @@ person's language (Spanish or English) where it is shown.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -40,6 +41,52 @@ class Text(str):
 
 def _text(template: str, values: dict[str, Any]) -> Text:
     return Text(template, **values)
+
+
+# A stored message that keeps its template starts with this character, which no person types.
+_STORED = "\x1f"
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def stored(message: str) -> str:
+    """A message as a state store keeps it (an outbox item's reason): a Text with its
+    template and values, so that whoever reads it later reads it in their own language; any
+    other text, or a Text whose values are not plain text and numbers, as its English."""
+    if isinstance(message, Text):
+        plain = _plain(message)
+        if plain is not None:
+            text = _STORED + json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
+            if restored(text) == message:  # the same English words once read back
+                return text
+    return str(message)
+
+
+def restored(text: str) -> str:
+    """A message as `stored` kept it: the Text again (its English as before), or the text."""
+    if not text.startswith(_STORED):
+        return text
+    try:
+        return _built(json.loads(text[1:]))
+    except (ValueError, KeyError, TypeError, IndexError):  # not ours after all: as it is
+        return text
+
+
+def _plain(message: Text) -> dict[str, Any] | None:
+    values: dict[str, Any] = {}
+    for key, value in message.values.items():
+        if isinstance(value, Text):
+            value = _plain(value)
+            if value is None:
+                return None
+        elif type(value) not in _SCALARS:
+            return None
+        values[key] = value
+    return {"t": message.template, "v": values}
+
+
+def _built(data: dict[str, Any]) -> Text:
+    return Text(data["t"], **{k: _built(v) if isinstance(v, dict) else v
+                              for k, v in data["v"].items()})
 
 
 class ConnectorError(Exception):
@@ -98,4 +145,4 @@ class RefusedInput(ConnectorError):
 
 
 __all__ = ["ConfigurationError", "ConnectorError", "FatalError", "RecordError", "RefusedInput",
-           "RetriableError", "RuleFileError", "Text"]
+           "RetriableError", "RuleFileError", "Text", "restored", "stored"]

@@ -105,8 +105,8 @@ def request_approval(pipeline: Pipeline, item: OutboxItem) -> Ran:
                            "until": f"{expires:%Y-%m-%d}"})
         pipeline.state.commit([Commit(item.record_id, None, outbox=[sent])], pipeline.now())
     # Not done: it waits, visible in `outbox list`, until the approver decides.
-    return Waits(f"awaiting the decision of {sent.payload['to']} until "
-                 f"{sent.payload['until']}", then=key)
+    return Waits(Text("awaiting the decision of {to} until {until}", to=sent.payload["to"],
+                      until=sent.payload["until"]), then=key)
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def write_approval_field(pipeline: Pipeline, item: OutboxItem) -> Ran:
     name, value = item.payload["field"], item.payload["value"]
     [result] = pipeline.crm.write([(item.record_id, {pipeline.mapping.crm_field(name): value})])
     if not result.ok:
-        raise RecordError(f"{result.code}: {result.message}")
+        raise RecordError(Text("{code}: {reason}", code=result.code, reason=result.message))
     return Done(f"{name} = {value}")
 
 

@@ -200,7 +200,7 @@ class Pipeline:
                 report.note(Text("{record}: {reason}", record=rid, reason=e.error))
                 commit.outbox.append(OutboxItem(
                     f"record:{rid}:{version}", rid, "compute", Kind.RECORD, {"ids": [rid]},
-                    status="parked", reason=str(e.error or "")))
+                    status="parked", reason=e.error or ""))
                 continue
             result = results.get(rid)
             if outcome.changes and result is not None and not result.ok:
@@ -210,7 +210,7 @@ class Pipeline:
                 commit.outbox.append(OutboxItem(
                     f"writeback:{rid}:{version}", rid, "writeback", Kind.WRITEBACK,
                     {"ids": [rid], "fields": list(outcome.changes)}, status="parked",
-                    reason=str(reason)))
+                    reason=reason))
                 if backfill:  # what is true now stays the past when the write goes through
                     self._edges(rid, outcome, commit, report, backfill)
                 continue  # its actions wait until the write goes through
@@ -404,7 +404,7 @@ class Pipeline:
         try:
             ran = self._run(item)
         except FatalError as exc:
-            self.state.retry_later(item.key, str(exc), now + dt.timedelta(minutes=15))
+            self.state.retry_later(item.key, exc.text, now + dt.timedelta(minutes=15))
             report.stopped = exc.text
             return {item.key}
         except ConnectorError as exc:
@@ -443,14 +443,15 @@ class Pipeline:
         """A retriable failure waits for its next try (parked after MAX_ATTEMPTS); any other
         is parked with its reason."""
         if isinstance(exc, RetriableError) and item.attempts + 1 < MAX_ATTEMPTS:
-            self.state.retry_later(item.key, str(exc), now + backoff(item.attempts + 1,
+            self.state.retry_later(item.key, exc.text, now + backoff(item.attempts + 1,
                                                                      exc.retry_after))
             report.retrying += 1
         elif isinstance(exc, RetriableError):
-            self.state.park(item.key, f"gave up after {MAX_ATTEMPTS} tries: {exc}", now)
+            self.state.park(item.key, Text("gave up after {n} tries: {reason}", n=MAX_ATTEMPTS,
+                                           reason=exc.text), now)
             report.parked += 1
         else:
-            self.state.park(item.key, str(exc), now)
+            self.state.park(item.key, exc.text, now)
             report.parked += 1
 
     def _park_unexpected(self, item: OutboxItem, exc: Exception, now: dt.datetime,
@@ -504,7 +505,8 @@ class Pipeline:
                    if isinstance(value, SecretStr)]
         secrets += [v for v in os.environ.values() if len(v) >= 8]
         message = scrub(str(exc), sorted(filter(None, secrets), key=len, reverse=True))
-        return f"unexpected {type(exc).__name__}: {message[:300]}"
+        return Text("unexpected {kind}: {message}", kind=type(exc).__name__,
+                    message=message[:300])
 
     # --- approvals --------------------------------------------------------------------------
     def record_verdict(self, key: str, verdict: str, now: dt.datetime | None = None) -> str:

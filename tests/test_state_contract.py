@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.core.edges import LedgerState
+from connector.errors import Text
+from connector.i18n import say
 from connector.pipeline import BACKFILL_DONE, BACKFILL_RUNNING
 from connector.state import Commit, OutboxItem, cursor
 from connector.state.sqlite import SqliteState
@@ -153,6 +155,37 @@ def test_retry_later_park_release_and_drop(store):
     assert {i.key for i in store.due(T0)} == {"a", "b", "c"}
     assert store.drop(["c"]) == 1
     assert {i.key for i in store.items()} == {"a", "b"}
+
+
+# A reason as the pipeline gives it: a Text, perhaps holding another, with the words of a
+# server (braces, quotes, the separator character a stored Text starts with) as values.
+WORDS = st.text(max_size=40)
+REASONS = st.recursive(
+    st.builds(lambda w: Text("{code}: {reason}", code="HTTP_422", reason=w), WORDS),
+    lambda inner: st.builds(lambda r, n: Text("gave up after {n} tries: {reason}", n=n,
+                                              reason=r), inner, st.integers(0, 9)),
+    max_leaves=3)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reason=st.one_of(REASONS, WORDS))
+def test_a_reason_is_kept_with_its_template_and_reads_the_same(store, reason):
+    """Stored and read back, a reason is the same English text, and a Text is still one (an
+    admin who reads `outbox list` in Spanish reads it in Spanish); plain text stays text."""
+    key = f"k{abs(hash(reason))}"
+    store.commit([Commit("r1", None, outbox=[item(key, status="parked", reason=reason)])], T0)
+    for step in ("commit", "park", "retry_later", "wait"):
+        if step == "park":
+            store.park(key, reason, T0)
+        elif step == "retry_later":
+            store.retry_later(key, reason, T0)
+        elif step == "wait":
+            store.wait(key, reason, T0)
+        got = store.item(key).reason
+        assert got == reason and isinstance(got, Text) == isinstance(reason, Text), step
+        if isinstance(reason, Text):
+            assert say(got, "es") == say(reason, "es")
 
 
 def test_done_items_are_never_released_or_dropped(store):

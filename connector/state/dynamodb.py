@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from connector.core.edges import LedgerState
-from connector.errors import ConfigurationError, RetriableError, Text
+from connector.errors import ConfigurationError, RetriableError, Text, restored, stored
 from connector.state import (
     Commit,
     OutboxItem,
@@ -281,7 +281,7 @@ class DynamoState:
             **_outbox_pk(item.key), "key": _s(item.key), "record_id": _s(item.record_id),
             "action": _s(item.action), "kind": _s(item.kind),
             "payload": _s(json.dumps(item.payload, default=str)), "status": _s(item.status),
-            "attempts": _n(0), "next_at": _s(next_at), "reason": _s(item.reason),
+            "attempts": _n(0), "next_at": _s(next_at), "reason": _s(stored(item.reason)),
             "created": _s(stamp), "updated": _s(stamp), "order_sk": _s(f"{stamp}#{item.key}")}
         if item.status == "pending":
             row["due_pk"] = _s("due")
@@ -341,7 +341,7 @@ class DynamoState:
             row["key"]["S"], row["record_id"]["S"], row["action"]["S"], row["kind"]["S"],
             json.loads(row["payload"]["S"]), status, int(row["attempts"]["N"]),
             dt.datetime.fromisoformat(row["next_at"]["S"]) if "next_at" in row else None,
-            row.get("reason", {}).get("S", ""),
+            restored(row.get("reason", {}).get("S", "")),
             dt.datetime.fromisoformat(row["created"]["S"]) if "created" in row else None,
             dt.datetime.fromisoformat(row["lease_until"]["S"])
             if "lease_until" in row and status == "pending" else None,
@@ -437,7 +437,7 @@ class DynamoState:
                              "#updated = :at REMOVE #lease_until",
             ConditionExpression="attribute_exists(pk) AND #status = :pending",
             ExpressionAttributeValues={":at": _s(_iso(at)), ":due_sk": _s(f"{_iso(at)}#{key}"),
-                                       ":reason": _s(reason), ":pending": _s("pending")})
+                                       ":reason": _s(stored(reason)), ":pending": _s("pending")})
 
     def _set_aside(self, key: str, status: Status, reason: str, now: dt.datetime) -> None:
         self._conditional(
@@ -445,7 +445,7 @@ class DynamoState:
             UpdateExpression="SET #status = :status, #reason = :reason, #updated = :now "
                              "REMOVE #lease_until, #due_pk, #due_sk",
             ConditionExpression="attribute_exists(pk) AND #status <> :done",
-            ExpressionAttributeValues={":status": _s(status), ":reason": _s(reason),
+            ExpressionAttributeValues={":status": _s(status), ":reason": _s(stored(reason)),
                                        ":now": _s(_iso(now)), ":done": _s("done")})
 
     def park(self, key: str, reason: str, now: dt.datetime) -> None:

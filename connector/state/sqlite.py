@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from connector.errors import restored, stored
 from connector.state import (
     Commit,
     LedgerState,
@@ -158,7 +159,7 @@ class SqliteState:
                            "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
                            (item.key, item.record_id, item.action, item.kind,
                             json.dumps(item.payload, default=str), item.status,
-                            _iso(item.next_at or now), item.reason, stamp, stamp))
+                            _iso(item.next_at or now), stored(item.reason), stamp, stamp))
             snapshot = c.snapshot
             if snapshot is not None and snapshot.digest != last.get(c.record_id):
                 last[c.record_id] = snapshot.digest
@@ -170,7 +171,7 @@ class SqliteState:
         rows = self._query("SELECT key, record_id, action, kind, payload, status, attempts, "
                            "next_at, reason, created, lease_until, holder FROM outbox " + where,
                            args)
-        return [OutboxItem(k, r, a, kind, json.loads(p), s, n, _time(nx), why, _time(c),
+        return [OutboxItem(k, r, a, kind, json.loads(p), s, n, _time(nx), restored(why), _time(c),
                            _time(lease) if s == "pending" else None, holder)
                 for k, r, a, kind, p, s, n, nx, why, c, lease, holder in rows]
 
@@ -215,19 +216,19 @@ class SqliteState:
         with self._tx() as db:
             db.execute("UPDATE outbox SET next_at = ?, lease_until = NULL, reason = ?, "
                        "updated = ? WHERE key = ? AND status = 'pending'",
-                       (_iso(at), reason, _iso(at), key))
+                       (_iso(at), stored(reason), _iso(at), key))
 
     def park(self, key: str, reason: str, now: dt.datetime) -> None:
         with self._tx() as db:
             db.execute("UPDATE outbox SET status = 'parked', lease_until = NULL, reason = ?, "
                        "updated = ? WHERE key = ? AND status != 'done'",
-                       (reason, _iso(now), key))
+                       (stored(reason), _iso(now), key))
 
     def wait(self, key: str, reason: str, now: dt.datetime) -> None:
         with self._tx() as db:
             db.execute("UPDATE outbox SET status = 'waiting', lease_until = NULL, reason = ?, "
                        "updated = ? WHERE key = ? AND status != 'done'",
-                       (reason, _iso(now), key))
+                       (stored(reason), _iso(now), key))
 
     def item(self, key: str) -> OutboxItem | None:
         found = self._items("WHERE key = ?", (key,))

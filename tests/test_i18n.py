@@ -17,7 +17,7 @@ from connector.i18n import choose_language, set_language
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "connector"
 SPANISH = PACKAGE / "locale" / "es" / "LC_MESSAGES" / "messages.po"
-KEYWORDS = {"_": None, "ngettext": (1, 2), "translate": (2,), "Text": None}
+KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2), "translate": (2,), "Text": None}
 
 
 def _marked() -> set[str | tuple[str, str]]:

@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from connector.cli_help import N_, framework_words, show_usage_error, spoken_command
+from connector.cli_help import N_
+from connector.cli_help import run as run_in_language
 from connector.core.findings import Finding
 from connector.errors import ConfigurationError, Text
 from connector.files import Loaded, load
@@ -995,10 +996,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     lang, args = _take_lang(args)
     set_language(choose_language(lang, os.environ))
-    command = spoken_command(app)
     try:
-        with framework_words():
-            return _run(command, args)
+        return run_in_language(app, args, "crm-automation")
+    except SystemExit as exc:  # typer's own exit on a broken pipe (output piped to `head`)
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
     except ConfigurationError as exc:
         _err().print("[red]" + _("configuration error") + f"[/red]: {escape(say_error(exc))}")
         return 2
@@ -1010,24 +1012,6 @@ def main(argv: list[str] | None = None) -> int:
         _err().print("[red]" + _("unexpected error") + f"[/red]: {escape(type(exc).__name__)}: "
                      f"{escape(say_error(exc))} " + _("(set CRM_AUTOMATION_DEBUG=1 for details)"))
         return 2
-    return 0
-
-
-def _run(command: Any, args: list[str]) -> int:
-    """The command line's exit code; typer's own errors (usage, abort) shown here, not by
-    typer, so that they are said in the person's language."""
-    from typer._click.exceptions import ClickException
-    from typer.rich_utils import rich_abort_error
-
-    try:
-        code = command.main(args=args, prog_name="crm-automation", standalone_mode=False)
-    except ClickException as exc:
-        show_usage_error(exc)
-        return exc.exit_code
-    except typer.Abort:
-        rich_abort_error()
-        return 1
-    return code if isinstance(code, int) else 0
 
 
 def _take_lang(args: list[str]) -> tuple[str | None, list[str]]:

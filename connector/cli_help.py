@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 from connector.i18n import gettext as _
 
-__all__ = ["N_", "framework_words", "said_usage_error", "show_usage_error", "spoken_command"]
+__all__ = ["N_", "USAGE_ERRORS", "run", "said_usage_error"]
 
 
 def N_(message: str) -> str:  # gettext's name for a message marked now, said later
@@ -45,13 +45,13 @@ _HEADINGS = {
     "DEPRECATED_STRING": N_("(deprecated) "),
 }
 _USAGE = N_("Usage: ")
-_OPTIONS = N_("[OPTIONS]")
-_COMMAND = N_("COMMAND [ARGS]...")
-_HELP_OPTION = N_("Show this message and exit.")
+# The framework's words our help texts meet where they stand: the usage line's placeholders and
+# the help option's help.
+_FOUND = (N_("[OPTIONS]"), N_("COMMAND [ARGS]..."), N_("Show this message and exit."))
 
 # click's and typer's usage errors, as they write them; a `{reason}` is itself one of them (or
 # our own message, already said). The more specific first: the first that matches is said.
-_USAGE_ERRORS = (
+USAGE_ERRORS = (
     N_("Invalid value for {hint}: {reason}"),
     N_("Invalid value: {reason}"),
     N_("Missing argument {name}. Choose from:\n\t{choices}"),
@@ -84,7 +84,7 @@ def _pattern(template: str) -> re.Pattern[str]:
 def said_usage_error(message: str) -> str:
     """A usage error of the framework in the person's language; one it does not list stays
     as the framework wrote it (in English) rather than be guessed."""
-    for template in _USAGE_ERRORS:
+    for template in USAGE_ERRORS:
         found = _pattern(template).fullmatch(message)
         if found:
             values = found.groupdict()
@@ -103,12 +103,21 @@ class _Context(typer.Context):
     formatter_class = _Formatter
 
 
-def spoken_command(app: typer.Typer) -> Command:
-    """The click command typer builds for this run, its help texts in the chosen language.
-    Each run builds its own: nothing said here outlives the run."""
-    command = typer.main.get_command(app)
+def run(app: typer.Typer, args: list[str], prog_name: str) -> int:
+    """Run the command line in the chosen language and return its exit code. typer's own
+    errors (usage, abort) are shown here, not by typer, so that they are said in it too."""
+    command = typer.main.get_command(app)  # built anew for each run: nothing said outlives it
     _say_help(command)
-    return command
+    with _framework_words():
+        try:
+            code = command.main(args=args, prog_name=prog_name, standalone_mode=False)
+        except ClickException as error:
+            _show(error)
+            return error.exit_code
+        except typer.Abort:
+            rich_utils.rich_abort_error()
+            return 1
+    return code if isinstance(code, int) else 0
 
 
 def _say_help(command: Command) -> None:
@@ -117,6 +126,7 @@ def _say_help(command: Command) -> None:
     command.short_help = command.short_help and _(command.short_help)
     if command.options_metavar:
         command.options_metavar = _(command.options_metavar)
+    # click makes the help option when a context first asks for it, then keeps it
     help_option = command.get_help_option(_Context(command))
     for param in [*command.params, *([help_option] if help_option else [])]:
         help_text = getattr(param, "help", None)
@@ -130,7 +140,7 @@ def _say_help(command: Command) -> None:
 
 
 @contextmanager
-def framework_words() -> Iterator[None]:
+def _framework_words() -> Iterator[None]:
     """typer's headings in the chosen language while the command line runs, then as they
     were (a test, or a program that embeds the CLI, runs it again in another language)."""
     before = {name: getattr(rich_utils, name) for name in _HEADINGS}
@@ -143,11 +153,10 @@ def framework_words() -> Iterator[None]:
             setattr(rich_utils, name, value)
 
 
-def show_usage_error(error: ClickException) -> None:
+def _show(error: ClickException) -> None:
     """The framework's error as typer shows it (usage, hint, framed message), said."""
-    if isinstance(error, UsageError):
-        said: ClickException = UsageError(said_usage_error(error.format_message()), error.ctx)
-    else:
-        said = ClickException(said_usage_error(error.format_message()))
-    if type(error).__name__ != "NoArgsIsHelpError":  # its help is printed already
-        rich_utils.rich_format_error(said)
+    if type(error).__name__ == "NoArgsIsHelpError":  # as typer: its help is printed already
+        return
+    text = said_usage_error(error.format_message())
+    said = UsageError(text, error.ctx) if isinstance(error, UsageError) else ClickException(text)
+    rich_utils.rich_format_error(said)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from typer import rich_utils
 
 from connector.cli import app, main
-from connector.cli_help import _USAGE_ERRORS, said_usage_error
+from connector.cli_help import USAGE_ERRORS, said_usage_error
 from connector.i18n import set_language, translate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,8 +72,8 @@ def test_every_command_and_option_has_a_help_text_and_its_spanish() -> None:
 def test_the_whole_help_is_in_spanish_with_lang_es(capsys) -> None:
     for path, command in _commands():
         shown = _help(capsys, "--lang", "es", *path)
-        assert shown.startswith("Uso: crm-automation") and "Opciones" in shown
-        assert "Options" not in shown and "Usage" not in shown
+        assert shown.startswith("Uso: crm-automation [OPCIONES]") and "Opciones" in shown
+        assert "Options" not in shown and "OPTIONS" not in shown and "Usage" not in shown
         for text in _help_texts(command):
             assert _flat(translate("es", text)) in shown, (path, text)
             assert _flat(text) not in shown, (path, text)
@@ -141,7 +141,7 @@ _VALUE = st.text(st.characters(whitelist_categories=("L", "N"), whitelist_charac
                  min_size=1, max_size=12)
 
 
-@given(st.sampled_from(_USAGE_ERRORS), st.data())
+@given(st.sampled_from(USAGE_ERRORS), st.data())
 def test_a_usage_error_is_said_with_its_values(template, data) -> None:
     names = re.findall(r"{(\w+)}", template)
     values = {name: data.draw(_VALUE, label=name) for name in names}

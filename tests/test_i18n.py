@@ -124,7 +124,7 @@ def test_no_message_is_marked_inside_an_f_string() -> None:
             text = tok.string
             is_f_string = tok.type == tokenize.STRING and text.lstrip("rbRB")[:1] in "fF"
             if is_f_string and any(f"{p}{call}(" in text for p in "{ (,+"
-                                   for call in ("_", "ngettext", "translate")):
+                                   for call in ("_", "N_", "ngettext", "translate")):
                 found.append(f"{path.relative_to(ROOT)}:{tok.start[0]}")
     assert not found, found
 

@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from connector.cli_help import N_
+from connector.cli_help import run as run_in_language
 from connector.core.findings import Finding
 from connector.errors import ConfigurationError, Text
 from connector.files import Loaded, load
@@ -35,11 +37,11 @@ if TYPE_CHECKING:
     from connector.simulate import ReadOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Homologated win probabilities for CRM opportunities: check the rules, "
-                       "try them on an export, forecast, and sync.")
+                  help=N_("Homologated win probabilities for CRM opportunities: check the "
+                          "rules, try them on an export, forecast, and sync."))
 
-RulesOpt = Annotated[Path, typer.Option("--rules", help="The rules folder.")]
-MappingsOpt = Annotated[Path, typer.Option("--mappings", help="The mappings folder.")]
+RulesOpt = Annotated[Path, typer.Option("--rules", help=N_("The rules folder."))]
+MappingsOpt = Annotated[Path, typer.Option("--mappings", help=N_("The mappings folder."))]
 
 
 class CheckFormat(str, Enum):
@@ -117,10 +119,12 @@ def _load_or_exit(rules: Path, mappings: Path, mapping: Path | None = None) -> L
     return loaded
 
 
-@app.command()
+@app.command(help=N_(
+    "Validate every file, then prove the workflows exclusive and complete."))
 def check(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
-          format: Annotated[CheckFormat, typer.Option("--format")] = CheckFormat.text) -> None:
-    """Validate every file, then prove the workflows exclusive and complete."""
+          format: Annotated[CheckFormat, typer.Option(
+              "--format", help=N_("text, or JSON for another program."))
+          ] = CheckFormat.text) -> None:
     from connector.checks import check_erp, check_templates
     from connector.core.proof import prove
 
@@ -162,10 +166,11 @@ def check(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
     raise typer.Exit(0 if ok else 1)
 
 
-@app.command()
+@app.command(help=N_(
+    "The effective decision table, one row per combination of factor values."))
 def table(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
-          format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.text) -> None:
-    """The effective decision table, one row per combination of factor values."""
+          format: Annotated[TableFormat, typer.Option(
+              "--format", help=N_("text, CSV or JSON."))] = TableFormat.text) -> None:
     from connector.core.expressions import Formula
     from connector.core.table import DecisionTable
 
@@ -214,19 +219,25 @@ def table(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
     raise typer.Exit(1 if failed else 0)
 
 
+ExportArg = Annotated[Path, typer.Argument(
+    help=N_("A CSV or JSON export with the CRM's field names."), exists=True, dir_okay=False)]
 MappingOpt = Annotated[Path | None, typer.Option(
-    "--mapping", help="The CRM mapping file to read the export with (default: the CRM's).")]
+    "--mapping", help=N_("The CRM mapping file to read the export with (default: the "
+                         "CRM's)."))]
 TodayOpt = Annotated[str | None, typer.Option(
-    "--today", help="The date formulas see as today (YYYY-MM-DD); default: the real today.")]
+    "--today", help=N_("The date formulas see as today (YYYY-MM-DD); default: the real "
+                       "today."))]
 
 
 LocaleOpt = Annotated[str | None, typer.Option(
-    "--locale", help="How the export writes numbers and dates, a CLDR locale such as es_CO "
-                     "(default: the mapping's 'locale:'; none: ISO dates, plain numbers).")]
+    "--locale", help=N_("How the export writes numbers and dates, a CLDR locale such as "
+                        "es_CO (default: the mapping's 'locale:'; none: ISO dates, plain "
+                        "numbers)."))]
 EncodingOpt = Annotated[str | None, typer.Option(
-    "--encoding", help="The export's encoding (default: UTF-8, else Windows-1252).")]
+    "--encoding", help=N_("The export's encoding (default: UTF-8, else Windows-1252)."))]
 DelimiterOpt = Annotated[str | None, typer.Option(
-    "--delimiter", help="The export's column separator (default: detected among , ; tab |).")]
+    "--delimiter", help=N_("The export's column separator (default: detected among , ; "
+                           "tab |)."))]
 
 
 def _read_options(locale: str | None, encoding: str | None, delimiter: str | None,
@@ -291,24 +302,24 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
         yield update
 
 
-@app.command()
+@app.command(help=N_(
+    "Dry run over an export: which workflow each record gets, what would be written, which "
+    "actions would fire. Writes nothing to the CRM, sends nothing."))
 def simulate(
-    input: Annotated[Path, typer.Argument(help="A CSV or JSON export with the CRM's field names.",
-                                          exists=True, dir_okay=False)],
+    input: ExportArg,
     mapping: MappingOpt = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Write the rows with what would be written (.csv or .json).")] = None,
+        "--out", help=N_("Write the rows with what would be written (.csv or .json)."))] = None,
     report: Annotated[Path | None, typer.Option(
-        "--report", help="Write a self-contained HTML report.")] = None,
+        "--report", help=N_("Write a self-contained HTML report."))] = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
     today: TodayOpt = None, locale: LocaleOpt = None, encoding: EncodingOpt = None,
     delimiter: DelimiterOpt = None,
     explain: Annotated[bool, typer.Option(
-        "--explain", help="--out also gets _why (the factor values that chose the workflow) "
-                          "and _before_<column> (each written column as read).")] = False,
+        "--explain", help=N_("--out also gets _why (the factor values that chose the "
+                             "workflow) and _before_<column> (each written column as "
+                             "read)."))] = False,
 ) -> None:
-    """Dry run over an export: which workflow each record gets, what would be written, which
-    actions would fire. Writes nothing to the CRM, sends nothing."""
     from connector.simulate import simulate as run_simulation
 
     when = _today(today)
@@ -365,23 +376,26 @@ class ForecastBy(str, Enum):
     stage = "stage"
 
 
-@app.command()
+@app.command(help=N_(
+    "The weighted pipeline per expected close month (or owner, or stage): open and won "
+    "deals, overdue ones in one row, in the corporate currency; what was left out, counted."))
 def forecast(
-    input: Annotated[Path, typer.Argument(help="A CSV or JSON export with the CRM's field names.",
-                                          exists=True, dir_okay=False)],
-    by: Annotated[ForecastBy, typer.Option("--by")] = ForecastBy.month,
-    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.text,
+    input: ExportArg,
+    by: Annotated[ForecastBy, typer.Option(
+        "--by", help=N_("One row per expected close month, per owner or per stage."))
+    ] = ForecastBy.month,
+    format: Annotated[TableFormat, typer.Option(
+        "--format", help=N_("text, CSV or JSON."))] = TableFormat.text,
     chart: Annotated[Path | None, typer.Option(
-        "--chart", help="Write an SVG chart of the pipeline, won and overdue per month.")] = None,
+        "--chart", help=N_("Write an SVG chart of the pipeline, won and overdue per "
+                           "month."))] = None,
     as_is: Annotated[bool, typer.Option(
-        "--as-is", help="Use the export's own probabilities, not the rules'.")] = False,
+        "--as-is", help=N_("Use the export's own probabilities, not the rules'."))] = False,
     mapping: MappingOpt = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
     today: TodayOpt = None, locale: LocaleOpt = None, encoding: EncodingOpt = None,
     delimiter: DelimiterOpt = None,
 ) -> None:
-    """The weighted pipeline per expected close month (or owner, or stage): open and won deals,
-    overdue ones in one row, in the corporate currency; what was left out, counted."""
     from connector.core.forecast import money
     from connector.simulate import forecast as run_forecast
 
@@ -462,10 +476,11 @@ class Engine(str, Enum):
 
 
 InputOpt = Annotated[Path | None, typer.Option(
-    "--input", help="A snapshot history CSV (history export); default: the state store's.",
+    "--input", help=N_("A snapshot history CSV (history export); default: the state "
+                       "store's."),
     exists=True, dir_okay=False)]
 EngineOpt = Annotated[Engine, typer.Option(
-    "--engine", help="duckdb (any size) or python (the reference, for small histories).")]
+    "--engine", help=N_("duckdb (any size) or python (the reference, for small histories)."))]
 
 
 def _date(value: str | None, option: str) -> dt.date | None:
@@ -484,27 +499,30 @@ def _suffix(path: Path | None, kinds: tuple[str, ...], option: str) -> None:
             file=path, kinds=_(" or ").join(kinds)), param_hint=option)
 
 
-@app.command()
+@app.command(help=N_(
+    "Do the workflows' probabilities match what was won? Per workflow, with its interval."))
 def calibrate(
     input: InputOpt = None,
     horizon: Annotated[int | None, typer.Option(
-        "--horizon", min=0, help="Judge each deal as it was DAYS before it closed.")] = None,
+        "--horizon", min=0, help=N_("Judge each deal as it was DAYS before it closed."))] = None,
     since: Annotated[str | None, typer.Option(
-        "--since", help="Only deals closed on or after DATE.")] = None,
-    format: Annotated[CheckFormat, typer.Option("--format")] = CheckFormat.text,
+        "--since", help=N_("Only deals closed on or after DATE."))] = None,
+    format: Annotated[CheckFormat, typer.Option(
+        "--format", help=N_("text, or JSON for another program."))] = CheckFormat.text,
     report: Annotated[Path | None, typer.Option(
-        "--report", help="Write an HTML report with the reliability diagram.")] = None,
+        "--report", help=N_("Write an HTML report with the reliability diagram."))] = None,
     propose: Annotated[Path | None, typer.Option(
-        "--propose", help="Write the rule file with each probability set to what was won.")
+        "--propose", help=N_("Write the rule file with each probability set to what was "
+                             "won."))
     ] = None,
     backtest: Annotated[str | None, typer.Option(
-        "--backtest", help="Fit on deals closed before DATE, score on those closed after.")
+        "--backtest", help=N_("Fit on deals closed before DATE, score on those closed "
+                              "after."))
     ] = None,
     engine: EngineOpt = Engine.duckdb,
     mapping: MappingOpt = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """Do the workflows' probabilities match what was won? Per workflow, with its interval."""
     from connector.history.commands import calibrate_command
 
     _suffix(report, (".html", ".htm"), "--report")
@@ -517,21 +535,24 @@ def calibrate(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(help=N_(
+    "What moved the open pipeline of each close month between two dates."))
 def movement(
-    from_: Annotated[str, typer.Option("--from", help="The first date (YYYY-MM-DD).")],
-    to: Annotated[str, typer.Option("--to", help="The second date (YYYY-MM-DD).")],
+    from_: Annotated[str, typer.Option("--from", help=N_("The first date (YYYY-MM-DD)."))],
+    to: Annotated[str, typer.Option("--to", help=N_("The second date (YYYY-MM-DD)."))],
     input: InputOpt = None,
-    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.text,
-    details: Annotated[bool, typer.Option("--details", help="List the deals behind each bucket.")
-                       ] = False,
-    chart: Annotated[Path | None, typer.Option("--chart", help="Write an SVG waterfall.")] = None,
-    report: Annotated[Path | None, typer.Option("--report", help="Write an HTML page.")] = None,
+    format: Annotated[TableFormat, typer.Option(
+        "--format", help=N_("text, CSV or JSON."))] = TableFormat.text,
+    details: Annotated[bool, typer.Option(
+        "--details", help=N_("List the deals behind each bucket."))] = False,
+    chart: Annotated[Path | None, typer.Option(
+        "--chart", help=N_("Write an SVG waterfall."))] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help=N_("Write an HTML page."))] = None,
     engine: EngineOpt = Engine.duckdb,
     mapping: MappingOpt = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """What moved the open pipeline of each close month between two dates."""
     from connector.history.commands import movement_command
 
     _suffix(chart, (".svg",), "--chart")
@@ -544,20 +565,22 @@ def movement(
                                       format.value, details, chart, report, _out(), _err()))
 
 
-@app.command()
+@app.command(help=N_(
+    "How close was the forecast made N days before each past month, to what was won?"))
 def accuracy(
     lags: Annotated[str, typer.Option(
-        "--lags", help="Days before each month began, comma-separated.")] = "30,60,90",
+        "--lags", help=N_("Days before each month began, comma-separated."))] = "30,60,90",
     input: InputOpt = None,
-    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.text,
+    format: Annotated[TableFormat, typer.Option(
+        "--format", help=N_("text, CSV or JSON."))] = TableFormat.text,
     chart: Annotated[Path | None, typer.Option(
-        "--chart", help="Write an SVG chart (the first lag).")] = None,
-    report: Annotated[Path | None, typer.Option("--report", help="Write an HTML page.")] = None,
+        "--chart", help=N_("Write an SVG chart (the first lag)."))] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help=N_("Write an HTML page."))] = None,
     engine: EngineOpt = Engine.duckdb,
     mapping: MappingOpt = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """How close was the forecast made N days before each past month, to what was won?"""
     from connector.history.commands import accuracy_command
 
     try:
@@ -603,19 +626,21 @@ def _since(value: str | None) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-@app.command()
+@app.command(help=N_(
+    "One poll cycle against the configured CRM, then the outbox is drained. The first sync "
+    "is a backfill: what is already true is recorded, and fires nothing."))
 def sync(
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Compute and report; write nothing, keep the cursor.")] = False,
+        "--dry-run", help=N_("Compute and report; write nothing, keep the cursor."))] = False,
     since: Annotated[str | None, typer.Option(
-        "--since", help="Read changes since this ISO date-time instead of the cursor.")] = None,
+        "--since", help=N_("Read changes since this ISO date-time instead of the "
+                           "cursor."))] = None,
     fire_backfill: Annotated[bool, typer.Option(
-        "--fire-backfill", help="On the first sync, fire the actions of every condition "
-        "already true (a deliberate catch-up) instead of recording them as the past.")] = False,
+        "--fire-backfill", help=N_("On the first sync, fire the actions of every condition "
+                                   "already true (a deliberate catch-up) instead of "
+                                   "recording them as the past."))] = False,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """One poll cycle against the configured CRM, then the outbox is drained. The first sync
-    is a backfill: what is already true is recorded, and fires nothing."""
     application = _app(rules, mappings)
     pipeline = application.pipeline
     report = pipeline.poll(since=_since(since), dry_run=dry_run, fire_backfill=fire_backfill)
@@ -647,10 +672,10 @@ def sync(
     raise typer.Exit(1 if bad else 0)
 
 
-@app.command()
+@app.command(help=N_(
+    "Re-evaluate every open opportunity for the conditions that age (run it daily), then "
+    "drain the outbox."))
 def sweep(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings")) -> None:
-    """Re-evaluate every open opportunity for the conditions that age (run it daily), then
-    drain the outbox."""
     application = _app(rules, mappings)
     report = application.pipeline.sweep()
     console = _out()
@@ -668,19 +693,20 @@ def sweep(rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mapping
     raise typer.Exit(1 if report.failed or report.parked or drained.parked else 0)
 
 
-history_app = typer.Typer(no_args_is_help=True, help="Snapshots of the opportunities as they "
-                          "were: fill them from the CRM's history, export them as CSV.")
+history_app = typer.Typer(no_args_is_help=True, help=N_(
+    "Snapshots of the opportunities as they were: fill them from the CRM's history, export "
+    "them as CSV."))
 app.add_typer(history_app, name="history")
 
 
-@history_app.command("pull")
+@history_app.command("pull", help=N_(
+    "Read the CRM's history of the mapped fields (Salesforce OpportunityHistory and "
+    "OpportunityFieldHistory, HubSpot propertiesWithHistory) into the snapshots."))
 def history_pull(
     since: Annotated[str | None, typer.Option(
-        "--since", help="Only history from this ISO date or date-time on.")] = None,
+        "--since", help=N_("Only history from this ISO date or date-time on."))] = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """Read the CRM's history of the mapped fields (Salesforce OpportunityHistory and
-    OpportunityFieldHistory, HubSpot propertiesWithHistory) into the snapshots."""
     from connector.history.pull import pull
 
     application = _app(rules, mappings)
@@ -705,12 +731,12 @@ def history_pull(
                 field=escape(name), n=f"{count:,}", total=f"{report.opportunities:,}") + used)
 
 
-@history_app.command("export")
+@history_app.command("export", help=N_(
+    "Write the snapshots as CSV: the mapping's CRM fields, then as_of (ISO date-time)."))
 def history_export(
-    file: Annotated[Path, typer.Argument(help="The CSV to write.")],
+    file: Annotated[Path, typer.Argument(help=N_("The CSV to write."))],
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """Write the snapshots as CSV: the mapping's CRM fields, then as_of (ISO date-time)."""
     from connector.history.snapshots import write_snapshot_csv
 
     application = _app(rules, mappings)
@@ -720,19 +746,19 @@ def history_export(
                                                            file=escape(str(file))))
 
 
-rates_app = typer.Typer(no_args_is_help=True, help="Currency rates for the forecast, in "
-                        "mappings/currencies.yaml.")
+rates_app = typer.Typer(no_args_is_help=True, help=N_(
+    "Currency rates for the forecast, in mappings/currencies.yaml."))
 app.add_typer(rates_app, name="rates")
 
 
-@rates_app.command("pull")
+@rates_app.command("pull", help=N_(
+    "Read the org's rates (CurrencyType; with --dated, DatedConversionRate) into "
+    "mappings/currencies.yaml, for the forecast to convert amounts as Salesforce does."))
 def rates_pull(
     dated: Annotated[bool, typer.Option(
-        "--dated", help="Also the dated rates (advanced currency management).")] = False,
+        "--dated", help=N_("Also the dated rates (advanced currency management)."))] = False,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """Read the org's rates (CurrencyType; with --dated, DatedConversionRate) into
-    mappings/currencies.yaml, for the forecast to convert amounts as Salesforce does."""
     from connector.currency import FILE, rates_from_salesforce, rates_yaml
 
     application = _app(rules, mappings)
@@ -755,13 +781,15 @@ def rates_pull(
                                            calls=crm.calls))
 
 
-@app.command()
+@app.command(help=N_(
+    "The webhook endpoints on a local HTTP server (the same code as the Lambda handlers)."))
 def serve(
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 8080,
+    host: Annotated[str, typer.Option(
+        "--host", help=N_("The address to listen on (127.0.0.1: this machine only)."))
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help=N_("The port to listen on."))] = 8080,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """The webhook endpoints on a local HTTP server (the same code as the Lambda handlers)."""
     import logging
 
     from connector.handlers.approvals import approval_route
@@ -810,22 +838,23 @@ def serve(
         server.server_close()
 
 
-@app.command()
+@app.command(help=N_(
+    "The effect of a rule change on an export: records that change workflow, the forecast "
+    "per month before and after, actions that would newly fire or stop."))
 def diff(
-    input: Annotated[Path, typer.Argument(help="A CSV or JSON export with the CRM's field names.",
-                                          exists=True, dir_okay=False)],
+    input: ExportArg,
     before: Annotated[str, typer.Option(
-        "--before", help="The rules before the change: a folder, or a git ref (its rules/).")],
-    format: Annotated[CheckFormat, typer.Option("--format")] = CheckFormat.text,
+        "--before", help=N_("The rules before the change: a folder, or a git ref (its "
+                            "rules/)."))],
+    format: Annotated[CheckFormat, typer.Option(
+        "--format", help=N_("text, or JSON for another program."))] = CheckFormat.text,
     report: Annotated[Path | None, typer.Option(
-        "--report", help="Write a self-contained HTML report.")] = None,
+        "--report", help=N_("Write a self-contained HTML report."))] = None,
     mapping: MappingOpt = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
     today: TodayOpt = None, locale: LocaleOpt = None, encoding: EncodingOpt = None,
     delimiter: DelimiterOpt = None,
 ) -> None:
-    """The effect of a rule change on an export: records that change workflow, the forecast
-    per month before and after, actions that would newly fire or stop."""
     from connector.formatting import format_money, row_label
     from connector.rulediff import compare, rules_at
 
@@ -891,18 +920,18 @@ class OutboxCommand(str, Enum):
     drop = "drop"
 
 
-@app.command()
+@app.command(help=N_(
+    "The actions, ERP syncs and records that wait, and what to do with them."))
 def outbox(
-    command: Annotated[OutboxCommand, typer.Argument(help="list, retry or drop")],
+    command: Annotated[OutboxCommand, typer.Argument(help=N_("list, retry or drop"))],
     keys: Annotated[list[str] | None, typer.Argument(
-        help="Item keys (retry without keys: every parked item).")] = None,
-    all_items: Annotated[bool, typer.Option("--all", help="list: done items too.")] = False,
+        help=N_("Item keys (retry without keys: every parked item)."))] = None,
+    all_items: Annotated[bool, typer.Option("--all", help=N_("list: done items too."))] = False,
     format: Annotated[ListFormat, typer.Option(
-        "--format", help="list: a table, or every field of every item as JSON.")
+        "--format", help=N_("list: a table, or every field of every item as JSON."))
     ] = ListFormat.text,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
 ) -> None:
-    """The actions, ERP syncs and records that wait, and what to do with them."""
     from connector.settings import load_settings
     from connector.state import open_state
     from connector.state.holder import host_of
@@ -968,8 +997,8 @@ def main(argv: list[str] | None = None) -> int:
     lang, args = _take_lang(args)
     set_language(choose_language(lang, os.environ))
     try:
-        app(args=args, prog_name="crm-automation")
-    except SystemExit as exc:  # typer ends every run this way, usage errors with 2
+        return run_in_language(app, args, "crm-automation")
+    except SystemExit as exc:  # typer's own exit on a broken pipe (output piped to `head`)
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     except ConfigurationError as exc:
@@ -983,7 +1012,6 @@ def main(argv: list[str] | None = None) -> int:
         _err().print("[red]" + _("unexpected error") + f"[/red]: {escape(type(exc).__name__)}: "
                      f"{escape(say_error(exc))} " + _("(set CRM_AUTOMATION_DEBUG=1 for details)"))
         return 2
-    return 0
 
 
 def _take_lang(args: list[str]) -> tuple[str | None, list[str]]:
@@ -1005,9 +1033,8 @@ def _take_lang(args: list[str]) -> tuple[str | None, list[str]]:
 
 @app.callback()
 def _options(lang: Annotated[str | None, typer.Option(
-        "--lang", help="The language of messages: es or en (default: CRM_AUTOMATION_LANG, "
-                       "then LANG).")] = None) -> None:
-    """Homologated win probabilities for CRM opportunities."""
+        "--lang", help=N_("The language of messages: es or en (default: "
+                          "CRM_AUTOMATION_LANG, then LANG)."))] = None) -> None:
     del lang  # taken by main() before typer runs (see _take_lang): listed here for --help
 
 

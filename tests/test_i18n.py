@@ -17,7 +17,7 @@ from connector.i18n import choose_language, set_language
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "connector"
 SPANISH = PACKAGE / "locale" / "es" / "LC_MESSAGES" / "messages.po"
-KEYWORDS = {"_": None, "ngettext": (1, 2), "translate": (2,), "Text": None}
+KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2), "translate": (2,), "Text": None}
 
 
 def _marked() -> set[str | tuple[str, str]]:
@@ -124,7 +124,7 @@ def test_no_message_is_marked_inside_an_f_string() -> None:
             text = tok.string
             is_f_string = tok.type == tokenize.STRING and text.lstrip("rbRB")[:1] in "fF"
             if is_f_string and any(f"{p}{call}(" in text for p in "{ (,+"
-                                   for call in ("_", "ngettext", "translate")):
+                                   for call in ("_", "N_", "ngettext", "translate")):
                 found.append(f"{path.relative_to(ROOT)}:{tok.start[0]}")
     assert not found, found
 

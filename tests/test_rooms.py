@@ -15,8 +15,8 @@ PACKAGE = Path(connector.__file__).parent
 
 # Each room by the modules it holds (a name, or a package and everything under it).
 ROOMS: dict[str, tuple[str, ...]] = {
-    "entry points": ("connector.__main__", "connector.cli", "connector.web",
-                     "connector.handlers"),
+    "entry points": ("connector.__main__", "connector.cli", "connector.cli_help",
+                     "connector.web", "connector.handlers"),
     "wiring": ("connector.app",),
     "use cases": ("connector.pipeline", "connector.outbox"),
     "tools": ("connector.simulate", "connector.report", "connector.chart", "connector.checks",

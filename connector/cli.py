@@ -954,7 +954,7 @@ def outbox(
                         _("run by {host}").format(host=host_of(i.holder)) if i.holder
                         else _("run by another worker"))
             return statuses.get(i.status, i.status), \
-                i.next_at if i.status == "pending" else None, i.reason
+                i.next_at if i.status == "pending" else None, say(i.reason)
 
         if format is ListFormat.json:
             print(json.dumps([dataclasses.asdict(i) for i in items], indent=2, default=str))

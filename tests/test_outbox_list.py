@@ -88,3 +88,28 @@ def test_piped_table_never_cuts_a_factor_value(tmp_path, monkeypatch, capsys):
     assert out.count(LONG_STAGE) == 2 * 4 * 3  # every row of that stage, whole
     for value in ("Proposal/Price Quote", "Value Proposition", "Budgetary", "Strategic"):
         assert value in out
+
+
+def test_outbox_list_says_a_stored_reason_in_the_readers_language(tmp_path, monkeypatch,
+                                                                  capsys):
+    """A reason the pipeline parked as a Text is stored with its template: read later by an
+    admin who reads Spanish, it is said in Spanish (JSON keeps the English)."""
+    from connector.errors import Text
+    from connector.i18n import say
+
+    monkeypatch.setenv("STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
+    reason = Text("gave up after {n} tries: {reason}", n=5,
+                  reason=Text("{code}: {reason}", code="HTTP_503", reason="Service Unavailable"))
+    store = SqliteState(tmp_path / "state.db")
+    store.commit([Commit(RECORD, None, outbox=[OutboxItem(
+        f"writeback:{RECORD}:v1", RECORD, "writeback", "writeback", {"ids": [RECORD]},
+        status="parked", reason=reason)])], NOW)
+    store.close()
+    assert main(["--lang", "es", "outbox", "list"]) == 0
+    shown = words(capsys.readouterr().out)
+    spanish = say(reason, "es")
+    assert spanish != reason and all(w in shown for w in words(spanish))
+    assert "gave" not in shown and "tries" not in shown
+    assert main(["--lang", "en", "outbox", "list", "--format", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["reason"] == reason  # the English, for machines

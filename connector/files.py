@@ -12,9 +12,8 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from connector.core import schema
 from connector.core.findings import Finding, Rewording, Where, did_you_mean, reworded
 from connector.core.mapping import Mapping
 from connector.core.ruleset import RuleSet, compile_mapping, compile_rules
+from connector.core.validation import EXPECTED, constraint, either
 from connector.errors import Text
 from connector.i18n import language_of, translate
 
@@ -263,55 +263,6 @@ def _data_path(data: Any, loc: Iterable[Any]) -> DataPath:
     return tuple(out)
 
 
-# What each pydantic type error expects, in an admin's words.
-_EXPECTED = {
-    "string_type": Text("text"), "bool_type": Text("true/false"),
-    "bool_parsing": Text("true/false"), "int_type": Text("a number"),
-    "int_parsing": Text("a number"), "float_type": Text("a number"),
-    "float_parsing": Text("a number"), "decimal_type": Text("a number"),
-    "decimal_parsing": Text("a number"), "dict_type": Text("a set of keys"),
-    "list_type": Text("a list"), "model_type": Text("a set of keys"),
-    "model_attributes_type": Text("a set of keys"),
-}
-
-
-def _either(words: Sequence[str]) -> str:
-    """'text, true/false or a number', with the 'or' in the language it is said in."""
-    if len(words) == 1:
-        return words[0]
-    listed = reduce(lambda a, b: Text("{first}, {then}", first=a, then=b), words[:-1])
-    return Text("{some} or {last}", some=listed, last=words[-1])
-
-
-def _constraint(kind: str, ctx: dict[str, Any]) -> Text | None:
-    """What a constraint of the schema wants, for the error types the rule and mapping files
-    can meet; None for another type (its message is pydantic's, in English)."""
-    if kind == "greater_than":
-        return Text("must be greater than {limit}", limit=ctx["gt"])
-    if kind == "greater_than_equal":
-        return Text("must be {limit} or more", limit=ctx["ge"])
-    if kind == "less_than":
-        return Text("must be less than {limit}", limit=ctx["lt"])
-    if kind == "less_than_equal":
-        return Text("must be {limit} or less", limit=ctx["le"])
-    if kind in ("too_short", "string_too_short") and ctx.get("min_length") == 1:
-        return Text("is empty: give at least one")
-    if kind in ("too_short", "string_too_short"):
-        return Text("needs at least {count}, not {actual}", count=ctx["min_length"],
-                    actual=ctx.get("actual_length", "?"))
-    if kind in ("too_long", "string_too_long"):
-        return Text("takes at most {count}, not {actual}", count=ctx["max_length"],
-                    actual=ctx.get("actual_length", "?"))
-    if kind == "finite_number":
-        return Text("must be a finite number")
-    if kind == "int_from_float":
-        return Text("must be a whole number")
-    if kind == "value_error":  # our validators' own words (schema.py raises them as Text)
-        reason = getattr(ctx.get("error"), "args", None) or (None,)
-        return reason[0] if isinstance(reason[0], Text) else None
-    return None
-
-
 def validation_findings(exc: ValidationError, model: type[BaseModel], data: Any,
                         locate: Any) -> list[Finding]:
     findings = []
@@ -321,10 +272,10 @@ def validation_findings(exc: ValidationError, model: type[BaseModel], data: Any,
     # error per member from pydantic; the admin gets one line saying what would fit.
     fits: dict[DataPath, list[Text]] = {}
     for err in errors:
-        if err["type"] in _EXPECTED:
+        if err["type"] in EXPECTED:
             wanted = fits.setdefault(_data_path(data, err["loc"]), [])
-            if _EXPECTED[err["type"]] not in wanted:
-                wanted.append(_EXPECTED[err["type"]])
+            if EXPECTED[err["type"]] not in wanted:
+                wanted.append(EXPECTED[err["type"]])
     for err in errors:
         message = _validation_message(err, model, data, fits)
         where: Where = locate(_data_path(data, err["loc"]))
@@ -341,7 +292,7 @@ def _validation_message(err: Any, model: type[BaseModel], data: Any,
     at = _data_path(data, loc)
     kind = err["type"]
     got = err.get("input")
-    if kind in _EXPECTED:
+    if kind in EXPECTED:
         expected = _model_at(model, at)
         if kind in ("model_type", "model_attributes_type") and expected:
             # A scalar where a block was due is nearly always a line indented too little.
@@ -349,7 +300,7 @@ def _validation_message(err: Any, model: type[BaseModel], data: Any,
                         "indentation of this line and the ones below it", at=_dotted(at),
                         keys=", ".join(_keys_of(expected)), value=got)
         return Text("{at}: expected {words} (got {value!r})", at=_dotted(at),
-                    words=_either(fits[at]), value=got)
+                    words=either(fits[at]), value=got)
     if kind == "extra_forbidden":
         parent = _model_at(model, at[:-1])
         allowed = _keys_of(parent) if parent else []
@@ -367,10 +318,10 @@ def _validation_message(err: Any, model: type[BaseModel], data: Any,
         expected_text = str((err.get("ctx") or {}).get("expected"))
         choices = re.findall(r"'([^']*)'", expected_text)
         said = Text("Input should be {choices} (got {value!r}){hint}",
-                    choices=_either([f"'{c}'" for c in choices]) if choices else expected_text,
+                    choices=either([f"'{c}'" for c in choices]) if choices else expected_text,
                     value=got, hint=did_you_mean(got, choices) if isinstance(got, str) else "")
     else:  # our words for the types these files meet; pydantic's own (English) for another
-        said = _constraint(kind, err.get("ctx") or {}) or err["msg"].removeprefix("Value error, ")
+        said = constraint(kind, err.get("ctx") or {}) or err["msg"].removeprefix("Value error, ")
     return Text("{at}: {problem}", at=_dotted(at), problem=said) if at else said
 
 

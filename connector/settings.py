@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connector.core.validation import EXPECTED, constraint, either
 from connector.errors import ConfigurationError, Text
 from connector.formatting import listed
 
@@ -162,11 +163,16 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _problem(error: Any) -> str:
-    """What is wrong with a setting: our validator's own words (a Text) when they are ours,
-    else pydantic's."""
-    raised = (error.get("ctx") or {}).get("error")
-    return raised.args[0] if isinstance(raised, ValueError) and raised.args and \
-        isinstance(raised.args[0], Text) else str(error["msg"])
+    """What is wrong with a setting, in the person's language where we have the words: a
+    value of the wrong type, a constraint, our validator's own; else pydantic's (English)."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in EXPECTED:
+        return Text("expected {words}", words=EXPECTED[kind])
+    choices = re.findall(r"'([^']*)'", str(ctx.get("expected"))) if kind == "literal_error" \
+        else []
+    if choices:
+        return Text("expected {words}", words=either([f"'{c}'" for c in choices]))
+    return constraint(kind, ctx) or str(error["msg"])
 
 
 def _set(value: object) -> bool:

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from connector.cli import main
 from connector.core.expressions import _PYTHON_SAYS, ExpressionError, parse_formula
 from connector.core.findings import reworded
+from connector.core.validation import either
 from connector.errors import Text
-from connector.files import _YAML_MET, _either
+from connector.files import _YAML_MET
 from connector.i18n import say
 from connector.templates import _JINJA_SAYS, InvalidTemplate, template_variables
 
@@ -90,10 +91,10 @@ def test_pydantic_errors_are_said_in_spanish_at_their_line(
 
 def test_a_list_of_what_would_fit_ends_with_or_in_each_language() -> None:
     words = [Text("text"), Text("true/false"), Text("a number")]
-    assert _either(words) == "text, true/false or a number"
-    assert say(_either(words), "es") == "texto, true/false o un número"
-    assert say(_either(words[1:]), "es") == "true/false o un número"
-    assert _either(words[:1]) is words[0]
+    assert either(words) == "text, true/false or a number"
+    assert say(either(words), "es") == "texto, true/false o un número"
+    assert say(either(words[1:]), "es") == "true/false o un número"
+    assert either(words[:1]) is words[0]
 
 
 # What PyYAML and Python say about the mistakes a hand-edited file or formula has.

@@ -186,3 +186,23 @@ def test_half_a_session_says_which_half_is_missing():
     with pytest.raises(ConfigurationError, match="needs both SALESFORCE_INSTANCE_URL and "
                                                  "SALESFORCE_ACCESS_TOKEN"):
         salesforce_auth(settings(salesforce_instance_url="https://acme.my.salesforce.com"))
+
+
+def test_a_bad_setting_is_said_in_spanish_and_never_shows_its_value(monkeypatch) -> None:
+    from connector.errors import ConfigurationError
+    from connector.i18n import say_error, set_language
+    from connector.settings import load_settings
+
+    monkeypatch.setenv("SALESFORCE_TIMEOUT", "s3cr3t-not-a-number")
+    monkeypatch.setenv("SALESFORCE_QUOTA_RUN_PERCENT", "250")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(_env_file=None)
+    set_language("es")
+    try:
+        said = say_error(caught.value)
+    finally:
+        set_language("en")
+    assert "SALESFORCE_TIMEOUT: se esperaba un número" in said, said
+    assert "SALESFORCE_QUOTA_RUN_PERCENT: debe ser 100 o menos" in said, said
+    assert "s3cr3t" not in said and "s3cr3t" not in str(caught.value)
+    assert "SALESFORCE_TIMEOUT: expected a number" in str(caught.value)

@@ -37,6 +37,7 @@ __all__ = [
     "TemplateRenderError",
     "make_environment",
     "render_context",
+    "render_problem",
     "render_structure",
     "render_value",
     "resolve",
@@ -216,6 +217,22 @@ def syntax_problem(exc: jinja2.TemplateSyntaxError) -> str:
     return reworded(exc.message or type(exc).__name__, _JINJA_SAYS)
 
 
+# What Jinja says when a template fails for one record: a name it lacks, a refused attribute.
+_JINJA_RENDER_SAYS: tuple[Rewording, ...] = (
+    (r"'(.+)' is undefined", lambda m: Text("'{name}' is undefined", name=m[1])),
+    (r"'(.+)' has no attribute '(.+)'",
+     lambda m: Text("'{owner}' has no attribute '{name}'", owner=m[1], name=m[2])),
+    (r"access to attribute '(.+)' of '(.+)' object is unsafe\.",
+     lambda m: Text("access to attribute '{name}' of '{owner}' object is unsafe.", name=m[1],
+                    owner=m[2])),
+)
+
+
+def render_problem(exc: jinja2.TemplateError) -> str:
+    """Why a template fails for a record, said in the person's language where it can be."""
+    return reworded(exc.message or type(exc).__name__, _JINJA_RENDER_SAYS)
+
+
 def _parse(source: str) -> nodes.Template:
     try:
         return _ENV.parse(source)
@@ -275,7 +292,7 @@ def render_value(template: str, values: Mapping[str, Any],
     try:
         return render(render_context(values, environ))
     except jinja2.TemplateError as exc:  # undefined variables and sandbox refusals
-        raise TemplateRenderError(template, exc.message or type(exc).__name__) from None
+        raise TemplateRenderError(template, render_problem(exc)) from None
     except ZeroDivisionError:  # decimal.DivisionByZero too, whose own text is unreadable
         raise TemplateRenderError(template, Text("division by zero")) from None
     except decimal.DecimalException as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from connector.errors import ConfigurationError, RecordError
+from connector.i18n import say_error, set_language
 from connector.templates import (
     InvalidTemplate,
     TemplateRenderError,
@@ -71,9 +72,28 @@ def test_an_unknown_variable_is_an_error_naming_the_template(template: str) -> N
     "{{ tags.append('c') }}",  # templates must not change the record the next action reads
 ])
 def test_the_sandbox_refuses_python_internals(template: str) -> None:
-    with pytest.raises(TemplateRenderError, match="is unsafe"):
+    with pytest.raises(TemplateRenderError, match="is unsafe") as caught:
         render_value(template, VALUES)
     assert VALUES["tags"] == ["a", "b"]
+    assert "no es seguro" in _spanish(caught.value)  # what an admin who reads Spanish reads
+
+
+@pytest.mark.parametrize(("template", "spanish"), [
+    ("{{ amont }}", "'amont' no está definido"),
+    ("{{ owner.title }}", "no tiene el atributo 'title'"),
+])
+def test_why_a_template_fails_for_a_record_is_said_in_spanish(template, spanish) -> None:
+    with pytest.raises(TemplateRenderError) as caught:
+        render_value(template, {**VALUES, "owner": {"name": "Ana"}})
+    assert spanish not in str(caught.value) and spanish in _spanish(caught.value)
+
+
+def _spanish(exc: Exception) -> str:
+    set_language("es")
+    try:
+        return say_error(exc)
+    finally:
+        set_language("en")
 
 
 def test_a_failing_expression_is_a_record_error() -> None:

@@ -28,6 +28,7 @@ from connector.templates import (
     TemplateRenderError,
     make_environment,
     render_context,
+    render_problem,
     render_value,
     syntax_problem,
 )
@@ -56,7 +57,7 @@ def render_email(spec: EmailSpec, values: Mapping[str, Any], rules_dir: Path,
             raise InvalidTemplate(spec.template, Text("line {line}: {problem}", line=exc.lineno,
                                                       problem=syntax_problem(exc))) from None
         except jinja2.TemplateError as exc:
-            raise TemplateRenderError(spec.template, exc.message or type(exc).__name__) from None
+            raise TemplateRenderError(spec.template, render_problem(exc)) from None
         is_html = spec.template.casefold().endswith((".html", ".htm"))
     else:
         body = str(render_value(spec.body or "", values, environ, locale))

@@ -174,7 +174,7 @@ def test_both_evaluation_paths_say_no_single_workflow_alike(case, record, englis
 def test_the_forecasts_left_out_reasons_are_words_in_spanish_and_keys_in_json(spanish, capsys):
     assert main(["forecast", str(EXAMPLE), *CONFIG]) == 1
     table = capsys.readouterr().out
-    assert "perdidos" in table and "con error" in table
+    assert "perdidas" in table and "con error" in table
     assert " lost " not in table and " failed " not in table
     assert main(["forecast", str(EXAMPLE), "--format", "json", *CONFIG]) == 1
     left = json.loads(capsys.readouterr().out)[-1]

@@ -436,6 +436,8 @@ class ExportWriter:
     """Writes the dry run's rows as CSV or JSON, by the output file's extension; CSV in the
     input's dialect (delimiter, encoding, BOM), so Excel opens it as it opened the input."""
 
+    BATCH = 256  # CSV lines written to the file at a time
+
     def __init__(self, path: Path, header: list[str], dialect: Dialect = Dialect()) -> None:
         self.kind = kind_of(path)
         self.path = path
@@ -451,39 +453,55 @@ class ExportWriter:
             self._line_end = csv_dialect.line_end
             self._csv = csv.writer(_Collect(self._lines), lineterminator="\n",
                                    delimiter=self._delimiter)
-            self.write_rows([header])
+            self.write_row = self._row_writer()
+            self.write_row(header)
         else:
             self._file.write("[")
 
     def write(self, row: dict[str, Any]) -> None:
         if self.kind == "csv":
-            self.write_rows([[_cell(row.get(h)) for h in self.header]])
+            self.write_row([_cell(row.get(h)) for h in self.header])
         else:
             self._file.write(("\n" if self._first else ",\n")
                              + json.dumps(row, default=_json_default))
             self._first = False
 
     def write_rows(self, rows: list[list[str]]) -> None:
-        """CSV rows given as their cells, in the header's order (the fast way). A row none of
-        whose cells holds the delimiter, a quote or a line break is written as its cells joined
-        by the delimiter, which is what csv.writer would write, at a fifth of the cost;
-        csv.writer writes the others."""
+        """CSV rows given as their cells, in the header's order."""
+        for cells in rows:
+            self.write_row(cells)
+
+    def _row_writer(self) -> Callable[[list[str]], None]:
+        """`write_row`: a row none of whose cells holds the delimiter, a quote or a line break
+        is written as its cells joined by the delimiter, which is what csv.writer would write,
+        at a fifth of the cost; csv.writer writes the others. The row is joined at once, while
+        its cells are fresh in memory: only lines wait to be written, a few at a time."""
+        lines, delimiter, write_row = self._lines, self._delimiter, self._csv.writerow
+        flush, size = self._flush, self.BATCH
+
+        def write(cells: list[str]) -> None:
+            line = delimiter.join(cells)
+            if (line and line.count(delimiter) == len(cells) - 1 and '"' not in line
+                    and "\n" not in line and "\r" not in line):
+                lines.append(line)
+            else:
+                write_row(cells)
+            if len(lines) >= size:
+                flush()
+
+        return write
+
+    def _flush(self) -> None:
         lines = self._lines
-        delimiter = self._delimiter
         try:
-            for cells in rows:
-                line = delimiter.join(cells)
-                if (line and line.count(delimiter) == len(cells) - 1 and '"' not in line
-                        and "\n" not in line and "\r" not in line):
-                    lines.append(line)
-                else:
-                    self._csv.writerow(cells)
             lines.append("")
             self._file.write(self._line_end.join(lines))
         finally:
             lines.clear()  # written, or failed: never written twice
 
     def close(self) -> None:
+        if self.kind == "csv" and self._lines:
+            self._flush()
         if self.kind == "json":
             self._file.write("\n]\n")
         self._file.close()

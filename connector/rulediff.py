@@ -29,7 +29,7 @@ from connector.simulate import (
     ReadOptions,
     deal_fields,
     distinct_actions,
-    record_id_of,
+    id_reader,
     records,
 )
 
@@ -119,6 +119,7 @@ def compare(before: RuleSet, after: RuleSet, source: Path, today: dt.date,
     add_after = result.forecast_after.month_adder(deal_fields(after))
     writeback = tuple(after.mapping.writeback)
     with options.open(source) as export:
+        record_id = id_reader(after, export)
         for line, raw, values, _error in records(after, export, cells=options.cells(after)):
             result.read += 1
             if values is None:  # unreadable for both: not a difference the rules make
@@ -149,7 +150,7 @@ def compare(before: RuleSet, after: RuleSet, source: Path, today: dt.date,
             result.changed += 1
             if len(result.records) < SHOWN:
                 result.records.append(RecordDiff(
-                    line, record_id_of(after, export, raw, values), move[0], move[1], fields,
+                    line, record_id(raw, values), move[0], move[1], fields,
                     newly, stopped, _reasons(old_error, new_error)))
     return result
 

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from connector.core.evaluate import ActionDue, Evaluator, Names, Verdict
+from connector.core.evaluate import ActionDue, Evaluator, Names, Route
 from connector.core.findings import did_you_mean
 from connector.core.forecast import (
     LOST,
@@ -230,81 +230,61 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     needed = _needed(rules)
     per_workflow, actions, reasons = summary.per_workflow, summary.actions, summary.reasons
     changes_shown, failures_shown = summary.changes, summary.failures
-    read = changed = failed = unread = 0
-    # the actions that would fire, counted per set fired together; a route's own, once
+    changed = failed = unread = 0
+    # the actions that would fire: per route when they are its own (most records), else per
+    # set fired together; each counted once per record, as the ledger would fire them
+    fired_on: Counter[Any] = Counter()
     fired_together: Counter[tuple[str, ...]] = Counter()
-    route_actions: dict[Any, tuple[str, ...]] = {}
     with options.open(source) as export:
         require_columns(rules, export, needed - set(rules.mapping.writeback))
-        output: _Output | None = None
-        write: Callable[[Any, dict[str, Any], str, str, str], None] | None = None
-        whys: dict[Any, str] = {}  # a route's why, once: every record it takes shares it
-        if out is not None and export.kind == "csv":
-            output = _Output(out, export.read_header(), rules, export.kind, export.dialect,
-                             explain)
-            write = output.write
+        output = None if out is None else _Output(out, export, rules, explain)
+        write = None if output is None else output.write
         complete = _completer(rules, export, cells)
+        record_id = id_reader(rules, export)
         for line, raw, values, error in records(rules, export, progress, needed, cells):
-            read += 1
-            if write is None and out is not None:  # JSON: the header is the first record's
-                output = _Output(out, export.header, rules, export.kind, explain=explain)
-                write = output.write
-            verdict: Verdict | None = None
             if values is not None:
                 try:
-                    verdict = decide(values, today)
+                    after, route, changes, due = decide(values, today)
                 except RecordError as exc:
                     error = exc.text
                     add_as_is(values)
-            if verdict is None:
-                failed += 1
-                if values is None:
-                    unread += 1
-                reason = error or Text("unknown error")
-                reasons[_reason_kind(reason)] += 1
-                if len(failures_shown) < SHOWN:
-                    failures_shown.append(Failure(line, record_id_of(rules, export, raw, values),
-                                                  reason))
-                if write is not None:
-                    write(raw, _NO_CHANGES, "", say(reason), "")
-                continue
-            after, route, changes, due = verdict
-            rule = route.rule
-            per_workflow[rule] += 1
-            add_to_forecasts(after, values)  # type: ignore[arg-type]
-            if due:
-                if due is route.due:  # no trigger of the record's own: the route's actions
-                    names = route_actions.get(route) or route_actions.setdefault(
-                        route, distinct_actions(due))
                 else:
-                    names = distinct_actions(due)
-                fired_together[names] += 1
-                if preview is not None and len(summary.previews) < PREVIEWS:
-                    summary.previews.extend(_preview(
-                        preview, line, record_id_of(rules, export, raw, values), action,
-                        complete(raw, after)) for action in names)
-            if changes:
-                changed += 1
-                if len(changes_shown) < SHOWN:
-                    before = {k: as_text(values.get(k)) for k in changes}  # type: ignore[union-attr]
-                    changes_shown.append(Change(
-                        line, record_id_of(rules, export, raw, values),
-                        as_text(complete(raw, after).get("name")),
-                        rule, before, {k: as_text(v) for k, v in changes.items()},
-                        route.factors))
-            if write is not None:
-                why = ""
-                if explain:
-                    why = whys.get(route)  # type: ignore[assignment]
-                    if why is None:  # no comma: a plain CSV line skips csv's quoting
-                        why = whys[route] = " · ".join(f"{k}={v}"
-                                                       for k, v in route.factors.items())
-                write(raw, changes, rule, "", why)
-        if out is not None and output is None:  # a JSON export with no records
-            output = _Output(out, export.header, rules, export.kind, explain=explain)
+                    per_workflow[route.rule] += 1
+                    add_to_forecasts(after, values)
+                    if due:
+                        if due is route.due:  # no trigger of the record's own
+                            fired_on[route] += 1
+                        else:
+                            fired_together[distinct_actions(due)] += 1
+                        if preview is not None and len(summary.previews) < PREVIEWS:
+                            summary.previews.extend(_preview(
+                                preview, line, record_id(raw, values),
+                                action, complete(raw, after)) for action in distinct_actions(due))
+                    if changes:
+                        changed += 1
+                        if len(changes_shown) < SHOWN:
+                            changes_shown.append(Change(
+                                line, record_id(raw, values),
+                                as_text(complete(raw, after).get("name")), route.rule,
+                                {k: as_text(values.get(k)) for k in changes},
+                                {k: as_text(v) for k, v in changes.items()}, route.factors))
+                    if write is not None:
+                        write(raw, changes, route)
+                    continue
+            failed += 1
+            if values is None:
+                unread += 1
+            reason = error or Text("unknown error")
+            reasons[_reason_kind(reason)] += 1
+            if len(failures_shown) < SHOWN:
+                failures_shown.append(Failure(line, record_id(raw, values),
+                                              reason))
+            if output is not None:
+                output.fail(raw, say(reason))
         if output is not None:
             output.close()
         summary.notes = export.notes
+        read = failed + sum(per_workflow.values())
         if export.footer_records is not None and export.footer_records != read:
             summary.notes.append(Text("{file}: the report's footer counts {counted} records, "
                                       "{read} were read: is the export whole?", file=str(source),
@@ -312,6 +292,8 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     forecasts.close()
     summary.forecast.fail(failed)
     summary.forecast_as_is.fail(unread)
+    for route, n in fired_on.items():
+        fired_together[distinct_actions(route.due)] += n
     for names, n in fired_together.items():
         for action in names:
             actions[action] += n
@@ -428,15 +410,19 @@ def _preview(render: Callable[[str, Mapping[str, Any]], Any], line: int, record_
     return Shown(line, record_id, action, shown.kind, shown.rendered)
 
 
-def record_id_of(rules: RuleSet, export: Export, raw: Any, values: dict[str, Any] | None
-                 ) -> str:
-    """The record's id as the file has it, for the failures and changes the report lists."""
-    if isinstance(raw, list):  # a CSV row: the id column, found without regard to case
-        index = rules.mapping.columns(export.header)[ID]
+def id_reader(rules: RuleSet, export: Export) -> Callable[[Any, dict[str, Any] | None], str]:
+    """(raw, values) -> the record's id as the file has it, for the failures and changes the
+    report lists; its column is found once (without regard to case), not per record."""
+    if export.kind != "csv":
+        id_field = rules.mapping.id_field
+        return lambda raw, values: as_text(raw.get(id_field) or (values or {}).get(ID) or "")
+    index = rules.mapping.columns(export.read_header())[ID]
+
+    def of_row(raw: list[str], values: dict[str, Any] | None) -> str:
         if index is not None and index < len(raw):
             return raw[index]
         return as_text((values or {}).get(ID) or "")
-    return as_text(raw.get(rules.mapping.id_field) or (values or {}).get(ID) or "")
+    return of_row
 
 
 def _reason_kind(reason: str) -> str:
@@ -445,45 +431,55 @@ def _reason_kind(reason: str) -> str:
     return head[:80] or reason[:80]
 
 
-_NO_CHANGES: dict[str, Any] = {}
-
-
 class _Output:
     """The output file: each input row, the writeback columns set to what would be written,
     and `_rule`, `_changed`, `_error`; with `explain`, also `_why` (the factor values that
     chose the workflow, `·` between them; blank for a closed deal) and, for each writeback
     column, `_before_<column>`: its value as read. Not by default: they make the file a
-    third larger, and writing it is a fifth of a dry run's time."""
+    third larger, and writing it is a fifth of a dry run's time.
 
-    BATCH = 512  # CSV rows handed to csv.writer at a time (writerows: one call, not 512)
+    `write(raw, changes, route)` writes a record the rules took, `fail(raw, reason)` one they
+    could not."""
 
-    def __init__(self, path: Path, header: list[str], rules: RuleSet, kind: str,
-                 dialect: Dialect = Dialect(), explain: bool = False) -> None:
-        out_header, self.columns = _output_header(header, rules, explain)
-        self.explain = explain
-        self.writer = ExportWriter(path, out_header, dialect)
+    def __init__(self, path: Path, export: Export, rules: RuleSet, explain: bool) -> None:
+        self.path, self.export, self.rules, self.explain = path, export, rules, explain
+        self.whys: dict[Route, str] = {}  # a route's why, once: every record it takes shares it
+        self.writer: ExportWriter | None = None
+        self.write: Callable[[Any, dict[str, Any], Route], None] = self._write_record
+        if export.kind == "csv":  # (JSON: the header is the first record's)
+            self._open(export.read_header())
+            if self.writer is not None and self.writer.kind == "csv":
+                # CSV in and CSV out: the row's own list of cells is patched, no dict
+                self.write = self._cells_writer()
+
+    def _open(self, header: list[str]) -> None:
+        out_header, self.columns = _output_header(header, self.rules, self.explain)
+        self.writer = ExportWriter(self.path, out_header, self.export.dialect
+                                   if self.export.kind == "csv" else Dialect())
         self.header = header
-        self.json = self.writer.kind == "json"
         self.width = len(header)
         # writeback columns it lacked (blank: not in the input)
-        extra = 4 + len(self.columns) if explain else 3  # the columns after the writeback ones
+        extra = 4 + len(self.columns) if self.explain else 3  # the columns after those
         self.added = [""] * (len(out_header) - extra - len(header))
         self.index = {name: out_header.index(column) for name, column in self.columns.items()}
         self.olds = list(self.index.values())  # the writeback cells, read before they change
-        self.batch: list[list[str]] = []
-        # CSV in and CSV out: the row's own list of cells is patched and written, no dict.
-        self.write = self._cells_writer() if kind == "csv" and not self.json else \
-            self._write_record
 
-    def _cells_writer(self) -> Callable[[list[str], dict[str, Any], str, str, str], None]:
+    def why(self, route: Route) -> str:
+        why = self.whys.get(route)
+        if why is None:  # no comma: a plain CSV line skips csv's quoting
+            why = self.whys[route] = " · ".join(f"{k}={v}" for k, v in route.factors.items())
+        return why
+
+    def _cells_writer(self) -> Callable[[list[str], dict[str, Any], Route], None]:
         """Writes a CSV row given as the input's cells, patched: a closure over what it needs,
         a row's attribute lookups cost a tenth of writing it."""
-        width, added, index, batch = self.width, self.added, self.index, self.batch
-        write_rows, size = self.writer.write_rows, self.BATCH
+        width, added, index = self.width, self.added, self.index
+        assert self.writer is not None
+        put = self.writer.write_row
         olds = self.olds if self.explain else None
+        why = self.why
 
-        def write(raw: list[str], changes: dict[str, Any], rule: str, error: str,
-                  why: str) -> None:
+        def write(raw: list[str], changes: dict[str, Any], route: Route) -> None:
             row = raw
             if len(row) != width:  # a row with too few or too many cells: fit the header
                 row = (row + [""] * width)[:width]
@@ -493,26 +489,43 @@ class _Output:
             if changes:
                 for name, value in changes.items():  # text as it is: a call less per cell
                     row[index[name]] = value if type(value) is str else as_text(value)
-                row.extend((rule, ";".join(changes), error))
+                row.extend((route.rule, ";".join(changes), ""))
             else:
-                row.extend((rule, "", error))
+                row.extend((route.rule, "", ""))
             if before is not None:
-                row.append(why)
+                row.append(why(route))
                 row.extend(before)
-            batch.append(row)
-            if len(batch) >= size:
-                write_rows(batch)
-                batch.clear()
+            put(row)
 
         return write
 
-    def _write_record(self, raw: Any, changes: dict[str, Any], rule: str, error: str,
-                      why: str) -> None:
+    def fail(self, raw: Any, reason: str) -> None:
+        """A record the rules could not take: as read, with why in `_error`."""
+        if self.writer is None:
+            self._open(self.export.header)
+        assert self.writer is not None
+        if self.writer.kind != "csv" or not isinstance(raw, list):
+            self._write_row(raw, {}, "", reason, "")
+            return
+        row = (raw + [""] * self.width)[:self.width] + self.added
+        before = [row[i] for i in self.olds] if self.explain else []
+        row.extend(("", "", reason, *([""] if self.explain else []), *before))
+        self.writer.write_row(row)
+
+    def _write_record(self, raw: Any, changes: dict[str, Any], route: Route) -> None:
+        self._write_row(raw, changes, route.rule, "", self.why(route))
+
+    def _write_row(self, raw: Any, changes: dict[str, Any], rule: str, error: str,
+                   why: str) -> None:
+        if self.writer is None:
+            self._open(self.export.header)
+        assert self.writer is not None
         record = dict(zip(self.header, raw)) if isinstance(raw, list) else dict(raw)
         before = {f"_before_{column}": record.get(column, "")
                   for column in self.columns.values()} if self.explain else None
         for name, value in changes.items():
-            record[self.columns[name]] = _json_value(value) if self.json else as_text(value)
+            record[self.columns[name]] = (_json_value(value) if self.writer.kind == "json"
+                                          else as_text(value))
         record["_rule"] = rule
         record["_changed"] = ";".join(changes)
         record["_error"] = error
@@ -522,8 +535,9 @@ class _Output:
         self.writer.write(record)
 
     def close(self) -> None:
-        if self.batch:
-            self.writer.write_rows(self.batch)
+        if self.writer is None:  # a JSON export with no records
+            self._open(self.export.header)
+        assert self.writer is not None
         self.writer.close()
 
 

@@ -214,6 +214,31 @@ def test_out_json_holds_the_rows_with_numbers_and_the_three_columns(tmp_path):
                 assert value == new
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_a_json_export_explained_says_why_and_before_for_every_record(tmp_path, suffix):
+    """A JSON export's output starts with its first record's keys; with --explain, each
+    record, failed or not, has `_why` and what each written field held before, as the CSV
+    export's output has them."""
+    out, from_csv = tmp_path / f"out{suffix}", tmp_path / f"from_csv{suffix}"
+    simulate(rules(), EXAMPLE_JSON, out, TODAY, explain=True)
+    simulate(rules(), EXAMPLE, from_csv, TODAY, explain=True)
+    if suffix == ".json":
+        got = json.loads(out.read_text(encoding="utf-8"))
+        want = json.loads(from_csv.read_text(encoding="utf-8"))
+    else:
+        got, want = read_output(out)[1], read_output(from_csv)[1]
+    assert len(got) == len(want) == len(ref.read_csv_with_lines(EXAMPLE.read_text("utf-8")))
+    columns = ["_rule", "_changed", "_why", *(f"_before_{ref.COLUMNS[n]}" for n in ref.WRITEBACK)]
+
+    def same(a: object, b: object) -> bool:  # a number in JSON, its text in the CSV
+        a, b = "" if a is None else str(a), "" if b is None else str(b)
+        return a == b or (a[:1].isdigit() and b[:1].isdigit() and Decimal(a) == Decimal(b))
+
+    for g, w in zip(got, want):
+        assert g["Id"] == w["Id"] and bool(g["_error"]) == bool(w["_error"]), w["Id"]
+        assert all(same(g[c], w[c]) for c in columns), (w["Id"], g, w)
+
+
 # --- exit codes and usage errors ----------------------------------------------------------------
 
 def test_exit_code_is_0_when_every_row_passes(tmp_path, capsys):

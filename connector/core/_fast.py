@@ -101,6 +101,14 @@ def _both(a: ast.expr, b: ast.expr) -> ast.expr:
     return ast.BinOp(left=a, op=ast.BitAnd(), right=b)
 
 
+def _is_decimal(value: ast.expr) -> ast.expr:
+    return ast.Compare(left=_call("_type", value), ops=[ast.Is()], comparators=[_load("_Decimal")])
+
+
+def _is_not_blank(value: ast.expr) -> ast.expr:
+    return ast.Compare(left=value, ops=[ast.IsNot()], comparators=[ast.Constant(None)])
+
+
 class _Lower(ast.NodeTransformer):
     """Operators -> calls of the blank-propagating functions (with the fast paths above); a
     record's name `x` -> `_v['x']` (the formula's only argument), so functions stay plain
@@ -124,18 +132,43 @@ class _Lower(ast.NodeTransformer):
         slow = _OP_NAMES[type(node.op)]
         if not isinstance(node.op, _DECIMAL_ARITHMETIC):
             return _call(slow, node.left, node.right)
-        (a_set, a), (b_set, b) = self._temp(), self._temp()
         # a OP b if (type(a := left) is Decimal) & (type(b := right) is Decimal) [and b]
-        #   else _op(a, b)
-        test: ast.expr = _both(
-            ast.Compare(left=_call("_type", ast.NamedExpr(target=a_set, value=node.left)),
-                        ops=[ast.Is()], comparators=[_load("_Decimal")]),
-            ast.Compare(left=_call("_type", ast.NamedExpr(target=b_set, value=node.right)),
-                        ops=[ast.Is()], comparators=[_load("_Decimal")]))
+        #   else _op(a, b); a literal's test is made here, once
+        guarded = self._guarded(node.left, node.right, _is_decimal,
+                                lambda value: type(value) is Decimal)
+        if guarded is None:  # a literal that is no Decimal: the fast path never applies
+            return _call(slow, node.left, node.right)
+        test, (a, b) = guarded
         if isinstance(node.op, _NONZERO_DIVISOR):
-            test = ast.BoolOp(op=ast.And(), values=[test, b])
-        return ast.IfExp(test=test, body=ast.BinOp(left=a, op=node.op, right=b),
-                         orelse=_call(slow, a, b))
+            known, divisor = self._literal(node.right)
+            if known and not divisor:
+                return _call(slow, node.left, node.right)
+            if not known:
+                test = b if test is None else ast.BoolOp(op=ast.And(), values=[test, b])
+        fast = ast.BinOp(left=a, op=node.op, right=b)
+        return fast if test is None else ast.IfExp(test=test, body=fast, orelse=_call(slow, a, b))
+
+    def _guarded(self, left: ast.expr, right: ast.expr, test: Callable[[ast.expr], ast.expr],
+                 holds: Callable[[Any], bool]
+                 ) -> tuple[ast.expr | None, tuple[ast.expr, ast.expr]] | None:
+        """The test both operands must pass for the fast path (`test` of each, left first, both
+        evaluated), and the operands to compute with: a literal is tested here (`holds`) and
+        used as it is, anything else is tested as it is computed, into a temporary. None when
+        a literal fails: the fast path never applies."""
+        tests: list[ast.expr] = []
+        operands: list[ast.expr] = []
+        for side in (left, right):
+            known, value = self._literal(side)
+            if known:
+                if not holds(value):
+                    return None
+                operands.append(side)
+                continue
+            target, temp = self._temp()
+            tests.append(test(ast.NamedExpr(target=target, value=side)))
+            operands.append(temp)
+        both = None if not tests else tests[0] if len(tests) == 1 else _both(*tests)
+        return both, (operands[0], operands[1])
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
         self.generic_visit(node)
@@ -156,14 +189,14 @@ class _Lower(ast.NodeTransformer):
             return ast.Compare(left=left, ops=[operator], comparators=[right])
         if not isinstance(operator, _ORDERING):
             return _call(_OP_NAMES[kind], left, right)
-        (a_set, a), (b_set, b) = self._temp(), self._temp()
         # a OP b if ((a := left) is not None) & ((b := right) is not None) else _op(a, b)
-        test = _both(ast.Compare(left=ast.NamedExpr(target=a_set, value=left),
-                                 ops=[ast.IsNot()], comparators=[ast.Constant(None)]),
-                     ast.Compare(left=ast.NamedExpr(target=b_set, value=right),
-                                 ops=[ast.IsNot()], comparators=[ast.Constant(None)]))
-        return ast.IfExp(test=test, body=ast.Compare(left=a, ops=[operator], comparators=[b]),
-                         orelse=_call(_OP_NAMES[kind], a, b))
+        guarded = self._guarded(left, right, _is_not_blank, lambda value: value is not None)
+        if guarded is None:  # a blank literal: the operator function decides
+            return _call(_OP_NAMES[kind], left, right)
+        test, (a, b) = guarded
+        fast = ast.Compare(left=a, ops=[operator], comparators=[b])
+        return fast if test is None else ast.IfExp(test=test, body=fast,
+                                                   orelse=_call(_OP_NAMES[kind], a, b))
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         node.args = [self.visit(a) for a in node.args]  # the function's own name stays global
@@ -619,9 +652,18 @@ def _finisher(route: Route, writeback: tuple[str, ...], scales: dict[str, int]
     # language does (a formula reads fields as _v['name']): an inlined formula cannot see one.
     scope.update({"_str": str, "_int": int, "_HALF_UP": ROUND_HALF_UP,
                   "_RecordError": RecordError, "_field_failed": field_failed,
-                  "_PLAIN_TYPES": _PLAIN_TYPES,
+                  "_PLAIN_TYPES": _PLAIN_TYPES, "_NUMBER_TYPES": _NUMBER_TYPES,
                   "_differs": _differs})
     actions = [f"_a{i}" for i in range(len(route.triggers))]
+    # A field the route computes or writes is in `_v` for every record: no test for it.
+    present = {name for name, _ in route.formulas} | set(route.written)
+
+    def when_present(name: str, block: list[str]) -> list[str]:
+        """`block` (written for inside `if name in _v:`), unless the field is always there."""
+        if name not in present:
+            return [f"    if {name!r} in _v:", *block]
+        return [line[4:] for line in block]
+
     lines = [f"def _make(_written, _due, {', '.join(actions)}):",
              " def _finish(_v, _record):"]
     for i, (name, formula) in enumerate(route.formulas):
@@ -636,27 +678,29 @@ def _finisher(route: Route, writeback: tuple[str, ...], scales: dict[str, int]
         # a Decimal is rounded here, as `write` would round it; anything else goes to `write`
         scope[f"_w{i}"], scope[f"_step{i}"] = write, Decimal(1).scaleb(-scales[name])
         rounded = f"_x.quantize(_step{i}, _HALF_UP)"
-        lines += [f"    if {name!r} in _v:",
-                  f"        _x = _v[{name!r}]",
-                  f"        _v[{name!r}] = ({f'_int({rounded})' if scales[name] == 0 else rounded}"
-                  f" if _type(_x) is _Decimal else _w{i}(_x))"]
+        lines += when_present(name, [
+            f"        _x = _v[{name!r}]",
+            f"        _v[{name!r}] = ({f'_int({rounded})' if scales[name] == 0 else rounded}"
+            f" if _type(_x) is _Decimal else _w{i}(_x))"])
     lines.append("    _changes = {}")
     for name in writeback:
-        # the cases a dry run meets on nearly every record come first: two numbers or two
-        # texts of one type, and a blank field getting a value; `_differs` answers the rest
-        lines += [f"    if {name!r} in _v:",
-                  f"        _new = _v[{name!r}]",
-                  f"        _old = _record.get({name!r})",
-                  "        if _old is not _new:",
-                  "            _kind = _type(_old)",
-                  "            if _kind is _type(_new) and _kind in _PLAIN_TYPES:",
-                  "                if _old != _new:",
-                  f"                    _changes[{name!r}] = _new",
-                  "            elif _old is None:",
-                  "                if _type(_new) is not _str or _new:  # blank over blank: none",
-                  f"                    _changes[{name!r}] = _new",
-                  "            elif _old != _new and _differs(_old, _new):",
-                  f"                _changes[{name!r}] = _new"]
+        # the cases a dry run meets on nearly every record come first: two numbers (a
+        # percent read as Decimal, written as int), two texts, and a blank field getting a
+        # value; `_differs` answers the rest
+        lines += when_present(name, [
+            f"        _new = _v[{name!r}]",
+            f"        _old = _record.get({name!r})",
+            "        if _old is not _new:",
+            "            _kind = _type(_old)",
+            "            if ((_kind is _type(_new) and _kind in _PLAIN_TYPES)",
+            "                    or (_kind in _NUMBER_TYPES and _type(_new) in _NUMBER_TYPES)):",
+            "                if _old != _new:",
+            f"                    _changes[{name!r}] = _new",
+            "            elif _old is None:",
+            "                if _type(_new) is not _str or _new:  # blank over blank: none",
+            f"                    _changes[{name!r}] = _new",
+            "            elif _old != _new and _differs(_old, _new):",
+            f"                _changes[{name!r}] = _new"])
     lines.append("    _fired = _due")
     for i, (condition, _) in enumerate(route.triggers):
         if condition is None:

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from connector.core._fast import Decide, Names, Routes, Verdict, field_failed
+from connector.core._fast import Decide, Names, Route, Routes, Verdict, field_failed
 from connector.core.expressions import Formula
 from connector.core.mapping import ID
 from connector.core.outcome import (
@@ -40,7 +40,7 @@ from connector.core.ruleset import (
 from connector.core.values import TEXT, for_write, same
 from connector.errors import RecordError
 
-__all__ = ["ActionDue", "Decide", "Evaluator", "Names", "Outcome", "Verdict", "evaluate",
+__all__ = ["ActionDue", "Decide", "Evaluator", "Names", "Outcome", "Route", "Verdict", "evaluate",
            "explanation"]
 
 

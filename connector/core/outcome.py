@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from connector.core.ruleset import CLOSED_LOST, CLOSED_WON, RuleSet
@@ -24,7 +25,7 @@ class ActionDue:
     source: str
     step: bool = False
 
-    @property
+    @cached_property  # read per record by a dry run: worked out once per ActionDue
     def key(self) -> str:
         return f"{self.action}@{self.source}" if self.step else self.action
 

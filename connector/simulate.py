@@ -487,8 +487,10 @@ class _Output:
                 row.extend(added)
             before = [row[i] for i in olds] if olds is not None else None
             if changes:
-                for name, value in changes.items():  # text as it is: a call less per cell
-                    row[index[name]] = value if type(value) is str else as_text(value)
+                for name, value in changes.items():  # text and ints as they are: no call
+                    kind = type(value)
+                    row[index[name]] = (value if kind is str else str(value) if kind is int
+                                        else as_text(value))
                 row.extend((route.rule, ";".join(changes), ""))
             else:
                 row.extend((route.rule, "", ""))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -67,12 +66,13 @@ COPY (
 """
 
 BARE = """
-import duckdb, sys
+import duckdb, json, sys
+from bench.peak import peak_kib
 con = duckdb.connect(config={"memory_limit": "600MB"})
 rows = con.execute("SELECT StageName, Proposal_Type__c, Relationship_Level__c, count(*) "
                    "FROM read_csv(?, header=true, all_varchar=true) GROUP BY ALL",
                    [sys.argv[1]]).fetchall()
-print(len(rows))
+print(json.dumps({"groups": len(rows), "peak_mb": peak_kib() / 1024}))
 """
 
 
@@ -80,17 +80,15 @@ def generate(path: Path, rows: int) -> None:
     duckdb.connect().execute(GENERATE.format(rows=rows, k=SNAPSHOTS, path=path))
 
 
-def run(argv: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak MB and stdout of a fresh process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run(argv: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak MB of a fresh process (which prints its own peak last)."""
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if done.returncode not in (0, 1):
         sys.exit(f"{' '.join(argv)} failed: {done.stderr}")
-    return wall, max(peak, before) / 1024, done.stdout
+    return wall, json.loads(done.stdout.splitlines()[-1])["peak_mb"]
 
 
 COMMANDS = {
@@ -132,28 +130,27 @@ def main() -> int:
         print(f"generated {args.rows:,} rows ({path.stat().st_size / 1e9:.2f} GB) in "
               f"{time.perf_counter() - start:.1f} s")
         # each measurement in its own process, so each peak is its own
-        bare, bare_mb, _ = run([sys.executable, "-c", BARE, str(path)])
+        bare, bare_mb = run([sys.executable, "-c", BARE, str(path)])
         print(f"{'duckdb bare':12s} {bare:6.1f} s  {bare_mb:6.0f} MB  (read + group by)")
         for name, cmd in COMMANDS.items():
-            wall, _, out = run([sys.executable, "-c", _MEASURED, *cmd, "--input", str(path),
-                                 *CONFIG])
-            peak = json.loads(out.splitlines()[-1])["peak_mb"]
+            wall, peak = run([sys.executable, "-c", _MEASURED, *cmd, "--input", str(path),
+                              *CONFIG])
             met = "met" if wall < 60 and peak < 1024 else "MISSED"
             print(f"{name:12s} {wall:6.1f} s  {peak:6.0f} MB  {wall / bare:4.1f}x bare  "
                   f"(target < 60 s, < 1 GB: {met})")
     return 0 if ok else 1
 
 
-# A child that runs the command and prints its own peak memory last (ru_maxrss of a fresh
-# process is that process's alone; the parent's RUSAGE_CHILDREN keeps the largest so far).
+# A child that runs the command and prints its own peak memory last (see bench/peak.py: not
+# ru_maxrss, which a child takes over from its parent, this script, grown by DuckDB)
 _MEASURED = """
-import io, json, resource, sys, contextlib
+import io, json, sys, contextlib
+from bench.peak import peak_kib
 from connector.cli import main
 buf = io.StringIO()
 with contextlib.redirect_stdout(buf):
     code = main(sys.argv[1:])
-print(json.dumps({"code": code, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                  / 1024}))
+print(json.dumps({"code": code, "peak_mb": peak_kib() / 1024}))
 """
 
 if __name__ == "__main__":

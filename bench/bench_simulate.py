@@ -13,9 +13,9 @@ CPU time (`time.process_time`, this process and the worker processes it waited f
 `--repeat` runs, floor and simulate taking turns: other machines' work shares these CPUs and
 slows a run by up to a sixth, the interpreter's more than the csv module's, and the best of 9
 comes back to the quiet machine's time where the best of 5 sometimes did not. Then peak
-memory: each size runs in a fresh subprocess that reports its own maximum resident set size
-(`ru_maxrss`, workers included), so the 1,000,000-row run can be compared with the
-100,000-row one: the dry run streams, so its memory must not grow with the row count.
+memory: each size runs in a fresh subprocess that reports its own peak resident size (VmHWM,
+see peak.py), so the 1,000,000-row run can be compared with the 100,000-row one: the dry run
+streams, so its memory must not grow with the row count.
 
 The export is generated (seeded, deterministic) with the shape of examples/opportunities.csv:
 every stage including closed ones, amounts from 2,000 to 450,000 with a few quoted thousands
@@ -50,6 +50,8 @@ import sys
 import tempfile
 from decimal import Decimal
 from pathlib import Path
+
+from peak import peak_kib  # bench/, this script's directory
 
 ROOT = Path(__file__).resolve().parent.parent
 TODAY = dt.date(2026, 11, 26)
@@ -177,11 +179,9 @@ def run_simulate(source: Path, out: Path, locale: str | None = None) -> tuple[fl
 def child(source: Path, out: Path) -> None:
     """One simulate in a fresh process: its CPU time and peak memory, as JSON on stdout."""
     seconds, summary = run_simulate(source, out)
-    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"seconds": seconds, "read": summary.read,  # type: ignore[attr-defined]
                       "failed": summary.failed,  # type: ignore[attr-defined]
-                      "max_rss_kib": max(me, kids)}))
+                      "max_rss_kib": peak_kib()}))
 
 
 def measure_memory(source: Path, out: Path) -> dict[str, float]:

@@ -12,10 +12,10 @@ Measured, in one run and on the same generated file:
 CPU time (`time.process_time`, this process and the worker processes it waited for), best of
 `--repeat` runs, floor and simulate taking turns: other machines' work shares these CPUs and
 slows a run by up to a sixth, the interpreter's more than the csv module's, and the best of 9
-comes back to the quiet machine's time where the best of 5 sometimes did not. Then peak
-memory: each size runs in a fresh subprocess that reports its own peak resident size (VmHWM,
-see peak.py), so the 1,000,000-row run can be compared with the 100,000-row one: the dry run
-streams, so its memory must not grow with the row count.
+is hit by it less often than the best of 5 (bench/README.md). Then peak memory: each size runs
+in a fresh subprocess that reports its own peak resident size (VmHWM, see peak.py), so the
+1,000,000-row run can be compared with the 100,000-row one: the dry run streams, so its memory
+must not grow with the row count.
 
 The export is generated (seeded, deterministic) with the shape of examples/opportunities.csv:
 every stage including closed ones, amounts from 2,000 to 450,000 with a few quoted thousands

@@ -233,7 +233,7 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
     changed = failed = unread = 0
     # the actions that would fire: per route when they are its own (most records), else per
     # set fired together; each counted once per record, as the ledger would fire them
-    fired_on: Counter[Any] = Counter()
+    fired_on: Counter[Route] = Counter()
     fired_together: Counter[tuple[str, ...]] = Counter()
     with options.open(source) as export:
         require_columns(rules, export, needed - set(rules.mapping.writeback))
@@ -271,14 +271,14 @@ def simulate(rules: RuleSet, source: Path, out: Path | None, today: dt.date,
                     if write is not None:
                         write(raw, changes, route)
                     continue
+            # the record could not be read, or the rules could not take it
             failed += 1
             if values is None:
                 unread += 1
             reason = error or Text("unknown error")
             reasons[_reason_kind(reason)] += 1
             if len(failures_shown) < SHOWN:
-                failures_shown.append(Failure(line, record_id(raw, values),
-                                              reason))
+                failures_shown.append(Failure(line, record_id(raw, values), reason))
             if output is not None:
                 output.fail(raw, say(reason))
         if output is not None:

@@ -10,10 +10,10 @@ Measured, in one run and on the same generated file:
             summary and the forecast.
 
 CPU time (`time.process_time`, this process and the worker processes it waited for), best of
-`--repeat` runs, floor and simulate taking turns: other machines' work shares these CPUs and
-slows a run by up to a sixth, the interpreter's more than the csv module's, and the best of 9
-is hit by it less often than the best of 5 (bench/README.md). Then peak memory: each size runs
-in a fresh subprocess that reports its own peak resident size (VmHWM, see peak.py), so the
+`--repeat` runs, floor and simulate taking turns: something outside the machine slows a run by
+up to a sixth at times, the interpreter's more than the csv module's, and the best of 9 is hit
+by it less often than the best of 5 (bench/README.md). Then peak memory: each size runs in a
+fresh subprocess that reports its own peak resident size (VmHWM, see peak.py), so the
 1,000,000-row run can be compared with the 100,000-row one: the dry run streams, so its memory
 must not grow with the row count.
 

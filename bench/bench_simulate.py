@@ -241,8 +241,6 @@ def main() -> int:
                       f"(expected {bad})")
                 right = False
 
-        # after the memory runs: a child forked from a parent grown by this part would start
-        # with the parent's resident size
         spanish = Path(tmp) / "export-es_CO.csv"
         bad_es = generate(spanish, args.rows, es_co=True)
         floors, runs = [], []

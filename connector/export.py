@@ -466,11 +466,6 @@ class ExportWriter:
                              + json.dumps(row, default=_json_default))
             self._first = False
 
-    def write_rows(self, rows: list[list[str]]) -> None:
-        """CSV rows given as their cells, in the header's order."""
-        for cells in rows:
-            self.write_row(cells)
-
     def _row_writer(self) -> Callable[[list[str]], None]:
         """`write_row`: a row none of whose cells holds the delimiter, a quote or a line break
         is written as its cells joined by the delimiter, which is what csv.writer would write,
@@ -514,7 +509,7 @@ class _Collect:
         self._lines = lines
 
     def write(self, text: str) -> None:
-        self._lines.append(text[:-1])  # without the line end; write_rows joins the lines
+        self._lines.append(text[:-1])  # without the line end; _flush joins the lines
 
 
 def _json_default(value: Any) -> Any:

@@ -431,6 +431,10 @@ def _reason_kind(reason: str) -> str:
     return head[:80] or reason[:80]
 
 
+# What a failed record is written with: no workflow, no factors (a blank `_rule` and `_why`).
+_NO_ROUTE = Route("", {}, (), {}, ())
+
+
 class _Output:
     """The output file: each input row, the writeback columns set to what would be written,
     and `_rule`, `_changed`, `_error`; with `explain`, also `_why` (the factor values that
@@ -445,7 +449,7 @@ class _Output:
         self.path, self.export, self.rules, self.explain = path, export, rules, explain
         self.whys: dict[Route, str] = {}  # a route's why, once: every record it takes shares it
         self.writer: ExportWriter | None = None
-        self.write: Callable[[Any, dict[str, Any], Route], None] = self._write_record
+        self.write: Callable[..., None] = self._write_record
         if export.kind == "csv":  # (JSON: the header is the first record's)
             self._open(export.read_header())
             if self.writer is not None and self.writer.kind == "csv":
@@ -470,7 +474,7 @@ class _Output:
             why = self.whys[route] = " · ".join(f"{k}={v}" for k, v in route.factors.items())
         return why
 
-    def _cells_writer(self) -> Callable[[list[str], dict[str, Any], Route], None]:
+    def _cells_writer(self) -> Callable[..., None]:
         """Writes a CSV row given as the input's cells, patched: a closure over what it needs,
         a row's attribute lookups cost a tenth of writing it."""
         width, added, index = self.width, self.added, self.index
@@ -479,7 +483,8 @@ class _Output:
         olds = self.olds if self.explain else None
         why = self.why
 
-        def write(raw: list[str], changes: dict[str, Any], route: Route) -> None:
+        def write(raw: list[str], changes: dict[str, Any], route: Route, error: str = ""
+                  ) -> None:
             row = raw
             if len(row) != width:  # a row with too few or too many cells: fit the header
                 row = (row + [""] * width)[:width]
@@ -491,9 +496,9 @@ class _Output:
                     kind = type(value)
                     row[index[name]] = (value if kind is str else str(value) if kind is int
                                         else as_text(value))
-                row.extend((route.rule, ";".join(changes), ""))
+                row.extend((route.rule, ";".join(changes), error))
             else:
-                row.extend((route.rule, "", ""))
+                row.extend((route.rule, "", error))
             if before is not None:
                 row.append(why(route))
                 row.extend(before)
@@ -503,22 +508,10 @@ class _Output:
 
     def fail(self, raw: Any, reason: str) -> None:
         """A record the rules could not take: as read, with why in `_error`."""
-        if self.writer is None:
-            self._open(self.export.header)
-        assert self.writer is not None
-        if self.writer.kind != "csv" or not isinstance(raw, list):
-            self._write_row(raw, {}, "", reason, "")
-            return
-        row = (raw + [""] * self.width)[:self.width] + self.added
-        before = [row[i] for i in self.olds] if self.explain else []
-        row.extend(("", "", reason, *([""] if self.explain else []), *before))
-        self.writer.write_row(row)
+        self.write(raw, {}, _NO_ROUTE, reason)
 
-    def _write_record(self, raw: Any, changes: dict[str, Any], route: Route) -> None:
-        self._write_row(raw, changes, route.rule, "", self.why(route))
-
-    def _write_row(self, raw: Any, changes: dict[str, Any], rule: str, error: str,
-                   why: str) -> None:
+    def _write_record(self, raw: Any, changes: dict[str, Any], route: Route,
+                      error: str = "") -> None:
         if self.writer is None:
             self._open(self.export.header)
         assert self.writer is not None
@@ -528,11 +521,11 @@ class _Output:
         for name, value in changes.items():
             record[self.columns[name]] = (_json_value(value) if self.writer.kind == "json"
                                           else as_text(value))
-        record["_rule"] = rule
+        record["_rule"] = route.rule
         record["_changed"] = ";".join(changes)
         record["_error"] = error
         if before is not None:
-            record["_why"] = why
+            record["_why"] = self.why(route)
             record.update(before)
         self.writer.write(record)
 

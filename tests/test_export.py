@@ -379,7 +379,8 @@ def test_records_give_each_rows_first_line_as_csv_reader_counts_them(tmp_path_fa
 def test_the_writer_writes_the_bytes_csv_writer_writes(tmp_path_factory, rows):
     path = tmp_path_factory.mktemp("out") / "out.csv"
     writer = ExportWriter(path, ["a", "b"])
-    writer.write_rows([list(r) for r in rows])
+    for r in rows:
+        writer.write_row(list(r))
     writer.close()
     expected = io.StringIO()
     reference = csv.writer(expected, lineterminator="\n")

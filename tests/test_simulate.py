@@ -615,6 +615,24 @@ def test_a_compiled_formula_equals_the_interpreted_one(source, values):
     assert compiled == interpreted  # a failure's message too
 
 
+OPERANDS = [None, Decimal("2.50"), Decimal(0), Decimal("-3"), 7, 0, -2, True, 1.5, "x",
+            dt.date(2026, 11, 1)]
+
+
+@pytest.mark.parametrize("operator", ["+", "-", "*", "/", "%"])
+def test_compiled_arithmetic_equals_the_interpreted_on_every_pair_of_kinds(operator):
+    # the fast path takes two Decimals; every other pair (an int, a bool, a blank, a date)
+    # must come out as the operator function's, with a literal on either side too
+    for source in (f"a {operator} b", f"a {operator} 4", f"4 {operator} a", f"a {operator} 0"):
+        formula = parse_formula(source, ["a", "b"])
+        compiled = compile_formula(formula)
+        for a in OPERANDS:
+            for b in OPERANDS:
+                names = {"a": a, "b": b}
+                assert result(compiled, Names(names)) == result(formula.evaluate, names), (
+                    source, a, b)
+
+
 TEXTS = ["", " ", "0", "60", "60%", " 60.50 ", "1,234.50", "12.500,00", "abc", "2026-11-26",
          "2026-02-30", "2026-11-26T10:00:00.000+0000", "true", "No", "Firm", " firm ", "0123",
          "1234.50", "1234.", ".5", "-5", "+5", "٣٤", "²", "Firm ", "Ünïcode", "5e3", "1_000",

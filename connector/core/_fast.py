@@ -71,7 +71,8 @@ _GLOBALS.update({name: f.fn for name, f in FUNCTIONS.items()})
 #    ZeroDivisionError, none of which applies; a zero divisor takes the slow path);
 #  - an ordering comparison of two non-blank values is the plain comparison;
 #  - == and != are Python's own while the operator table says so;
-#  - days_between of two dates is their difference in days.
+#  - days_between of two dates is their difference in days;
+#  - `not` is written out: blank stays blank, anything else is Python's `not`.
 # tests/test_simulate.py checks compiled formulas against `Formula.evaluate` on random formulas
 # and values, so a change to the operators' meaning that these paths would miss shows there.
 _DECIMAL_ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Mod)
@@ -172,6 +173,12 @@ class _Lower(ast.NodeTransformer):
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
         self.generic_visit(node)
+        if isinstance(node.op, ast.Not):  # None if (a := operand) is None else not a
+            target, a = self._temp()
+            return ast.IfExp(test=ast.Compare(
+                left=ast.NamedExpr(target=target, value=node.operand), ops=[ast.Is()],
+                comparators=[ast.Constant(None)]), body=ast.Constant(None),
+                orelse=ast.UnaryOp(op=ast.Not(), operand=a))
         return _call(_OP_NAMES[type(node.op)], node.operand)
 
     def visit_Compare(self, node: ast.Compare) -> ast.AST:

@@ -309,7 +309,9 @@ def simulate(
     input: ExportArg,
     mapping: MappingOpt = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", help=N_("Write the rows with what would be written (.csv or .json)."))] = None,
+        "--out",
+        help=N_("Write the rows with what would be written (.csv, .tsv, .txt or .json)."))
+    ] = None,
     report: Annotated[Path | None, typer.Option(
         "--report", help=N_("Write a self-contained HTML report."))] = None,
     rules: RulesOpt = Path("rules"), mappings: MappingsOpt = Path("mappings"),
@@ -326,7 +328,7 @@ def simulate(
     options = _read_options(locale, encoding, delimiter, mappings)
     loaded = _load_or_exit(rules, mappings, mapping)
     assert loaded.rules is not None
-    for path, kinds in ((out, (".csv", ".json")), (report, (".html", ".htm"))):
+    for path, kinds in ((out, (".csv", ".tsv", ".txt", ".json")), (report, (".html", ".htm"))):
         if path is not None and path.suffix.casefold() not in kinds:
             raise typer.BadParameter(_("{path}: use {kinds}").format(
                 path=path, kinds=_(" or ").join(kinds)))

@@ -29,6 +29,8 @@ T = TypeVar("T")
 
 _CHUNK = 1 << 16
 _SCAN = 1 << 20  # the bytes looked at a time to tell UTF-8 from Windows-1252
+_WIDE_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+               (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 DELIMITERS = (",", ";", "\t", "|")
 _NOT_WINDOWS_1252 = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")  # bytes it leaves undefined
 # How the footer of a Salesforce report export starts, in the languages it is exported in.
@@ -63,13 +65,14 @@ class ByteCounter(io.RawIOBase):
 
 
 def kind_of(path: Path) -> str:
+    """'csv' for delimited text (Excel saves tab-separated "Unicode Text" as .txt), 'json'."""
     suffix = path.suffix.casefold()
-    if suffix == ".csv":
+    if suffix in (".csv", ".tsv", ".txt"):
         return "csv"
     if suffix in (".json", ".jsonl", ".ndjson"):
         return "json"
-    raise ConfigurationError(Text("{file}: unknown export format '{suffix}'; use .csv or .json",
-                                  file=str(path), suffix=path.suffix))
+    raise ConfigurationError(Text("{file}: unknown export format '{suffix}'; use .csv (or .tsv, "
+                                  ".txt) or .json", file=str(path), suffix=path.suffix))
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,9 @@ class Export:
                                           reason=exc.strerror)) from None
         self.size = path.stat().st_size
         try:
-            bom = self._binary.read(3) == codecs.BOM_UTF8
-            text_encoding = self._encoding(encoding, bom)
+            start = self._binary.read(4)
+            bom = start.startswith(codecs.BOM_UTF8)
+            text_encoding = self._encoding(encoding, bom, start)
             self._binary.seek(0)
             self.dialect = self._dialect(delimiter, text_encoding, bom)
             self._binary.seek(0)
@@ -116,10 +120,11 @@ class Export:
         self.footer: int | None = None  # the line where a report's footer starts
         self.footer_records: int | None = None  # the records its "Grand Totals" counts
 
-    def _encoding(self, forced: str | None, bom: bool) -> str:
-        """UTF-8 (a BOM says so), else Windows-1252 where the bytes are not UTF-8, as Excel
-        saves CSV in Spanish and Portuguese; the whole file is looked at before any row is
-        read, so a row is never read in one encoding and the next in another."""
+    def _encoding(self, forced: str | None, bom: bool, start: bytes) -> str:
+        """UTF-8 (a BOM says so), UTF-16 or UTF-32 (theirs do: Excel's "Unicode Text" is
+        UTF-16), else Windows-1252 where the bytes are not UTF-8, as Excel saves CSV in Spanish
+        and Portuguese; the whole file is looked at before any row is read, so a row is never
+        read in one encoding and the next in another."""
         if forced is not None:
             try:
                 return codecs.lookup(forced).name
@@ -129,6 +134,11 @@ class Export:
                                               encoding=forced)) from None
         if bom:
             return "utf-8"
+        # (UTF-32's little-endian mark starts with UTF-16's: it is looked for first)
+        for mark, wide in _WIDE_MARKS:
+            if start.startswith(mark):
+                return wide  # the codec reads the mark and the byte order from it
+        self._binary.seek(0)  # every byte, the first ones too
         decoder = codecs.getincrementaldecoder("utf-8")()
         offset = 0
         while True:

@@ -7,6 +7,7 @@ query responses (`{"totalSize": .., "records": [...]}`), numbers read as Decimal
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
@@ -323,7 +324,7 @@ def test_the_csv_output_of_a_json_export(tmp_path):
 
 
 def test_the_writer_refuses_an_unknown_suffix(tmp_path):
-    with pytest.raises(ConfigurationError, match=r"use \.csv or \.json"):
+    with pytest.raises(ConfigurationError, match=r"use \.csv \(or \.tsv, \.txt\) or \.json"):
         ExportWriter(tmp_path / "out.parquet", ["a"])
 
 
@@ -452,6 +453,42 @@ def test_the_encoding_is_decided_on_the_whole_file_before_any_row(tmp_path):
     _, rows, _notes, dialect = _cells(source)
     assert dialect.encoding == "cp1252" and len(rows) == 20_001
     assert rows[-1][1] == "Compañía Andina - Café"
+
+
+def test_a_windows_1252_byte_among_the_first_three_is_seen(tmp_path):
+    """The only byte that is not ASCII is the file's second (`Nº`): it is looked at too."""
+    source = tmp_path / "export.csv"
+    source.write_bytes("Nº,Name\n1,Acme\n".encode("cp1252"))
+    header, rows, notes, dialect = _cells(source)
+    assert header == ["Nº", "Name"] and rows == [["1", "Acme"]]
+    assert dialect.encoding == "cp1252" and any("at byte 1" in n for n in notes)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_utf16_and_utf32_are_read_by_their_byte_order_mark(tmp_path, encoding):
+    """Excel's "Unicode Text": UTF-16 with its mark, tab-separated, saved as .txt."""
+    source = tmp_path / "export.txt"
+    lines = ["\t".join(ref.HEADER), csv_line(row("A1", **SPANISH_ROW), ref.HEADER, "\t")]
+    source.write_bytes("\ufeff".encode(encoding) + ("\r\n".join(lines) + "\r\n").encode(encoding))
+    header, rows, notes, dialect = _cells(source)
+    assert header == ref.HEADER and rows[0][1] == "Compañía Andina - Café" and len(rows) == 1
+    assert dialect.encoding == encoding[:6] and dialect.delimiter == "\t" and notes == []
+
+
+def test_a_unicode_text_export_is_simulated_and_written_back_alike(tmp_path):
+    source, out = tmp_path / "export.txt", tmp_path / "out.txt"
+    data = row("A1", stage="Negotiation/Review", amount="1500.50",
+               Proposal_Type__c="Firm", Relationship_Level__c="Strategic", **SPANISH_ROW)
+    lines = ["\t".join(ref.HEADER), csv_line(data, ref.HEADER, "\t")]
+    source.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-16"))
+    assert main(["simulate", str(source), "--out", str(out), *CONFIG]) == 0
+    written = out.read_bytes()
+    assert written.startswith(codecs.BOM_UTF16)  # what Excel opens as Unicode Text
+    got = written.decode("utf-16").split("\r\n")
+    assert got[-1] == "" and len(got) == 3
+    cells = dict(zip(got[0].split("\t"), got[1].split("\t")))
+    assert cells["Name"] == "Compañía Andina - Café" and cells["Probability"] == "90"
+    assert cells["Weighted_Amount__c"] == "1350.45" and cells["_rule"] == "p90"
 
 
 @pytest.mark.parametrize("delimiter", [";", "\t", "|", ","])

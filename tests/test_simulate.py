@@ -264,7 +264,7 @@ def test_one_bad_row_gives_exit_code_1_and_the_others_go_on(tmp_path, capsys):
     assert [bool(r["_error"]) for r in rows] == [False, False, False, True]
 
 
-@pytest.mark.parametrize("suffix", [".txt", ".xlsx", ""])
+@pytest.mark.parametrize("suffix", [".xlsx", ".parquet", ""])
 def test_an_unknown_out_suffix_is_a_usage_error(tmp_path, capsys, suffix):
     out = tmp_path / f"out{suffix}"
     assert main(["simulate", str(EXAMPLE), "--out", str(out), *CONFIG]) == 2
@@ -283,7 +283,7 @@ def test_an_input_that_is_not_csv_or_json_is_a_configuration_error(tmp_path, cap
     source = tmp_path / "export.xlsx"
     source.write_bytes(b"PK\x03\x04")
     assert main(["simulate", str(source), *CONFIG]) == 2
-    assert "use .csv or .json" in capsys.readouterr().err
+    assert "use .csv (or .tsv, .txt) or .json" in capsys.readouterr().err
 
 
 def test_a_report_with_a_wrong_suffix_is_a_usage_error(tmp_path):

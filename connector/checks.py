@@ -120,11 +120,16 @@ def _audience_findings(name: str, spec: AudienceSpec, where: Where,
             "action '{action}' email: {email!r} is the same address for every deal: use the "
             "contact's field, such as \"{{{{ contact_email }}}}\"", action=name,
             email=spec.email)))
-    for variable in ENV_REFERENCE.findall(str(spec.list_id)):
-        if not environ.get(variable):
-            out.append(Finding.at(where, "warning", "reference", Text(
-                "action '{action}' list: {variable} is not set here; sync needs it",
-                action=name, variable=variable)))
+    parts = [("list", str(spec.list_id)), *(("tags", t) for t in spec.tags),
+             *(("remove_tags", t) for t in spec.remove_tags),
+             *((f"merge_fields.{k}", v) for k, v in spec.merge_fields.items()
+               if isinstance(v, str))]
+    for part, text in parts:
+        for variable in ENV_REFERENCE.findall(text):
+            if not environ.get(variable):
+                out.append(Finding.at(where, "warning", "reference", Text(
+                    "action '{action}' {part}: {variable} is not set here; sync needs it",
+                    action=name, part=part, variable=variable)))
     if spec.provider == "brevo" and not ENV_REFERENCE.search(str(spec.list_id)) \
             and not str(spec.list_id).isdigit():
         out.append(Finding.at(where, "error", "schema", Text(

@@ -62,6 +62,23 @@ def test_the_member_is_rendered_with_the_list_from_the_environment() -> None:
 def test_crm_text_is_never_resolved_as_an_environment_variable() -> None:
     member = render_member(NURTURE, deal(1, owner_name="${NURTURE_LIST}"), ENV)
     assert member["merge_fields"]["FNAME"] == "${NURTURE_LIST}"
+    member = render_member(NURTURE, deal(1, proposal_type="${NURTURE_LIST}"), ENV)
+    assert member["tags"] == ["nurture", "${NURTURE_LIST}"]
+
+
+def test_the_admins_tags_merge_fields_and_address_read_the_environment() -> None:
+    spec = NURTURE.model_copy(update={
+        "tags": ["${REGION}-nurture", "{{ proposal_type }}"], "remove_tags": ["${REGION}-active"],
+        "merge_fields": {"SOURCE": "${LEAD_SOURCE}"}})
+    member = render_member(spec, deal(1), ENV | {"REGION": "andes", "LEAD_SOURCE": "crm"})
+    assert member["tags"] == ["andes-nurture", "Firm"] and member["remove_tags"] == ["andes-active"]
+    assert member["merge_fields"] == {"SOURCE": "crm"}
+    # a preview has no environment: the references stay as the admin wrote them
+    shown = render_member(spec, deal(1))
+    assert shown["tags"] == ["${REGION}-nurture", "Firm"]
+    assert shown["merge_fields"] == {"SOURCE": "${LEAD_SOURCE}"}
+    with pytest.raises(ConfigurationError, match="REGION"):
+        render_member(spec, deal(1), ENV | {"LEAD_SOURCE": "crm"})
 
 
 @pytest.mark.parametrize(("email", "message"), [("", "is empty"),
@@ -262,3 +279,25 @@ def test_check_warns_of_a_list_variable_not_set_and_refuses_a_brevo_list_name(tm
         ("warning", "action 'out-of-nurture' list: NURTURE_LIST is not set here; sync needs it")]
     assert [f.message for f in set_] == [
         "action 'brevo-news' list: Brevo list ids are numbers, not 'news'"]
+
+
+def test_check_warns_of_a_variable_not_set_in_tags_and_merge_fields(tmp_path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(root / "rules", rules_dir)
+    regional = ('  regional:\n    audience: {provider: mailchimp, list: "${NURTURE_LIST}", '
+                'email: "{{ owner_email }}", tags: ["${REGION}-nurture"], '
+                'remove_tags: ["${REGION}-active"], merge_fields: {SOURCE: "${LEAD_SOURCE}"}}\n')
+    (rules_dir / "actions.yaml").write_text(ACTIONS.replace("triggers:", regional + "triggers:"),
+                                            encoding="utf-8")
+    rules = load(rules_dir, root / "mappings").rules
+
+    found = check_templates(rules, rules_dir, environ={"NURTURE_LIST": LIST})
+    assert [(f.severity, f.message) for f in found if "regional" in f.message] == [
+        ("warning", "action 'regional' tags: REGION is not set here; sync needs it"),
+        ("warning", "action 'regional' remove_tags: REGION is not set here; sync needs it"),
+        ("warning", "action 'regional' merge_fields.SOURCE: LEAD_SOURCE is not set here; "
+                    "sync needs it")]
+    everything = {"NURTURE_LIST": LIST, "REGION": "andes", "LEAD_SOURCE": "crm"}
+    assert not [f for f in check_templates(rules, rules_dir, environ=everything)
+                if "regional" in f.message]

@@ -49,10 +49,10 @@ def subscriber_hash(email: str) -> str:
 
 def render_member(spec: AudienceSpec, values: Mapping[str, Any],
                   environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What the action sends for one opportunity. The list id may come from the environment
-    (`${NAME}`, resolved only in what the admin wrote); without `environ` (a preview) it stays
-    `${NAME}`."""
-    email = str(render_value(spec.email, values) or "").strip()
+    """What the action sends for one opportunity. The list id, the address, the merge fields
+    and the tags may read the environment (`${NAME}`, resolved only in what the admin wrote);
+    without `environ` (a preview) it stays `${NAME}`."""
+    email = str(render_value(spec.email, values, environ) or "").strip()
     if "@" not in email:
         if email:
             raise RecordError(Text("the contact email {template} is {value}, not an address, "
@@ -60,22 +60,23 @@ def render_member(spec: AudienceSpec, values: Mapping[str, Any],
                                    value=repr(email)))
         raise RecordError(Text("the contact email {template} is empty for this opportunity",
                                template=repr(spec.email)))
-    tags = _names(spec.tags, values)
-    remove = _names(spec.remove_tags, values)
+    tags = _names(spec.tags, values, environ)
+    remove = _names(spec.remove_tags, values, environ)
     both = sorted(set(tags) & set(remove))
     if both:
         raise RecordError(Text("tag {tag} is both in 'tags' (add it) and 'remove_tags' (remove "
                                "it) for this opportunity: which one is meant?", tag=repr(both[0])))
     merge = {key: json_value(value)
-             for key, value in render_structure(spec.merge_fields, values).items()}
+             for key, value in render_structure(spec.merge_fields, values, environ).items()}
     return {"provider": spec.provider, "list": resolve(str(spec.list_id), environ),
             "email": email, "status": spec.status, "merge_fields": merge,
             "tags": tags, "remove_tags": remove}
 
 
-def _names(templates: Sequence[str], values: Mapping[str, Any]) -> list[str]:
+def _names(templates: Sequence[str], values: Mapping[str, Any],
+           environ: Mapping[str, str] | None) -> list[str]:
     """Rendered tag names, blanks left out (a deal without a product gets no product tag)."""
-    names = (" ".join(str(render_value(t, values) or "").split()) for t in templates)
+    names = (" ".join(str(render_value(t, values, environ) or "").split()) for t in templates)
     return list(dict.fromkeys(n for n in names if n))
 
 

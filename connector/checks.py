@@ -115,7 +115,7 @@ def _audience_findings(name: str, spec: AudienceSpec, where: Where,
                        environ: Mapping[str, str]) -> list[Finding]:
     """An audience action names its list and reads the address from the record."""
     out = []
-    if "{" not in spec.email:
+    if "{" not in ENV_REFERENCE.sub("", spec.email):  # `${NAME}` is one address for all
         out.append(Finding.at(where, "error", "template", Text(
             "action '{action}' email: {email!r} is the same address for every deal: use the "
             "contact's field, such as \"{{{{ contact_email }}}}\"", action=name,

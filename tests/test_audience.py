@@ -301,3 +301,19 @@ def test_check_warns_of_a_variable_not_set_in_tags_and_merge_fields(tmp_path) ->
     everything = {"NURTURE_LIST": LIST, "REGION": "andes", "LEAD_SOURCE": "crm"}
     assert not [f for f in check_templates(rules, rules_dir, environ=everything)
                 if "regional" in f.message]
+
+
+def test_check_refuses_an_address_from_the_environment_as_one_for_every_deal(tmp_path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(root / "rules", rules_dir)
+    fixed = ('  fixed:\n    audience: {provider: mailchimp, list: "${NURTURE_LIST}", '
+             'email: "${SALES_INBOX}"}\n')
+    (rules_dir / "actions.yaml").write_text(ACTIONS.replace("triggers:", fixed + "triggers:"),
+                                            encoding="utf-8")
+    rules = load(rules_dir, root / "mappings").rules
+
+    environ = {"NURTURE_LIST": LIST, "SALES_INBOX": "sales@example.com"}
+    found = check_templates(rules, rules_dir, environ=environ)
+    assert [(f.severity, f.kind) for f in found if "'fixed' email" in f.message] == [
+        ("error", "template")]

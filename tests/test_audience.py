@@ -261,15 +261,20 @@ def test_brevo_has_no_tags_and_says_so() -> None:
                                      "tags": ["x"]})
 
 
-def test_check_warns_of_a_list_variable_not_set_and_refuses_a_brevo_list_name(tmp_path) -> None:
+def _with_action(tmp_path: Path, action: str) -> tuple[Any, Path]:
+    """The bundled rules with the audience actions of test_audience_sync and `action` (YAML
+    under `actions:`), loaded; and their folder."""
     root = Path(__file__).resolve().parents[1]
     rules_dir = tmp_path / "rules"
     shutil.copytree(root / "rules", rules_dir)
-    brevo = ('  brevo-news:\n    audience: {provider: brevo, list: news, '
-             'email: "{{ owner_email }}"}\n')
-    (rules_dir / "actions.yaml").write_text(ACTIONS.replace("triggers:", brevo + "triggers:"),
+    (rules_dir / "actions.yaml").write_text(ACTIONS.replace("triggers:", action + "triggers:"),
                                             encoding="utf-8")
-    rules = load(rules_dir, root / "mappings").rules
+    return load(rules_dir, root / "mappings").rules, rules_dir
+
+
+def test_check_warns_of_a_list_variable_not_set_and_refuses_a_brevo_list_name(tmp_path) -> None:
+    rules, rules_dir = _with_action(tmp_path, (
+        '  brevo-news:\n    audience: {provider: brevo, list: news, email: "{{ owner_email }}"}\n'))
 
     unset = check_templates(rules, rules_dir, environ={})
     set_ = check_templates(rules, rules_dir, environ={"NURTURE_LIST": LIST})
@@ -282,15 +287,10 @@ def test_check_warns_of_a_list_variable_not_set_and_refuses_a_brevo_list_name(tm
 
 
 def test_check_warns_of_a_variable_not_set_in_tags_and_merge_fields(tmp_path) -> None:
-    root = Path(__file__).resolve().parents[1]
-    rules_dir = tmp_path / "rules"
-    shutil.copytree(root / "rules", rules_dir)
-    regional = ('  regional:\n    audience: {provider: mailchimp, list: "${NURTURE_LIST}", '
-                'email: "{{ owner_email }}", tags: ["${REGION}-nurture"], '
-                'remove_tags: ["${REGION}-active"], merge_fields: {SOURCE: "${LEAD_SOURCE}"}}\n')
-    (rules_dir / "actions.yaml").write_text(ACTIONS.replace("triggers:", regional + "triggers:"),
-                                            encoding="utf-8")
-    rules = load(rules_dir, root / "mappings").rules
+    rules, rules_dir = _with_action(tmp_path, (
+        '  regional:\n    audience: {provider: mailchimp, list: "${NURTURE_LIST}", '
+        'email: "{{ owner_email }}", tags: ["${REGION}-nurture"], '
+        'remove_tags: ["${REGION}-active"], merge_fields: {SOURCE: "${LEAD_SOURCE}"}}\n'))
 
     found = check_templates(rules, rules_dir, environ={"NURTURE_LIST": LIST})
     assert [(f.severity, f.message) for f in found if "regional" in f.message] == [
@@ -304,14 +304,9 @@ def test_check_warns_of_a_variable_not_set_in_tags_and_merge_fields(tmp_path) ->
 
 
 def test_check_refuses_an_address_from_the_environment_as_one_for_every_deal(tmp_path) -> None:
-    root = Path(__file__).resolve().parents[1]
-    rules_dir = tmp_path / "rules"
-    shutil.copytree(root / "rules", rules_dir)
-    fixed = ('  fixed:\n    audience: {provider: mailchimp, list: "${NURTURE_LIST}", '
-             'email: "${SALES_INBOX}"}\n')
-    (rules_dir / "actions.yaml").write_text(ACTIONS.replace("triggers:", fixed + "triggers:"),
-                                            encoding="utf-8")
-    rules = load(rules_dir, root / "mappings").rules
+    rules, rules_dir = _with_action(tmp_path, (
+        '  fixed:\n    audience: {provider: mailchimp, list: "${NURTURE_LIST}", '
+        'email: "${SALES_INBOX}"}\n'))
 
     environ = {"NURTURE_LIST": LIST, "SALES_INBOX": "sales@example.com"}
     found = check_templates(rules, rules_dir, environ=environ)

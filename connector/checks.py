@@ -88,8 +88,9 @@ def check_templates(rules: RuleSet, rules_dir: Path,
             texts.append(("email", spec.email))
             texts += [(f"merge_fields.{k}", t) for k, v in spec.merge_fields.items()
                       for t in _strings(v)]
-            texts += [("tags", t) for t in spec.tags + spec.remove_tags]
-            findings += _audience_findings(action.name, spec, where,
+            texts += [("tags", t) for t in spec.tags]
+            texts += [("remove_tags", t) for t in spec.remove_tags]
+            findings += _audience_findings(action.name, spec, where, texts,
                                            os.environ if environ is None else environ)
         for part, text in texts:
             problems = _unknown(text, known | (APPROVAL_NAMES if action.kind == "approval"
@@ -112,19 +113,17 @@ _FIELD_NAME = {"mailchimp": re.compile(r"[A-Z][A-Z0-9_]{0,9}"),
 
 
 def _audience_findings(name: str, spec: AudienceSpec, where: Where,
-                       environ: Mapping[str, str]) -> list[Finding]:
-    """An audience action names its list and reads the address from the record."""
+                       texts: list[tuple[str, str]], environ: Mapping[str, str]
+                       ) -> list[Finding]:
+    """An audience action names its list and reads the address from the record; `texts`
+    (part, text) are the rest the admin wrote in it, which may read `${NAME}` too."""
     out = []
     if "{" not in ENV_REFERENCE.sub("", spec.email):  # `${NAME}` is one address for all
         out.append(Finding.at(where, "error", "template", Text(
             "action '{action}' email: {email!r} is the same address for every deal: use the "
             "contact's field, such as \"{{{{ contact_email }}}}\"", action=name,
             email=spec.email)))
-    parts = [("list", str(spec.list_id)), *(("tags", t) for t in spec.tags),
-             *(("remove_tags", t) for t in spec.remove_tags),
-             *((f"merge_fields.{k}", v) for k, v in spec.merge_fields.items()
-               if isinstance(v, str))]
-    for part, text in parts:
+    for part, text in [("list", str(spec.list_id)), *texts]:
         for variable in ENV_REFERENCE.findall(text):
             if not environ.get(variable):
                 out.append(Finding.at(where, "warning", "reference", Text(

@@ -328,7 +328,9 @@ def simulate(
     options = _read_options(locale, encoding, delimiter, mappings)
     loaded = _load_or_exit(rules, mappings, mapping)
     assert loaded.rules is not None
-    for path, kinds in ((out, (".csv", ".tsv", ".txt", ".json")), (report, (".html", ".htm"))):
+    from connector.export import DELIMITED
+
+    for path, kinds in ((out, (*DELIMITED, ".json")), (report, (".html", ".htm"))):
         if path is not None and path.suffix.casefold() not in kinds:
             raise typer.BadParameter(_("{path}: use {kinds}").format(
                 path=path, kinds=_(" or ").join(kinds)))

@@ -64,10 +64,13 @@ class ByteCounter(io.RawIOBase):
         return n
 
 
+DELIMITED = (".csv", ".tsv", ".txt")  # Excel saves tab-separated "Unicode Text" as .txt
+
+
 def kind_of(path: Path) -> str:
-    """'csv' for delimited text (Excel saves tab-separated "Unicode Text" as .txt), 'json'."""
+    """'csv' for delimited text, 'json'."""
     suffix = path.suffix.casefold()
-    if suffix in (".csv", ".tsv", ".txt"):
+    if suffix in DELIMITED:
         return "csv"
     if suffix in (".json", ".jsonl", ".ndjson"):
         return "json"

@@ -294,10 +294,10 @@ def test_check_warns_of_a_variable_not_set_in_tags_and_merge_fields(tmp_path) ->
 
     found = check_templates(rules, rules_dir, environ={"NURTURE_LIST": LIST})
     assert [(f.severity, f.message) for f in found if "regional" in f.message] == [
-        ("warning", "action 'regional' tags: REGION is not set here; sync needs it"),
-        ("warning", "action 'regional' remove_tags: REGION is not set here; sync needs it"),
         ("warning", "action 'regional' merge_fields.SOURCE: LEAD_SOURCE is not set here; "
-                    "sync needs it")]
+                    "sync needs it"),
+        ("warning", "action 'regional' tags: REGION is not set here; sync needs it"),
+        ("warning", "action 'regional' remove_tags: REGION is not set here; sync needs it")]
     everything = {"NURTURE_LIST": LIST, "REGION": "andes", "LEAD_SOURCE": "crm"}
     assert not [f for f in check_templates(rules, rules_dir, environ=everything)
                 if "regional" in f.message]

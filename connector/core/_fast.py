@@ -659,7 +659,7 @@ def _finisher(route: Route, writeback: tuple[str, ...], scales: dict[str, int]
     # language does (a formula reads fields as _v['name']): an inlined formula cannot see one.
     scope.update({"_str": str, "_int": int, "_HALF_UP": ROUND_HALF_UP,
                   "_RecordError": RecordError, "_field_failed": field_failed,
-                  "_PLAIN_TYPES": _PLAIN_TYPES, "_NUMBER_TYPES": _NUMBER_TYPES,
+                  "_NUMBER_TYPES": _NUMBER_TYPES,
                   "_differs": _differs})
     actions = [f"_a{i}" for i in range(len(route.triggers))]
     # A field the route computes or writes is in `_v` for every record: no test for it.
@@ -699,8 +699,8 @@ def _finisher(route: Route, writeback: tuple[str, ...], scales: dict[str, int]
             f"        _old = _record.get({name!r})",
             "        if _old is not _new:",
             "            _kind = _type(_old)",
-            "            if ((_kind is _type(_new) and _kind in _PLAIN_TYPES)",
-            "                    or (_kind in _NUMBER_TYPES and _type(_new) in _NUMBER_TYPES)):",
+            "            if ((_kind in _NUMBER_TYPES and _type(_new) in _NUMBER_TYPES)",
+            "                    or (_kind is _str and _type(_new) is _str)):",
             "                if _old != _new:",
             f"                    _changes[{name!r}] = _new",
             "            elif _old is None:",
@@ -748,8 +748,7 @@ def _band(factor: Factor, value: Any) -> int:
     return -1
 
 
-_NUMBER_TYPES = (int, Decimal)
-_PLAIN_TYPES = (int, Decimal, str)  # two values of one of these types differ when unequal
+_NUMBER_TYPES = (int, Decimal)  # two numbers (never bool), or two texts, differ when unequal
 
 
 def _differs(old: Any, new: Any) -> bool:

@@ -286,6 +286,23 @@ def test_a_change_only_when_the_value_differs(evaluator, old, changed) -> None:
         assert out.changes["probability"] == 60
 
 
+@pytest.mark.parametrize("old, new, changed", [
+    (None, "", False), ("", "", False), (None, "Call back", True), ("", "Call back", True),
+    ("Call back", "", True), ("Call back", "Call back", False), ("call back", "Call back", True),
+])
+def test_blank_over_blank_is_no_change(old, new, changed) -> None:
+    # a text writeback field a formula sets to '' (the record's own next step, blank): over a
+    # blank (None, as read from an empty cell) it is no change; the fast path and the
+    # reference interpreter agree
+    rules = build({**RULES, "workflows": [
+        {**w, "set": {"probability": 10, "next_step": "= name"}} if w["name"] == "p10" else w
+        for w in RULES["workflows"]]}, MAPPING)
+    values = record(stage="Prospecting", name=new, next_step=old)
+    for out in (Evaluator(rules).evaluate(values, TODAY), evaluate(rules, values, TODAY)):
+        assert out.rule == "p10"
+        assert ("next_step" in out.changes) is changed, out.changes
+
+
 @pytest.mark.parametrize("old, changed", [
     (Decimal("18000.00"), False), ("18000", False), (Decimal(18000), False),
     (Decimal("18000.01"), True), (None, True),

@@ -659,7 +659,6 @@ def _finisher(route: Route, writeback: tuple[str, ...], scales: dict[str, int]
     # language does (a formula reads fields as _v['name']): an inlined formula cannot see one.
     scope.update({"_str": str, "_int": int, "_HALF_UP": ROUND_HALF_UP,
                   "_RecordError": RecordError, "_field_failed": field_failed,
-                  "_NUMBER_TYPES": _NUMBER_TYPES,
                   "_differs": _differs})
     actions = [f"_a{i}" for i in range(len(route.triggers))]
     # A field the route computes or writes is in `_v` for every record: no test for it.
@@ -691,23 +690,18 @@ def _finisher(route: Route, writeback: tuple[str, ...], scales: dict[str, int]
             f" if _type(_x) is _Decimal else _w{i}(_x))"])
     lines.append("    _changes = {}")
     for name in writeback:
-        # the cases a dry run meets on nearly every record come first: two numbers (a
-        # percent read as Decimal, written as int), two texts, and a blank field getting a
-        # value; `_differs` answers the rest
+        # The cases a dry run meets on nearly every record are settled without a call: a
+        # blank field getting a value (blank over blank is no change; `!=` would try both
+        # sides' methods on None), and two equal values, such as a percent read as Decimal
+        # and written as int. `_differs` is asked only about unequal ones.
         lines += when_present(name, [
             f"        _new = _v[{name!r}]",
             f"        _old = _record.get({name!r})",
-            "        if _old is not _new:",
-            "            _kind = _type(_old)",
-            "            if ((_kind in _NUMBER_TYPES and _type(_new) in _NUMBER_TYPES)",
-            "                    or (_kind is _str and _type(_new) is _str)):",
-            "                if _old != _new:",
-            f"                    _changes[{name!r}] = _new",
-            "            elif _old is None:",
-            "                if _type(_new) is not _str or _new:  # blank over blank: none",
-            f"                    _changes[{name!r}] = _new",
-            "            elif _old != _new and _differs(_old, _new):",
-            f"                _changes[{name!r}] = _new"])
+            "        if _old is None:",
+            "            if _new is not None and (_type(_new) is not _str or _new):",
+            f"                _changes[{name!r}] = _new",
+            "        elif _old is not _new and _old != _new and _differs(_old, _new):",
+            f"            _changes[{name!r}] = _new"])
     lines.append("    _fired = _due")
     for i, (condition, _) in enumerate(route.triggers):
         if condition is None:

@@ -100,26 +100,34 @@ class ActionRunner:
         """What the action would send, rendered; nothing is sent. `${NAME}` stays as written:
         previews go into reports, and the variables hold URLs and tokens."""
         action = self.action(name)
+        if action.kind == "approval":
+            values = {**values, "approve_url": "(approve link)", "reject_url": "(reject link)",
+                      "expires_on": "(expiry)"}
+        shown = self._rendered(action, values, None)
+        if action.kind == "erp":
+            shown = {"reference": shown.reference, "customer": shown.customer.match,
+                     "header": shown.header, "lines": list(shown.lines)}
+        return Preview(name, action.kind, shown)
+
+    def _rendered(self, action: Action, values: Mapping[str, Any],
+                  environ: Mapping[str, str] | None) -> Any:
+        """What the action sends for a record: the message, the request, the member or the
+        sales order. `${NAME}` in what the admin wrote is resolved from `environ`, or left as
+        written without it (a preview)."""
         if action.kind in ("email", "approval"):
             from connector.actions.email import render_email
 
-            links = {"approve_url": "(approve link)", "reject_url": "(reject link)",
-                     "expires_on": "(expiry)"} if action.kind == "approval" else {}
-            return Preview(name, action.kind, render_email(
-                action.spec, {**values, **links}, self.rules_dir,
-                locale=self.rules.mapping.locale))
+            return render_email(action.spec, values, self.rules_dir, environ,
+                                self.rules.mapping.locale)
         if action.kind == "http":
             from connector.actions.http import render_request
 
-            return Preview(name, "http", render_request(action.spec, values))
+            return render_request(action.spec, values, environ)
         if action.kind == "audience":
             from connector.actions.audience import render_member
 
-            return Preview(name, "audience", render_member(action.spec, values))
-        order = self.erp_mapping().order_for(values)
-        return Preview(name, "erp", {"reference": order.reference,
-                                     "customer": order.customer.match,
-                                     "header": order.header, "lines": list(order.lines)})
+            return render_member(action.spec, values, environ)
+        return self.erp_mapping().order_for(values, environ)
 
     def erp_mapping(self) -> Any:
         if self._erp_mapping is None:
@@ -139,22 +147,8 @@ class ActionRunner:
         RetriableError (try again later) or another ConnectorError (park it)."""
         action = self.action(name)
         sender = self._sender(action.kind)
-        if action.kind == "email":
-            from connector.actions.email import render_email
-
-            message = render_email(action.spec, values, self.rules_dir, self.environ,
-                                   self.rules.mapping.locale)
-            return str(sender(message, key))
-        if action.kind == "http":
-            from connector.actions.http import render_request
-
-            return str(sender(render_request(action.spec, values, self.environ), key))
-        if action.kind == "audience":
-            from connector.actions.audience import render_member
-
-            return str(sender(render_member(action.spec, values, self.environ), key))
-        order = self.erp_mapping().order_for(values, self.environ)
-        return f"sales order {sender(order, key)}"
+        done = sender(self._rendered(action, values, self.environ), key)
+        return f"sales order {done}" if action.kind == "erp" else str(done)
 
     def batches(self, name: str) -> bool:
         """Whether this action's items run together (`run_many`): Mailchimp takes 500
@@ -168,14 +162,12 @@ class ActionRunner:
         """Perform the action for many idempotency keys (key -> the record's values) in as
         few calls as the API allows; what came of each, by key. A record that cannot be
         rendered fails alone."""
-        from connector.actions.audience import render_member
-
         action = self.action(name)
         outcomes: dict[str, str | ConnectorError] = {}
         members = {}
         for key, values in items.items():
             try:
-                members[key] = render_member(action.spec, values, self.environ)
+                members[key] = self._rendered(action, values, self.environ)
             except ConnectorError as exc:
                 outcomes[key] = exc
         if members:
@@ -185,7 +177,6 @@ class ActionRunner:
     def request_approval(self, name: str, key: str, record_id: str,
                          values: Mapping[str, Any], now: dt.datetime) -> tuple[str, dt.datetime]:
         """Email the approver two signed one-click links; returns (to whom, expiry)."""
-        from connector.actions.email import render_email
         from connector.approvals import Claim, make_token
 
         action = self.action(name)
@@ -200,8 +191,8 @@ class ActionRunner:
         links = {f"{decision}_url": f"{base}/approvals/" + make_token(
             secret.get_secret_value(), Claim(key, record_id, name, decision, expires))
             for decision in ("approve", "reject")}
-        message = render_email(spec, {**values, **links, "expires_on": expires.date()},
-                               self.rules_dir, self.environ, self.rules.mapping.locale)
+        message = self._rendered(action, {**values, **links, "expires_on": expires.date()},
+                                 self.environ)
         self._sender("email")(message, key)
         return ", ".join(message["to"]), expires
 

@@ -241,10 +241,9 @@ DelimiterOpt = Annotated[str | None, typer.Option(
 
 
 def _read_options(locale: str | None, encoding: str | None, delimiter: str | None,
-                  mappings: Path) -> ReadOptions:
+                  loaded: Loaded) -> ReadOptions:
     """What the command line says about reading the export, checked before any row; the
-    currency rates from the mappings folder."""
-    from connector.files import load_rates
+    currency rates `load` read from the mappings folder."""
     from connector.simulate import ReadOptions
 
     if locale is not None:
@@ -253,11 +252,7 @@ def _read_options(locale: str | None, encoding: str | None, delimiter: str | Non
         unknown = known_locale(locale)
         if unknown:
             raise typer.BadParameter(say(unknown), param_hint="--locale")
-    rates, problems = load_rates(mappings)
-    if problems:
-        _print_findings(problems, _err())
-        raise typer.Exit(2)
-    return ReadOptions(locale, encoding, delimiter, rates)
+    return ReadOptions(locale, encoding, delimiter, loaded.rates)
 
 
 def _shown_locale(option: str | None, mapping: str | None) -> str | None:
@@ -325,8 +320,8 @@ def simulate(
     from connector.simulate import simulate as run_simulation
 
     when = _today(today)
-    options = _read_options(locale, encoding, delimiter, mappings)
     loaded = _load_or_exit(rules, mappings, mapping)
+    options = _read_options(locale, encoding, delimiter, loaded)
     assert loaded.rules is not None
     from connector.export import DELIMITED
 
@@ -408,8 +403,8 @@ def forecast(
         raise typer.BadParameter(_("{chart}: the chart is written as SVG; name it .svg")
                                  .format(chart=chart),
                                  param_hint="--chart")
-    options = _read_options(locale, encoding, delimiter, mappings)
     loaded = _load_or_exit(rules, mappings, mapping)
+    options = _read_options(locale, encoding, delimiter, loaded)
     assert loaded.rules is not None
     with _progress(_("forecasting {file}").format(file=input.name)) as progress:
         result, notes = run_forecast(loaded.rules, input, when, by.value, as_is, progress,
@@ -864,8 +859,8 @@ def diff(
 
     when = _today(today)
     _suffix(report, (".html", ".htm"), "--report")
-    options = _read_options(locale, encoding, delimiter, mappings)
     after = _load_or_exit(rules, mappings, mapping)
+    options = _read_options(locale, encoding, delimiter, after)
     with rules_at(before, rules) as before_folder:
         old = _load_or_exit(before_folder, mappings, mapping)
     assert old.rules is not None and after.rules is not None

@@ -344,6 +344,7 @@ class Loaded:
     mappings: dict[str, Mapping]
     rule_files: list[YamlFile]
     version: str = ""
+    rates: currency.CurrencyRates | None = None  # mappings/currencies.yaml, when there is one
 
     @property
     def ok(self) -> bool:
@@ -395,8 +396,7 @@ def load_mapping_file(path: Path, findings: list[Finding]) -> Mapping | None:
         return Where(doc.path, doc.line_of(at))
 
     if path.name == currency.FILE:
-        findings += currency.rates_from_file(doc.data, locate)[1]
-        return None
+        return None  # the currency rates: `load_rates`, called by `load`
 
     try:
         spec = schema.MappingSpec.model_validate(doc.data)
@@ -608,6 +608,9 @@ def load(rules_dir: Path, mappings_dir: Path, crm: str | None = None,
             findings.append(Finding("error", "schema", Text(
                 "no CRM mapping (a file with 'crm: salesforce') in {folder}",
                 folder=display(mappings_dir)), display(mappings_dir)))
+    # the rates are in the mappings folder, whichever mapping file reads the export
+    rates, problems = load_rates(mappings_dir)
+    findings += problems
     read = _read_rules(rules_dir, findings)
     spec, docs = read.spec, read.docs
     checked = (spec, read.locate) if spec is not None and read.locate else read.partial
@@ -632,4 +635,5 @@ def load(rules_dir: Path, mappings_dir: Path, crm: str | None = None,
                 # the explanation a sales rep reads in the CRM is in the mapping's language
                 label = translate(language_of(compiled.mapping.locale), "rules")
                 rules = dataclasses.replace(compiled, explanation_label=label)
-    return Loaded(rules, findings, {k: m for k, (m, _) in mappings.items()}, docs, version)
+    return Loaded(rules, findings, {k: m for k, (m, _) in mappings.items()}, docs, version,
+                  rates)

@@ -125,6 +125,27 @@ def test_the_forecast_is_in_the_corporate_currency_and_says_what_it_left_out(tmp
     assert "in USD" in text and "no rate for JPY" in text and "overdue" in text
 
 
+def test_the_rates_come_from_the_mappings_folder_whichever_mapping_reads_the_export(
+        tmp_path, capsys):
+    args = project(tmp_path, "corporate: USD\nrates:\n  COP: 4000\n  EUR: 0.92\n")
+    mappings = tmp_path / "mappings"
+    elsewhere = tmp_path / "salesforce-currency.yaml"  # --mapping: a file outside mappings/
+    (mappings / "salesforce.yaml").rename(elsewhere)
+    main(["forecast", *args, "--mapping", str(elsewhere), "--format", "json"])
+    *_, left_out = json.loads(capsys.readouterr().out)
+    assert "no rate for COP" not in left_out["reasons"]
+    assert left_out["reasons"]["no rate for JPY"] == 1
+
+
+@pytest.mark.parametrize("command", ["simulate", "forecast"])
+def test_a_bad_rates_file_stops_the_commands_that_read_an_export(tmp_path, capsys, command):
+    # as `check` does (exit 1, the file and line), before any row is read
+    args = project(tmp_path, "corporate: USD\nrates:\n  COP: 4000\n  EUR: 0\n")
+    assert main([command, *args]) == 1
+    err = capsys.readouterr().err
+    assert "currencies.yaml:4:" in err and "M01" not in err
+
+
 def test_without_rates_one_currency_is_summed_and_no_other(tmp_path, capsys):
     args = project(tmp_path, None)
     main(["forecast", *args, "--format", "json"])

@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 _CHUNK = 1 << 16
 _SCAN = 1 << 20  # the bytes looked at a time to tell UTF-8 from Windows-1252
+_BUFFER = 1 << 16  # the bytes read from the file at a time while rows are read
 _WIDE_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
                (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 DELIMITERS = (",", ";", "\t", "|")
@@ -44,24 +45,6 @@ _COUNTED = re.compile(r"\((\d[\d.,]*)\s+(?:records?|registros?)\)", re.IGNORECAS
 class Row:
     number: int           # the line where the row starts (the header is line 1)
     data: dict[str, Any]  # CRM field -> raw value, as the file has it
-
-
-class ByteCounter(io.RawIOBase):
-    """Counts the bytes read from a binary file, for a progress bar on long runs."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
-        return n
 
 
 DELIMITED = (".csv", ".tsv", ".txt")  # Excel saves tab-separated "Unicode Text" as .txt
@@ -99,7 +82,7 @@ class Export:
         self.kind = kind_of(path)
         self.notes: list[Text] = []
         try:
-            self._binary = path.open("rb")
+            self._binary = path.open("rb", buffering=0)
         except OSError as exc:
             raise ConfigurationError(Text("cannot read {file}: {reason}", file=str(path),
                                           reason=exc.strerror)) from None
@@ -114,8 +97,7 @@ class Export:
         except BaseException:
             self._binary.close()
             raise
-        self.counter = ByteCounter(self._binary)
-        self._text = io.TextIOWrapper(io.BufferedReader(self.counter), newline="",
+        self._text = io.TextIOWrapper(io.BufferedReader(self._binary, _BUFFER), newline="",
                                       encoding="utf-8-sig" if text_encoding == "utf-8"
                                       else text_encoding)
         self.header: list[str] = []
@@ -192,6 +174,11 @@ class Export:
                 "the columns with --delimiter", file=str(self.path), first=repr(counts[0][1]),
                 second=repr(counts[1][1])))
         return Dialect(counts[0][1] if counts[0][0] else ",", encoding, bom, line_end)
+
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file reading is, for a progress bar on long runs."""
+        return self._binary.tell()
 
     def close(self) -> None:
         self._text.close()
@@ -372,7 +359,7 @@ class Export:
                     continue
                 raise ConfigurationError(Text(
                     "{file}: not valid JSON near character {offset}: {reason}",
-                    file=str(self.path), offset=self.counter.count - len(buffer) + exc.pos,
+                    file=str(self.path), offset=self.bytes_read - len(buffer) + exc.pos,
                     reason=exc.msg)) from None
             if end == len(buffer) and not eof and fill():
                 continue  # the value may go on in the next chunk (a number cut in two)

@@ -155,7 +155,7 @@ def _reporting(rows: Iterator[Record], export: Export, progress: Progress) -> It
     """The rows, telling `progress` how far into the file they are every 2,000 rows."""
     for n, row in enumerate(rows, 1):
         if n % 2000 == 0:
-            progress(export.counter.count, export.size)
+            progress(export.bytes_read, export.size)
         yield row
     progress(export.size, export.size)
 

@@ -291,7 +291,7 @@ def test_a_change_only_when_the_value_differs(evaluator, old, changed) -> None:
     ("Call back", "", True), ("Call back", "Call back", False), ("call back", "Call back", True),
 ])
 def test_blank_over_blank_is_no_change(old, new, changed) -> None:
-    # a text writeback field a formula sets to '' (the record's own next step, blank): over a
+    # a text writeback field a formula sets to '' (here the record's name, blank): over a
     # blank (None, as read from an empty cell) it is no change; the fast path and the
     # reference interpreter agree
     rules = build({**RULES, "workflows": [

@@ -251,7 +251,7 @@ class ParseCache(dict):  # type: ignore[type-arg]
 
     __slots__ = ("limit", "parse")
 
-    def __init__(self, parse: Callable[[object], Value], limit: int = 4096) -> None:
+    def __init__(self, parse: Callable[[object], Value], limit: int) -> None:
         super().__init__()
         self.parse = parse
         self.limit = limit

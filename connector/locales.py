@@ -97,21 +97,33 @@ class LocaleCells(Cells):
             return None
         if cell.isdecimal() and cell.isascii():
             return Decimal(cell)
-        value = self._strict(cell)
+        value = self._read(cell)
         if value is not None:
             return value
         dressed = self._dressed.fullmatch(cell)
-        if dressed is not None and dressed["number"] != cell:
-            value = self._strict(dressed["number"])
-            if value is None and _PLAIN.fullmatch(dressed["number"]):
-                value = Decimal(dressed["number"])
+        # (a sign before the currency and another after it, '--1.500', is no number)
+        if (dressed is not None and dressed["number"] != cell
+                and not (dressed["lead"] and dressed["number"][:1] in ("+", "-"))):
+            value = self._read(dressed["number"])
             if value is not None:
                 return -value if dressed["lead"] and value > 0 else value
-        if _PLAIN.fullmatch(cell):
-            return Decimal(cell)
         raise RecordError(Text("{field}: {value} is not a number as {locale} writes them "
                                "({example})", field=field, value=repr(text), locale=self.name,
                                example=self.example))
+
+    def _read(self, text: str) -> Decimal | None:
+        """A number strictly as the locale writes it, else written plainly (2500.00, as Data
+        Loader writes it). A sign is no reason to read the digits another way: Babel's strict
+        parser takes no '+' before a grouped number (nor '-' where the locale's minus is
+        another sign), and '+1.500' read plainly would be 1.5 where '1.500' is 1500 in es_CO."""
+        value = self._strict(text)
+        if value is None and text[:1] in ("+", "-") and text[1:2] not in ("+", "-"):
+            unsigned = self._strict(text[1:])
+            if unsigned is not None:
+                value = -unsigned if text[0] == "-" else unsigned
+        if value is None and _PLAIN.fullmatch(text):
+            value = Decimal(text)
+        return value
 
     def _strict(self, text: str) -> Decimal | None:
         if not self.strict.fullmatch(text):

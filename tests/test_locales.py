@@ -4,6 +4,7 @@ parsers; and without a locale (connector/core/values.py `Cells`), no cell read t
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 
 import pytest
@@ -86,6 +87,23 @@ def test_money_babel_formats_reads_back_the_same(locale: str, value: Decimal, cu
 
 
 @FUZZ
+@given(st.sampled_from(LOCALES), amounts.map(abs), st.sampled_from(["", "symbol", "code"]))
+@example("es_CO", Decimal(1500), "").via("'+1.500' read plainly was 1.5")
+@example("es_CO", Decimal(1500), "symbol").via("'US$+1.500'")
+def test_a_sign_never_changes_how_the_digits_are_read(locale: str, value: Decimal,
+                                                      how: str) -> None:
+    """'+1.500' is what '1.500' is (1500 in es_CO), never a plain 1.5; '-1.500' its negative,
+    whatever minus sign the locale writes."""
+    cells = locale_cells(locale)
+    text = babel_numbers.format_decimal(value, locale=locale, decimal_quantization=False)
+    currency = {"": "", "symbol": babel_numbers.get_currency_symbol("USD", locale),
+                "code": "USD "}[how]
+    assert cells.number(f"{currency}+{text}", "amount") == value
+    assert cells.number(f"{currency}-{text}", "amount") == -value
+    assert cells.number(f"-{currency}{text}", "amount") == -value
+
+
+@FUZZ
 @given(st.sampled_from(LOCALES), st.integers(min_value=0, max_value=100))
 def test_a_percent_babel_formats_reads_back_as_points(locale: str, points: int) -> None:
     text = babel_numbers.format_percent(Decimal(points) / 100, locale=locale)
@@ -128,6 +146,15 @@ def test_a_number_read_two_ways_names_both_and_the_locale(text: str,
     assert all(r in message for r in readings) and "--locale" in message
 
 
+@pytest.mark.parametrize(("text", "readings"), [
+    ("+1.500", "1.500 ('.' as the decimal sign) or 1500 ('.' grouping"),
+    ("-1,500", "-1.500 (',' as the decimal sign) or -1500 (',' grouping"),
+])
+def test_the_two_readings_keep_the_cells_sign(text: str, readings: str) -> None:
+    with pytest.raises(RecordError, match=re.escape(f"reads two ways: {readings}")):
+        EXPORT.number(text, "amount")
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("2500.00", "2500.00"), ("1,234.50", "1234.50"), ("1,234,567", "1234567"), ("0.500", "0.5"),
     ("1.50", "1.5"), ("1234.567", "1234.567"), ("45%", "45"), ("", None),
@@ -147,7 +174,7 @@ def test_without_a_locale_a_locales_number_is_refused_with_the_hint(text: str) -
     ("es_CO", "1.234,50 EUR", "1234.50"), ("es_CO", "45 %", "45"), ("es_CO", "-$ 1.500", "-1500"),
     ("en_US", "$1,200", "1200"), ("en_US", "USD 1,234.50", "1234.50"), ("en_US", "1.500", "1.5"),
     ("es_ES", "1.234,50 €", "1234.50"), ("pt_BR", "R$ 1.234,50", "1234.50"),
-    ("es_MX", "$1,234.50", "1234.50"),
+    ("es_MX", "$1,234.50", "1234.50"), ("es_CO", "+1.50", "1.50"), ("es_CO", "-1,5", "-1.5"),
 ])
 def test_a_locales_numbers(locale: str, text: str, expected: str) -> None:
     assert locale_cells(locale).number(text, "amount") == Decimal(expected)
@@ -155,7 +182,7 @@ def test_a_locales_numbers(locale: str, text: str, expected: str) -> None:
 
 @pytest.mark.parametrize(("locale", "text"), [
     ("es_CO", "1,234.50"), ("es_CO", "12.34.567"), ("en_US", "1.234,50"), ("es_CO", "abc"),
-    ("es_CO", "$"),
+    ("es_CO", "$"), ("es_CO", "--1.500"), ("es_CO", "-$-1.500"), ("es_CO", "+-1.500"),
 ])
 def test_a_locale_refuses_what_it_does_not_write(locale: str, text: str) -> None:
     with pytest.raises(RecordError, match=f"not a number as {locale} writes them"):

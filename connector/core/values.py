@@ -168,7 +168,7 @@ class Cells:
         cell = text.strip()
         body = cell[:-1].rstrip() if cell.endswith("%") else cell
         if _TWO_WAYS.match(body):
-            sign, digits = ("-", body[1:]) if body[0] in "+-" else ("", body)
+            sign, digits = (body[0], body[1:]) if body[0] in "+-" else ("", body)
             head, mark, tail = digits[:-4], digits[-4], digits[-3:]
             grouped = Decimal(sign + head + tail)
             pointed = Decimal(f"{sign}{head}.{tail}")

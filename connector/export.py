@@ -33,6 +33,7 @@ _BUFFER = 1 << 16  # the bytes read from the file at a time while rows are read
 _WIDE_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
                (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 DELIMITERS = (",", ";", "\t", "|")
+_SEP_LINE = re.compile(r"sep=([^\"\r\n])", re.IGNORECASE)
 _NOT_WINDOWS_1252 = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")  # bytes it leaves undefined
 # How the footer of a Salesforce report export starts, in the languages it is exported in.
 _FOOTER = ("total", "grand total", "totales generales", "total general", "totais gerais",
@@ -69,6 +70,7 @@ class Dialect:
     encoding: str = "utf-8"
     bom: bool = False
     line_end: str = "\n"
+    sep_line: bool = False  # it starts with Excel's `sep=;` line, which names the delimiter
 
 
 class Export:
@@ -158,14 +160,18 @@ class Export:
         head = self._binary.read(_CHUNK).decode(encoding, errors="replace").lstrip("\ufeff")
         line = next((x for x in head.splitlines(keepends=True) if x.strip()), "")
         line_end = "\r\n" if line.endswith("\r\n") else "\n"
+        # Excel reads the delimiter from a first line `sep=;` and does not show that line
+        sep = _SEP_LINE.fullmatch(line.rstrip("\r\n")) if self.kind == "csv" else None
         if forced is not None:
             forced = {"tab": "\t", "\\t": "\t"}.get(forced, forced)
             if len(forced) != 1 or forced in '"\r\n':
                 raise ConfigurationError(Text("--delimiter {delimiter}: give one character "
                                               "(, ; | or tab)", delimiter=repr(forced)))
-            return Dialect(forced, encoding, bom, line_end)
+            return Dialect(forced, encoding, bom, line_end, sep is not None)
         if self.kind != "csv":
             return Dialect(",", encoding, bom, line_end)
+        if sep is not None:
+            return Dialect(sep[1], encoding, bom, line_end, True)
         bare = re.sub(r'"[^"]*"', "", line)
         counts = sorted(((bare.count(d), d) for d in DELIMITERS), reverse=True)
         if counts[0][0] and counts[0][0] == counts[1][0]:
@@ -215,9 +221,13 @@ class Export:
         if self._lines is not None:
             return self.header
         self._lines = _Lines(self._text, self.dialect.delimiter)
+        sep_line = self.dialect.sep_line
         try:
             for raw in self._lines:
                 if any(cell.strip() for cell in raw):
+                    if sep_line:  # `sep=;`: the header is the next line
+                        sep_line = False
+                        continue
                     self.header = [h.strip() for h in raw]
                     break
             else:
@@ -454,6 +464,8 @@ class ExportWriter:
             self._csv = csv.writer(_Collect(self._lines), lineterminator="\n",
                                    delimiter=self._delimiter)
             self.write_row = self._row_writer()
+            if csv_dialect.sep_line:
+                self._lines.append(f"sep={self._delimiter}")
             self.write_row(header)
         else:
             self._file.write("[")

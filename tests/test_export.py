@@ -502,6 +502,28 @@ def test_the_delimiter_is_detected_from_the_header(tmp_path, delimiter):
     assert rows == [[data[h] for h in ref.HEADER]]
 
 
+@pytest.mark.parametrize(("sep", "forced"), [(";", None), ("\t", None), ("|", None),
+                                            (";", ";")])
+def test_excels_sep_line_names_the_delimiter_and_is_kept_in_the_output(tmp_path, capsys, sep,
+                                                                       forced):
+    """A first line `sep=;` is how Excel is told the delimiter: it is not the header, the rows'
+    line numbers count it, and `--out` starts with it too, so Excel opens the output alike."""
+    source, out = tmp_path / "export.csv", tmp_path / "out.csv"
+    bad = row("A2", amount="abc")
+    lines = [f"sep={sep}", sep.join(ref.HEADER), csv_line(row("A1"), ref.HEADER, sep),
+             csv_line(bad, ref.HEADER, sep)]
+    source.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    header, rows, _, dialect = _cells(source, delimiter=forced)
+    assert dialect.delimiter == sep and dialect.sep_line and header == ref.HEADER
+    assert [r[0] for r in rows] == ["A1", "A2"]
+    assert main(["simulate", str(source), "--out", str(out), *CONFIG,
+                 *(["--delimiter", forced] if forced else [])]) == 1  # A2's amount
+    assert "line 4" in capsys.readouterr().out
+    written = out.read_bytes().decode("utf-8").split("\r\n")
+    assert written[0] == f"sep={sep}" and written[1].split(sep)[:3] == ref.HEADER[:3]
+    assert [line.split(sep)[0] for line in written[2:4]] == ["A1", "A2"]
+
+
 def test_a_header_with_as_many_of_two_delimiters_asks_for_one(tmp_path):
     source = tmp_path / "export.csv"
     source.write_text("Id;Name,StageName\n1;a,b\n", encoding="utf-8")

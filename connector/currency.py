@@ -76,32 +76,35 @@ def rates_from_file(data: object, where: Callable[[tuple[str, ...]], Where]
     """`mappings/currencies.yaml`'s data as rates, or every problem, each at its line."""
     problems: list[Finding] = []
 
-    def error(at: tuple[str, ...], message: str) -> None:
+    def error(at: tuple[str, ...], message: Text) -> None:
         problems.append(Finding.at(where(at), "error", "schema", message))
 
     if not isinstance(data, dict):
-        error((), "a currencies file is 'corporate: USD' and 'rates: {COP: 4000, ...}'")
+        error((), Text("a currencies file is 'corporate: USD' and 'rates: {COP: 4000, ...}'"))
         return None, problems
     for key in data:
         if key not in ("corporate", "rates", "dated"):
-            error((str(key),), f"unknown key '{key}': a currencies file has 'corporate', "
-                               "'rates' and 'dated'")
+            error((str(key),), Text("unknown key '{key}': a currencies file has 'corporate', "
+                                    "'rates' and 'dated'", key=str(key)))
     corporate = data.get("corporate")
     if not isinstance(corporate, str) or not _CODE.match(corporate):
-        error(("corporate",), f"'corporate' must be an ISO currency code such as USD, not "
-                              f"{corporate!r}")
+        error(("corporate",), Text("'corporate' must be an ISO currency code such as USD, not "
+                                   "{value}", value=repr(corporate)))
     rates: dict[str, Decimal] = {}
     given = data.get("rates") or {}
     if not isinstance(given, dict):
-        error(("rates",), "'rates' maps ISO codes to units per corporate unit: {COP: 4000}")
+        error(("rates",), Text("'rates' maps ISO codes to units per corporate unit: "
+                               "{COP: 4000}"))
         given = {}
     for code, value in given.items():
         rate = _rate(value)
         if not isinstance(code, str) or not _CODE.match(code):
-            error(("rates", str(code)), f"'{code}' is not an ISO currency code (COP, EUR ...)")
+            error(("rates", str(code)), Text("'{code}' is not an ISO currency code (COP, EUR "
+                                             "...)", code=str(code)))
         elif rate is None:
-            error(("rates", code), f"the rate of {code} must be a number above 0 (units of "
-                                   f"{code} per one {corporate}), not {value!r}")
+            error(("rates", code), Text("the rate of {code} must be a number above 0 (units "
+                                        "of {code} per one {corporate}), not {value}",
+                                        code=code, corporate=str(corporate), value=repr(value)))
         else:
             rates[code] = rate
     dated = _dated(data.get("dated") or {}, error)
@@ -109,22 +112,24 @@ def rates_from_file(data: object, where: Callable[[tuple[str, ...]], Where]
         return None, problems
     assert isinstance(corporate, str)
     if corporate in rates and rates[corporate] != 1:
-        error(("rates", corporate), f"the corporate currency's rate is 1, not {rates[corporate]}")
+        error(("rates", corporate), Text("the corporate currency's rate is 1, not {rate}",
+                                         rate=str(rates[corporate])))
         return None, problems
     return CurrencyRates(corporate, rates, dated), problems
 
 
-def _dated(given: object, error: Callable[[tuple[str, ...], str], None]
+def _dated(given: object, error: Callable[[tuple[str, ...], Text], None]
            ) -> dict[str, tuple[Period, ...]]:
     """`dated: {EUR: [{from: 2026-01-01, until: 2026-04-01, rate: 0.91}, ...]}`."""
     if not isinstance(given, dict):
-        error(("dated",), "'dated' maps ISO codes to periods: {EUR: [{from: 2026-01-01, "
-                          "rate: 0.91}]}")
+        error(("dated",), Text("'dated' maps ISO codes to periods: {EUR: [{from: 2026-01-01, "
+                               "rate: 0.91}]}"))
         return {}
     out: dict[str, tuple[Period, ...]] = {}
     for code, periods in given.items():
         if not isinstance(code, str) or not _CODE.match(code) or not isinstance(periods, list):
-            error(("dated", str(code)), f"'{code}': an ISO currency code and a list of periods")
+            error(("dated", str(code)), Text("'{code}': an ISO currency code and a list of "
+                                             "periods", code=str(code)))
             continue
         kept = []
         for i, period in enumerate(periods):
@@ -134,10 +139,11 @@ def _dated(given: object, error: Callable[[tuple[str, ...], str], None]
             rate = _rate(period.get("rate")) if isinstance(period, dict) else None
             if not isinstance(start, dt.date) or (until is not None
                                                   and not isinstance(until, dt.date)):
-                error(at, "a period is {from: YYYY-MM-DD, until: YYYY-MM-DD (optional), "
-                          "rate: a number above 0}")
+                error(at, Text("a period is {from: YYYY-MM-DD, until: YYYY-MM-DD (optional), "
+                               "rate: a number above 0}"))
             elif rate is None:
-                error(at, f"the rate of {code} from {start} must be a number above 0")
+                error(at, Text("the rate of {code} from {start} must be a number above 0",
+                               code=code, start=str(start)))
             else:
                 kept.append(Period(start, until, rate))
         out[code] = tuple(kept)

@@ -18,7 +18,7 @@ import reference_dry_run as ref
 
 from connector.cli import main
 from connector.currency import CurrencyRates, Period, rates_from_salesforce
-from connector.errors import ConfigurationError
+from connector.errors import ConfigurationError, Text
 from connector.files import load, load_rates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,9 +170,22 @@ def test_a_bad_rates_file_names_its_line_and_check_reports_it(tmp_path, capsys, 
     (mappings / "currencies.yaml").write_text(text, encoding="utf-8")
     rates, problems = load_rates(mappings)
     assert rates is None and [(p.line, message in p.message) for p in problems] == [(line, True)]
+    assert all(isinstance(p.message, Text) for p in problems)  # said in Spanish too
     assert not load(ROOT / "rules", mappings).ok  # `check` refuses it with the others
     assert main(["check", "--rules", str(ROOT / "rules"), "--mappings", str(mappings)]) == 1
     assert f"currencies.yaml:{line}:" in capsys.readouterr().out
+
+
+def test_a_bad_rates_file_is_said_in_spanish(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LANG", "es_CO.UTF-8")
+    monkeypatch.delenv("CRM_AUTOMATION_LANG", raising=False)
+    mappings = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", mappings)
+    (mappings / "currencies.yaml").write_text("corporate: USD\nrates:\n  COP: cero\n",
+                                              encoding="utf-8")
+    assert main(["check", "--rules", str(ROOT / "rules"), "--mappings", str(mappings)]) == 1
+    assert ("currencies.yaml:3: error: la tasa de COP debe ser un número mayor que 0 (unidades "
+            "de COP por un USD), no 'cero'") in capsys.readouterr().out
 
 
 def _records(soql: str) -> list[dict]:

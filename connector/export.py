@@ -237,8 +237,10 @@ class Export:
             raise self._not_utf8(exc) from None
         except csv.Error as exc:
             raise self._unreadable(self._lines.next, exc) from None
-        if len(set(self.header)) != len(self.header):
-            dupes = sorted({h for h in self.header if self.header.count(h) > 1})
+        # (blank names are not repeats: Excel saves the empty columns after the data as ;;)
+        named = [h for h in self.header if h]
+        if len(set(named)) != len(named):
+            dupes = sorted({h for h in named if named.count(h) > 1})
             raise ConfigurationError(Text("{file}: the header repeats {columns}",
                                           file=str(self.path), columns=", ".join(dupes)))
         return self.header

@@ -524,6 +524,21 @@ def test_excels_sep_line_names_the_delimiter_and_is_kept_in_the_output(tmp_path,
     assert [line.split(sep)[0] for line in written[2:4]] == ["A1", "A2"]
 
 
+def test_blank_columns_after_the_data_are_kept_not_refused(tmp_path):
+    """Excel saves the formatted empty columns after the data: `...;Relationship;;` on every
+    line. Blank names are no repeat; the rows are read, and --out keeps those columns."""
+    source, out = tmp_path / "export.csv", tmp_path / "out.csv"
+    lines = [";".join([*ref.HEADER, "", ""]), csv_line(row("A1"), ref.HEADER, ";") + ";;",
+             ";" * (len(ref.HEADER) + 1)]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    header, rows, _, _ = _cells(source)
+    assert header == [*ref.HEADER, "", ""] and [r[0] for r in rows] == ["A1"]
+    assert main(["simulate", str(source), "--out", str(out), *CONFIG]) == 0
+    written = out.read_text(encoding="utf-8").splitlines()
+    assert written[0].startswith(";".join([*ref.HEADER, "", ""]) + ";")
+    assert len(written) == 2 and written[1].startswith("A1;")
+
+
 def test_a_header_with_as_many_of_two_delimiters_asks_for_one(tmp_path):
     source = tmp_path / "export.csv"
     source.write_text("Id;Name,StageName\n1;a,b\n", encoding="utf-8")

@@ -283,8 +283,12 @@ class Export:
                         in_footer = True
                         continue
                 if len(raw) != width:
-                    yield line, raw, None, self.width_error(raw)
-                    continue
+                    # blank cells past the header's last column are dropped: Excel saves the
+                    # formatted empty columns after the data (`;;`); any other width fails
+                    if len(raw) < width or any(c.strip() for c in raw[width:]):
+                        yield line, raw, None, self.width_error(raw)
+                        continue
+                    del raw[width:]
                 try:
                     values = read(raw)
                 except RecordError as exc:

@@ -159,7 +159,8 @@ class Export:
         and the line end the header line has."""
         head = self._binary.read(_CHUNK).decode(encoding, errors="replace").lstrip("\ufeff")
         line = next((x for x in head.splitlines(keepends=True) if x.strip()), "")
-        line_end = "\r\n" if line.endswith("\r\n") else "\n"
+        # CRLF (Windows), CR (Excel for Mac's "CSV (Macintosh)") or LF
+        line_end = next((end for end in ("\r\n", "\r") if line.endswith(end)), "\n")
         # Excel reads the delimiter from a first line `sep=;` and does not show that line
         sep = _SEP_LINE.fullmatch(line.rstrip("\r\n")) if self.kind == "csv" else None
         if forced is not None:

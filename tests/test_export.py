@@ -611,6 +611,18 @@ def test_simulate_out_keeps_the_inputs_dialect(tmp_path):
     assert out.read_bytes().startswith(b"\xef\xbb\xbfId,")
 
 
+def test_a_macintosh_csv_with_cr_line_ends_is_read_and_written_alike(tmp_path):
+    """Excel for Mac's "CSV (Macintosh)" ends its lines with CR alone."""
+    source, out = tmp_path / "export.csv", tmp_path / "out.csv"
+    source.write_bytes("\r".join([HEADER, csv_line(row("A1")), csv_line(row("A2"))]).encode()
+                       + b"\r")
+    _, rows, _, dialect = _cells(source)
+    assert dialect.line_end == "\r" and [r[0] for r in rows] == ["A1", "A2"]
+    assert main(["simulate", str(source), "--out", str(out), *CONFIG]) == 0
+    written = out.read_bytes()
+    assert b"\n" not in written and written.count(b"\r") == 3
+
+
 def test_missing_columns_are_a_configuration_error_before_any_row(tmp_path, capsys):
     source = tmp_path / "export.csv"
     source.write_text("Opportunity ID,Stage,Amount,Close Date\nA1,Prospecting,10,2027-01-01\n",

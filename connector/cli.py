@@ -242,8 +242,8 @@ DelimiterOpt = Annotated[str | None, typer.Option(
 
 def _read_options(locale: str | None, encoding: str | None, delimiter: str | None,
                   loaded: Loaded) -> ReadOptions:
-    """What the command line says about reading the export, checked before any row; the
-    currency rates `load` read from the mappings folder."""
+    """What the command line says about reading the export, checked before any row, with
+    the currency rates `load` read from the mappings folder."""
     from connector.simulate import ReadOptions
 
     if locale is not None:

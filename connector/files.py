@@ -380,6 +380,8 @@ def load_mappings(folder: Path, findings: list[Finding]) -> dict[str, tuple[Mapp
 
 
 def load_mapping_file(path: Path, findings: list[Finding]) -> Mapping | None:
+    if path.name == currency.FILE:
+        return None  # the currency rates: read (and checked) once, by `load_rates`
     doc, problems = read_yaml(path)
     findings += problems
     if doc is None or problems:
@@ -394,9 +396,6 @@ def load_mapping_file(path: Path, findings: list[Finding]) -> Mapping | None:
 
     def locate(at: DataPath) -> Where:
         return Where(doc.path, doc.line_of(at))
-
-    if path.name == currency.FILE:
-        return None  # the currency rates: `load_rates`, called by `load`
 
     try:
         spec = schema.MappingSpec.model_validate(doc.data)

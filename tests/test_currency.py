@@ -162,6 +162,8 @@ def test_without_rates_one_currency_is_summed_and_no_other(tmp_path, capsys):
      4),
     ("corporate: USD\nrates:\n  pesos: 4000\n", "'pesos' is not an ISO currency code", 3),
     ("corporate: USD\nrate: {COP: 4000}\n", "unknown key 'rate'", 2),
+    ("- USD\n- COP\n", "a currencies file is 'corporate: USD'", 1),
+    ("corporate: USD\nrates: [COP: 4000\n", "not valid YAML", 3),
 ])
 def test_a_bad_rates_file_names_its_line_and_check_reports_it(tmp_path, capsys, text, message,
                                                              line):
@@ -171,7 +173,9 @@ def test_a_bad_rates_file_names_its_line_and_check_reports_it(tmp_path, capsys, 
     rates, problems = load_rates(mappings)
     assert rates is None and [(p.line, message in p.message) for p in problems] == [(line, True)]
     assert all(isinstance(p.message, Text) for p in problems)  # said in Spanish too
-    assert not load(ROOT / "rules", mappings).ok  # `check` refuses it with the others
+    loaded = load(ROOT / "rules", mappings)
+    assert not loaded.ok  # `check` refuses it with the others, once: the file is read once
+    assert [f for f in loaded.findings if f.file.endswith("currencies.yaml")] == problems
     assert main(["check", "--rules", str(ROOT / "rules"), "--mappings", str(mappings)]) == 1
     assert f"currencies.yaml:{line}:" in capsys.readouterr().out
 
